@@ -1,0 +1,605 @@
+//! `socketless serve`: the stateless REST backend a WebSocket gateway calls for every connect,
+//! message and disconnect (public port), plus the internal API other services use to push to,
+//! close, look up and broadcast to connections (internal port, never behind the ingress).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use prometheus_client::registry::Registry;
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::cache::{Lookup, SessionCache};
+use crate::contract;
+use crate::handler::{MessageHandler, RequestContext};
+use crate::lifecycle::Lifecycle;
+use crate::metrics::{self, BackendMetrics, ListenerLabels, RequestLabels, RouteLabels};
+use crate::push::{PushOutcome, Pusher};
+use crate::server::{self, Body, BodyError};
+use crate::store::{Created, Session, SessionStore, StoreError};
+
+/// How replies reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// In the HTTP response; the gateway forwards it when the route has a route response.
+    Sync,
+    /// Through `@connections` PostToConnection; the HTTP response is empty.
+    Async,
+}
+
+/// Behaviour settings of the backend.
+#[derive(Clone)]
+pub struct BackendSettings {
+    pub shared_secret: Option<String>,
+    pub reply_mode: ReplyMode,
+    pub max_body_bytes: usize,
+    /// A session item expires this long after its connection opened (DynamoDB TTL).
+    pub session_ttl: Duration,
+    pub broadcast_concurrency: usize,
+}
+
+impl std::fmt::Debug for BackendSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendSettings")
+            .field("shared_secret", &self.shared_secret.as_ref().map(|_| "<redacted>"))
+            .field("reply_mode", &self.reply_mode)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("session_ttl", &self.session_ttl)
+            .field("broadcast_concurrency", &self.broadcast_concurrency)
+            .finish()
+    }
+}
+
+/// Counts of one broadcast.
+#[derive(Default)]
+struct Tally {
+    sessions: u64,
+    delivered: u64,
+    gone: u64,
+    failed: u64,
+    gone_ids: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, id: String, outcome: &PushOutcome) {
+        match outcome {
+            PushOutcome::Delivered => self.delivered += 1,
+            PushOutcome::Gone => {
+                self.gone += 1;
+                self.gone_ids.push(id);
+            }
+            _ => self.failed += 1,
+        }
+    }
+}
+
+/// The HTTP answer for a push that neither arrived nor found the connection gone.
+fn push_error(outcome: &PushOutcome) -> Response<Body> {
+    match outcome {
+        PushOutcome::Throttled => server::error(StatusCode::TOO_MANY_REQUESTS, "the gateway throttled the push (or the client's buffer is full)"),
+        PushOutcome::TooLarge => server::error(StatusCode::PAYLOAD_TOO_LARGE, "the message is over the gateway's limit"),
+        PushOutcome::Forbidden => server::error(StatusCode::BAD_GATEWAY, "the gateway refused the push (credentials or endpoint)"),
+        _ => server::error(StatusCode::BAD_GATEWAY, "the push failed"),
+    }
+}
+
+/// Page size used by broadcast scans.
+const BROADCAST_PAGE: usize = 100;
+
+pub struct Backend {
+    store: Arc<dyn SessionStore>,
+    cache: SessionCache,
+    pusher: Arc<Pusher>,
+    handler: Arc<dyn MessageHandler>,
+    metrics: Arc<BackendMetrics>,
+    registry: Arc<Registry>,
+    lifecycle: Lifecycle,
+    settings: BackendSettings,
+}
+
+/// Maps errors at the HTTP boundary. Internal detail goes to the log, never to the client.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("invalid {0} header")]
+    InvalidHeader(&'static str),
+    #[error("missing shared secret")]
+    NoSecret,
+    #[error("wrong shared secret")]
+    WrongSecret,
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    fn response(&self) -> Response<Body> {
+        let (status, msg) = match self {
+            ApiError::MissingHeader(_) | ApiError::InvalidHeader(_) => (StatusCode::BAD_REQUEST, self.to_string()),
+            ApiError::NoSecret => (StatusCode::UNAUTHORIZED, self.to_string()),
+            ApiError::WrongSecret => (StatusCode::FORBIDDEN, self.to_string()),
+            ApiError::Body(BodyError::TooLarge(_)) => (StatusCode::PAYLOAD_TOO_LARGE, self.to_string()),
+            ApiError::Body(BodyError::Read(_)) => (StatusCode::BAD_REQUEST, "request body could not be read".into()),
+            ApiError::Store(StoreError::Rejected(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "session store rejected the request".into())
+            }
+            ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable".into()),
+        };
+        if let ApiError::Store(err) = self {
+            tracing::warn!(error = %err, "session store call failed");
+        }
+        server::error(status, &msg)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A connection id as API Gateway issues them: short, printable, no separators.
+fn valid_connection_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+}
+
+/// Reads the gateway context from the request headers.
+fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
+    let connection_id = header(headers, contract::CONNECTION_ID);
+    if connection_id.is_empty() {
+        return Err(ApiError::MissingHeader(contract::CONNECTION_ID));
+    }
+    if !valid_connection_id(&connection_id) {
+        return Err(ApiError::InvalidHeader(contract::CONNECTION_ID));
+    }
+    let connected_at = match headers.get(contract::CONNECTED_AT) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|ms| *ms >= 0)
+                .ok_or(ApiError::InvalidHeader(contract::CONNECTED_AT))?,
+        ),
+    };
+    let disconnect_status = headers
+        .get(contract::DISCONNECT_STATUS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u16>().ok());
+    let disconnect_reason = headers
+        .get(contract::DISCONNECT_REASON)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok(RequestContext {
+        connection_id,
+        route_key: header(headers, contract::ROUTE_KEY),
+        event_type: header(headers, contract::EVENT_TYPE),
+        request_id: header(headers, contract::REQUEST_ID),
+        domain: header(headers, contract::DOMAIN_NAME),
+        stage: header(headers, contract::STAGE),
+        connected_at,
+        source_ip: header(headers, contract::SOURCE_IP),
+        user_agent: header(headers, contract::USER_AGENT),
+        disconnect_status,
+        disconnect_reason,
+    })
+}
+
+/// Decodes `%XX` escapes in a path segment (connection ids often carry an encoded `=`).
+fn percent_decode(segment: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a> {
+    metrics: &'a BackendMetrics,
+    listener: &'static str,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(metrics: &'a BackendMetrics, listener: &'static str) -> Self {
+        metrics.in_flight.get_or_create(&ListenerLabels { listener }).inc();
+        InFlight { metrics, listener }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .in_flight
+            .get_or_create(&ListenerLabels { listener: self.listener })
+            .dec();
+    }
+}
+
+impl Backend {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        cache: SessionCache,
+        pusher: Arc<Pusher>,
+        handler: Arc<dyn MessageHandler>,
+        metrics: Arc<BackendMetrics>,
+        registry: Arc<Registry>,
+        lifecycle: Lifecycle,
+        settings: BackendSettings,
+    ) -> Self {
+        Backend {
+            store,
+            cache,
+            pusher,
+            handler,
+            metrics,
+            registry,
+            lifecycle,
+            settings,
+        }
+    }
+
+    fn observe(&self, listener: &'static str, route: &'static str, status: StatusCode, started: Instant) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                listener,
+                route,
+                status: status.as_u16(),
+            })
+            .inc();
+        self.metrics
+            .latency
+            .get_or_create(&RouteLabels { listener, route })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn metrics_response(&self) -> Response<Body> {
+        server::with_body(StatusCode::OK, metrics::CONTENT_TYPE, metrics::encode(&self.registry))
+    }
+
+    /// The public port: the gateway's integration target.
+    pub async fn public(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let _in_flight = InFlight::new(&self.metrics, "public");
+        let route: &'static str = match req.uri().path() {
+            contract::PATH_CONNECT => contract::PATH_CONNECT,
+            contract::PATH_DISCONNECT => contract::PATH_DISCONNECT,
+            contract::PATH_MESSAGE => contract::PATH_MESSAGE,
+            "/healthz" | "/readyz" => {
+                // Load balancers health-check the traffic port.
+                return server::health(req.uri().path(), &self.lifecycle)
+                    .unwrap_or_else(|| server::empty(StatusCode::NOT_FOUND));
+            }
+            _ => {
+                let resp = server::error(StatusCode::NOT_FOUND, "no such route");
+                self.observe("public", "other", resp.status(), started);
+                return resp;
+            }
+        };
+        let resp = if req.method() != Method::POST {
+            server::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
+        } else {
+            let connection_id = header(req.headers(), contract::CONNECTION_ID);
+            let request_id = header(req.headers(), contract::REQUEST_ID);
+            let span = tracing::info_span!("request", route, connection_id = %connection_id, request_id = %request_id);
+            match self.integration(route, req).instrument(span).await {
+                Ok(resp) => resp,
+                Err(err) => err.response(),
+            }
+        };
+        self.observe("public", route, resp.status(), started);
+        resp
+    }
+
+    fn check_secret(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.settings.shared_secret else {
+            return Ok(());
+        };
+        let Some(given) = headers.get(contract::SHARED_SECRET) else {
+            return Err(ApiError::NoSecret);
+        };
+        if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::WrongSecret)
+        }
+    }
+
+    async fn integration(&self, route: &'static str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        self.check_secret(req.headers())?;
+        let ctx = context(req.headers())?;
+        let (_, body) = server::read_body(req, self.settings.max_body_bytes).await?;
+        match route {
+            contract::PATH_CONNECT => self.connect(ctx).await,
+            contract::PATH_DISCONNECT => self.disconnect(ctx).await,
+            _ => self.message(ctx, body).await,
+        }
+    }
+
+    fn new_session(&self, ctx: &RequestContext) -> Session {
+        let now = now_ms();
+        let connected_at = ctx.connected_at.unwrap_or(now);
+        Session {
+            connection_id: ctx.connection_id.clone(),
+            connected_at,
+            last_seen_at: now,
+            source_ip: ctx.source_ip.clone(),
+            user_agent: ctx.user_agent.clone(),
+            domain: ctx.domain.clone(),
+            stage: ctx.stage.clone(),
+            message_count: 0,
+            expires_at: connected_at / 1000 + self.settings.session_ttl.as_secs() as i64,
+        }
+    }
+
+    async fn connect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
+        if let Err(rejection) = self.handler.on_connect(&ctx).await {
+            tracing::info!(status = rejection.status.as_u16(), "connect rejected by the handler");
+            return Ok(server::error(rejection.status, &rejection.message));
+        }
+        let session = self.new_session(&ctx);
+        match self.store.create(&session).await? {
+            Created::Created => tracing::info!("connected"),
+            Created::AlreadyExists => tracing::info!("duplicate connect; existing session kept"),
+        }
+        self.cache.insert_synced(&ctx.connection_id, Instant::now());
+        Ok(server::empty(StatusCode::OK))
+    }
+
+    async fn disconnect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
+        self.handler.on_disconnect(&ctx).await;
+        self.cache.remove(&ctx.connection_id);
+        let existed = self.store.delete(&ctx.connection_id).await?;
+        tracing::info!(existed, status = ?ctx.disconnect_status, "disconnected");
+        Ok(server::empty(StatusCode::OK))
+    }
+
+    async fn message(&self, ctx: RequestContext, body: Bytes) -> Result<Response<Body>, ApiError> {
+        self.metrics.messages.inc();
+        match self.cache.on_message(&ctx.connection_id, Instant::now()) {
+            Lookup::Fresh => self.metrics.cache_lookup(true),
+            Lookup::Sync { add, cached } => {
+                self.metrics.cache_lookup(false);
+                let session = self.new_session(&ctx);
+                if let Err(err) = self.store.upsert(&session, add).await {
+                    self.cache.sync_failed(&ctx.connection_id, add, cached);
+                    return Err(err.into());
+                }
+            }
+        }
+        let reply = match self.handler.on_message(&ctx, body).await {
+            Ok(reply) => reply,
+            Err(rejection) => return Ok(server::error(rejection.status, &rejection.message)),
+        };
+        let Some(reply) = reply else {
+            return Ok(server::empty(StatusCode::OK));
+        };
+        match self.settings.reply_mode {
+            ReplyMode::Sync => Ok(server::with_body(StatusCode::OK, "text/plain; charset=utf-8", reply)),
+            ReplyMode::Async => {
+                let Some(endpoint) = self.pusher.endpoint(&ctx.domain, &ctx.stage) else {
+                    tracing::warn!("asynchronous reply impossible: no domain/stage header and no push endpoint");
+                    return Ok(server::error(StatusCode::BAD_GATEWAY, "no @connections endpoint for this request"));
+                };
+                match self.pusher.post(&endpoint, &ctx.connection_id, reply).await {
+                    PushOutcome::Delivered => Ok(server::empty(StatusCode::OK)),
+                    PushOutcome::Gone => {
+                        self.forget(&ctx.connection_id).await;
+                        Ok(server::empty(StatusCode::OK))
+                    }
+                    other => Ok(push_error(&other)),
+                }
+            }
+        }
+    }
+
+    /// Removes a session the gateway reported gone (410).
+    async fn forget(&self, connection_id: &str) {
+        self.cache.remove(connection_id);
+        if let Err(err) = self.store.delete(connection_id).await {
+            tracing::warn!(connection_id, error = %err, "could not delete a gone session");
+        }
+    }
+
+    /// The internal port: `/v1/...`, health and metrics.
+    pub async fn internal(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let _in_flight = InFlight::new(&self.metrics, "internal");
+        let path = req.uri().path().to_string();
+        if let Some(resp) = server::health(&path, &self.lifecycle) {
+            return resp;
+        }
+        if path == "/metrics" {
+            return self.metrics_response();
+        }
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let method = req.method().clone();
+        let (route, resp): (&'static str, Response<Body>) = match (method, segments.as_slice()) {
+            (Method::POST, ["v1", "broadcast"]) => ("/v1/broadcast", self.broadcast(req).await),
+            (m, ["v1", "connections", id]) => {
+                let Some(id) = percent_decode(id).filter(|id| valid_connection_id(id)) else {
+                    let resp = server::error(StatusCode::BAD_REQUEST, "invalid connection id");
+                    self.observe("internal", "/v1/connections/{id}", resp.status(), started);
+                    return resp;
+                };
+                let resp = match m {
+                    Method::GET => self.lookup(&id).await,
+                    Method::DELETE => self.close(&id).await,
+                    _ => server::error(StatusCode::METHOD_NOT_ALLOWED, "use GET or DELETE"),
+                };
+                ("/v1/connections/{id}", resp)
+            }
+            (m, ["v1", "connections", id, "messages"]) => {
+                let resp = match percent_decode(id).filter(|id| valid_connection_id(id)) {
+                    None => server::error(StatusCode::BAD_REQUEST, "invalid connection id"),
+                    Some(_) if m != Method::POST => server::error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+                    Some(id) => self.send(&id, req).await,
+                };
+                ("/v1/connections/{id}/messages", resp)
+            }
+            _ => ("other", server::error(StatusCode::NOT_FOUND, "no such route")),
+        };
+        self.observe("internal", route, resp.status(), started);
+        resp
+    }
+
+    /// The management endpoint for one connection: the configured one, or the session's.
+    async fn endpoint_for(&self, id: &str) -> Result<Option<String>, Response<Body>> {
+        if self.pusher.has_fixed_endpoint() {
+            return Ok(self.pusher.endpoint("", ""));
+        }
+        match self.store.get(id).await {
+            Ok(Some(session)) => Ok(self.pusher.endpoint(&session.domain, &session.stage)),
+            Ok(None) => Err(server::error(StatusCode::NOT_FOUND, "no such connection")),
+            Err(err) => Err(ApiError::Store(err).response()),
+        }
+    }
+
+    async fn lookup(&self, id: &str) -> Response<Body> {
+        match self.store.get(id).await {
+            Ok(Some(session)) => server::json(StatusCode::OK, &serde_json::to_value(&session).unwrap_or_default()),
+            Ok(None) => server::error(StatusCode::NOT_FOUND, "no such connection"),
+            Err(err) => ApiError::Store(err).response(),
+        }
+    }
+
+    async fn send(&self, id: &str, req: Request<Incoming>) -> Response<Body> {
+        let body = match server::read_body(req, contract::MAX_POST_BYTES).await {
+            Ok((_, body)) => body,
+            Err(err) => return ApiError::Body(err).response(),
+        };
+        let endpoint = match self.endpoint_for(id).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return server::error(StatusCode::CONFLICT, "the session has no domain and stage to push to"),
+            Err(resp) => return resp,
+        };
+        match self.pusher.post(&endpoint, id, body).await {
+            PushOutcome::Delivered => server::json(StatusCode::OK, &serde_json::json!({ "delivered": true })),
+            PushOutcome::Gone => {
+                self.forget(id).await;
+                server::error(StatusCode::GONE, "the connection is gone")
+            }
+            other => push_error(&other),
+        }
+    }
+
+    async fn close(&self, id: &str) -> Response<Body> {
+        let endpoint = match self.endpoint_for(id).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return server::error(StatusCode::CONFLICT, "the session has no domain and stage"),
+            Err(resp) => return resp,
+        };
+        match self.pusher.delete(&endpoint, id).await {
+            PushOutcome::Delivered => server::empty(StatusCode::NO_CONTENT),
+            PushOutcome::Gone => {
+                self.forget(id).await;
+                server::error(StatusCode::GONE, "the connection is gone")
+            }
+            other => push_error(&other),
+        }
+    }
+
+    async fn broadcast(&self, req: Request<Incoming>) -> Response<Body> {
+        let body = match server::read_body(req, contract::MAX_POST_BYTES).await {
+            Ok((_, body)) => body,
+            Err(err) => return ApiError::Body(err).response(),
+        };
+        let limit = Arc::new(Semaphore::new(self.settings.broadcast_concurrency.max(1)));
+        let mut tasks: JoinSet<(String, PushOutcome)> = JoinSet::new();
+        let mut tally = Tally::default();
+        let mut cursor = None;
+        let mut scan_failed = false;
+        loop {
+            let page = match self.store.scan(cursor.take(), BROADCAST_PAGE).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(error = %err, "broadcast scan failed; stopping early");
+                    scan_failed = true;
+                    break;
+                }
+            };
+            for session in page.sessions {
+                tally.sessions += 1;
+                let Some(endpoint) = self.pusher.endpoint(&session.domain, &session.stage) else {
+                    tally.failed += 1;
+                    continue;
+                };
+                let Ok(permit) = limit.clone().acquire_owned().await else { break };
+                let data = body.clone();
+                let pusher = self.pusher.clone();
+                tasks.spawn(async move {
+                    let outcome = pusher.post(&endpoint, &session.connection_id, data).await;
+                    drop(permit);
+                    (session.connection_id, outcome)
+                });
+                // Reap finished sends as we go so the set stays small.
+                while let Some(Ok((id, outcome))) = tasks.try_join_next() {
+                    tally.add(id, &outcome);
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        while let Some(res) = tasks.join_next().await {
+            match res {
+                Ok((id, outcome)) => tally.add(id, &outcome),
+                Err(_) => tally.failed += 1,
+            }
+        }
+        for id in std::mem::take(&mut tally.gone_ids) {
+            self.forget(&id).await;
+        }
+        let Tally { sessions, delivered, gone, failed, .. } = tally;
+        let status = if scan_failed { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+        server::json(
+            status,
+            &serde_json::json!({
+                "sessions": sessions,
+                "delivered": delivered,
+                "gone": gone,
+                "failed": failed,
+                "complete": !scan_failed,
+            }),
+        )
+    }
+
+    /// Writes message counts still pending in the cache, without re-creating sessions that
+    /// were deleted meanwhile. Runs once at shutdown, bounded by `within`.
+    pub async fn flush_pending(&self, within: Duration) {
+        let pending = self.cache.take_pending();
+        if pending.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let count = pending.len();
+        let work = async {
+            for (id, add) in pending {
+                if let Err(err) = self.store.touch_existing(&id, now, add).await {
+                    tracing::warn!(connection_id = %id, error = %err, "could not flush a message count");
+                }
+            }
+        };
+        if tokio::time::timeout(within, work).await.is_err() {
+            tracing::warn!(sessions = count, "flush of pending message counts timed out");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Settings shared by every verb: parsing helpers that collect every problem instead of stopping
+//! at the first one, so a misconfigured pod reports all of its mistakes in one start.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Every invalid setting found at start, reported together.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<String>);
+
+impl Problems {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, problem: impl Into<String>) {
+        self.0.push(problem.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// Parses `value` for setting `name` (flag and variable), recording a problem on failure.
+    pub fn parse<T: FromStr>(&mut self, name: &str, value: &str) -> Option<T>
+    where
+        T::Err: fmt::Display,
+    {
+        match value.trim().parse::<T>() {
+            Ok(v) => Some(v),
+            Err(err) => {
+                self.push(format!("{name}: {value:?} is not valid: {err}"));
+                None
+            }
+        }
+    }
+
+    pub fn addr(&mut self, name: &str, value: &str) -> Option<SocketAddr> {
+        match value.trim().parse::<SocketAddr>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.push(format!("{name}: {value:?} is not an address like 0.0.0.0:8080"));
+                None
+            }
+        }
+    }
+
+    pub fn duration(&mut self, name: &str, value: &str) -> Option<Duration> {
+        match parse_duration(value) {
+            Ok(v) => Some(v),
+            Err(err) => {
+                self.push(format!("{name}: {err}"));
+                None
+            }
+        }
+    }
+
+    /// Parses a positive integer no larger than `max`.
+    pub fn count(&mut self, name: &str, value: &str, max: u64) -> Option<u64> {
+        match value.trim().parse::<u64>() {
+            Ok(0) => {
+                self.push(format!("{name}: must be at least 1"));
+                None
+            }
+            Ok(v) if v > max => {
+                self.push(format!("{name}: {v} is more than the maximum {max}"));
+                None
+            }
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.push(format!("{name}: {value:?} is not a whole number"));
+                None
+            }
+        }
+    }
+
+    /// Checks an optional URL: http or https with a host.
+    pub fn url(&mut self, name: &str, value: &str) -> Option<http::Uri> {
+        let value = value.trim();
+        match value.parse::<http::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http") | Some("https")) && uri.host().is_some_and(|h| !h.is_empty()) =>
+            {
+                Some(uri)
+            }
+            _ => {
+                self.push(format!("{name}: {value:?} is not an http:// or https:// URL"));
+                None
+            }
+        }
+    }
+
+    /// One value from a fixed set.
+    pub fn one_of<'a>(&mut self, name: &str, value: &str, allowed: &[&'a str]) -> Option<&'a str> {
+        let v = value.trim();
+        match allowed.iter().find(|a| a.eq_ignore_ascii_case(v)) {
+            Some(a) => Some(a),
+            None => {
+                self.push(format!("{name}: {value:?} must be one of {}", allowed.join(", ")));
+                None
+            }
+        }
+    }
+
+    /// Turns the collected problems into an error, if there are any.
+    pub fn into_result(self) -> Result<(), ConfigError> {
+        if self.0.is_empty() { Ok(()) } else { Err(ConfigError(self.0)) }
+    }
+}
+
+/// Invalid configuration: every problem found.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} invalid setting(s):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses durations such as `250ms`, `5s`, `10m`, `2h`, `2h15m`, or a bare number of seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let bad = || format!("{value:?} is not a duration like 250ms, 5s, 10m, 2h or 2h15m");
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut secs = 0.0f64;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(split);
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        secs += match unit.trim() {
+            "ms" => n / 1000.0,
+            "" | "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return Err(format!("{value:?} has an unknown unit (use ms, s, m or h)")),
+        };
+        rest = tail;
+    }
+    if !secs.is_finite() || !(0.0..=31_536_000.0).contains(&secs) {
+        return Err(format!("{value:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("2h15m").unwrap(), Duration::from_secs(8100));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn problems_collect() {
+        let mut p = Problems::new();
+        assert!(p.addr("--listen", "nope").is_none());
+        assert!(p.count("--n", "0", 10).is_none());
+        assert!(p.count("--n", "11", 10).is_none());
+        assert_eq!(p.count("--n", "7", 10), Some(7));
+        assert!(p.url("--u", "ftp://x").is_none());
+        assert!(p.url("--u", "http://127.0.0.1:1/dev").is_some());
+        assert_eq!(p.len(), 4);
+        let msg = p.into_result().unwrap_err().to_string();
+        assert!(msg.contains("4 invalid setting(s)"), "{msg}");
+    }
+}

@@ -1,0 +1,74 @@
+//! The extension point: what the backend does with each connect, message and disconnect.
+//!
+//! The default, [`Echo`], answers every message with its own body (the seed's "type hello, get
+//! hello back"). To plug in your own logic, implement [`MessageHandler`] in a crate that depends
+//! on `socketless` and start the binary with [`crate::cli::main_with_handler`]; the README shows
+//! a complete example.
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use crate::store::BoxFuture;
+
+/// The gateway context of one call, read from the request headers (see [`crate::contract`]).
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub connection_id: String,
+    pub route_key: String,
+    pub event_type: String,
+    pub request_id: String,
+    pub domain: String,
+    pub stage: String,
+    /// Epoch milliseconds, when the gateway sent it.
+    pub connected_at: Option<i64>,
+    pub source_ip: String,
+    pub user_agent: String,
+    /// Close status on `$disconnect`, when the gateway maps it.
+    pub disconnect_status: Option<u16>,
+    pub disconnect_reason: Option<String>,
+}
+
+/// A handler's refusal: the status and a message for the caller. On `$connect` the status
+/// becomes the handshake's status, so the client sees it.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// Application logic. Implementations must be stateless across pods: any pod may receive any
+/// call. Keep state in the session store or your own services.
+pub trait MessageHandler: Send + Sync + 'static {
+    /// Runs before the session is created; a rejection refuses the WebSocket handshake.
+    fn on_connect<'a>(&'a self, _ctx: &'a RequestContext) -> BoxFuture<'a, Result<(), Rejection>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Handles one message. `Some(reply)` is sent back to the client: in the HTTP response
+    /// (synchronous mode) or through `@connections` (asynchronous mode). `None` sends nothing.
+    fn on_message<'a>(&'a self, ctx: &'a RequestContext, body: Bytes) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>>;
+
+    /// Runs after the connection closed, before the session is deleted. Best effort.
+    fn on_disconnect<'a>(&'a self, _ctx: &'a RequestContext) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Replies to every message with the message itself.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Echo;
+
+impl MessageHandler for Echo {
+    fn on_message<'a>(&'a self, _ctx: &'a RequestContext, body: Bytes) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>> {
+        Box::pin(async move { Ok(Some(body)) })
+    }
+}

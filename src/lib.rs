@@ -1,0 +1,21 @@
+//! socketless: stateless WebSocket backends.
+//!
+//! A gateway (Amazon API Gateway's WebSocket API, or `socketless gateway` everywhere else) holds
+//! every client connection and calls a small REST backend (`socketless serve`) for each connect,
+//! message and disconnect. The backend keeps sessions in DynamoDB and holds nothing a pod cannot
+//! lose, so any pod can be scaled away or killed without a client noticing.
+
+pub mod aws;
+pub mod backend;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod contract;
+pub mod handler;
+pub mod lifecycle;
+pub mod metrics;
+pub mod push;
+pub mod serve;
+pub mod server;
+pub mod store;
+pub mod telemetry;

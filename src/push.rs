@@ -1,0 +1,154 @@
+//! Pushes to clients through the gateway's `@connections` management API
+//! (PostToConnection / DeleteConnection), signed with SigV4 by aws-sdk-apigatewaymanagement.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_apigatewaymanagement::Client;
+use aws_sdk_apigatewaymanagement::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_apigatewaymanagement::primitives::Blob;
+use bytes::Bytes;
+
+use crate::metrics::BackendMetrics;
+
+/// Endpoint clients kept at once; each distinct `https://{domain}/{stage}` gets one.
+const MAX_CLIENTS: usize = 64;
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    Delivered,
+    /// 410: the connection no longer exists.
+    Gone,
+    /// 429: throttled, or the client's buffer is full.
+    Throttled,
+    /// 413: over the 128 KiB limit.
+    TooLarge,
+    /// 403: the gateway refused the credentials or the endpoint is wrong.
+    Forbidden,
+    Failed(String),
+}
+
+impl PushOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            PushOutcome::Delivered => "delivered",
+            PushOutcome::Gone => "gone",
+            PushOutcome::Throttled => "throttled",
+            PushOutcome::TooLarge => "too_large",
+            PushOutcome::Forbidden => "forbidden",
+            PushOutcome::Failed(_) => "failed",
+        }
+    }
+}
+
+pub struct Pusher {
+    sdk: aws_config::SdkConfig,
+    /// Used for every push when set (custom domains, the local gateway); otherwise the endpoint
+    /// comes from each session's domain and stage.
+    fixed_endpoint: Option<String>,
+    clients: Mutex<HashMap<String, Client>>,
+    metrics: Arc<BackendMetrics>,
+}
+
+impl Pusher {
+    pub fn new(sdk: aws_config::SdkConfig, fixed_endpoint: Option<String>, metrics: Arc<BackendMetrics>) -> Self {
+        Pusher {
+            sdk,
+            fixed_endpoint: fixed_endpoint.map(|e| e.trim_end_matches('/').to_string()),
+            clients: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    pub fn has_fixed_endpoint(&self) -> bool {
+        self.fixed_endpoint.is_some()
+    }
+
+    /// The management endpoint for a connection: the configured one, or `https://{domain}/{stage}`.
+    pub fn endpoint(&self, domain: &str, stage: &str) -> Option<String> {
+        if let Some(e) = &self.fixed_endpoint {
+            return Some(e.clone());
+        }
+        if domain.is_empty() || stage.is_empty() {
+            return None;
+        }
+        Some(format!("https://{domain}/{stage}"))
+    }
+
+    fn client(&self, endpoint: &str) -> Client {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(endpoint) {
+            return c.clone();
+        }
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        let conf = aws_sdk_apigatewaymanagement::config::Builder::from(&self.sdk)
+            .endpoint_url(endpoint)
+            .build();
+        let client = Client::from_conf(conf);
+        clients.insert(endpoint.to_string(), client.clone());
+        client
+    }
+
+    /// PostToConnection.
+    pub async fn post(&self, endpoint: &str, connection_id: &str, data: Bytes) -> PushOutcome {
+        let res = self
+            .client(endpoint)
+            .post_to_connection()
+            .connection_id(connection_id)
+            .data(Blob::new(data))
+            .send()
+            .await;
+        let outcome = match res {
+            Ok(_) => PushOutcome::Delivered,
+            Err(err) => classify(err),
+        };
+        self.record("post", &outcome);
+        outcome
+    }
+
+    /// DeleteConnection: the gateway closes the client's socket.
+    pub async fn delete(&self, endpoint: &str, connection_id: &str) -> PushOutcome {
+        let res = self
+            .client(endpoint)
+            .delete_connection()
+            .connection_id(connection_id)
+            .send()
+            .await;
+        let outcome = match res {
+            Ok(_) => PushOutcome::Delivered,
+            Err(err) => classify(err),
+        };
+        self.record("delete", &outcome);
+        outcome
+    }
+
+    fn record(&self, op: &'static str, outcome: &PushOutcome) {
+        self.metrics.push(outcome.label());
+        if let PushOutcome::Failed(reason) = outcome {
+            tracing::warn!(operation = op, reason = %reason, "@connections call failed");
+        }
+    }
+}
+
+fn classify<E, R>(err: SdkError<E, R>) -> PushOutcome
+where
+    E: ProvideErrorMetadata + std::error::Error,
+    R: std::fmt::Debug,
+{
+    if let SdkError::ServiceError(s) = &err {
+        return match s.err().code() {
+            Some("GoneException") => PushOutcome::Gone,
+            Some("LimitExceededException") => PushOutcome::Throttled,
+            Some("PayloadTooLargeException") => PushOutcome::TooLarge,
+            Some("ForbiddenException") => PushOutcome::Forbidden,
+            code => PushOutcome::Failed(format!("{}: {}", code.unwrap_or("Unknown"), s.err().message().unwrap_or(""))),
+        };
+    }
+    PushOutcome::Failed(match &err {
+        SdkError::TimeoutError(_) => "timed out".to_string(),
+        other => format!("{other:?}"),
+    })
+}

@@ -1,0 +1,346 @@
+//! The DynamoDB session store. One item per connection, keyed by `connectionId`, expiring
+//! through the table's TTL on `expiresAt`. Every method is exactly one DynamoDB call, counted in
+//! `socketless_dynamodb_calls_total`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+
+use super::{BoxFuture, Created, Page, Session, SessionStore, StoreError};
+use crate::metrics::BackendMetrics;
+
+pub const KEY: &str = "connectionId";
+pub const TTL_ATTRIBUTE: &str = "expiresAt";
+
+/// Where the store lives.
+#[derive(Debug, Clone)]
+pub struct DynamoStoreConfig {
+    pub table: String,
+    /// Overrides the endpoint (moto, LocalStack); `AWS_ENDPOINT_URL` works too.
+    pub endpoint: Option<String>,
+}
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    metrics: Arc<BackendMetrics>,
+}
+
+impl DynamoStore {
+    pub fn new(sdk: &aws_config::SdkConfig, config: DynamoStoreConfig, metrics: Arc<BackendMetrics>) -> Self {
+        let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        DynamoStore {
+            client: Client::from_conf(builder.build()),
+            table: config.table,
+            metrics,
+        }
+    }
+
+    /// Creates the table with its TTL if it does not exist. For local use only: production
+    /// tables come from CloudFormation with encryption and point-in-time recovery.
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(KEY)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(|e| StoreError::Rejected(e.to_string()))?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(KEY)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(|e| StoreError::Rejected(e.to_string()))?,
+            )
+            .send()
+            .await;
+        match created {
+            Ok(_) => self.metrics.dynamodb("CreateTable", "ok"),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {
+                self.metrics.dynamodb("CreateTable", "exists");
+                return Ok(());
+            }
+            Err(err) => return Err(self.fail("CreateTable", err)),
+        }
+        let ttl = self
+            .client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(TTL_ATTRIBUTE)
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| StoreError::Rejected(e.to_string()))?,
+            )
+            .send()
+            .await;
+        match ttl {
+            Ok(_) => {
+                self.metrics.dynamodb("UpdateTimeToLive", "ok");
+                Ok(())
+            }
+            Err(err) => Err(self.fail("UpdateTimeToLive", err)),
+        }
+    }
+
+    fn fail<E, R>(&self, operation: &'static str, err: SdkError<E, R>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error,
+        R: std::fmt::Debug,
+    {
+        let out = classify(err);
+        let outcome = match out {
+            StoreError::Timeout(_) => "timeout",
+            _ => "error",
+        };
+        self.metrics.dynamodb(operation, outcome);
+        out
+    }
+}
+
+/// Maps an SDK error onto the store's error kinds. Throttling and server faults are
+/// "unavailable" (retryable by the caller), client faults are "rejected".
+fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::TimeoutError(_) => StoreError::Timeout("no answer within the AWS timeout".into()),
+        SdkError::DispatchFailure(d) if d.is_timeout() => StoreError::Timeout(format!("{err:?}")),
+        SdkError::DispatchFailure(_) => StoreError::Unavailable(format!("{err:?}")),
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("Unknown").to_string();
+            let message = s.err().message().unwrap_or_default().to_string();
+            match code.as_str() {
+                "ValidationException" | "ResourceNotFoundException" | "AccessDeniedException"
+                | "UnrecognizedClientException" => StoreError::Rejected(format!("{code}: {message}")),
+                _ => StoreError::Unavailable(format!("{code}: {message}")),
+            }
+        }
+        _ => StoreError::Unavailable(format!("{err:?}")),
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn item(session: &Session) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (KEY.to_string(), s(&session.connection_id)),
+        ("connectedAt".to_string(), n(session.connected_at)),
+        ("lastSeenAt".to_string(), n(session.last_seen_at)),
+        ("sourceIp".to_string(), s(&session.source_ip)),
+        ("userAgent".to_string(), s(&session.user_agent)),
+        ("domain".to_string(), s(&session.domain)),
+        ("stage".to_string(), s(&session.stage)),
+        ("messageCount".to_string(), n(session.message_count)),
+        (TTL_ATTRIBUTE.to_string(), n(session.expires_at)),
+    ])
+}
+
+fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Session> {
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let num = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    Some(Session {
+        connection_id: item.get(KEY)?.as_s().ok()?.clone(),
+        connected_at: num("connectedAt"),
+        last_seen_at: num("lastSeenAt"),
+        source_ip: text("sourceIp"),
+        user_agent: text("userAgent"),
+        domain: text("domain"),
+        stage: text("stage"),
+        message_count: u64::try_from(num("messageCount")).unwrap_or(0),
+        expires_at: num(TTL_ATTRIBUTE),
+    })
+}
+
+impl SessionStore for DynamoStore {
+    fn create<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Created, StoreError>> {
+        Box::pin(async move {
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item(session)))
+                .condition_expression("attribute_not_exists(#k)")
+                .expression_attribute_names("#k", KEY)
+                .send()
+                .await;
+            match res {
+                Ok(_) => {
+                    self.metrics.dynamodb("PutItem", "ok");
+                    Ok(Created::Created)
+                }
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                    self.metrics.dynamodb("PutItem", "condition_failed");
+                    Ok(Created::AlreadyExists)
+                }
+                Err(err) => Err(self.fail("PutItem", err)),
+            }
+        })
+    }
+
+    fn upsert<'a>(&'a self, session: &'a Session, add_messages: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(KEY, s(&session.connection_id))
+                .update_expression(
+                    "SET #ls = :ls, #ca = if_not_exists(#ca, :ca), #ip = if_not_exists(#ip, :ip), \
+                     #ua = if_not_exists(#ua, :ua), #d = if_not_exists(#d, :d), #st = if_not_exists(#st, :st), \
+                     #ex = if_not_exists(#ex, :ex) ADD #mc :n",
+                )
+                .expression_attribute_names("#ls", "lastSeenAt")
+                .expression_attribute_names("#ca", "connectedAt")
+                .expression_attribute_names("#ip", "sourceIp")
+                .expression_attribute_names("#ua", "userAgent")
+                .expression_attribute_names("#d", "domain")
+                .expression_attribute_names("#st", "stage")
+                .expression_attribute_names("#ex", TTL_ATTRIBUTE)
+                .expression_attribute_names("#mc", "messageCount")
+                .expression_attribute_values(":ls", n(session.last_seen_at))
+                .expression_attribute_values(":ca", n(session.connected_at))
+                .expression_attribute_values(":ip", s(&session.source_ip))
+                .expression_attribute_values(":ua", s(&session.user_agent))
+                .expression_attribute_values(":d", s(&session.domain))
+                .expression_attribute_values(":st", s(&session.stage))
+                .expression_attribute_values(":ex", n(session.expires_at))
+                .expression_attribute_values(":n", n(add_messages))
+                .send()
+                .await;
+            match res {
+                Ok(_) => {
+                    self.metrics.dynamodb("UpdateItem", "ok");
+                    Ok(())
+                }
+                Err(err) => Err(self.fail("UpdateItem", err)),
+            }
+        })
+    }
+
+    fn touch_existing<'a>(
+        &'a self,
+        connection_id: &'a str,
+        last_seen_at: i64,
+        add_messages: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(KEY, s(connection_id))
+                .update_expression("SET #ls = :ls ADD #mc :n")
+                .condition_expression("attribute_exists(#k)")
+                .expression_attribute_names("#k", KEY)
+                .expression_attribute_names("#ls", "lastSeenAt")
+                .expression_attribute_names("#mc", "messageCount")
+                .expression_attribute_values(":ls", n(last_seen_at))
+                .expression_attribute_values(":n", n(add_messages))
+                .send()
+                .await;
+            match res {
+                Ok(_) => {
+                    self.metrics.dynamodb("UpdateItem", "ok");
+                    Ok(true)
+                }
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                    self.metrics.dynamodb("UpdateItem", "condition_failed");
+                    Ok(false)
+                }
+                Err(err) => Err(self.fail("UpdateItem", err)),
+            }
+        })
+    }
+
+    fn get<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        Box::pin(async move {
+            let res = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key(KEY, s(connection_id))
+                .consistent_read(true)
+                .send()
+                .await;
+            match res {
+                Ok(out) => {
+                    self.metrics.dynamodb("GetItem", "ok");
+                    Ok(out.item().and_then(from_item))
+                }
+                Err(err) => Err(self.fail("GetItem", err)),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let res = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key(KEY, s(connection_id))
+                .return_values(ReturnValue::AllOld)
+                .send()
+                .await;
+            match res {
+                Ok(out) => {
+                    self.metrics.dynamodb("DeleteItem", "ok");
+                    Ok(out.attributes().is_some_and(|a| !a.is_empty()))
+                }
+                Err(err) => Err(self.fail("DeleteItem", err)),
+            }
+        })
+    }
+
+    fn scan<'a>(&'a self, start: Option<String>, limit: usize) -> BoxFuture<'a, Result<Page, StoreError>> {
+        Box::pin(async move {
+            let limit = i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+            let res = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .limit(limit)
+                .set_exclusive_start_key(start.map(|k| HashMap::from([(KEY.to_string(), s(&k))])))
+                .send()
+                .await;
+            match res {
+                Ok(out) => {
+                    self.metrics.dynamodb("Scan", "ok");
+                    let sessions = out.items().iter().filter_map(from_item).collect();
+                    let next = out
+                        .last_evaluated_key()
+                        .and_then(|k| k.get(KEY))
+                        .and_then(|v| v.as_s().ok())
+                        .cloned();
+                    Ok(Page { sessions, next })
+                }
+                Err(err) => Err(self.fail("Scan", err)),
+            }
+        })
+    }
+}

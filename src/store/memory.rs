@@ -1,0 +1,100 @@
+//! The in-memory session store: the embedded default for `dev`, local use and tests. It lives
+//! and dies with the process, so it is not for a fleet of pods.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Mutex;
+
+use super::{BoxFuture, Created, Page, Session, SessionStore, StoreError};
+
+/// Sessions in a sorted map, so scans page by key like DynamoDB's do.
+#[derive(Default)]
+pub struct MemoryStore {
+    sessions: Mutex<BTreeMap<String, Session>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Session>) -> T) -> T {
+        // A poisoned lock only means another request panicked mid-update of a plain map; the
+        // map itself is still consistent, so keep serving.
+        let mut guard = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn create<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Created, StoreError>> {
+        let out = self.with(|m| {
+            if m.contains_key(&session.connection_id) {
+                Created::AlreadyExists
+            } else {
+                m.insert(session.connection_id.clone(), session.clone());
+                Created::Created
+            }
+        });
+        Box::pin(async move { Ok(out) })
+    }
+
+    fn upsert<'a>(&'a self, session: &'a Session, add_messages: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.with(|m| {
+            let entry = m.entry(session.connection_id.clone()).or_insert_with(|| Session {
+                message_count: 0,
+                ..session.clone()
+            });
+            entry.last_seen_at = session.last_seen_at;
+            entry.message_count += add_messages;
+        });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn touch_existing<'a>(
+        &'a self,
+        connection_id: &'a str,
+        last_seen_at: i64,
+        add_messages: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let existed = self.with(|m| match m.get_mut(connection_id) {
+            Some(s) => {
+                s.last_seen_at = last_seen_at;
+                s.message_count += add_messages;
+                true
+            }
+            None => false,
+        });
+        Box::pin(async move { Ok(existed) })
+    }
+
+    fn get<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        let out = self.with(|m| m.get(connection_id).cloned());
+        Box::pin(async move { Ok(out) })
+    }
+
+    fn delete<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let existed = self.with(|m| m.remove(connection_id).is_some());
+        Box::pin(async move { Ok(existed) })
+    }
+
+    fn scan<'a>(&'a self, start: Option<String>, limit: usize) -> BoxFuture<'a, Result<Page, StoreError>> {
+        let page = self.with(|m| {
+            let lower = match &start {
+                Some(k) => Bound::Excluded(k.clone()),
+                None => Bound::Unbounded,
+            };
+            let sessions: Vec<Session> = m
+                .range((lower, Bound::Unbounded))
+                .take(limit.max(1))
+                .map(|(_, s)| s.clone())
+                .collect();
+            let next = match sessions.last() {
+                Some(last) if sessions.len() == limit.max(1) => Some(last.connection_id.clone()),
+                _ => None,
+            };
+            Page { sessions, next }
+        });
+        Box::pin(async move { Ok(page) })
+    }
+}

@@ -1,0 +1,89 @@
+//! Session stores: where the backend keeps what it knows about each connection. DynamoDB in
+//! production, an in-memory map for `dev` and tests; both behind [`SessionStore`].
+
+mod dynamo;
+mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+pub use dynamo::{DynamoStore, DynamoStoreConfig};
+pub use memory::MemoryStore;
+
+/// A boxed future, so the store traits stay object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One session: a live (or recently live) WebSocket connection held by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub connection_id: String,
+    /// Epoch milliseconds.
+    pub connected_at: i64,
+    /// Epoch milliseconds; written at most once per sync interval (see the README).
+    pub last_seen_at: i64,
+    pub source_ip: String,
+    pub user_agent: String,
+    pub domain: String,
+    pub stage: String,
+    pub message_count: u64,
+    /// DynamoDB TTL attribute, epoch seconds.
+    pub expires_at: i64,
+}
+
+/// What a conditional create found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// A session with this id already existed and was left untouched.
+    AlreadyExists,
+}
+
+/// One page of a scan.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub sessions: Vec<Session>,
+    /// Where the next page starts; `None` when this was the last page.
+    pub next: Option<String>,
+}
+
+/// Why a store call failed. Messages are for logs, never for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store timed out: {0}")]
+    Timeout(String),
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("session store rejected the request: {0}")]
+    Rejected(String),
+}
+
+/// A session store. Every method is a single round trip to the backing store.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Creates the session unless one with the same id exists (a conditional write).
+    fn create<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Created, StoreError>>;
+
+    /// Makes sure the session exists: creates it from `session` if missing, otherwise sets
+    /// `lastSeenAt` and adds `add_messages` to the message count, leaving the rest untouched.
+    fn upsert<'a>(&'a self, session: &'a Session, add_messages: u64) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Adds to the message count and sets `lastSeenAt` only if the session still exists.
+    /// Returns false when it did not (so nothing was written).
+    fn touch_existing<'a>(
+        &'a self,
+        connection_id: &'a str,
+        last_seen_at: i64,
+        add_messages: u64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Reads one session (strongly consistent where the store offers it).
+    fn get<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
+
+    /// Deletes one session; true when it existed.
+    fn delete<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Reads sessions page by page, at most `limit` per page, starting after `start`.
+    fn scan<'a>(&'a self, start: Option<String>, limit: usize) -> BoxFuture<'a, Result<Page, StoreError>>;
+}

@@ -1,0 +1,310 @@
+//! Shared test plumbing: an in-process backend on 127.0.0.1:0, a tiny HTTP client, a moto
+//! server the tests start themselves, and a fake `@connections` endpoint that records calls.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use socketless::handler::{Echo, MessageHandler};
+use socketless::lifecycle::Lifecycle;
+use socketless::serve::{Prepared, ServeArgs, ServeConfig};
+use tokio::net::TcpListener;
+
+/// Every await in tests runs under this bound.
+pub const T: Duration = Duration::from_secs(20);
+
+pub async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(T, f).await.expect("timed out")
+}
+
+/// `ServeArgs` with test defaults: ephemeral loopback ports, memory store.
+pub fn args() -> ServeArgs {
+    ServeArgs {
+        listen: "127.0.0.1:0".into(),
+        internal_listen: "127.0.0.1:0".into(),
+        store: "memory".into(),
+        table: "socketless-test".into(),
+        region: Some("us-east-1".into()),
+        dynamodb_endpoint: None,
+        create_table: false,
+        reply_mode: "sync".into(),
+        push_endpoint: None,
+        shared_secret: None,
+        cache_capacity: "1000".into(),
+        sync_interval: "60s".into(),
+        session_ttl: "2h15m".into(),
+        max_body_bytes: "131072".into(),
+        shutdown_delay: "0s".into(),
+        drain_timeout: "5s".into(),
+        aws_timeout: "2s".into(),
+        broadcast_concurrency: "4".into(),
+    }
+}
+
+/// SDK configuration with static test credentials.
+pub fn sdk(timeout: Duration) -> aws_config::SdkConfig {
+    use aws_config::timeout::TimeoutConfig;
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "AKIDTEST", "test-secret", None, None, "test",
+        )))
+        .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).build())
+        .build()
+}
+
+/// A running in-process backend.
+pub struct Backend {
+    pub public: SocketAddr,
+    pub internal: SocketAddr,
+    pub lifecycle: Lifecycle,
+    pub task: tokio::task::JoinHandle<socketless::server::Drain>,
+}
+
+impl Backend {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.public, path)
+    }
+
+    pub fn internal_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.internal, path)
+    }
+
+    /// Scrapes /metrics and returns the value of one exact series line, or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, body) = get(&self.internal_url("/metrics")).await;
+        metric_value(&body, series)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sum of every series of a metric whose labels contain all of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub async fn start(args: ServeArgs) -> Backend {
+    start_with(args, Arc::new(Echo)).await
+}
+
+pub async fn start_with(args: ServeArgs, handler: Arc<dyn MessageHandler>) -> Backend {
+    let config: ServeConfig = args.validate().expect("valid test config");
+    let lifecycle = Lifecycle::new();
+    let sdk = sdk(config.aws_timeout);
+    let prepared: Prepared = within(socketless::serve::prepare_with_sdk(config, handler, lifecycle.clone(), sdk))
+        .await
+        .expect("backend starts");
+    let public = prepared.public.local_addr().unwrap();
+    let internal = prepared.internal.local_addr().unwrap();
+    lifecycle.set_ready();
+    let task = tokio::spawn(prepared.run());
+    Backend {
+        public,
+        internal,
+        lifecycle,
+        task,
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends one request; returns status, headers and body text.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> (StatusCode, http::HeaderMap, String) {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).unwrap();
+    let resp: Response<hyper::body::Incoming> = within(client().request(req)).await.expect("request sent");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = within(resp.into_body().collect()).await.expect("body").to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+pub async fn get(url: &str) -> (StatusCode, String) {
+    let (s, _, b) = send("GET", url, &[], Bytes::new()).await;
+    (s, b)
+}
+
+/// Headers a gateway sends for a connection.
+pub fn ctx(id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-socketless-connection-id", id.to_string()),
+        ("x-socketless-request-id", "req-1".to_string()),
+        ("x-socketless-domain-name", "example.test".to_string()),
+        ("x-socketless-stage", "dev".to_string()),
+        ("x-socketless-source-ip", "192.0.2.1".to_string()),
+        ("x-socketless-user-agent", "test-agent".to_string()),
+    ]
+}
+
+pub async fn call(backend: &Backend, path: &str, id: &str, body: &str) -> (StatusCode, String) {
+    let headers = ctx(id);
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (s, _, b) = send("POST", &backend.url(path), &refs, body.to_string()).await;
+    (s, b)
+}
+
+/// Picks a free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A moto server (DynamoDB) started for one test and killed by PID when dropped.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start moto_server ({e}). The DynamoDB tests need it: run ci/test.sh, which installs it, \
+                     or `pip install 'moto[server]'`"
+                )
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let moto = Moto { child, endpoint };
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "moto_server did not start listening");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One call the fake `@connections` endpoint received.
+#[derive(Debug, Clone)]
+pub struct MgmtCall {
+    pub method: String,
+    pub path: String,
+    pub body: String,
+    pub signed: bool,
+}
+
+/// A fake `@connections` endpoint: records calls; answers 410 GoneException for ids in `gone`.
+#[derive(Clone, Default)]
+pub struct FakeConnections {
+    pub calls: Arc<Mutex<Vec<MgmtCall>>>,
+    pub gone: Arc<Mutex<HashSet<String>>>,
+    pub addr: Option<SocketAddr>,
+}
+
+impl FakeConnections {
+    pub async fn start() -> FakeConnections {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = FakeConnections {
+            addr: Some(listener.local_addr().unwrap()),
+            ..Default::default()
+        };
+        let state = fake.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let state = state.clone();
+                        async move {
+                            let method = req.method().to_string();
+                            let path = percent_encoding::percent_decode_str(req.uri().path())
+                                .decode_utf8_lossy()
+                                .into_owned();
+                            let signed = req
+                                .headers()
+                                .get("authorization")
+                                .is_some_and(|v| v.to_str().unwrap_or("").starts_with("AWS4-HMAC-SHA256"));
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let id = path.rsplit('/').next().unwrap_or("").to_string();
+                            state.calls.lock().unwrap().push(MgmtCall {
+                                method: method.clone(),
+                                path,
+                                body: String::from_utf8_lossy(&body).into_owned(),
+                                signed,
+                            });
+                            let gone = state.gone.lock().unwrap().contains(&id);
+                            let resp = if gone {
+                                Response::builder()
+                                    .status(410)
+                                    .header("x-amzn-errortype", "GoneException")
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from_static(b"{\"message\":\"gone\"}")))
+                            } else if method == "DELETE" {
+                                Response::builder().status(204).body(Full::new(Bytes::new()))
+                            } else {
+                                Response::builder().status(200).body(Full::new(Bytes::new()))
+                            };
+                            Ok::<_, std::convert::Infallible>(resp.unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        fake
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/dev", self.addr.unwrap())
+    }
+
+    pub fn calls(&self) -> Vec<MgmtCall> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn mark_gone(&self, id: &str) {
+        self.gone.lock().unwrap().insert(id.to_string());
+    }
+}

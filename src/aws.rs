@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 /// The settings every AWS client shares.
 #[derive(Debug, Clone)]

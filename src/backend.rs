@@ -82,9 +82,17 @@ impl Tally {
 /// The HTTP answer for a push that neither arrived nor found the connection gone.
 fn push_error(outcome: &PushOutcome) -> Response<Body> {
     match outcome {
-        PushOutcome::Throttled => server::error(StatusCode::TOO_MANY_REQUESTS, "the gateway throttled the push (or the client's buffer is full)"),
-        PushOutcome::TooLarge => server::error(StatusCode::PAYLOAD_TOO_LARGE, "the message is over the gateway's limit"),
-        PushOutcome::Forbidden => server::error(StatusCode::BAD_GATEWAY, "the gateway refused the push (credentials or endpoint)"),
+        PushOutcome::Throttled => server::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "the gateway throttled the push (or the client's buffer is full)",
+        ),
+        PushOutcome::TooLarge => {
+            server::error(StatusCode::PAYLOAD_TOO_LARGE, "the message is over the gateway's limit")
+        }
+        PushOutcome::Forbidden => server::error(
+            StatusCode::BAD_GATEWAY,
+            "the gateway refused the push (credentials or endpoint)",
+        ),
         _ => server::error(StatusCode::BAD_GATEWAY, "the push failed"),
     }
 }
@@ -92,15 +100,16 @@ fn push_error(outcome: &PushOutcome) -> Response<Body> {
 /// Page size used by broadcast scans.
 const BROADCAST_PAGE: usize = 100;
 
+/// The backend's state. Built by [`crate::serve::prepare`].
 pub struct Backend {
-    store: Arc<dyn SessionStore>,
-    cache: SessionCache,
-    pusher: Arc<Pusher>,
-    handler: Arc<dyn MessageHandler>,
-    metrics: Arc<BackendMetrics>,
-    registry: Arc<Registry>,
-    lifecycle: Lifecycle,
-    settings: BackendSettings,
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) cache: SessionCache,
+    pub(crate) pusher: Arc<Pusher>,
+    pub(crate) handler: Arc<dyn MessageHandler>,
+    pub(crate) metrics: Arc<BackendMetrics>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) settings: BackendSettings,
 }
 
 /// Maps errors at the HTTP boundary. Internal detail goes to the log, never to the client.
@@ -128,9 +137,10 @@ impl ApiError {
             ApiError::WrongSecret => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::Body(BodyError::TooLarge(_)) => (StatusCode::PAYLOAD_TOO_LARGE, self.to_string()),
             ApiError::Body(BodyError::Read(_)) => (StatusCode::BAD_REQUEST, "request body could not be read".into()),
-            ApiError::Store(StoreError::Rejected(_)) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "session store rejected the request".into())
-            }
+            ApiError::Store(StoreError::Rejected(_)) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "session store rejected the request".into(),
+            ),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable".into()),
         };
         if let ApiError::Store(err) = self {
@@ -227,34 +237,14 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.metrics
             .in_flight
-            .get_or_create(&ListenerLabels { listener: self.listener })
+            .get_or_create(&ListenerLabels {
+                listener: self.listener,
+            })
             .dec();
     }
 }
 
 impl Backend {
-    pub fn new(
-        store: Arc<dyn SessionStore>,
-        cache: SessionCache,
-        pusher: Arc<Pusher>,
-        handler: Arc<dyn MessageHandler>,
-        metrics: Arc<BackendMetrics>,
-        registry: Arc<Registry>,
-        lifecycle: Lifecycle,
-        settings: BackendSettings,
-    ) -> Self {
-        Backend {
-            store,
-            cache,
-            pusher,
-            handler,
-            metrics,
-            registry,
-            lifecycle,
-            settings,
-        }
-    }
-
     fn observe(&self, listener: &'static str, route: &'static str, status: StatusCode, started: Instant) {
         self.metrics
             .requests
@@ -396,7 +386,10 @@ impl Backend {
             ReplyMode::Async => {
                 let Some(endpoint) = self.pusher.endpoint(&ctx.domain, &ctx.stage) else {
                     tracing::warn!("asynchronous reply impossible: no domain/stage header and no push endpoint");
-                    return Ok(server::error(StatusCode::BAD_GATEWAY, "no @connections endpoint for this request"));
+                    return Ok(server::error(
+                        StatusCode::BAD_GATEWAY,
+                        "no @connections endpoint for this request",
+                    ));
                 };
                 match self.pusher.post(&endpoint, &ctx.connection_id, reply).await {
                     PushOutcome::Delivered => Ok(server::empty(StatusCode::OK)),
@@ -541,7 +534,9 @@ impl Backend {
                     tally.failed += 1;
                     continue;
                 };
-                let Ok(permit) = limit.clone().acquire_owned().await else { break };
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
                 let data = body.clone();
                 let pusher = self.pusher.clone();
                 tasks.spawn(async move {
@@ -568,8 +563,18 @@ impl Backend {
         for id in std::mem::take(&mut tally.gone_ids) {
             self.forget(&id).await;
         }
-        let Tally { sessions, delivered, gone, failed, .. } = tally;
-        let status = if scan_failed { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+        let Tally {
+            sessions,
+            delivered,
+            gone,
+            failed,
+            ..
+        } = tally;
+        let status = if scan_failed {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
         server::json(
             status,
             &serde_json::json!({

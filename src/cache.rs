@@ -58,7 +58,13 @@ impl SessionCache {
                 Lookup::Sync { add, cached: true }
             }
             None => {
-                entries.put(id.to_string(), Entry { synced_at: now, pending: 0 });
+                entries.put(
+                    id.to_string(),
+                    Entry {
+                        synced_at: now,
+                        pending: 0,
+                    },
+                );
                 Lookup::Sync { add: 1, cached: false }
             }
         }
@@ -74,15 +80,19 @@ impl SessionCache {
         }
         if let Some(e) = entries.get_mut(id) {
             e.pending += add.saturating_sub(1);
-            e.synced_at = Instant::now()
-                .checked_sub(self.sync_interval)
-                .unwrap_or(e.synced_at);
+            e.synced_at = Instant::now().checked_sub(self.sync_interval).unwrap_or(e.synced_at);
         }
     }
 
     /// Records a session just written by a connect.
     pub fn insert_synced(&self, id: &str, now: Instant) {
-        self.lock().put(id.to_string(), Entry { synced_at: now, pending: 0 });
+        self.lock().put(
+            id.to_string(),
+            Entry {
+                synced_at: now,
+                pending: 0,
+            },
+        );
     }
 
     pub fn remove(&self, id: &str) {
@@ -124,7 +134,10 @@ mod tests {
             assert_eq!(cache.on_message("a", t0 + Duration::from_secs(i)), Lookup::Fresh);
         }
         // Past the interval: the five pending plus this one are written together.
-        assert_eq!(cache.on_message("a", t0 + Duration::from_secs(61)), Lookup::Sync { add: 6, cached: true });
+        assert_eq!(
+            cache.on_message("a", t0 + Duration::from_secs(61)),
+            Lookup::Sync { add: 6, cached: true }
+        );
     }
 
     #[test]
@@ -135,7 +148,9 @@ mod tests {
         assert_eq!(cache.on_message("a", t0), Lookup::Fresh);
         assert_eq!(cache.on_message("a", t0), Lookup::Fresh);
         let later = t0 + Duration::from_secs(120);
-        let Lookup::Sync { add, cached } = cache.on_message("a", later) else { panic!("expected a sync") };
+        let Lookup::Sync { add, cached } = cache.on_message("a", later) else {
+            panic!("expected a sync")
+        };
         assert_eq!(add, 3);
         cache.sync_failed("a", add, cached);
         // The failed message itself is not counted; the two before it are kept.
@@ -146,7 +161,9 @@ mod tests {
     fn failed_first_sync_forgets_the_session() {
         let cache = SessionCache::new(10, Duration::from_secs(60));
         let t0 = Instant::now();
-        let Lookup::Sync { add, cached } = cache.on_message("a", t0) else { panic!() };
+        let Lookup::Sync { add, cached } = cache.on_message("a", t0) else {
+            panic!()
+        };
         cache.sync_failed("a", add, cached);
         assert!(cache.is_empty());
         assert_eq!(cache.on_message("a", t0), Lookup::Sync { add: 1, cached: false });

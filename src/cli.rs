@@ -13,7 +13,11 @@ use crate::server::Drain;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
-#[command(name = "socketless", version, about = "Stateless WebSocket backends behind an API-Gateway-compatible gateway")]
+#[command(
+    name = "socketless",
+    version,
+    about = "Stateless WebSocket backends behind an API-Gateway-compatible gateway"
+)]
 pub struct Cli {
     /// Log format: `json`, `text`, or `auto` (json for serve and gateway, text otherwise).
     #[arg(long, global = true, env = "SOCKETLESS_LOG_FORMAT", default_value = "auto")]
@@ -43,7 +47,11 @@ pub fn main() -> ExitCode {
 pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
     let cli = Cli::parse();
     let mut problems = Problems::new();
-    let format = match problems.one_of("--log-format (SOCKETLESS_LOG_FORMAT)", &cli.log_format, &["json", "text", "auto"]) {
+    let format = match problems.one_of(
+        "--log-format (SOCKETLESS_LOG_FORMAT)",
+        &cli.log_format,
+        &["json", "text", "auto"],
+    ) {
         Some("json") => LogFormat::Json,
         Some("text") => LogFormat::Text,
         _ => match cli.command {
@@ -51,7 +59,10 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
         },
     };
     if let Err(err) = tracing_subscriber::EnvFilter::try_new(&cli.log) {
-        problems.push(format!("--log (SOCKETLESS_LOG): {:?} is not a valid filter: {err}", cli.log));
+        problems.push(format!(
+            "--log (SOCKETLESS_LOG): {:?} is not a valid filter: {err}",
+            cli.log
+        ));
     }
     let config = match &cli.command {
         Command::Serve(args) => args.validate(),

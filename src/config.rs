@@ -89,7 +89,8 @@ impl Problems {
         let value = value.trim();
         match value.parse::<http::Uri>() {
             Ok(uri)
-                if matches!(uri.scheme_str(), Some("http") | Some("https")) && uri.host().is_some_and(|h| !h.is_empty()) =>
+                if matches!(uri.scheme_str(), Some("http") | Some("https"))
+                    && uri.host().is_some_and(|h| !h.is_empty()) =>
             {
                 Some(uri)
             }
@@ -114,7 +115,11 @@ impl Problems {
 
     /// Turns the collected problems into an error, if there are any.
     pub fn into_result(self) -> Result<(), ConfigError> {
-        if self.0.is_empty() { Ok(()) } else { Err(ConfigError(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(self.0))
+        }
     }
 }
 
@@ -141,7 +146,9 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     }
     let mut secs = 0.0f64;
     while !rest.is_empty() {
-        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(split);
         let n: f64 = num.parse().map_err(|_| bad())?;
         let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());

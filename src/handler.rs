@@ -55,7 +55,11 @@ pub trait MessageHandler: Send + Sync + 'static {
 
     /// Handles one message. `Some(reply)` is sent back to the client: in the HTTP response
     /// (synchronous mode) or through `@connections` (asynchronous mode). `None` sends nothing.
-    fn on_message<'a>(&'a self, ctx: &'a RequestContext, body: Bytes) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>>;
+    fn on_message<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>>;
 
     /// Runs after the connection closed, before the session is deleted. Best effort.
     fn on_disconnect<'a>(&'a self, _ctx: &'a RequestContext) -> BoxFuture<'a, ()> {
@@ -68,7 +72,11 @@ pub trait MessageHandler: Send + Sync + 'static {
 pub struct Echo;
 
 impl MessageHandler for Echo {
-    fn on_message<'a>(&'a self, _ctx: &'a RequestContext, body: Bytes) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>> {
+    fn on_message<'a>(
+        &'a self,
+        _ctx: &'a RequestContext,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>> {
         Box::pin(async move { Ok(Some(body)) })
     }
 }

@@ -97,7 +97,11 @@ impl Lifecycle {
         let lifecycle = self.clone();
         tokio::spawn(async move {
             let name = signals.next().await;
-            tracing::info!(signal = name, delay_ms = delay.as_millis() as u64, "shutdown: not ready; serving until the delay ends");
+            tracing::info!(
+                signal = name,
+                delay_ms = delay.as_millis() as u64,
+                "shutdown: not ready; serving until the delay ends"
+            );
             lifecycle.begin_shutdown();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

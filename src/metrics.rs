@@ -123,7 +123,9 @@ impl BackendMetrics {
     }
 
     pub fn dynamodb(&self, operation: &'static str, outcome: &'static str) {
-        self.dynamodb_calls.get_or_create(&CallLabels { operation, outcome }).inc();
+        self.dynamodb_calls
+            .get_or_create(&CallLabels { operation, outcome })
+            .inc();
     }
 
     pub fn push(&self, outcome: &'static str) {

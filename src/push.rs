@@ -144,7 +144,11 @@ where
             Some("LimitExceededException") => PushOutcome::Throttled,
             Some("PayloadTooLargeException") => PushOutcome::TooLarge,
             Some("ForbiddenException") => PushOutcome::Forbidden,
-            code => PushOutcome::Failed(format!("{}: {}", code.unwrap_or("Unknown"), s.err().message().unwrap_or(""))),
+            code => PushOutcome::Failed(format!(
+                "{}: {}",
+                code.unwrap_or("Unknown"),
+                s.err().message().unwrap_or("")
+            )),
         };
     }
     PushOutcome::Failed(match &err {

@@ -124,16 +124,22 @@ impl ServeArgs {
             Some(_) => Some(StoreKind::Memory),
             None => None,
         };
-        let reply_mode = match p.one_of("--reply-mode (SOCKETLESS_REPLY_MODE)", &self.reply_mode, &["sync", "async"]) {
+        let reply_mode = match p.one_of(
+            "--reply-mode (SOCKETLESS_REPLY_MODE)",
+            &self.reply_mode,
+            &["sync", "async"],
+        ) {
             Some("async") => Some(ReplyMode::Async),
             Some(_) => Some(ReplyMode::Sync),
             None => None,
         };
         let table = self.table.trim().to_string();
-        let table_ok = (3..=255).contains(&table.len())
-            && table.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        let table_ok =
+            (3..=255).contains(&table.len()) && table.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
         if !table_ok {
-            p.push(format!("--table (SOCKETLESS_TABLE): {table:?} is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)"));
+            p.push(format!(
+                "--table (SOCKETLESS_TABLE): {table:?} is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)"
+            ));
         }
         let region = self
             .region
@@ -161,7 +167,11 @@ impl ServeArgs {
                 p.push("--shared-secret (SOCKETLESS_SHARED_SECRET): must be printable ASCII without spaces (it travels in a header)");
             }
         }
-        let cache_capacity = p.count("--cache-capacity (SOCKETLESS_CACHE_CAPACITY)", &self.cache_capacity, 10_000_000);
+        let cache_capacity = p.count(
+            "--cache-capacity (SOCKETLESS_CACHE_CAPACITY)",
+            &self.cache_capacity,
+            10_000_000,
+        );
         let sync_interval = p.duration("--sync-interval (SOCKETLESS_SYNC_INTERVAL)", &self.sync_interval);
         let session_ttl = p.duration("--session-ttl (SOCKETLESS_SESSION_TTL)", &self.session_ttl);
         if let Some(ttl) = session_ttl {
@@ -172,14 +182,22 @@ impl ServeArgs {
                 ));
             }
         }
-        let max_body = p.count("--max-body-bytes (SOCKETLESS_MAX_BODY_BYTES)", &self.max_body_bytes, 16 * 1024 * 1024);
+        let max_body = p.count(
+            "--max-body-bytes (SOCKETLESS_MAX_BODY_BYTES)",
+            &self.max_body_bytes,
+            16 * 1024 * 1024,
+        );
         let shutdown_delay = p.duration("--shutdown-delay (SOCKETLESS_SHUTDOWN_DELAY)", &self.shutdown_delay);
         let drain_timeout = p.duration("--drain-timeout (SOCKETLESS_DRAIN_TIMEOUT)", &self.drain_timeout);
         let aws_timeout = p.duration("--aws-timeout (SOCKETLESS_AWS_TIMEOUT)", &self.aws_timeout);
         if aws_timeout.is_some_and(|t| t < Duration::from_millis(100)) {
             p.push("--aws-timeout (SOCKETLESS_AWS_TIMEOUT): must be at least 100ms");
         }
-        let concurrency = p.count("--broadcast-concurrency (SOCKETLESS_BROADCAST_CONCURRENCY)", &self.broadcast_concurrency, 1024);
+        let concurrency = p.count(
+            "--broadcast-concurrency (SOCKETLESS_BROADCAST_CONCURRENCY)",
+            &self.broadcast_concurrency,
+            1024,
+        );
         p.into_result()?;
         // Every value was checked above; the fallbacks below are never used.
         Ok(ServeConfig {
@@ -228,7 +246,9 @@ pub struct Prepared {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
 }
 
 /// Builds the backend from validated settings: store, cache, pusher, metrics, listeners. AWS
@@ -276,16 +296,16 @@ pub async fn prepare_with_sdk(
     let public = bind(config.listen).await?;
     let internal = bind(config.internal_listen).await?;
     let pusher = Arc::new(Pusher::new(sdk, config.push_endpoint.clone(), metrics.clone()));
-    let backend = Arc::new(Backend::new(
+    let backend = Arc::new(Backend {
         store,
-        SessionCache::new(config.cache_capacity, config.sync_interval),
+        cache: SessionCache::new(config.cache_capacity, config.sync_interval),
         pusher,
         handler,
         metrics,
-        Arc::new(registry),
-        lifecycle.clone(),
-        config.backend.clone(),
-    ));
+        registry: Arc::new(registry),
+        lifecycle: lifecycle.clone(),
+        settings: config.backend.clone(),
+    });
     Ok(Prepared {
         backend,
         public,
@@ -314,7 +334,11 @@ impl Prepared {
         );
         let (a, b) = tokio::join!(public, internal);
         self.backend.flush_pending(Duration::from_secs(2)).await;
-        if a == Drain::Complete && b == Drain::Complete { Drain::Complete } else { Drain::TimedOut }
+        if a == Drain::Complete && b == Drain::Complete {
+            Drain::Complete
+        } else {
+            Drain::TimedOut
+        }
     }
 }
 

@@ -27,7 +27,10 @@ async fn missing_connection_id_is_400_with_json() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
         assert_eq!(headers["content-type"], "application/json");
         let v: serde_json::Value = serde_json::from_str(&body).expect("json error body");
-        assert!(v["error"].as_str().unwrap().contains("x-socketless-connection-id"), "{body}");
+        assert!(
+            v["error"].as_str().unwrap().contains("x-socketless-connection-id"),
+            "{body}"
+        );
     }
 }
 
@@ -45,7 +48,10 @@ async fn invalid_context_headers_are_400() {
     let (status, _, _) = send(
         "POST",
         &b.url("/connect"),
-        &[("x-socketless-connection-id", "abc="), ("x-socketless-connected-at", "yesterday")],
+        &[
+            ("x-socketless-connection-id", "abc="),
+            ("x-socketless-connected-at", "yesterday"),
+        ],
         "",
     )
     .await;
@@ -71,7 +77,8 @@ async fn chunked_oversized_body_is_413() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let b = start(args()).await;
     let mut s = within(tokio::net::TcpStream::connect(b.public)).await.unwrap();
-    let head = "POST /message HTTP/1.1\r\nhost: x\r\nx-socketless-connection-id: abc=\r\ntransfer-encoding: chunked\r\n\r\n";
+    let head =
+        "POST /message HTTP/1.1\r\nhost: x\r\nx-socketless-connection-id: abc=\r\ntransfer-encoding: chunked\r\n\r\n";
     s.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b'y'; 64 * 1024];
     for _ in 0..3 {
@@ -91,12 +98,21 @@ async fn shared_secret_enforced() {
     let mut a = args();
     a.shared_secret = Some("0123456789abcdef-secret".into());
     let b = start(a).await;
-    let (status, _, body) = send("POST", &b.url("/message"), &[("x-socketless-connection-id", "abc=")], "hi").await;
+    let (status, _, body) = send(
+        "POST",
+        &b.url("/message"),
+        &[("x-socketless-connection-id", "abc=")],
+        "hi",
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let (status, _, _) = send(
         "POST",
         &b.url("/message"),
-        &[("x-socketless-connection-id", "abc="), ("x-socketless-secret", "0123456789abcdef-secreT")],
+        &[
+            ("x-socketless-connection-id", "abc="),
+            ("x-socketless-secret", "0123456789abcdef-secreT"),
+        ],
         "hi",
     )
     .await;
@@ -112,7 +128,10 @@ async fn shared_secret_enforced() {
     let (status, _, body) = send(
         "POST",
         &b.url("/message"),
-        &[("x-socketless-connection-id", "abc="), ("x-socketless-secret", "0123456789abcdef-secret")],
+        &[
+            ("x-socketless-connection-id", "abc="),
+            ("x-socketless-secret", "0123456789abcdef-secret"),
+        ],
         "hi",
     )
     .await;
@@ -222,7 +241,11 @@ impl MessageHandler for Custom {
         })
     }
 
-    fn on_message<'a>(&'a self, _ctx: &'a RequestContext, body: Bytes) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>> {
+    fn on_message<'a>(
+        &'a self,
+        _ctx: &'a RequestContext,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>> {
         Box::pin(async move {
             if body.is_empty() {
                 return Ok(None);
@@ -242,13 +265,19 @@ async fn custom_handler_plugs_in() {
     let (status, _, _) = send(
         "POST",
         &b.url("/connect"),
-        &[("x-socketless-connection-id", "def="), ("x-socketless-user-agent", "blocked-bot")],
+        &[
+            ("x-socketless-connection-id", "def="),
+            ("x-socketless-user-agent", "blocked-bot"),
+        ],
         "",
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // A refused connect stores nothing.
-    assert_eq!(get(&b.internal_url("/v1/connections/def=")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&b.internal_url("/v1/connections/def=")).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -270,13 +299,22 @@ async fn async_replies_go_through_connections() {
 
     // 410 Gone deletes the session.
     fake.mark_gone("AsYnC0000000000=");
-    assert_eq!(get(&b.internal_url("/v1/connections/AsYnC0000000000=")).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&b.internal_url("/v1/connections/AsYnC0000000000=")).await.0,
+        StatusCode::OK
+    );
     let (status, _) = call(&b, "/message", "AsYnC0000000000=", "again").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(get(&b.internal_url("/v1/connections/AsYnC0000000000=")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&b.internal_url("/v1/connections/AsYnC0000000000=")).await.0,
+        StatusCode::NOT_FOUND
+    );
     let text = get(&b.internal_url("/metrics")).await.1;
     assert_eq!(metric_value(&text, "socketless_pushes_total{outcome=\"gone\"}"), 1.0);
-    assert_eq!(metric_value(&text, "socketless_pushes_total{outcome=\"delivered\"}"), 1.0);
+    assert_eq!(
+        metric_value(&text, "socketless_pushes_total{outcome=\"delivered\"}"),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -287,7 +325,13 @@ async fn internal_api_push_close_lookup() {
     let b = start(a).await;
     call(&b, "/connect", "one0000000000000", "").await;
 
-    let (status, _, body) = send("POST", &b.internal_url("/v1/connections/one0000000000000/messages"), &[], "pushed").await;
+    let (status, _, body) = send(
+        "POST",
+        &b.internal_url("/v1/connections/one0000000000000/messages"),
+        &[],
+        "pushed",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, r#"{"delivered":true}"#);
     let (status, _, _) = send("DELETE", &b.internal_url("/v1/connections/one0000000000000"), &[], "").await;
@@ -300,20 +344,44 @@ async fn internal_api_push_close_lookup() {
 
     // Gone: the push answers 410 and the session is removed.
     fake.mark_gone("one0000000000000");
-    let (status, _, _) = send("POST", &b.internal_url("/v1/connections/one0000000000000/messages"), &[], "x").await;
+    let (status, _, _) = send(
+        "POST",
+        &b.internal_url("/v1/connections/one0000000000000/messages"),
+        &[],
+        "x",
+    )
+    .await;
     assert_eq!(status, StatusCode::GONE);
-    assert_eq!(get(&b.internal_url("/v1/connections/one0000000000000")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&b.internal_url("/v1/connections/one0000000000000")).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     // Bad requests on the internal API.
     let big = "x".repeat(131_073);
-    let (status, _, _) = send("POST", &b.internal_url("/v1/connections/one0000000000000/messages"), &[], big).await;
+    let (status, _, _) = send(
+        "POST",
+        &b.internal_url("/v1/connections/one0000000000000/messages"),
+        &[],
+        big,
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let (status, _, _) = send("PUT", &b.internal_url("/v1/connections/one0000000000000"), &[], "").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    let (status, _, _) = send("GET", &b.internal_url("/v1/connections/one0000000000000/messages"), &[], "").await;
+    let (status, _, _) = send(
+        "GET",
+        &b.internal_url("/v1/connections/one0000000000000/messages"),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(get(&b.internal_url("/v1/nothing")).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(get(&b.internal_url("/v1/connections/%FF%FE")).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        get(&b.internal_url("/v1/connections/%FF%FE")).await.0,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
@@ -321,7 +389,13 @@ async fn internal_push_uses_the_session_endpoint_without_a_configured_one() {
     // No push endpoint: the endpoint comes from the session's domain and stage, so an unknown
     // connection is a 404 before anything is sent.
     let b = start(args()).await;
-    let (status, _, _) = send("POST", &b.internal_url("/v1/connections/unknown00000000=/messages"), &[], "x").await;
+    let (status, _, _) = send(
+        "POST",
+        &b.internal_url("/v1/connections/unknown00000000=/messages"),
+        &[],
+        "x",
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _) = send("DELETE", &b.internal_url("/v1/connections/unknown00000000="), &[], "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -350,8 +424,14 @@ async fn broadcast_counts_delivered_gone_failed() {
     assert_eq!(v["complete"], true);
     assert_eq!(fake.calls().iter().filter(|c| c.body == "news").count(), 250);
     // The gone sessions were cleaned up.
-    assert_eq!(get(&b.internal_url("/v1/connections/conn000000000003")).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(get(&b.internal_url("/v1/connections/conn000000000100")).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&b.internal_url("/v1/connections/conn000000000003")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&b.internal_url("/v1/connections/conn000000000100")).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -367,9 +447,16 @@ async fn broadcast_counts_failures_when_the_gateway_is_down() {
     let (status, _, body) = send("POST", &b.internal_url("/v1/broadcast"), &[], "x").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["delivered"].as_u64(), v["failed"].as_u64()), (Some(0), Some(3)), "{body}");
+    assert_eq!(
+        (v["delivered"].as_u64(), v["failed"].as_u64()),
+        (Some(0), Some(3)),
+        "{body}"
+    );
     // Failed (not gone) pushes keep their sessions.
-    assert_eq!(get(&b.internal_url("/v1/connections/dead000000000001")).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&b.internal_url("/v1/connections/dead000000000001")).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

@@ -26,7 +26,11 @@ async fn session(b: &Backend, id: &str) -> Option<serde_json::Value> {
 
 async fn ddb_calls(b: &Backend, op: &str) -> f64 {
     let (_, text) = get(&b.internal_url("/metrics")).await;
-    metric_sum(&text, "socketless_dynamodb_calls_total", &[&format!("operation=\"{op}\"")])
+    metric_sum(
+        &text,
+        "socketless_dynamodb_calls_total",
+        &[&format!("operation=\"{op}\"")],
+    )
 }
 
 #[tokio::test]
@@ -52,13 +56,19 @@ async fn conditional_connect_keeps_the_first_session() {
     let (status, _, _) = send(
         "POST",
         &b.url("/connect"),
-        &[("x-socketless-connection-id", id), ("x-socketless-user-agent", "second")],
+        &[
+            ("x-socketless-connection-id", id),
+            ("x-socketless-user-agent", "second"),
+        ],
         "",
     )
     .await;
     assert_eq!(status, StatusCode::OK, "a duplicate connect is not an error");
     let s = session(&b, id).await.expect("item exists");
-    assert_eq!(s["userAgent"], "first", "the duplicate connect must not clobber the item");
+    assert_eq!(
+        s["userAgent"], "first",
+        "the duplicate connect must not clobber the item"
+    );
     assert_eq!(s["connectedAt"], 1_700_000_000_000i64);
     assert_eq!(s["domain"], "abc.execute-api.us-east-1.amazonaws.com");
     assert_eq!(s["stage"], "prod");
@@ -67,7 +77,10 @@ async fn conditional_connect_keeps_the_first_session() {
     assert_eq!(s["expiresAt"], 1_700_000_000i64 + 2 * 3600 + 15 * 60);
     let text = get(&b.internal_url("/metrics")).await.1;
     assert_eq!(
-        metric_value(&text, "socketless_dynamodb_calls_total{operation=\"PutItem\",outcome=\"condition_failed\"}"),
+        metric_value(
+            &text,
+            "socketless_dynamodb_calls_total{operation=\"PutItem\",outcome=\"condition_failed\"}"
+        ),
         1.0
     );
 }
@@ -114,7 +127,10 @@ async fn cache_keeps_steady_state_calls_under_a_tenth_per_message() {
     let after = ddb_calls(&b, "").await;
     let messages = (connections * per_connection) as f64;
     let per_message = (after - before) / messages;
-    println!("DynamoDB calls per steady-state message: {per_message:.4} ({} calls / {messages} messages)", after - before);
+    println!(
+        "DynamoDB calls per steady-state message: {per_message:.4} ({} calls / {messages} messages)",
+        after - before
+    );
     assert!(per_message <= 0.1, "{per_message} DynamoDB calls per message");
     // Sessions connected on this pod are cached: no call at all for their messages.
     assert_eq!(after - before, 0.0);
@@ -130,8 +146,14 @@ async fn a_pod_that_never_saw_the_connect_writes_once_then_serves_from_cache() {
     }
     assert_eq!(ddb_calls(&b, "UpdateItem").await, 1.0);
     let text = get(&b.internal_url("/metrics")).await.1;
-    assert_eq!(metric_value(&text, "socketless_session_cache_lookups_total{result=\"miss\"}"), 1.0);
-    assert_eq!(metric_value(&text, "socketless_session_cache_lookups_total{result=\"hit\"}"), 19.0);
+    assert_eq!(
+        metric_value(&text, "socketless_session_cache_lookups_total{result=\"miss\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&text, "socketless_session_cache_lookups_total{result=\"hit\"}"),
+        19.0
+    );
 }
 
 #[tokio::test]
@@ -153,7 +175,10 @@ async fn sync_interval_writes_accumulated_counts() {
     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     call(&b, "/message", id, "later").await;
     let s = session(&b, id).await.unwrap();
-    assert_eq!(s["messageCount"], 6, "the pending four plus this one were added together");
+    assert_eq!(
+        s["messageCount"], 6,
+        "the pending four plus this one were added together"
+    );
 }
 
 #[tokio::test]
@@ -170,7 +195,10 @@ async fn store_outage_answers_503_and_stays_ready() {
     let started = std::time::Instant::now();
     let (status, body) = call(&b, "/message", "OuTaGe000000000=", "hi").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body, r#"{"error":"session store unavailable"}"#, "no internal detail leaks");
+    assert_eq!(
+        body, r#"{"error":"session store unavailable"}"#,
+        "no internal detail leaks"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     // Liveness and readiness are not tied to the shared dependency.
     assert_eq!(get(&b.internal_url("/readyz")).await.0, StatusCode::OK);

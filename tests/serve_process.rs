@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_socketless");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -67,7 +71,9 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
         .spawn()
         .expect("binary starts");
     let mut proc = Proc(child);
-    wait_for("readiness", Duration::from_secs(20), || (status(internal_addr, "/readyz").ok() == Some(200)).then_some(()));
+    wait_for("readiness", Duration::from_secs(20), || {
+        (status(internal_addr, "/readyz").ok() == Some(200)).then_some(())
+    });
 
     // A slow request: the head and part of the body now, the rest later.
     let mut slow = TcpStream::connect(public_addr).unwrap();
@@ -87,14 +93,26 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
         status(internal_addr, "/readyz").ok().filter(|s| *s == 503)
     });
     assert_eq!(ready, 503);
-    assert!(signalled.elapsed() < Duration::from_millis(1500), "503 must come before the delay ends");
-    assert_eq!(status(internal_addr, "/healthz").unwrap(), 200, "liveness stays 200 while draining");
+    assert!(
+        signalled.elapsed() < Duration::from_millis(1500),
+        "503 must come before the delay ends"
+    );
+    assert_eq!(
+        status(internal_addr, "/healthz").unwrap(),
+        200,
+        "liveness stays 200 while draining"
+    );
 
     // After the delay, new connections are refused.
     wait_for("new connections to be refused", Duration::from_secs(10), || {
-        TcpStream::connect_timeout(&public_addr, Duration::from_millis(200)).is_err().then_some(())
+        TcpStream::connect_timeout(&public_addr, Duration::from_millis(200))
+            .is_err()
+            .then_some(())
     });
-    assert!(signalled.elapsed() >= Duration::from_millis(1400), "listeners closed before the delay");
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1400),
+        "listeners closed before the delay"
+    );
     assert!(TcpStream::connect_timeout(&internal_addr, Duration::from_millis(200)).is_err());
 
     // The in-flight request still completes.
@@ -124,9 +142,13 @@ fn second_signal_exits_at_once() {
         .spawn()
         .unwrap();
     let mut proc = Proc(child);
-    wait_for("readiness", Duration::from_secs(20), || (status(internal_addr, "/readyz").ok() == Some(200)).then_some(()));
+    wait_for("readiness", Duration::from_secs(20), || {
+        (status(internal_addr, "/readyz").ok() == Some(200)).then_some(())
+    });
     kill(&proc.0, "TERM");
-    wait_for("not ready", Duration::from_secs(5), || (status(internal_addr, "/readyz").ok() == Some(503)).then_some(()));
+    wait_for("not ready", Duration::from_secs(5), || {
+        (status(internal_addr, "/readyz").ok() == Some(503)).then_some(())
+    });
     kill(&proc.0, "INT");
     let status = wait_for("exit", Duration::from_secs(5), || proc.0.try_wait().unwrap());
     assert_eq!(status.code(), Some(130), "the second signal cuts the 60 s delay short");
@@ -136,7 +158,14 @@ fn second_signal_exits_at_once() {
 fn every_bad_setting_is_reported_in_one_run() {
     let out = Command::new(BIN)
         .args(["serve", "--listen", "not-an-address", "--store", "postgres"])
-        .args(["--sync-interval", "soon", "--cache-capacity", "0", "--session-ttl", "1h"])
+        .args([
+            "--sync-interval",
+            "soon",
+            "--cache-capacity",
+            "0",
+            "--session-ttl",
+            "1h",
+        ])
         .env("SOCKETLESS_REPLY_MODE", "carrier-pigeon")
         .env("SOCKETLESS_PUSH_ENDPOINT", "ftp://example")
         .env("SOCKETLESS_SHARED_SECRET", "short")
@@ -159,7 +188,10 @@ fn every_bad_setting_is_reported_in_one_run() {
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
-    assert!(!err.contains("short"), "the secret's value must never be printed:\n{err}");
+    assert!(
+        !err.contains("short"),
+        "the secret's value must never be printed:\n{err}"
+    );
 }
 
 #[test]
@@ -180,7 +212,10 @@ fn dynamodb_without_a_region_is_refused() {
 fn version_and_help() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("socketless {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("socketless {}", env!("CARGO_PKG_VERSION"))
+    );
     let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("[env: SOCKETLESS_LISTEN="), "{help}");

@@ -129,7 +129,9 @@ where
             let code = s.err().code().unwrap_or("Unknown").to_string();
             let message = s.err().message().unwrap_or_default().to_string();
             match code.as_str() {
-                "ValidationException" | "ResourceNotFoundException" | "AccessDeniedException"
+                "ValidationException"
+                | "ResourceNotFoundException"
+                | "AccessDeniedException"
                 | "UnrecognizedClientException" => StoreError::Rejected(format!("{code}: {message}")),
                 _ => StoreError::Unavailable(format!("{code}: {message}")),
             }
@@ -162,7 +164,12 @@ fn item(session: &Session) -> HashMap<String, AttributeValue> {
 
 fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Session> {
     let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-    let num = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let num = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
     Some(Session {
         connection_id: item.get(KEY)?.as_s().ok()?.clone(),
         connected_at: num("connectedAt"),
@@ -193,7 +200,11 @@ impl SessionStore for DynamoStore {
                     self.metrics.dynamodb("PutItem", "ok");
                     Ok(Created::Created)
                 }
-                Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
                     self.metrics.dynamodb("PutItem", "condition_failed");
                     Ok(Created::AlreadyExists)
                 }
@@ -268,7 +279,11 @@ impl SessionStore for DynamoStore {
                     self.metrics.dynamodb("UpdateItem", "ok");
                     Ok(true)
                 }
-                Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
                     self.metrics.dynamodb("UpdateItem", "condition_failed");
                     Ok(false)
                 }

@@ -60,7 +60,11 @@ pub fn sdk(timeout: Duration) -> aws_config::SdkConfig {
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            "AKIDTEST", "test-secret", None, None, "test",
+            "AKIDTEST",
+            "test-secret",
+            None,
+            None,
+            "test",
         )))
         .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).build())
         .build()
@@ -120,9 +124,14 @@ pub async fn start_with(args: ServeArgs, handler: Arc<dyn MessageHandler>) -> Ba
     let config: ServeConfig = args.validate().expect("valid test config");
     let lifecycle = Lifecycle::new();
     let sdk = sdk(config.aws_timeout);
-    let prepared: Prepared = within(socketless::serve::prepare_with_sdk(config, handler, lifecycle.clone(), sdk))
-        .await
-        .expect("backend starts");
+    let prepared: Prepared = within(socketless::serve::prepare_with_sdk(
+        config,
+        handler,
+        lifecycle.clone(),
+        sdk,
+    ))
+    .await
+    .expect("backend starts");
     let public = prepared.public.local_addr().unwrap();
     let internal = prepared.internal.local_addr().unwrap();
     lifecycle.set_ready();
@@ -140,7 +149,12 @@ fn client() -> Client<HttpConnector, Full<Bytes>> {
 }
 
 /// Sends one request; returns status, headers and body text.
-pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> (StatusCode, http::HeaderMap, String) {
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, http::HeaderMap, String) {
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -179,7 +193,11 @@ pub async fn call(backend: &Backend, path: &str, id: &str, body: &str) -> (Statu
 
 /// Picks a free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A moto server (DynamoDB) started for one test and killed by PID when dropped.
@@ -209,7 +227,10 @@ impl Moto {
             if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "moto_server did not start listening");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not start listening"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         moto
@@ -250,7 +271,9 @@ impl FakeConnections {
         let state = fake.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -264,7 +287,12 @@ impl FakeConnections {
                                 .headers()
                                 .get("authorization")
                                 .is_some_and(|v| v.to_str().unwrap_or("").starts_with("AWS4-HMAC-SHA256"));
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             let id = path.rsplit('/').next().unwrap_or("").to_string();
                             state.calls.lock().unwrap().push(MgmtCall {
                                 method: method.clone(),

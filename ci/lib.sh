@@ -1,0 +1,63 @@
+# Shared helpers for the ci/ scripts. Source it; it sets ROOT and puts the tool venv on PATH.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="$ROOT/.ci-cache"
+VENV="$CACHE/venv"
+mkdir -p "$CACHE"
+
+log() { printf '\n==> %s\n' "$*"; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Installs Debian packages whose command is missing: need_apt COMMAND PACKAGE [COMMAND PACKAGE ...]
+need_apt() {
+  local missing=()
+  while [ $# -gt 0 ]; do
+    command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+    shift 2
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} (apt)"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ ! -f "$CACHE/apt-updated" ]; then
+    $sudo apt-get update -qq || die "apt-get update failed"
+    touch "$CACHE/apt-updated"
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+}
+
+# Creates the Python tool venv from ci/requirements.txt (once per requirements change).
+need_venv() {
+  local stamp="$VENV/.requirements"
+  if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$ROOT/ci/requirements.txt" "$stamp"; then
+    log "installing Python tools (ci/requirements.txt)"
+    python3 -m venv "$VENV" || die "python3 -m venv failed"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/ci/requirements.txt" || die "pip install failed"
+    cp "$ROOT/ci/requirements.txt" "$stamp"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}
+
+# Builds the static musl release binary; prints its path.
+MUSL_TARGET=x86_64-unknown-linux-musl
+build_static() {
+  need_apt musl-gcc musl-tools >&2
+  rustup target list --installed 2>/dev/null | grep -qx "$MUSL_TARGET" \
+    || rustup target add "$MUSL_TARGET" >&2 || die "rustup target add $MUSL_TARGET failed"
+  (cd "$ROOT" && CC_x86_64_unknown_linux_musl=musl-gcc cargo build --locked --release --target "$MUSL_TARGET" >&2) \
+    || die "static build failed"
+  echo "$ROOT/target/$MUSL_TARGET/release/socketless"
+}
+
+# Kills the PIDs in the named array variable (used by traps).
+kill_pids() {
+  local pid
+  for pid in "$@"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "$@"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}

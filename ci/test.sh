@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, every test suite, the template checks and the
+# static build. It installs what it needs (Debian packages, a Python tool venv, the musl target)
+# and starts the servers the tests use itself. Run it from anywhere: bash ci/test.sh
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+passed=0
+failed=0
+step() {
+  local name="$1"; shift
+  log "$name"
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "ok: $name"
+  else
+    failed=$((failed + 1))
+    echo "FAILED: $name"
+  fi
+}
+
+need_venv
+command -v moto_server >/dev/null || die "moto_server missing after installing ci/requirements.txt"
+command -v cfn-lint >/dev/null || die "cfn-lint missing after installing ci/requirements.txt"
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy -D warnings" cargo clippy --locked --all-targets -- -D warnings
+step "cargo test" cargo test --locked
+[ -f ci/check-cfn.sh ] && step "cfn-lint + custom rules" bash ci/check-cfn.sh
+
+static_check() {
+  local bin
+  bin="$(build_static)" || return 1
+  [ -x "$bin" ] || { echo "no binary at $bin"; return 1; }
+  if readelf -l "$bin" | grep -q 'program interpreter'; then
+    echo "not a static binary: $bin"; return 1
+  fi
+  "$bin" --version || return 1
+  echo "static stripped binary: $(stat -c %s "$bin") bytes"
+}
+step "static musl build" static_check
+
+echo
+echo "steps: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -38,6 +38,12 @@ static_check() {
   fi
   "$bin" --version || return 1
   echo "static stripped binary: $(stat -c %s "$bin") bytes"
+  # It must run from an empty root filesystem (no /etc, no libc) as a non-root uid.
+  local root
+  root="$(mktemp -d)"
+  cp "$bin" "$root/socketless"
+  bash ci/check-rootfs.sh "$root" /socketless || { rm -rf "$root"; return 1; }
+  rm -rf "$root"
 }
 step "static musl build" static_check
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_apigatewaymanagement::Client;
-use aws_sdk_apigatewaymanagement::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use bytes::Bytes;
 
@@ -135,8 +135,8 @@ impl Pusher {
 
 fn classify<E, R>(err: SdkError<E, R>) -> PushOutcome
 where
-    E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
 {
     if let SdkError::ServiceError(s) = &err {
         return match s.err().code() {
@@ -153,6 +153,6 @@ where
     }
     PushOutcome::Failed(match &err {
         SdkError::TimeoutError(_) => "timed out".to_string(),
-        other => format!("{other:?}"),
+        other => DisplayErrorContext(other).to_string(),
     })
 }

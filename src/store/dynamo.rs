@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType,
     TimeToLiveSpecification,
@@ -101,8 +101,8 @@ impl DynamoStore {
 
     fn fail<E, R>(&self, operation: &'static str, err: SdkError<E, R>) -> StoreError
     where
-        E: ProvideErrorMetadata + std::error::Error,
-        R: std::fmt::Debug,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
     {
         let out = classify(err);
         let outcome = match out {
@@ -118,13 +118,13 @@ impl DynamoStore {
 /// "unavailable" (retryable by the caller), client faults are "rejected".
 fn classify<E, R>(err: SdkError<E, R>) -> StoreError
 where
-    E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
 {
     match &err {
         SdkError::TimeoutError(_) => StoreError::Timeout("no answer within the AWS timeout".into()),
-        SdkError::DispatchFailure(d) if d.is_timeout() => StoreError::Timeout(format!("{err:?}")),
-        SdkError::DispatchFailure(_) => StoreError::Unavailable(format!("{err:?}")),
+        SdkError::DispatchFailure(d) if d.is_timeout() => StoreError::Timeout(DisplayErrorContext(&err).to_string()),
+        SdkError::DispatchFailure(_) => StoreError::Unavailable(DisplayErrorContext(&err).to_string()),
         SdkError::ServiceError(s) => {
             let code = s.err().code().unwrap_or("Unknown").to_string();
             let message = s.err().message().unwrap_or_default().to_string();
@@ -136,7 +136,7 @@ where
                 _ => StoreError::Unavailable(format!("{code}: {message}")),
             }
         }
-        _ => StoreError::Unavailable(format!("{err:?}")),
+        _ => StoreError::Unavailable(DisplayErrorContext(&err).to_string()),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod gateway;
 pub mod handler;
 pub mod lifecycle;
 pub mod metrics;

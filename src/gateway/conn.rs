@@ -1,0 +1,427 @@
+//! One client connection: the handshake (which waits for `$connect`), then a single task that
+//! reads frames in order, calls the integration for each message (one at a time), writes
+//! replies and `@connections` posts, enforces the limits, and runs `$disconnect` at the end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key};
+
+use super::integration::{self, Outcome};
+use super::mapping::{self, Inputs};
+use super::selection;
+use super::timefmt::{clf, now_ms};
+use super::{Gateway, ids};
+use crate::lifecycle::Lifecycle;
+use crate::server::{self, Body};
+
+/// Close codes and reasons the gateway uses.
+pub const NORMAL: (u16, &str) = (1000, "Connection Closed Normally");
+pub const GOING_AWAY: (u16, &str) = (1001, "Going away");
+pub const UNSUPPORTED: (u16, &str) = (1003, "Binary frames are not supported");
+pub const TOO_BIG: (u16, &str) = (1009, "Message too big");
+/// No close frame was received (the TCP connection dropped).
+pub const ABNORMAL: u16 = 1006;
+/// A close frame without a status.
+pub const NO_STATUS: u16 = 1005;
+
+/// What the rest of the gateway knows about a live connection.
+pub struct ConnHandle {
+    pub id: String,
+    pub connected_at: i64,
+    pub source_ip: String,
+    pub user_agent: String,
+    last_active: AtomicI64,
+    pub outbound: mpsc::Sender<Message>,
+    close: Mutex<Option<(u16, String)>>,
+    close_notify: Notify,
+}
+
+impl ConnHandle {
+    pub fn touch(&self) {
+        self.last_active.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_active(&self) -> i64 {
+        self.last_active.load(Ordering::Relaxed)
+    }
+
+    /// Asks the connection to close with this status (the first request wins).
+    pub fn request_close(&self, code: u16, reason: &str) {
+        let mut c = self.close.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() {
+            *c = Some((code, reason.to_string()));
+        }
+        drop(c);
+        self.close_notify.notify_one();
+    }
+
+    fn take_close(&self) -> Option<(u16, String)> {
+        self.close.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The gateway-generated error frame.
+pub fn error_frame(message: &str, connection_id: &str, request_id: &str) -> String {
+    serde_json::json!({ "message": message, "connectionId": connection_id, "requestId": request_id }).to_string()
+}
+
+fn header_str(req: &Request<Incoming>, name: impl http::header::AsHeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    req.method() == http::Method::GET && has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}
+
+/// Everything a `$connect`/message/`$disconnect` call needs from the connection.
+pub struct Ctx {
+    pub id: String,
+    pub connected_at: i64,
+    pub domain: String,
+    pub source_ip: String,
+    pub user_agent: String,
+}
+
+impl Gateway {
+    /// Context variables for one event.
+    pub(super) fn context(&self, c: &Ctx, event: &'static str, route: &str, request_id: &str, extra: &[(&'static str, String)]) -> BTreeMap<&'static str, String> {
+        let now = now_ms();
+        let mut m = BTreeMap::new();
+        m.insert("connectionId", c.id.clone());
+        m.insert("connectedAt", c.connected_at.to_string());
+        m.insert("domainName", c.domain.clone());
+        m.insert("eventType", event.to_string());
+        m.insert("routeKey", route.to_string());
+        m.insert("requestId", request_id.to_string());
+        m.insert("extendedRequestId", request_id.to_string());
+        m.insert("apiId", self.config.model.api_id.clone());
+        m.insert("identity.sourceIp", c.source_ip.clone());
+        m.insert("identity.userAgent", c.user_agent.clone());
+        m.insert("requestTime", clf(now));
+        m.insert("requestTimeEpoch", now.to_string());
+        m.insert("stage", self.config.model.stage.clone());
+        for (k, v) in extra {
+            m.insert(k, v.clone());
+        }
+        m
+    }
+
+    fn timeout_for(&self, integration: &super::template::Integration) -> Duration {
+        self.config
+            .integration_timeout
+            .or(integration.timeout_ms.map(Duration::from_millis))
+            .unwrap_or(Duration::from_millis(crate::contract::INTEGRATION_TIMEOUT_MS))
+    }
+
+    /// Calls a route's integration, recording metrics.
+    async fn invoke(&self, route: &super::template::Route, inputs: &Inputs<'_>, body: Bytes) -> Option<Outcome> {
+        let integration = route.integration.as_ref()?;
+        let mapped = mapping::apply(&integration.parameters, inputs);
+        let (outcome, took) = integration::call(&self.client, integration, &mapped, body, self.timeout_for(integration)).await;
+        self.metrics.integration(&route.key, outcome.kind(), took);
+        if let Outcome::Failed(reason) = &outcome {
+            tracing::warn!(route = %route.key, reason = %reason, "integration call failed");
+        }
+        Some(outcome)
+    }
+
+    /// Handles an upgrade request on `/{stage}`: `$connect` first, then the 101.
+    pub(super) async fn handshake(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr, lifecycle: Lifecycle) -> Response<Body> {
+        if !is_upgrade(&req) {
+            return server::error(StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint");
+        }
+        let key = match header_str(&req, header::SEC_WEBSOCKET_KEY) {
+            Some(k) if header_str(&req, header::SEC_WEBSOCKET_VERSION) == Some("13") => k.to_string(),
+            _ => return server::error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key or unsupported version"),
+        };
+        if lifecycle.is_draining() {
+            return server::error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down");
+        }
+        let Some(slot) = self.reserve_slot() else {
+            self.metrics.connect("refused_limit");
+            return server::json(
+                StatusCode::TOO_MANY_REQUESTS,
+                &serde_json::json!({ "message": "LimitExceededException: the gateway is at its maximum connection count" }),
+            );
+        };
+        let ctx = Ctx {
+            id: ids::new_id(),
+            connected_at: now_ms(),
+            domain: self
+                .config
+                .domain_name
+                .clone()
+                .or_else(|| header_str(&req, header::HOST).map(str::to_string))
+                .unwrap_or_default(),
+            source_ip: peer.ip().to_string(),
+            user_agent: header_str(&req, header::USER_AGENT).unwrap_or_default().to_string(),
+        };
+        let handshake_headers: HashMap<String, String> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let query: HashMap<String, String> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                let dec = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+                (dec(k), dec(v))
+            })
+            .collect();
+
+        let mut subprotocol = None;
+        if let Some(route) = self.config.model.routes.get("$connect") {
+            let request_id = ids::new_id();
+            let context = self.context(&ctx, "CONNECT", "$connect", &request_id, &[]);
+            let inputs = Inputs {
+                context: &context,
+                handshake: Some((&handshake_headers, &query)),
+                body: None,
+                stage_variables: &self.config.model.stage_variables,
+            };
+            match self.invoke(route, &inputs, Bytes::new()).await {
+                None => {}
+                Some(Outcome::Response { status, headers, .. }) if status.is_success() => {
+                    subprotocol = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
+                }
+                Some(Outcome::Response { status, .. }) => {
+                    self.metrics.connect("rejected");
+                    return server::json(status, &serde_json::json!({ "message": "Forbidden", "connectionId": ctx.id, "requestId": request_id }));
+                }
+                Some(Outcome::Timeout) => {
+                    self.metrics.connect("failed");
+                    return server::json(StatusCode::GATEWAY_TIMEOUT, &serde_json::json!({ "message": "Endpoint request timed out" }));
+                }
+                Some(Outcome::Failed(_)) => {
+                    self.metrics.connect("failed");
+                    return server::json(StatusCode::BAD_GATEWAY, &serde_json::json!({ "message": "Internal server error" }));
+                }
+            }
+        }
+
+        let (tx, rx) = mpsc::channel(self.config.outbound_queue);
+        let handle = Arc::new(ConnHandle {
+            id: ctx.id.clone(),
+            connected_at: ctx.connected_at,
+            source_ip: ctx.source_ip.clone(),
+            user_agent: ctx.user_agent.clone(),
+            last_active: AtomicI64::new(ctx.connected_at),
+            outbound: tx,
+            close: Mutex::new(None),
+            close_notify: Notify::new(),
+        });
+        self.metrics.connect("accepted");
+        let gw = self.clone();
+        let on_upgrade = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            let _slot = slot;
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let config = gw.ws_config();
+                    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                    gw.register(handle.clone());
+                    gw.clone().run(ws, handle, ctx, rx, lifecycle).await;
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "upgrade failed after $connect");
+                    gw.disconnect(&ctx, ABNORMAL, "Upgrade failed").await;
+                }
+            }
+        });
+
+        let mut resp = server::empty(StatusCode::SWITCHING_PROTOCOLS);
+        let h = resp.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        if let Some(p) = subprotocol {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+        }
+        resp
+    }
+
+    fn ws_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_write_buffer_size(self.config.max_message_bytes * 2 + 4096)
+            .max_message_size(Some(self.config.max_message_bytes))
+            .max_frame_size(Some(self.config.max_frame_bytes))
+    }
+
+    /// The message path: route selection, the integration, and the frame to send back.
+    async fn message(self: Arc<Self>, ctx: Arc<Ctx>, text: String) -> Option<String> {
+        self.metrics.message();
+        let model = &self.config.model;
+        let request_id = ids::new_id();
+        let Some(key) = selection::select(&model.selection, &text, |k| model.routes.contains_key(k), "$default") else {
+            return Some(error_frame("Forbidden", &ctx.id, &request_id));
+        };
+        let route = model.routes.get(&key)?;
+        let body_json = serde_json::from_str::<serde_json::Value>(&text).ok();
+        let context = self.context(&ctx, "MESSAGE", &key, &request_id, &[("messageId", ids::new_id())]);
+        let inputs = Inputs {
+            context: &context,
+            handshake: None,
+            body: body_json.as_ref(),
+            stage_variables: &model.stage_variables,
+        };
+        match self.invoke(route, &inputs, Bytes::from(text)).await? {
+            Outcome::Response { body, .. } => {
+                if !route.two_way || body.is_empty() {
+                    return None;
+                }
+                match String::from_utf8(body.to_vec()) {
+                    Ok(s) => Some(s),
+                    Err(_) => Some(error_frame("Internal server error", &ctx.id, &request_id)),
+                }
+            }
+            Outcome::Timeout => Some(error_frame("Endpoint request timed out", &ctx.id, &request_id)),
+            Outcome::Failed(_) => Some(error_frame("Internal server error", &ctx.id, &request_id)),
+        }
+    }
+
+    /// Runs `$disconnect` (best effort).
+    async fn disconnect(&self, ctx: &Ctx, code: u16, reason: &str) {
+        let Some(route) = self.config.model.routes.get("$disconnect") else { return };
+        let request_id = ids::new_id();
+        let context = self.context(
+            ctx,
+            "DISCONNECT",
+            "$disconnect",
+            &request_id,
+            &[("disconnectStatusCode", code.to_string()), ("disconnectReason", reason.to_string())],
+        );
+        let inputs = Inputs {
+            context: &context,
+            handshake: None,
+            body: None,
+            stage_variables: &self.config.model.stage_variables,
+        };
+        let _ = self.invoke(route, &inputs, Bytes::new()).await;
+    }
+
+    /// The connection's task.
+    async fn run(
+        self: Arc<Self>,
+        mut ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+        handle: Arc<ConnHandle>,
+        ctx: Ctx,
+        mut outbound: mpsc::Receiver<Message>,
+        lifecycle: Lifecycle,
+    ) {
+        let ctx = Arc::new(ctx);
+        let idle = self.config.idle_timeout;
+        let max_deadline = tokio::time::Instant::now() + self.config.max_connection_duration;
+        let mut inflight: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>> = None;
+        let write_timeout = self.config.write_timeout;
+        // Who closed, and how: (status, reason, whether we still owe a close frame).
+        let (code, reason, send_close): (u16, String, bool) = loop {
+            let idle_deadline = {
+                let since = (now_ms() - handle.last_active()).max(0) as u64;
+                tokio::time::Instant::now() + idle.saturating_sub(Duration::from_millis(since))
+            };
+            tokio::select! {
+                biased;
+                _ = handle.close_notify.notified() => {
+                    if let Some((c, r)) = handle.take_close() {
+                        break (c, r, true);
+                    }
+                }
+                _ = lifecycle.stopped() => break (GOING_AWAY.0, GOING_AWAY.1.to_string(), true),
+                _ = tokio::time::sleep_until(max_deadline) => break (GOING_AWAY.0, GOING_AWAY.1.to_string(), true),
+                Some(msg) = outbound.recv() => {
+                    handle.touch();
+                    match tokio::time::timeout(write_timeout, ws.send(msg)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break (ABNORMAL, String::new(), false),
+                        Err(_) => break (GOING_AWAY.0, "Write timed out".to_string(), true),
+                    }
+                }
+                reply = async { match inflight.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                    inflight = None;
+                    if let Some(frame) = reply {
+                        handle.touch();
+                        match tokio::time::timeout(write_timeout, ws.send(Message::text(frame))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break (ABNORMAL, String::new(), false),
+                            Err(_) => break (GOING_AWAY.0, "Write timed out".to_string(), true),
+                        }
+                    }
+                }
+                frame = ws.next(), if inflight.is_none() => match frame {
+                    Some(Ok(Message::Text(t))) => {
+                        handle.touch();
+                        inflight = Some(Box::pin(self.clone().message(ctx.clone(), t.as_str().to_string())));
+                    }
+                    Some(Ok(Message::Binary(_))) => break (UNSUPPORTED.0, UNSUPPORTED.1.to_string(), true),
+                    Some(Ok(Message::Close(frame))) => {
+                        let (c, r) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((NO_STATUS, String::new()));
+                        break (c, r, false);
+                    }
+                    Some(Ok(_)) => {} // ping/pong: answered by the protocol layer, not activity
+                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => break (TOO_BIG.0, TOO_BIG.1.to_string(), true),
+                    Some(Err(WsError::Capacity(_))) => break (TOO_BIG.0, TOO_BIG.1.to_string(), true),
+                    Some(Err(_)) | None => break (ABNORMAL, String::new(), false),
+                },
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    if (now_ms() - handle.last_active()).max(0) as u128 >= idle.as_millis() {
+                        break (GOING_AWAY.0, "Idle timeout".to_string(), true);
+                    }
+                }
+            }
+        };
+        // Unregister first: from here on @connections answers 410.
+        self.unregister(&handle.id);
+        if send_close {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.clone().into(),
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                if ws.send(Message::Close(Some(frame))).await.is_ok() {
+                    // Wait for the client's close reply, briefly.
+                    while let Some(Ok(m)) = ws.next().await {
+                        if m.is_close() {
+                            break;
+                        }
+                    }
+                }
+            })
+            .await;
+        } else if code != ABNORMAL {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+        }
+        drop(ws);
+        tracing::debug!(connection_id = %handle.id, code, reason = %reason, "connection closed");
+        self.disconnect(&ctx, code, &reason).await;
+    }
+}

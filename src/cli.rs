@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Problems;
+use crate::config::{ConfigError, Problems};
+use crate::dev::{DevArgs, DevConfig};
+use crate::gateway::{GatewayArgs, GatewayConfig};
 use crate::handler::{Echo, MessageHandler};
-use crate::serve::ServeArgs;
+use crate::probe::ProbeArgs;
+use crate::serve::{ServeArgs, ServeConfig};
 use crate::server::Drain;
 use crate::telemetry::{self, LogFormat};
 
@@ -33,6 +36,20 @@ pub struct Cli {
 pub enum Command {
     /// Run the stateless backend (the integration target of the WebSocket API).
     Serve(ServeArgs),
+    /// Run a WebSocket gateway that emulates Amazon API Gateway from the CloudFormation template.
+    Gateway(GatewayArgs),
+    /// Run gateway and backend in one process with in-memory sessions; prints the ws:// URL.
+    Dev(DevArgs),
+    /// Connect to a WebSocket URL, send a message, expect the reply; exit 0 or 1.
+    Probe(ProbeArgs),
+}
+
+/// A verb with validated settings.
+enum Ready {
+    Serve(ServeConfig),
+    Gateway(GatewayConfig),
+    Dev(DevConfig),
+    Probe(ProbeArgs),
 }
 
 /// Exit code for invalid settings.
@@ -55,7 +72,8 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
         Some("json") => LogFormat::Json,
         Some("text") => LogFormat::Text,
         _ => match cli.command {
-            Command::Serve(_) => LogFormat::Json,
+            Command::Serve(_) | Command::Gateway(_) => LogFormat::Json,
+            Command::Dev(_) | Command::Probe(_) => LogFormat::Text,
         },
     };
     if let Err(err) = tracing_subscriber::EnvFilter::try_new(&cli.log) {
@@ -64,24 +82,32 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
             cli.log
         ));
     }
-    let config = match &cli.command {
-        Command::Serve(args) => args.validate(),
+    let ready: Result<Ready, ConfigError> = match &cli.command {
+        Command::Serve(args) => args.validate().map(Ready::Serve),
+        Command::Gateway(args) => args.validate().map(Ready::Gateway),
+        Command::Dev(args) => args.validate().map(Ready::Dev),
+        Command::Probe(args) => Ok(Ready::Probe(args.clone())),
     };
-    let config = match (config, problems.into_result()) {
-        (Ok(config), Ok(())) => config,
-        (config, logs) => {
+    let ready = match (ready, problems.into_result()) {
+        (Ok(ready), Ok(())) => ready,
+        (ready, logs) => {
             let mut all: Vec<String> = Vec::new();
             if let Err(e) = logs {
                 all.extend(e.0);
             }
-            if let Err(e) = config {
+            if let Err(e) = ready {
                 all.extend(e.0);
             }
-            eprint!("socketless: {}", crate::config::ConfigError(all));
+            eprint!("socketless: {}", ConfigError(all));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(err) = telemetry::init(format, &cli.log) {
+    // The probe prints its own result; it logs only warnings unless asked for more.
+    let filter = match (&ready, cli.log.as_str()) {
+        (Ready::Probe(_), "info") => "warn",
+        (_, f) => f,
+    };
+    if let Err(err) = telemetry::init(format, filter) {
         eprintln!("socketless: {err}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -92,15 +118,28 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(crate::serve::run(config, handler));
-    match result {
-        Ok(Drain::Complete) => ExitCode::SUCCESS,
-        Ok(Drain::TimedOut) => {
-            // Still a clean, intended exit: the drain bound is part of the contract.
-            ExitCode::SUCCESS
+    let result: Result<Drain, String> = runtime.block_on(async move {
+        match ready {
+            Ready::Serve(config) => crate::serve::run(config, handler).await.map_err(|e| e.to_string()),
+            Ready::Gateway(config) => crate::gateway::run(config).await.map_err(|e| e.to_string()),
+            Ready::Dev(config) => crate::dev::run(config, handler).await.map_err(|e| e.to_string()),
+            Ready::Probe(args) => {
+                let code = crate::probe::run(args).await;
+                // The probe's result is its exit code; nothing to drain.
+                if code == ExitCode::SUCCESS {
+                    Ok(Drain::Complete)
+                } else {
+                    Err(String::new())
+                }
+            }
         }
+    });
+    match result {
+        // A drain that hit its bound is still the intended, clean exit.
+        Ok(Drain::Complete) | Ok(Drain::TimedOut) => ExitCode::SUCCESS,
+        Err(err) if err.is_empty() => ExitCode::FAILURE,
         Err(err) => {
-            tracing::error!(error = %err, "socketless serve failed");
+            tracing::error!(error = %err, "socketless failed");
             eprintln!("socketless: {err}");
             ExitCode::FAILURE
         }

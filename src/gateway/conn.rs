@@ -105,7 +105,14 @@ pub struct Ctx {
 
 impl Gateway {
     /// Context variables for one event.
-    pub(super) fn context(&self, c: &Ctx, event: &'static str, route: &str, request_id: &str, extra: &[(&'static str, String)]) -> BTreeMap<&'static str, String> {
+    pub(super) fn context(
+        &self,
+        c: &Ctx,
+        event: &'static str,
+        route: &str,
+        request_id: &str,
+        extra: &[(&'static str, String)],
+    ) -> BTreeMap<&'static str, String> {
         let now = now_ms();
         let mut m = BTreeMap::new();
         m.insert("connectionId", c.id.clone());
@@ -138,7 +145,8 @@ impl Gateway {
     async fn invoke(&self, route: &super::template::Route, inputs: &Inputs<'_>, body: Bytes) -> Option<Outcome> {
         let integration = route.integration.as_ref()?;
         let mapped = mapping::apply(&integration.parameters, inputs);
-        let (outcome, took) = integration::call(&self.client, integration, &mapped, body, self.timeout_for(integration)).await;
+        let (outcome, took) =
+            integration::call(&self.client, integration, &mapped, body, self.timeout_for(integration)).await;
         self.metrics.integration(&route.key, outcome.kind(), took);
         if let Outcome::Failed(reason) = &outcome {
             tracing::warn!(route = %route.key, reason = %reason, "integration call failed");
@@ -147,13 +155,23 @@ impl Gateway {
     }
 
     /// Handles an upgrade request on `/{stage}`: `$connect` first, then the 101.
-    pub(super) async fn handshake(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr, lifecycle: Lifecycle) -> Response<Body> {
+    pub(super) async fn handshake(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        lifecycle: Lifecycle,
+    ) -> Response<Body> {
         if !is_upgrade(&req) {
             return server::error(StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint");
         }
         let key = match header_str(&req, header::SEC_WEBSOCKET_KEY) {
             Some(k) if header_str(&req, header::SEC_WEBSOCKET_VERSION) == Some("13") => k.to_string(),
-            _ => return server::error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key or unsupported version"),
+            _ => {
+                return server::error(
+                    StatusCode::BAD_REQUEST,
+                    "missing Sec-WebSocket-Key or unsupported version",
+                );
+            }
         };
         if lifecycle.is_draining() {
             return server::error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down");
@@ -212,15 +230,24 @@ impl Gateway {
                 }
                 Some(Outcome::Response { status, .. }) => {
                     self.metrics.connect("rejected");
-                    return server::json(status, &serde_json::json!({ "message": "Forbidden", "connectionId": ctx.id, "requestId": request_id }));
+                    return server::json(
+                        status,
+                        &serde_json::json!({ "message": "Forbidden", "connectionId": ctx.id, "requestId": request_id }),
+                    );
                 }
                 Some(Outcome::Timeout) => {
                     self.metrics.connect("failed");
-                    return server::json(StatusCode::GATEWAY_TIMEOUT, &serde_json::json!({ "message": "Endpoint request timed out" }));
+                    return server::json(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        &serde_json::json!({ "message": "Endpoint request timed out" }),
+                    );
                 }
                 Some(Outcome::Failed(_)) => {
                     self.metrics.connect("failed");
-                    return server::json(StatusCode::BAD_GATEWAY, &serde_json::json!({ "message": "Internal server error" }));
+                    return server::json(
+                        StatusCode::BAD_GATEWAY,
+                        &serde_json::json!({ "message": "Internal server error" }),
+                    );
                 }
             }
         }
@@ -311,14 +338,19 @@ impl Gateway {
 
     /// Runs `$disconnect` (best effort).
     async fn disconnect(&self, ctx: &Ctx, code: u16, reason: &str) {
-        let Some(route) = self.config.model.routes.get("$disconnect") else { return };
+        let Some(route) = self.config.model.routes.get("$disconnect") else {
+            return;
+        };
         let request_id = ids::new_id();
         let context = self.context(
             ctx,
             "DISCONNECT",
             "$disconnect",
             &request_id,
-            &[("disconnectStatusCode", code.to_string()), ("disconnectReason", reason.to_string())],
+            &[
+                ("disconnectStatusCode", code.to_string()),
+                ("disconnectReason", reason.to_string()),
+            ],
         );
         let inputs = Inputs {
             context: &context,

@@ -26,7 +26,11 @@ mod tests {
             let id = super::new_id();
             assert_eq!(id.len(), 16);
             assert!(id.ends_with('='));
-            assert!(id[..15].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(
+                id[..15]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
             assert!(seen.insert(id));
         }
     }

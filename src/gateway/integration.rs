@@ -66,14 +66,24 @@ fn uri(integration: &Integration, mapped: &Mapped) -> Result<http::Uri, String> 
         text = text.replace(&format!("{{{name}}}"), &encode(value));
     }
     if !mapped.query.is_empty() {
-        let q: Vec<String> = mapped.query.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        let q: Vec<String> = mapped
+            .query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
         text.push(if text.contains('?') { '&' } else { '?' });
         text.push_str(&q.join("&"));
     }
     text.parse().map_err(|e| format!("integration URI {text:?}: {e}"))
 }
 
-pub async fn call(client: &HttpClient, integration: &Integration, mapped: &Mapped, body: Bytes, timeout: Duration) -> (Outcome, Duration) {
+pub async fn call(
+    client: &HttpClient,
+    integration: &Integration,
+    mapped: &Mapped,
+    body: Bytes,
+    timeout: Duration,
+) -> (Outcome, Duration) {
     let started = Instant::now();
     let outcome = tokio::time::timeout(timeout, send(client, integration, mapped, body))
         .await
@@ -90,7 +100,10 @@ async fn send(client: &HttpClient, integration: &Integration, mapped: &Mapped, b
     *req.method_mut() = integration.method.clone();
     *req.uri_mut() = uri;
     for (name, value) in &mapped.headers {
-        match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+        match (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
             (Ok(n), Ok(v)) => {
                 req.headers_mut().append(n, v);
             }

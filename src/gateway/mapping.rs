@@ -85,7 +85,9 @@ impl Mapping {
             Source::Literal(v[1..v.len() - 1].to_string())
         } else if let Some(c) = v.strip_prefix("context.") {
             if !CONTEXT_VARIABLES.contains(&c) {
-                return Err(bad(format!("{key}: {v} is not a context variable socketless gateway supplies")));
+                return Err(bad(format!(
+                    "{key}: {v} is not a context variable socketless gateway supplies"
+                )));
             }
             Source::Context(c.to_string())
         } else if let Some(h) = v.strip_prefix("route.request.header.") {
@@ -111,11 +113,14 @@ impl Mapping {
     }
 }
 
+/// Handshake headers (lowercased names) and query string values.
+pub type Handshake<'a> = (&'a HashMap<String, String>, &'a HashMap<String, String>);
+
 /// Everything a mapping can read for one event.
 pub struct Inputs<'a> {
     pub context: &'a BTreeMap<&'static str, String>,
     /// Handshake headers and query (lowercased header names); present on `$connect` only.
-    pub handshake: Option<(&'a HashMap<String, String>, &'a HashMap<String, String>)>,
+    pub handshake: Option<Handshake<'a>>,
     pub body: Option<&'a Value>,
     pub stage_variables: &'a BTreeMap<String, String>,
 }
@@ -159,10 +164,28 @@ mod tests {
         let m = Mapping::parse("integration.request.header.X-Id", "context.connectionId").unwrap();
         assert_eq!(m.target, Target::Header("x-id".into()));
         assert_eq!(m.source, Source::Context("connectionId".into()));
-        assert_eq!(Mapping::parse("integration.request.header.a", "'lit'").unwrap().source, Source::Literal("lit".into()));
-        assert!(matches!(Mapping::parse("integration.request.querystring.t", "route.request.querystring.token").unwrap().source, Source::RequestQuery(_)));
-        assert!(matches!(Mapping::parse("integration.request.header.t", "route.request.body.a.b").unwrap().source, Source::Body(_)));
-        assert!(matches!(Mapping::parse("integration.request.header.t", "stageVariables.x").unwrap().source, Source::StageVariable(_)));
+        assert_eq!(
+            Mapping::parse("integration.request.header.a", "'lit'").unwrap().source,
+            Source::Literal("lit".into())
+        );
+        assert!(matches!(
+            Mapping::parse("integration.request.querystring.t", "route.request.querystring.token")
+                .unwrap()
+                .source,
+            Source::RequestQuery(_)
+        ));
+        assert!(matches!(
+            Mapping::parse("integration.request.header.t", "route.request.body.a.b")
+                .unwrap()
+                .source,
+            Source::Body(_)
+        ));
+        assert!(matches!(
+            Mapping::parse("integration.request.header.t", "stageVariables.x")
+                .unwrap()
+                .source,
+            Source::StageVariable(_)
+        ));
         assert!(Mapping::parse("integration.request.header.t", "context.bogus").is_err());
         assert!(Mapping::parse("integration.response.header.t", "'x'").is_err());
         assert!(Mapping::parse("integration.request.header.bad name", "'x'").is_err());
@@ -182,8 +205,19 @@ mod tests {
         ctx.insert("connectionId", "abc=".to_string());
         let sv: BTreeMap<String, String> = [("color".to_string(), "blue".to_string())].into();
         let body = serde_json::json!({"a": 1});
-        let out = apply(&maps, &Inputs { context: &ctx, handshake: None, body: Some(&body), stage_variables: &sv });
-        assert_eq!(out.headers, vec![("id".into(), "abc=".into()), ("b".into(), "1".into())]);
+        let out = apply(
+            &maps,
+            &Inputs {
+                context: &ctx,
+                handshake: None,
+                body: Some(&body),
+                stage_variables: &sv,
+            },
+        );
+        assert_eq!(
+            out.headers,
+            vec![("id".into(), "abc=".into()), ("b".into(), "1".into())]
+        );
         assert_eq!(out.query, vec![("c".into(), "blue".into())]);
     }
 

@@ -18,14 +18,20 @@ use crate::server::{self, Body, BodyError};
 /// An AWS-style error: `X-Amzn-ErrorType` and a JSON body with `message`.
 pub fn aws_error(status: StatusCode, kind: &'static str, message: &str) -> Response<Body> {
     let mut resp = server::json(status, &serde_json::json!({ "message": message }));
-    resp.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static(kind));
+    resp.headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(kind));
     resp
 }
 
 /// Reads the connection id from a raw `/{stage}/@connections/{id}` path, where each segment
 /// may be percent-encoded (`%40connections`, `abc%3D`); `None` if the path is not one.
 pub fn parse_path(raw: &str, stage: &str) -> Option<String> {
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned());
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
     let mut segments = raw.strip_prefix('/')?.split('/');
     if decode(segments.next()?)? != stage || decode(segments.next()?)? != "@connections" {
         return None;
@@ -42,7 +48,11 @@ impl Gateway {
             Method::GET => "get",
             Method::DELETE => "delete",
             _ => {
-                return aws_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowedException", "use POST, GET or DELETE");
+                return aws_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowedException",
+                    "use POST, GET or DELETE",
+                );
             }
         };
         let resp = self.management_inner(req, &id, &method).await;
@@ -56,12 +66,25 @@ impl Gateway {
         let (parts, body) = match server::read_body(req, MAX_POST_BYTES).await {
             Ok(v) => v,
             Err(BodyError::TooLarge(_)) => {
-                return aws_error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException", "Request body exceeded 131072 bytes");
+                return aws_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PayloadTooLargeException",
+                    "Request body exceeded 131072 bytes",
+                );
             }
-            Err(BodyError::Read(_)) => return aws_error(StatusCode::BAD_REQUEST, "BadRequestException", "unreadable body"),
+            Err(BodyError::Read(_)) => {
+                return aws_error(StatusCode::BAD_REQUEST, "BadRequestException", "unreadable body");
+            }
         };
         if let Some(v) = &self.config.verifier {
-            if let Err(why) = v.verify(method.as_str(), &raw_path, &raw_query, &parts.headers, &body, now_ms() / 1000) {
+            if let Err(why) = v.verify(
+                method.as_str(),
+                &raw_path,
+                &raw_query,
+                &parts.headers,
+                &body,
+                now_ms() / 1000,
+            ) {
                 tracing::info!(reason = %why, "@connections call refused: bad signature");
                 return aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
             }

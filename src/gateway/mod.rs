@@ -90,10 +90,19 @@ pub struct GatewayArgs {
     #[arg(long, env = "SOCKETLESS_GATEWAY_DRAIN_TIMEOUT", default_value = "20s")]
     pub drain_timeout: String,
     /// Require SigV4 on @connections, signed with this access key id.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_SIGV4_ACCESS_KEY_ID", requires = "sigv4_secret_access_key")]
+    #[arg(
+        long,
+        env = "SOCKETLESS_GATEWAY_SIGV4_ACCESS_KEY_ID",
+        requires = "sigv4_secret_access_key"
+    )]
     pub sigv4_access_key_id: Option<String>,
     /// The secret for --sigv4-access-key-id.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_SIGV4_SECRET_ACCESS_KEY", hide_env_values = true, requires = "sigv4_access_key_id")]
+    #[arg(
+        long,
+        env = "SOCKETLESS_GATEWAY_SIGV4_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "sigv4_access_key_id"
+    )]
     pub sigv4_secret_access_key: Option<String>,
 }
 
@@ -124,7 +133,9 @@ fn parse_params(raw: &[String], p: &mut Problems) -> BTreeMap<String, String> {
             Some((k, v)) if !k.trim().is_empty() => {
                 out.insert(k.trim().to_string(), v.to_string());
             }
-            _ => p.push(format!("--param (SOCKETLESS_GATEWAY_PARAMS): {item:?} is not Key=Value")),
+            _ => p.push(format!(
+                "--param (SOCKETLESS_GATEWAY_PARAMS): {item:?} is not Key=Value"
+            )),
         }
     }
     out
@@ -135,11 +146,26 @@ impl GatewayArgs {
     pub fn validate(&self) -> Result<GatewayConfig, ConfigError> {
         let mut p = Problems::new();
         let listen = p.addr("--listen (SOCKETLESS_GATEWAY_LISTEN)", &self.listen);
-        let max_connections = p.count("--max-connections (SOCKETLESS_GATEWAY_MAX_CONNECTIONS)", &self.max_connections, 1_000_000);
+        let max_connections = p.count(
+            "--max-connections (SOCKETLESS_GATEWAY_MAX_CONNECTIONS)",
+            &self.max_connections,
+            1_000_000,
+        );
         let idle_timeout = p.duration("--idle-timeout (SOCKETLESS_GATEWAY_IDLE_TIMEOUT)", &self.idle_timeout);
-        let max_duration = p.duration("--max-connection-duration (SOCKETLESS_GATEWAY_MAX_CONNECTION_DURATION)", &self.max_connection_duration);
-        let max_message = p.count("--max-message-bytes (SOCKETLESS_GATEWAY_MAX_MESSAGE_BYTES)", &self.max_message_bytes, 16 * 1024 * 1024);
-        let max_frame = p.count("--max-frame-bytes (SOCKETLESS_GATEWAY_MAX_FRAME_BYTES)", &self.max_frame_bytes, 16 * 1024 * 1024);
+        let max_duration = p.duration(
+            "--max-connection-duration (SOCKETLESS_GATEWAY_MAX_CONNECTION_DURATION)",
+            &self.max_connection_duration,
+        );
+        let max_message = p.count(
+            "--max-message-bytes (SOCKETLESS_GATEWAY_MAX_MESSAGE_BYTES)",
+            &self.max_message_bytes,
+            16 * 1024 * 1024,
+        );
+        let max_frame = p.count(
+            "--max-frame-bytes (SOCKETLESS_GATEWAY_MAX_FRAME_BYTES)",
+            &self.max_frame_bytes,
+            16 * 1024 * 1024,
+        );
         if let (Some(m), Some(f)) = (max_message, max_frame) {
             if f > m {
                 p.push("--max-frame-bytes: must not exceed --max-message-bytes");
@@ -152,11 +178,28 @@ impl GatewayArgs {
         if integration_timeout.is_some_and(|t| t < Duration::from_millis(50) || t > Duration::from_secs(29)) {
             p.push("--integration-timeout: must be between 50ms and 29s, as in API Gateway");
         }
-        let outbound_queue = p.count("--outbound-queue (SOCKETLESS_GATEWAY_OUTBOUND_QUEUE)", &self.outbound_queue, 100_000);
-        let write_timeout = p.duration("--write-timeout (SOCKETLESS_GATEWAY_WRITE_TIMEOUT)", &self.write_timeout);
-        let shutdown_delay = p.duration("--shutdown-delay (SOCKETLESS_GATEWAY_SHUTDOWN_DELAY)", &self.shutdown_delay);
-        let drain_timeout = p.duration("--drain-timeout (SOCKETLESS_GATEWAY_DRAIN_TIMEOUT)", &self.drain_timeout);
-        for (name, d) in [("--idle-timeout", idle_timeout), ("--max-connection-duration", max_duration), ("--write-timeout", write_timeout)] {
+        let outbound_queue = p.count(
+            "--outbound-queue (SOCKETLESS_GATEWAY_OUTBOUND_QUEUE)",
+            &self.outbound_queue,
+            100_000,
+        );
+        let write_timeout = p.duration(
+            "--write-timeout (SOCKETLESS_GATEWAY_WRITE_TIMEOUT)",
+            &self.write_timeout,
+        );
+        let shutdown_delay = p.duration(
+            "--shutdown-delay (SOCKETLESS_GATEWAY_SHUTDOWN_DELAY)",
+            &self.shutdown_delay,
+        );
+        let drain_timeout = p.duration(
+            "--drain-timeout (SOCKETLESS_GATEWAY_DRAIN_TIMEOUT)",
+            &self.drain_timeout,
+        );
+        for (name, d) in [
+            ("--idle-timeout", idle_timeout),
+            ("--max-connection-duration", max_duration),
+            ("--write-timeout", write_timeout),
+        ] {
             if d.is_some_and(|d| d.is_zero()) {
                 p.push(format!("{name}: must be more than zero"));
             }
@@ -285,13 +328,21 @@ impl GatewayMetrics {
             integration_latency: Family::new_with_constructor(latency_histogram),
             management: Family::default(),
         };
-        r.register("socketless_gateway_active_connections", "Open WebSocket connections", m.active.clone());
+        r.register(
+            "socketless_gateway_active_connections",
+            "Open WebSocket connections",
+            m.active.clone(),
+        );
         r.register(
             "socketless_gateway_connects",
             "Handshakes, by result (accepted, rejected by $connect, failed, refused_limit)",
             m.connects.clone(),
         );
-        r.register("socketless_gateway_messages", "Messages received from clients", m.messages.clone());
+        r.register(
+            "socketless_gateway_messages",
+            "Messages received from clients",
+            m.messages.clone(),
+        );
         r.register(
             "socketless_gateway_integration_calls",
             "Integration calls, by route and outcome",
@@ -333,7 +384,9 @@ impl GatewayMetrics {
             self.integration_errors.get_or_create(&labels).inc();
         }
         self.integration_latency
-            .get_or_create(&RouteLabel { route: route.to_string() })
+            .get_or_create(&RouteLabel {
+                route: route.to_string(),
+            })
             .observe(took.as_secs_f64());
     }
 
@@ -396,23 +449,43 @@ impl Gateway {
     }
 
     fn unregister(&self, id: &str) {
-        if self.connections.lock().unwrap_or_else(|p| p.into_inner()).remove(id).is_some() {
+        if self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+            .is_some()
+        {
             self.metrics.active.dec();
         }
     }
 
     fn lookup(&self, id: &str) -> Option<Arc<ConnHandle>> {
-        self.connections.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Routes one HTTP request on the gateway's listener.
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr, lifecycle: Lifecycle, registry: Arc<Registry>) -> Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        lifecycle: Lifecycle,
+        registry: Arc<Registry>,
+    ) -> Response<Body> {
         let path = req.uri().path().to_string();
         if let Some(resp) = server::health(&path, &lifecycle) {
             return resp;
         }
         if path == "/metrics" {
-            return server::with_body(StatusCode::OK, crate::metrics::CONTENT_TYPE, crate::metrics::encode(&registry));
+            return server::with_body(
+                StatusCode::OK,
+                crate::metrics::CONTENT_TYPE,
+                crate::metrics::encode(&registry),
+            );
         }
         let stage = &self.config.model.stage;
         let trimmed = path.trim_end_matches('/');
@@ -441,7 +514,10 @@ impl Gateway {
         let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
         while self.slots.load(Ordering::SeqCst) > 0 {
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(open = self.slots.load(Ordering::SeqCst), "gateway drain timeout with connections still closing");
+                tracing::warn!(
+                    open = self.slots.load(Ordering::SeqCst),
+                    "gateway drain timeout with connections still closing"
+                );
                 return Drain::TimedOut;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

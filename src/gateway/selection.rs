@@ -149,7 +149,7 @@ impl Expression {
 
 /// Chooses the route key for a message: non-JSON goes to `$default`; otherwise the evaluated key
 /// if a custom route has it, else `$default` if defined, else `None` (the Forbidden frame).
-pub fn select<'a>(expr: &Expression, message: &str, has_route: impl Fn(&str) -> bool, default: &'a str) -> Option<String> {
+pub fn select(expr: &Expression, message: &str, has_route: impl Fn(&str) -> bool, default: &str) -> Option<String> {
     let fallback = || has_route(default).then(|| default.to_string());
     let Ok(body) = serde_json::from_str::<Value>(message) else {
         return fallback();
@@ -198,12 +198,21 @@ mod tests {
         let expr = Expression::parse("$request.body.action").unwrap();
         let routes = ["$default", "sendmessage"];
         let has = |k: &str| routes.contains(&k);
-        assert_eq!(select(&expr, r#"{"action":"sendmessage"}"#, has, "$default").as_deref(), Some("sendmessage"));
-        assert_eq!(select(&expr, r#"{"action":"other"}"#, has, "$default").as_deref(), Some("$default"));
+        assert_eq!(
+            select(&expr, r#"{"action":"sendmessage"}"#, has, "$default").as_deref(),
+            Some("sendmessage")
+        );
+        assert_eq!(
+            select(&expr, r#"{"action":"other"}"#, has, "$default").as_deref(),
+            Some("$default")
+        );
         assert_eq!(select(&expr, "not json", has, "$default").as_deref(), Some("$default"));
         // A message cannot select a reserved route.
         let with_connect = |k: &str| k == "$connect";
-        assert_eq!(select(&expr, r#"{"action":"$connect"}"#, with_connect, "$default"), None);
+        assert_eq!(
+            select(&expr, r#"{"action":"$connect"}"#, with_connect, "$default"),
+            None
+        );
         let none = |k: &str| k == "sendmessage";
         assert_eq!(select(&expr, "not json", none, "$default"), None);
         assert_eq!(select(&expr, r#"{"action":"x"}"#, none, "$default"), None);

@@ -87,7 +87,15 @@ fn parse_authorization(h: &str) -> Option<Authorization<'_>> {
 
 impl Verifier {
     /// Checks a request's signature. `raw_path` and `raw_query` are as sent on the wire.
-    pub fn verify(&self, method: &str, raw_path: &str, raw_query: &str, headers: &http::HeaderMap, body: &[u8], now_secs: i64) -> Result<(), String> {
+    pub fn verify(
+        &self,
+        method: &str,
+        raw_path: &str,
+        raw_query: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<(), String> {
         let auth = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -122,7 +130,12 @@ impl Verifier {
             let values: Vec<String> = headers
                 .get_all(*name)
                 .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).split_whitespace().collect::<Vec<_>>().join(" "))
+                .map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
                 .collect();
             if values.is_empty() {
                 return Err(format!("signed header {name} is missing"));
@@ -156,7 +169,10 @@ impl Verifier {
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
             hex(&Sha256::digest(canonical_request.as_bytes()))
         );
-        let k_date = hmac(format!("AWS4{}", self.secret_access_key).as_bytes(), auth.date.as_bytes());
+        let k_date = hmac(
+            format!("AWS4{}", self.secret_access_key).as_bytes(),
+            auth.date.as_bytes(),
+        );
         let k_region = hmac(&k_date, auth.region.as_bytes());
         let k_service = hmac(&k_region, auth.service.as_bytes());
         let k_signing = hmac(&k_service, b"aws4_request");
@@ -179,7 +195,10 @@ mod tests {
             "AWS4-HMAC-SHA256 Credential=AKID/20261124/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=abcd",
         )
         .unwrap();
-        assert_eq!((a.access_key, a.region, a.service, a.signature), ("AKID", "us-east-1", "execute-api", "abcd"));
+        assert_eq!(
+            (a.access_key, a.region, a.service, a.signature),
+            ("AKID", "us-east-1", "execute-api", "abcd")
+        );
         assert_eq!(a.signed_headers, vec!["host", "x-amz-date"]);
         assert!(parse_authorization("Basic xyz").is_none());
         assert!(parse_authorization("AWS4-HMAC-SHA256 Credential=a/b, Signature=x").is_none());
@@ -187,7 +206,10 @@ mod tests {
 
     #[test]
     fn encoding() {
-        assert_eq!(uri_encode("/dev/%40connections/abc%3D", true), "/dev/%2540connections/abc%253D");
+        assert_eq!(
+            uri_encode("/dev/%40connections/abc%3D", true),
+            "/dev/%2540connections/abc%253D"
+        );
         assert_eq!(uri_encode("a b", false), "a%20b");
     }
 }

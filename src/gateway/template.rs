@@ -47,6 +47,9 @@ pub struct ApiModel {
     pub stage_variables: BTreeMap<String, String>,
 }
 
+/// Evaluated ApiGatewayV2 resources by type: (logical id, properties).
+type ByType<'a> = BTreeMap<&'a str, Vec<(String, Map<String, Value>)>>;
+
 /// Pseudo parameters and their local values.
 fn pseudo(name: &str, region: &str) -> Option<String> {
     Some(match name {
@@ -198,12 +201,17 @@ impl Eval<'_> {
                         self.reference(name, at)
                     }
                     "Condition" => {
-                        let name = arg.as_str().ok_or_else(|| err(format!("{at}: Condition takes a name")))?;
+                        let name = arg
+                            .as_str()
+                            .ok_or_else(|| err(format!("{at}: Condition takes a name")))?;
                         Ok(Value::Bool(self.condition(name, at, depth)?))
                     }
                     "Fn::GetAtt" => {
                         let parts = self.eval(arg, at, depth + 1)?;
-                        let pair: Vec<&str> = parts.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                        let pair: Vec<&str> = parts
+                            .as_array()
+                            .map(|a| a.iter().filter_map(Value::as_str).collect())
+                            .unwrap_or_default();
                         match pair.as_slice() {
                             [r, a] => self.get_att(r, a, at),
                             _ => Err(err(format!("{at}: Fn::GetAtt takes [Resource, Attribute]"))),
@@ -211,38 +219,69 @@ impl Eval<'_> {
                     }
                     "Fn::Sub" => self.sub(arg, at, depth),
                     "Fn::Join" => {
-                        let a = arg.as_array().filter(|a| a.len() == 2).ok_or_else(|| err(format!("{at}: Fn::Join takes [delimiter, [values]]")))?;
-                        let delim = a[0].as_str().ok_or_else(|| err(format!("{at}: Fn::Join delimiter must be a string")))?.to_string();
+                        let a = arg
+                            .as_array()
+                            .filter(|a| a.len() == 2)
+                            .ok_or_else(|| err(format!("{at}: Fn::Join takes [delimiter, [values]]")))?;
+                        let delim = a[0]
+                            .as_str()
+                            .ok_or_else(|| err(format!("{at}: Fn::Join delimiter must be a string")))?
+                            .to_string();
                         let items = self.eval(&a[1], at, depth + 1)?;
-                        let items = items.as_array().ok_or_else(|| err(format!("{at}: Fn::Join values must be a list")))?;
-                        let strs: Result<Vec<String>, _> = items.iter().map(|i| scalar(i).ok_or_else(|| err(format!("{at}: Fn::Join values must be strings")))).collect();
+                        let items = items
+                            .as_array()
+                            .ok_or_else(|| err(format!("{at}: Fn::Join values must be a list")))?;
+                        let strs: Result<Vec<String>, _> = items
+                            .iter()
+                            .map(|i| scalar(i).ok_or_else(|| err(format!("{at}: Fn::Join values must be strings"))))
+                            .collect();
                         Ok(Value::String(strs?.join(&delim)))
                     }
                     "Fn::If" => {
-                        let a = arg.as_array().filter(|a| a.len() == 3).ok_or_else(|| err(format!("{at}: Fn::If takes [condition, then, else]")))?;
-                        let name = a[0].as_str().ok_or_else(|| err(format!("{at}: Fn::If condition must be a name")))?;
+                        let a = arg
+                            .as_array()
+                            .filter(|a| a.len() == 3)
+                            .ok_or_else(|| err(format!("{at}: Fn::If takes [condition, then, else]")))?;
+                        let name = a[0]
+                            .as_str()
+                            .ok_or_else(|| err(format!("{at}: Fn::If condition must be a name")))?;
                         let branch = if self.condition(name, at, depth)? { &a[1] } else { &a[2] };
                         self.eval(branch, at, depth + 1)
                     }
                     "Fn::Equals" => {
-                        let a = arg.as_array().filter(|a| a.len() == 2).ok_or_else(|| err(format!("{at}: Fn::Equals takes two values")))?;
+                        let a = arg
+                            .as_array()
+                            .filter(|a| a.len() == 2)
+                            .ok_or_else(|| err(format!("{at}: Fn::Equals takes two values")))?;
                         let x = self.eval(&a[0], at, depth + 1)?;
                         let y = self.eval(&a[1], at, depth + 1)?;
                         Ok(Value::Bool(scalar(&x) == scalar(&y)))
                     }
                     "Fn::Not" => {
-                        let a = arg.as_array().filter(|a| a.len() == 1).ok_or_else(|| err(format!("{at}: Fn::Not takes one condition")))?;
+                        let a = arg
+                            .as_array()
+                            .filter(|a| a.len() == 1)
+                            .ok_or_else(|| err(format!("{at}: Fn::Not takes one condition")))?;
                         let x = self.eval(&a[0], at, depth + 1)?;
-                        Ok(Value::Bool(!as_bool(&x).ok_or_else(|| err(format!("{at}: Fn::Not needs a condition")))?))
+                        Ok(Value::Bool(
+                            !as_bool(&x).ok_or_else(|| err(format!("{at}: Fn::Not needs a condition")))?,
+                        ))
                     }
                     "Fn::And" | "Fn::Or" => {
-                        let a = arg.as_array().filter(|a| (2..=10).contains(&a.len())).ok_or_else(|| err(format!("{at}: {k} takes 2 to 10 conditions")))?;
+                        let a = arg
+                            .as_array()
+                            .filter(|a| (2..=10).contains(&a.len()))
+                            .ok_or_else(|| err(format!("{at}: {k} takes 2 to 10 conditions")))?;
                         let mut vals = Vec::new();
                         for c in a {
                             let x = self.eval(c, at, depth + 1)?;
                             vals.push(as_bool(&x).ok_or_else(|| err(format!("{at}: {k} needs conditions")))?);
                         }
-                        Ok(Value::Bool(if k == "Fn::And" { vals.iter().all(|b| *b) } else { vals.iter().any(|b| *b) }))
+                        Ok(Value::Bool(if k == "Fn::And" {
+                            vals.iter().all(|b| *b)
+                        } else {
+                            vals.iter().any(|b| *b)
+                        }))
                     }
                     other if other.starts_with("Fn::") => Err(err(format!(
                         "{at}: intrinsic function {other} is not supported by socketless gateway (supported: Ref, Fn::Sub, Fn::GetAtt, Fn::Join, Fn::If, Fn::Equals, Fn::Not, Fn::And, Fn::Or, Condition)"
@@ -270,8 +309,12 @@ impl Eval<'_> {
         let (text, vars) = match arg {
             Value::String(s) => (s.clone(), Map::new()),
             Value::Array(a) if a.len() == 2 => {
-                let s = a[0].as_str().ok_or_else(|| err(format!("{at}: Fn::Sub string must be a string")))?;
-                let vars = a[1].as_object().ok_or_else(|| err(format!("{at}: Fn::Sub variables must be a map")))?;
+                let s = a[0]
+                    .as_str()
+                    .ok_or_else(|| err(format!("{at}: Fn::Sub string must be a string")))?;
+                let vars = a[1]
+                    .as_object()
+                    .ok_or_else(|| err(format!("{at}: Fn::Sub variables must be a map")))?;
                 (s.to_string(), vars.clone())
             }
             _ => return Err(err(format!("{at}: Fn::Sub takes a string or [string, variables]"))),
@@ -281,7 +324,9 @@ impl Eval<'_> {
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = after.find('}').ok_or_else(|| err(format!("{at}: unterminated ${{ in Fn::Sub")))?;
+            let end = after
+                .find('}')
+                .ok_or_else(|| err(format!("{at}: unterminated ${{ in Fn::Sub")))?;
             let name = &after[..end];
             if let Some(literal) = name.strip_prefix('!') {
                 out.push_str("${");
@@ -328,20 +373,49 @@ fn allowed(ty: &str) -> Option<(&'static [&'static str], &'static [&'static str]
     Some(match ty {
         "AWS::ApiGatewayV2::Api" => (
             &["Name", "ProtocolType", "RouteSelectionExpression"],
-            &["Description", "Tags", "DisableSchemaValidation", "DisableExecuteApiEndpoint", "ApiKeySelectionExpression", "Version"],
+            &[
+                "Description",
+                "Tags",
+                "DisableSchemaValidation",
+                "DisableExecuteApiEndpoint",
+                "ApiKeySelectionExpression",
+                "Version",
+            ],
         ),
         "AWS::ApiGatewayV2::Integration" => (
-            &["ApiId", "IntegrationType", "IntegrationUri", "IntegrationMethod", "RequestParameters", "TimeoutInMillis"],
+            &[
+                "ApiId",
+                "IntegrationType",
+                "IntegrationUri",
+                "IntegrationMethod",
+                "RequestParameters",
+                "TimeoutInMillis",
+            ],
             &["Description", "PayloadFormatVersion", "ConnectionType", "ConnectionId"],
         ),
         "AWS::ApiGatewayV2::Route" => (
-            &["ApiId", "RouteKey", "Target", "AuthorizationType", "RouteResponseSelectionExpression", "ApiKeyRequired"],
+            &[
+                "ApiId",
+                "RouteKey",
+                "Target",
+                "AuthorizationType",
+                "RouteResponseSelectionExpression",
+                "ApiKeyRequired",
+            ],
             &["OperationName", "RequestParameters"],
         ),
         "AWS::ApiGatewayV2::RouteResponse" => (&["ApiId", "RouteId", "RouteResponseKey"], &["ResponseParameters"]),
         "AWS::ApiGatewayV2::Stage" => (
             &["ApiId", "StageName", "StageVariables"],
-            &["AutoDeploy", "DeploymentId", "Description", "Tags", "DefaultRouteSettings", "RouteSettings", "AccessLogSettings"],
+            &[
+                "AutoDeploy",
+                "DeploymentId",
+                "Description",
+                "Tags",
+                "DefaultRouteSettings",
+                "RouteSettings",
+                "AccessLogSettings",
+            ],
         ),
         "AWS::ApiGatewayV2::Deployment" => (&["ApiId"], &["Description", "StageName"]),
         _ => return None,
@@ -350,7 +424,8 @@ fn allowed(ty: &str) -> Option<(&'static [&'static str], &'static [&'static str]
 
 /// Reads the template text with the given parameter values. `region` feeds `AWS::Region`.
 pub fn load(text: &str, given: &BTreeMap<String, String>, region: &str) -> Result<ApiModel, Vec<TemplateError>> {
-    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| vec![err(format!("template is not valid YAML: {e}"))])?;
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| vec![err(format!("template is not valid YAML: {e}"))])?;
     let doc = to_json(yaml).map_err(|e| vec![e])?;
     let empty = Map::new();
     let params_def = doc.get("Parameters").and_then(Value::as_object).unwrap_or(&empty);
@@ -368,17 +443,18 @@ pub fn load(text: &str, given: &BTreeMap<String, String>, region: &str) -> Resul
     }
     let mut params = HashMap::new();
     for (name, def) in params_def {
-        let value = given
-            .get(name)
-            .cloned()
-            .or_else(|| def.get("Default").and_then(scalar));
+        let value = given.get(name).cloned().or_else(|| def.get("Default").and_then(scalar));
         let Some(value) = value else {
-            problems.push(err(format!("parameter {name} has no Default: pass --param {name}=VALUE")));
+            problems.push(err(format!(
+                "parameter {name} has no Default: pass --param {name}=VALUE"
+            )));
             continue;
         };
         if let Some(allowed) = def.get("AllowedValues").and_then(Value::as_array) {
             if !allowed.iter().filter_map(scalar).any(|a| a == value) {
-                problems.push(err(format!("parameter {name}: {value:?} is not one of its AllowedValues")));
+                problems.push(err(format!(
+                    "parameter {name}: {value:?} is not one of its AllowedValues"
+                )));
             }
         }
         params.insert(name.clone(), value);
@@ -395,7 +471,7 @@ pub fn load(text: &str, given: &BTreeMap<String, String>, region: &str) -> Resul
     };
 
     // Evaluate every ApiGatewayV2 resource whose condition holds.
-    let mut by_type: BTreeMap<&str, Vec<(String, Map<String, Value>)>> = BTreeMap::new();
+    let mut by_type: ByType = BTreeMap::new();
     for (id, res) in resources {
         let ty = res.get("Type").and_then(Value::as_str).unwrap_or("");
         if !ty.starts_with("AWS::ApiGatewayV2::") {
@@ -433,7 +509,9 @@ pub fn load(text: &str, given: &BTreeMap<String, String>, region: &str) -> Resul
         };
         for k in props.keys() {
             if !used.contains(&k.as_str()) && !inert.contains(&k.as_str()) {
-                problems.push(err(format!("resource {id}: property {k} of {ty} cannot be emulated by socketless gateway")));
+                problems.push(err(format!(
+                    "resource {id}: property {k} of {ty} cannot be emulated by socketless gateway"
+                )));
             }
         }
         by_type.entry(ty).or_default().push((id.clone(), props));
@@ -444,28 +522,38 @@ pub fn load(text: &str, given: &BTreeMap<String, String>, region: &str) -> Resul
     build(&by_type).map_err(|e| vec![e])
 }
 
-fn prop<'a>(props: &'a Map<String, Value>, key: &str) -> Option<String> {
+fn prop(props: &Map<String, Value>, key: &str) -> Option<String> {
     props.get(key).and_then(scalar)
 }
 
-fn build(by_type: &BTreeMap<&str, Vec<(String, Map<String, Value>)>>) -> Result<ApiModel, TemplateError> {
+fn build(by_type: &ByType) -> Result<ApiModel, TemplateError> {
     let none = Vec::new();
     let of = |t: &str| by_type.get(t).unwrap_or(&none);
     let apis = of("AWS::ApiGatewayV2::Api");
     let [(api_id, api)] = apis.as_slice() else {
-        return Err(err(format!("the template must define exactly one AWS::ApiGatewayV2::Api (found {})", apis.len())));
+        return Err(err(format!(
+            "the template must define exactly one AWS::ApiGatewayV2::Api (found {})",
+            apis.len()
+        )));
     };
     match prop(api, "ProtocolType").as_deref() {
         Some("WEBSOCKET") => {}
-        other => return Err(err(format!("resource {api_id}: ProtocolType must be WEBSOCKET (found {other:?})"))),
+        other => {
+            return Err(err(format!(
+                "resource {api_id}: ProtocolType must be WEBSOCKET (found {other:?})"
+            )));
+        }
     }
     let expr_text = prop(api, "RouteSelectionExpression")
         .ok_or_else(|| err(format!("resource {api_id}: RouteSelectionExpression is required")))?;
-    let selection = Expression::parse(&expr_text).map_err(|e| err(format!("resource {api_id}: RouteSelectionExpression: {e}")))?;
+    let selection =
+        Expression::parse(&expr_text).map_err(|e| err(format!("resource {api_id}: RouteSelectionExpression: {e}")))?;
     let check_api = |id: &str, props: &Map<String, Value>| -> Result<(), TemplateError> {
         match prop(props, "ApiId") {
             Some(a) if &a == api_id => Ok(()),
-            other => Err(err(format!("resource {id}: ApiId {other:?} is not the template's Api ({api_id})"))),
+            other => Err(err(format!(
+                "resource {id}: ApiId {other:?} is not the template's Api ({api_id})"
+            ))),
         }
     };
 
@@ -480,7 +568,8 @@ fn build(by_type: &BTreeMap<&str, Vec<(String, Map<String, Value>)>>) -> Result<
                 )));
             }
         }
-        let uri_text = prop(p, "IntegrationUri").ok_or_else(|| err(format!("resource {id}: IntegrationUri is required")))?;
+        let uri_text =
+            prop(p, "IntegrationUri").ok_or_else(|| err(format!("resource {id}: IntegrationUri is required")))?;
         let uri: http::Uri = uri_text
             .parse()
             .map_err(|_| err(format!("resource {id}: IntegrationUri {uri_text:?} is not a URL")))?;
@@ -491,7 +580,11 @@ fn build(by_type: &BTreeMap<&str, Vec<(String, Map<String, Value>)>>) -> Result<
                     "resource {id}: IntegrationUri {uri_text:?} uses https; socketless gateway calls backends over plain http (terminate TLS in front of the backend or use an http Service)"
                 )));
             }
-            _ => return Err(err(format!("resource {id}: IntegrationUri {uri_text:?} must be an http:// URL"))),
+            _ => {
+                return Err(err(format!(
+                    "resource {id}: IntegrationUri {uri_text:?} must be an http:// URL"
+                )));
+            }
         }
         if uri.host().is_none() {
             return Err(err(format!("resource {id}: IntegrationUri {uri_text:?} has no host")));
@@ -514,9 +607,12 @@ fn build(by_type: &BTreeMap<&str, Vec<(String, Map<String, Value>)>>) -> Result<
         };
         let mut parameters = Vec::new();
         if let Some(map) = p.get("RequestParameters") {
-            let map = map.as_object().ok_or_else(|| err(format!("resource {id}: RequestParameters must be a map")))?;
+            let map = map
+                .as_object()
+                .ok_or_else(|| err(format!("resource {id}: RequestParameters must be a map")))?;
             for (k, v) in map {
-                let v = scalar(v).ok_or_else(|| err(format!("resource {id}: RequestParameters.{k} must be a string")))?;
+                let v =
+                    scalar(v).ok_or_else(|| err(format!("resource {id}: RequestParameters.{k} must be a string")))?;
                 parameters.push(Mapping::parse(k, &v).map_err(|e: MappingError| err(format!("resource {id}: {e}")))?);
             }
         }
@@ -545,20 +641,23 @@ fn build(by_type: &BTreeMap<&str, Vec<(String, Map<String, Value>)>>) -> Result<
             }
         }
         if p.get("ApiKeyRequired").and_then(as_bool) == Some(true) {
-            return Err(err(format!("resource {id}: ApiKeyRequired cannot be emulated by socketless gateway")));
+            return Err(err(format!(
+                "resource {id}: ApiKeyRequired cannot be emulated by socketless gateway"
+            )));
         }
         let integration = match prop(p, "Target") {
             None => None,
             Some(t) => {
-                let target = t
-                    .strip_prefix("integrations/")
-                    .ok_or_else(|| err(format!("resource {id}: Target {t:?} must be integrations/{{IntegrationId}}")))?;
-                Some(
-                    integrations
-                        .get(target)
-                        .cloned()
-                        .ok_or_else(|| err(format!("resource {id}: Target {t:?} names no integration in the template")))?,
-                )
+                let target = t.strip_prefix("integrations/").ok_or_else(|| {
+                    err(format!(
+                        "resource {id}: Target {t:?} must be integrations/{{IntegrationId}}"
+                    ))
+                })?;
+                Some(integrations.get(target).cloned().ok_or_else(|| {
+                    err(format!(
+                        "resource {id}: Target {t:?} names no integration in the template"
+                    ))
+                })?)
             }
         };
         if routes.contains_key(&key) {
@@ -584,12 +683,18 @@ fn build(by_type: &BTreeMap<&str, Vec<(String, Map<String, Value>)>>) -> Result<
     for (id, p) in of("AWS::ApiGatewayV2::RouteResponse") {
         check_api(id, p)?;
         let route_id = prop(p, "RouteId").ok_or_else(|| err(format!("resource {id}: RouteId is required")))?;
-        let key = route_ids
-            .get(&route_id)
-            .ok_or_else(|| err(format!("resource {id}: RouteId {route_id:?} names no route in the template")))?;
+        let key = route_ids.get(&route_id).ok_or_else(|| {
+            err(format!(
+                "resource {id}: RouteId {route_id:?} names no route in the template"
+            ))
+        })?;
         match prop(p, "RouteResponseKey").as_deref() {
             Some("$default") => {}
-            other => return Err(err(format!("resource {id}: RouteResponseKey must be $default (found {other:?})"))),
+            other => {
+                return Err(err(format!(
+                    "resource {id}: RouteResponseKey must be $default (found {other:?})"
+                )));
+            }
         }
         if let Some(r) = routes.get_mut(key) {
             r.two_way = true;
@@ -598,12 +703,22 @@ fn build(by_type: &BTreeMap<&str, Vec<(String, Map<String, Value>)>>) -> Result<
 
     let stages = of("AWS::ApiGatewayV2::Stage");
     let [(stage_id, stage)] = stages.as_slice() else {
-        return Err(err(format!("the template must define exactly one AWS::ApiGatewayV2::Stage (found {})", stages.len())));
+        return Err(err(format!(
+            "the template must define exactly one AWS::ApiGatewayV2::Stage (found {})",
+            stages.len()
+        )));
     };
     check_api(stage_id, stage)?;
-    let stage_name = prop(stage, "StageName").ok_or_else(|| err(format!("resource {stage_id}: StageName is required")))?;
-    if stage_name.is_empty() || !stage_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
-        return Err(err(format!("resource {stage_id}: StageName {stage_name:?} must be letters, digits, - or _")));
+    let stage_name =
+        prop(stage, "StageName").ok_or_else(|| err(format!("resource {stage_id}: StageName is required")))?;
+    if stage_name.is_empty()
+        || !stage_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        return Err(err(format!(
+            "resource {stage_id}: StageName {stage_name:?} must be letters, digits, - or _"
+        )));
     }
     let mut stage_variables = BTreeMap::new();
     if let Some(vars) = stage.get("StageVariables").and_then(Value::as_object) {
@@ -683,7 +798,12 @@ Resources:
         let names: Vec<String> = i.parameters.iter().map(|p| p.target_name().to_string()).collect();
         assert!(names.contains(&"x-id".to_string()));
         assert!(!names.contains(&"x-flag".to_string()), "AWS::NoValue removes the key");
-        let m = load(MINI, &params(&[("Backend", "http://h:1"), ("Flag", "true"), ("Stage", "prod")]), "local").unwrap();
+        let m = load(
+            MINI,
+            &params(&[("Backend", "http://h:1"), ("Flag", "true"), ("Stage", "prod")]),
+            "local",
+        )
+        .unwrap();
         assert_eq!(m.stage, "prod");
         let i = m.routes["$default"].integration.clone().unwrap();
         assert!(i.parameters.iter().any(|p| p.target_name() == "x-flag"));
@@ -694,7 +814,10 @@ Resources:
         let e = load(MINI, &params(&[("Nope", "1"), ("Flag", "maybe")]), "local").unwrap_err();
         let text: Vec<String> = e.iter().map(|e| e.0.clone()).collect();
         assert!(text.iter().any(|t| t.contains("--param Nope")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("parameter Backend has no Default")), "{text:?}");
+        assert!(
+            text.iter().any(|t| t.contains("parameter Backend has no Default")),
+            "{text:?}"
+        );
         assert!(text.iter().any(|t| t.contains("Flag: \"maybe\"")), "{text:?}");
     }
 
@@ -704,17 +827,28 @@ Resources:
         let e = load(&bad, &params(&[("Backend", "http://h:1")]), "l").unwrap_err();
         assert!(e[0].0.contains("resource Msg") && e[0].0.contains("AWS_PROXY"), "{e:?}");
 
-        let bad = MINI.replace("TimeoutInMillis: 1000", "TimeoutInMillis: 1000\n      RequestTemplates: { a: b }");
+        let bad = MINI.replace(
+            "TimeoutInMillis: 1000",
+            "TimeoutInMillis: 1000\n      RequestTemplates: { a: b }",
+        );
         let e = load(&bad, &params(&[("Backend", "http://h:1")]), "l").unwrap_err();
         assert!(e[0].0.contains("resource Msg: property RequestTemplates"), "{e:?}");
 
-        let bad = format!("{MINI}\n  Auth:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties: {{ ApiId: !Ref Api }}\n");
+        let bad = format!(
+            "{MINI}\n  Auth:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties: {{ ApiId: !Ref Api }}\n"
+        );
         let e = load(&bad, &params(&[("Backend", "http://h:1")]), "l").unwrap_err();
-        assert!(e[0].0.contains("resource Auth") && e[0].0.contains("cannot be emulated"), "{e:?}");
+        assert!(
+            e[0].0.contains("resource Auth") && e[0].0.contains("cannot be emulated"),
+            "{e:?}"
+        );
 
         let bad = MINI.replace("!Sub \"${Backend}/message\"", "!Select [0, [a]]");
         let e = load(&bad, &params(&[("Backend", "http://h:1")]), "l").unwrap_err();
-        assert!(e[0].0.contains("resource Msg") && e[0].0.contains("Fn::Select"), "{e:?}");
+        assert!(
+            e[0].0.contains("resource Msg") && e[0].0.contains("Fn::Select"),
+            "{e:?}"
+        );
 
         let bad = MINI.replace("ProtocolType: WEBSOCKET", "ProtocolType: HTTP");
         let e = load(&bad, &params(&[("Backend", "http://h:1")]), "l").unwrap_err();
@@ -722,7 +856,10 @@ Resources:
 
         let bad = MINI.replace("context.connectionId", "context.noSuchThing");
         let e = load(&bad, &params(&[("Backend", "http://h:1")]), "l").unwrap_err();
-        assert!(e[0].0.contains("resource Msg") && e[0].0.contains("context.noSuchThing"), "{e:?}");
+        assert!(
+            e[0].0.contains("resource Msg") && e[0].0.contains("context.noSuchThing"),
+            "{e:?}"
+        );
 
         let e = load(MINI, &params(&[("Backend", "https://h:1")]), "l").unwrap_err();
         assert!(e[0].0.contains("https"), "{e:?}");

@@ -38,9 +38,14 @@ pub fn iso8601(ms: i64) -> String {
 
 /// `24/Nov/2026:22:39:50 +0000`
 pub fn clf(ms: i64) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let (y, mo, d, h, mi, s, _) = parts(ms);
-    format!("{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000", MONTHS[(mo - 1) as usize])
+    format!(
+        "{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000",
+        MONTHS[(mo - 1) as usize]
+    )
 }
 
 /// `20261124T223950Z` → epoch seconds (SigV4's x-amz-date).

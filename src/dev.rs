@@ -1,0 +1,210 @@
+//! `socketless dev`: the gateway and the backend in one process, with in-memory sessions and the
+//! template built into the binary. It prints the ws:// URL to connect to.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::config::{ConfigError, Problems};
+use crate::gateway::{EMBEDDED_TEMPLATE, Gateway, GatewayConfig};
+use crate::handler::MessageHandler;
+use crate::lifecycle::Lifecycle;
+use crate::serve::{self, ServeArgs};
+use crate::server::Drain;
+
+/// Flags of `socketless dev`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DevArgs {
+    /// Where clients connect (the gateway).
+    #[arg(long, env = "SOCKETLESS_DEV_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: String,
+    /// The backend's internal API (/v1, /metrics); the public port is picked automatically.
+    #[arg(long, env = "SOCKETLESS_DEV_INTERNAL_LISTEN", default_value = "127.0.0.1:9090")]
+    pub internal_listen: String,
+    /// Stage name: clients connect to ws://HOST:PORT/{stage}.
+    #[arg(long, env = "SOCKETLESS_DEV_STAGE", default_value = "dev")]
+    pub stage: String,
+    /// `sync` (reply in the HTTP response) or `async` (reply through @connections).
+    #[arg(long, env = "SOCKETLESS_DEV_REPLY_MODE", default_value = "sync")]
+    pub reply_mode: String,
+}
+
+/// Validated `dev` settings.
+#[derive(Debug, Clone)]
+pub struct DevConfig {
+    pub listen: SocketAddr,
+    pub serve: ServeArgs,
+    pub stage: String,
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 18];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl DevArgs {
+    pub fn validate(&self) -> Result<DevConfig, ConfigError> {
+        let mut p = Problems::new();
+        let listen = p.addr("--listen (SOCKETLESS_DEV_LISTEN)", &self.listen);
+        p.addr(
+            "--internal-listen (SOCKETLESS_DEV_INTERNAL_LISTEN)",
+            &self.internal_listen,
+        );
+        p.one_of(
+            "--reply-mode (SOCKETLESS_DEV_REPLY_MODE)",
+            &self.reply_mode,
+            &["sync", "async"],
+        );
+        if self.stage.is_empty()
+            || !self
+                .stage
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            p.push(format!(
+                "--stage (SOCKETLESS_DEV_STAGE): {:?} must be letters, digits, - or _",
+                self.stage
+            ));
+        }
+        p.into_result()?;
+        let serve = ServeArgs {
+            listen: "127.0.0.1:0".into(),
+            internal_listen: self.internal_listen.clone(),
+            store: "memory".into(),
+            table: "socketless-sessions".into(),
+            region: Some("us-east-1".into()),
+            dynamodb_endpoint: None,
+            create_table: false,
+            reply_mode: self.reply_mode.clone(),
+            push_endpoint: None,
+            shared_secret: Some(random_secret()),
+            cache_capacity: "100000".into(),
+            sync_interval: "60s".into(),
+            session_ttl: "2h15m".into(),
+            max_body_bytes: "131072".into(),
+            shutdown_delay: "0s".into(),
+            drain_timeout: "5s".into(),
+            aws_timeout: "3s".into(),
+            broadcast_concurrency: "32".into(),
+        };
+        Ok(DevConfig {
+            listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 8081).into()),
+            serve,
+            stage: self.stage.clone(),
+        })
+    }
+}
+
+/// Why `dev` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] serve::ServeError),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Local credentials for the backend's @connections pushes to the in-process gateway (which
+/// does not check signatures in `dev`).
+fn local_sdk() -> aws_config::SdkConfig {
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "socketless-dev",
+            "socketless-dev",
+            None,
+            None,
+            "socketless-dev",
+        )))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(3))
+                .build(),
+        )
+        .build()
+}
+
+/// A started `dev`: the URL to connect to, and the future that serves until shutdown.
+pub struct Started {
+    pub url: String,
+    pub internal: SocketAddr,
+    pub run: std::pin::Pin<Box<dyn std::future::Future<Output = Drain> + Send>>,
+}
+
+/// Binds and wires everything; the caller awaits `run`.
+pub async fn start(
+    config: DevConfig,
+    handler: Arc<dyn MessageHandler>,
+    lifecycle: Lifecycle,
+) -> Result<Started, DevError> {
+    let gw_listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| DevError::Bind(config.listen, e))?;
+    let gw_addr = gw_listener.local_addr().map_err(|e| DevError::Bind(config.listen, e))?;
+    let mut serve_args = config.serve.clone();
+    serve_args.push_endpoint = Some(format!("http://{gw_addr}/{}", config.stage));
+    let serve_config = serve_args.validate().map_err(|e| DevError::Config(e.to_string()))?;
+    let secret = serve_config.backend.shared_secret.clone().unwrap_or_default();
+    let prepared = serve::prepare_with_sdk(serve_config, handler, lifecycle.clone(), local_sdk()).await?;
+    let backend_addr = prepared
+        .public
+        .local_addr()
+        .map_err(|e| DevError::Bind(config.listen, e))?;
+    let internal = prepared
+        .internal
+        .local_addr()
+        .map_err(|e| DevError::Bind(config.listen, e))?;
+
+    let params = BTreeMap::from([
+        ("IntegrationUri".to_string(), format!("http://{backend_addr}")),
+        ("StageName".to_string(), config.stage.clone()),
+        ("SharedSecret".to_string(), secret),
+        ("DisconnectContext".to_string(), "true".to_string()),
+    ]);
+    let mut gw_config = GatewayConfig::from_template(EMBEDDED_TEMPLATE, &params)
+        .map_err(|errs| DevError::Config(errs.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ")))?;
+    gw_config.listen = gw_addr;
+    gw_config.shutdown_delay = Duration::ZERO;
+    gw_config.drain_timeout = Duration::from_secs(5);
+    let mut registry = Registry::default();
+    let gateway = Gateway::new(gw_config, &mut registry);
+    let url = format!("ws://{gw_addr}/{}", config.stage);
+    let lc = lifecycle.clone();
+    let run = Box::pin(async move {
+        let (a, b) = tokio::join!(prepared.run(), gateway.serve(gw_listener, lc, Arc::new(registry)));
+        if a == Drain::Complete && b == Drain::Complete {
+            Drain::Complete
+        } else {
+            Drain::TimedOut
+        }
+    });
+    Ok(Started { url, internal, run })
+}
+
+/// Runs `socketless dev` until Ctrl-C.
+pub async fn run(config: DevConfig, handler: Arc<dyn MessageHandler>) -> Result<Drain, DevError> {
+    let lifecycle = Lifecycle::new();
+    lifecycle
+        .spawn_signal_handler(Duration::ZERO)
+        .map_err(DevError::Signals)?;
+    let started = start(config, handler, lifecycle.clone()).await?;
+    lifecycle.set_ready();
+    println!("socketless dev: connect with  wscat -c {}", started.url);
+    println!(
+        "socketless dev: internal API, health and metrics on http://{}",
+        started.internal
+    );
+    Ok(started.run.await)
+}

@@ -1,0 +1,264 @@
+//! Gateway test plumbing: a fake backend whose answers the test controls and which records
+//! every request, and an in-process gateway loaded from a template.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use socketless::gateway::{EMBEDDED_TEMPLATE, Gateway, GatewayConfig};
+use socketless::lifecycle::Lifecycle;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::within;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One request the fake backend received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// How the fake backend answers one path.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    /// `None` echoes the request body.
+    pub body: Option<String>,
+    /// Drop the connection without answering.
+    pub hang_up: bool,
+}
+
+impl Default for Answer {
+    fn default() -> Self {
+        Answer {
+            status: 200,
+            body: None,
+            hang_up: false,
+        }
+    }
+}
+
+/// A backend that records requests. A message body containing `sleep:N` is answered after N ms.
+#[derive(Clone)]
+pub struct FakeBackend {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub answers: Arc<Mutex<BTreeMap<String, Answer>>>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl FakeBackend {
+    pub async fn start() -> FakeBackend {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> FakeBackend {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let answers: Arc<Mutex<BTreeMap<String, Answer>>> = Arc::default();
+        let (s, a) = (seen.clone(), answers.clone());
+        let task = tokio::spawn(async move {
+            // Connection tasks live in this set, so stopping the backend ends them too.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (s, a) = (s.clone(), a.clone());
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (s, a) = (s.clone(), a.clone());
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let headers = req.headers().clone();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let body = String::from_utf8_lossy(&body).into_owned();
+                            s.lock().unwrap().push(Seen {
+                                path: path.clone(),
+                                headers,
+                                body: body.clone(),
+                            });
+                            let answer = a.lock().unwrap().get(&path).cloned().unwrap_or_default();
+                            if let Some(ms) = body
+                                .split("sleep:")
+                                .nth(1)
+                                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                                .and_then(|n| n.parse::<u64>().ok())
+                            {
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
+                            if answer.hang_up {
+                                return Err(std::io::Error::other("hang up"));
+                            }
+                            let out = answer.body.unwrap_or(body);
+                            Ok::<_, std::io::Error>(
+                                Response::builder()
+                                    .status(answer.status)
+                                    .body(Full::new(Bytes::from(out)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FakeBackend {
+            addr,
+            seen,
+            answers,
+            task: Arc::new(task),
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn answer(&self, path: &str, answer: Answer) {
+        self.answers.lock().unwrap().insert(path.to_string(), answer);
+    }
+
+    pub fn seen(&self, path: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `path` has been called `n` times.
+    pub async fn wait_for(&self, path: &str, n: usize) -> Vec<Seen> {
+        within(async {
+            loop {
+                let s = self.seen(path);
+                if s.len() >= n {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+
+    /// Stops accepting and serving: the port is closed and open connections are dropped.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// A gateway running in-process.
+pub struct Gw {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    pub lifecycle: Lifecycle,
+    pub stage: String,
+    pub task: tokio::task::JoinHandle<socketless::server::Drain>,
+}
+
+impl Gw {
+    pub fn url(&self) -> String {
+        format!("ws://{}/{}", self.addr, self.stage)
+    }
+
+    pub fn mgmt(&self, id: &str) -> String {
+        format!("http://{}/{}/@connections/{}", self.addr, self.stage, id)
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The repository template's parameters for a backend.
+pub fn repo_params(backend: &str) -> Vec<(String, String)> {
+    vec![
+        ("IntegrationUri".into(), backend.into()),
+        ("StageName".into(), "dev".into()),
+        ("SharedSecret".into(), "0123456789abcdef-test".into()),
+        ("DisconnectContext".into(), "true".into()),
+    ]
+}
+
+pub async fn start_gateway(template: &str, params: &[(String, String)], tweak: impl FnOnce(&mut GatewayConfig)) -> Gw {
+    let params: BTreeMap<String, String> = params.iter().cloned().collect();
+    let mut config = GatewayConfig::from_template(template, &params).expect("template loads");
+    config.shutdown_delay = Duration::ZERO;
+    config.drain_timeout = Duration::from_secs(5);
+    tweak(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut registry = Registry::default();
+    let stage = config.model.stage.clone();
+    let gateway = Gateway::new(config, &mut registry);
+    let lifecycle = Lifecycle::new();
+    lifecycle.set_ready();
+    let task = tokio::spawn(gateway.clone().serve(listener, lifecycle.clone(), Arc::new(registry)));
+    Gw {
+        addr,
+        gateway,
+        lifecycle,
+        stage,
+        task,
+    }
+}
+
+pub async fn repo_gateway(backend: &FakeBackend, tweak: impl FnOnce(&mut GatewayConfig)) -> Gw {
+    start_gateway(EMBEDDED_TEMPLATE, &repo_params(&backend.uri()), tweak).await
+}
+
+pub async fn connect(url: &str) -> Ws {
+    let (ws, _) = within(tokio_tungstenite::connect_async(url)).await.expect("handshake");
+    ws
+}
+
+/// The next text frame (pings and pongs skipped).
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match within(ws.next()).await {
+            Some(Ok(Message::Text(t))) => return t.as_str().to_string(),
+            Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the close frame; returns its code and reason.
+pub async fn close_code(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match within(ws.next()).await {
+            Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), f.reason.to_string()),
+            Some(Ok(Message::Close(None))) => return (1005, String::new()),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    within(ws.send(Message::text(text))).await.expect("send");
+}

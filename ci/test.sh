@@ -27,7 +27,8 @@ command -v cfn-lint >/dev/null || die "cfn-lint missing after installing ci/requ
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --locked --all-targets -- -D warnings
 step "cargo test" cargo test --locked
-[ -f ci/check-cfn.sh ] && step "cfn-lint + custom rules" bash ci/check-cfn.sh
+step "cfn-lint + custom rules" bash ci/check-cfn.sh
+step "boto3 against @connections" python3 ci/check-boto3.py target/debug/socketless
 
 static_check() {
   local bin
@@ -46,6 +47,7 @@ static_check() {
   rm -rf "$root"
 }
 step "static musl build" static_check
+step "scratch image" bash ci/check-image.sh
 
 echo
 echo "steps: $passed passed, $failed failed"

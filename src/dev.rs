@@ -2,6 +2,7 @@
 //! template built into the binary. It prints the ws:// URL to connect to.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,10 +202,14 @@ pub async fn run(config: DevConfig, handler: Arc<dyn MessageHandler>) -> Result<
         .map_err(DevError::Signals)?;
     let started = start(config, handler, lifecycle.clone()).await?;
     lifecycle.set_ready();
-    println!("socketless dev: connect with  wscat -c {}", started.url);
-    println!(
+    // A closed stdout must not stop the servers.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "socketless dev: connect with  wscat -c {}", started.url);
+    let _ = writeln!(
+        out,
         "socketless dev: internal API, health and metrics on http://{}",
         started.internal
     );
+    let _ = out.flush();
     Ok(started.run.await)
 }

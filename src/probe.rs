@@ -3,6 +3,7 @@
 //! clear message. It needs no shell and no files besides a CA bundle for wss:// URLs, so it
 //! runs inside the scratch image.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,7 +170,12 @@ where
 pub async fn run(args: ProbeArgs) -> ExitCode {
     match probe(&args).await {
         Ok(took) => {
-            println!("probe: ok: {} answered in {} ms", args.url, took.as_millis());
+            let _ = writeln!(
+                std::io::stdout(),
+                "probe: ok: {} answered in {} ms",
+                args.url,
+                took.as_millis()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# cfn-lint on the CloudFormation template, clean (no errors, no warnings), plus the project's
+# custom rules (ci/cfn/rules.txt), which catch what cfn-lint's bundled schemas miss: a wrong
+# ProtocolType or IntegrationType on ApiGatewayV2. Then it proves the custom rules bite, on
+# mutated copies of the template. Expects cfn-lint on PATH (ci/test.sh installs it).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+template=cfn/websocket-api.yml
+rules=ci/cfn/rules.txt
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+ok() { echo "ok: $*"; pass=$((pass + 1)); }
+bad() { echo "FAILED: $*"; fail=$((fail + 1)); }
+
+if out=$(cfn-lint --custom-rules "$rules" -- "$template" 2>&1); then
+  ok "cfn-lint $template: clean"
+else
+  echo "$out"
+  bad "cfn-lint $template"
+fi
+
+# Each mutation must be caught, by the named custom rule message.
+mutate() {
+  local name="$1" from="$2" to="$3" expect="$4"
+  local file="$tmp/$name.yml"
+  sed "s/$from/$to/" "$template" >"$file"
+  if cmp -s "$file" "$template"; then
+    bad "$name: the mutation did not apply"
+    return
+  fi
+  local out rc=0
+  out=$(cfn-lint --custom-rules "$rules" -- "$file" 2>&1) || rc=$?
+  if [ "$rc" -ne 0 ] && grep -qF "$expect" <<<"$out"; then
+    ok "$name is rejected: $expect"
+  else
+    echo "$out"
+    bad "$name was not rejected with \"$expect\""
+  fi
+}
+mutate protocol-http "ProtocolType: WEBSOCKET" "ProtocolType: HTTP" "ProtocolType must be WEBSOCKET"
+mutate integration-lambda "IntegrationType: HTTP_PROXY" "IntegrationType: LAMBDA" "IntegrationType must be one of"
+mutate integration-aws-proxy "IntegrationType: HTTP_PROXY" "IntegrationType: AWS_PROXY" "integrations are HTTP_PROXY"
+mutate method-get "IntegrationMethod: POST" "IntegrationMethod: GET" "call the backend with POST"
+
+echo "cfn: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

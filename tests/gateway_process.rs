@@ -1,0 +1,220 @@
+//! The real binary: `gateway` start-up errors name the template resource, `dev` prints its URL
+//! and serves the round trip, and `probe` exits 0 on the expected reply and 1 otherwise.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_socketless");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_template(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("socketless-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("template.yml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn repo_template() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/cfn/websocket-api.yml")).unwrap()
+}
+
+#[test]
+fn unsupported_template_constructs_are_start_up_errors_naming_the_resource() {
+    let bad = repo_template().replace(
+        "  MessageIntegration:\n    Type: AWS::ApiGatewayV2::Integration\n    Properties:\n      ApiId: !Ref Api\n",
+        "  MessageIntegration:\n    Type: AWS::ApiGatewayV2::Integration\n    Properties:\n      ApiId: !Ref Api\n      RequestTemplates: { \"$default\": \"{}\" }\n",
+    );
+    assert_ne!(bad, repo_template(), "the replacement must apply");
+    let bad = format!(
+        "{bad}\n  Authorizer:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties:\n      ApiId: !Ref Api\n"
+    );
+    // `Outputs` stays last in YAML order only if we insert before it; rebuild with the
+    // authorizer inside Resources.
+    let bad = bad.replace(
+        "Outputs:",
+        "  Authorizer2:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties:\n      ApiId: !Ref Api\n\nOutputs:",
+    );
+    let path = write_template("bad", &bad);
+    let out = Command::new(BIN)
+        .args([
+            "gateway",
+            "--cfn",
+            path.to_str().unwrap(),
+            "--param",
+            "IntegrationUri=http://127.0.0.1:1",
+        ])
+        .args([
+            "--param",
+            "SharedSecret=0123456789abcdef",
+            "--param",
+            "NoSuchParam=1",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--param NoSuchParam: the template has no such parameter"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "gateway",
+            "--cfn",
+            path.to_str().unwrap(),
+            "--param",
+            "IntegrationUri=http://127.0.0.1:1",
+        ])
+        .args(["--param", "SharedSecret=0123456789abcdef", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("resource MessageIntegration: property RequestTemplates"),
+        "{err}"
+    );
+    assert!(
+        err.contains("resource Authorizer2: AWS::ApiGatewayV2::Authorizer cannot be emulated"),
+        "{err}"
+    );
+}
+
+#[test]
+fn required_parameters_and_bad_flags_are_reported_together() {
+    let out = Command::new(BIN)
+        .args([
+            "gateway",
+            "--listen",
+            "nowhere",
+            "--idle-timeout",
+            "0s",
+            "--param",
+            "oops",
+        ])
+        .args(["--cfn", "/nonexistent/template.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "--listen (SOCKETLESS_GATEWAY_LISTEN)",
+        "--idle-timeout: must be more than zero",
+        "\"oops\" is not Key=Value",
+        "cannot read \"/nonexistent/template.yml\"",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
+    // The built-in template needs IntegrationUri and SharedSecret.
+    let out = Command::new(BIN)
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("parameter IntegrationUri has no Default"), "{err}");
+    assert!(err.contains("parameter SharedSecret has no Default"), "{err}");
+}
+
+#[test]
+fn dev_prints_its_url_and_probe_round_trips() {
+    let port = free_port();
+    let iport = free_port();
+    let mut dev = Proc(
+        Command::new(BIN)
+            .args([
+                "dev",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--internal-listen",
+                &format!("127.0.0.1:{iport}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    let mut stdout = BufReader::new(dev.0.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    let url = line.split_whitespace().last().unwrap().to_string();
+    assert_eq!(url, format!("ws://127.0.0.1:{port}/dev"), "{line}");
+
+    let probe = |extra: &[&str]| Command::new(BIN).arg("probe").arg(&url).args(extra).output().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ok = loop {
+        let out = probe(&["--message", "hello"]);
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("probe: ok"));
+
+    let out = probe(&["--message", "hello", "--expect", "something else", "--timeout", "500ms"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no expected reply within"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(BIN)
+        .args([
+            "probe",
+            &format!("ws://127.0.0.1:{}/dev", free_port()),
+            "--timeout",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(BIN)
+        .args(["probe", "http://example.invalid/"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    // Ctrl-C: dev shuts down cleanly.
+    let ok = Command::new("kill")
+        .args(["-INT", &dev.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = dev.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "dev did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

@@ -28,6 +28,7 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --locked --all-targets -- -D warnings
 step "cargo test" cargo test --locked
 step "cfn-lint + custom rules" bash ci/check-cfn.sh
+step "Helm chart" bash ci/check-chart.sh
 step "boto3 against @connections" python3 ci/check-boto3.py target/debug/socketless
 
 static_check() {

@@ -49,8 +49,9 @@ bash ci/check-rootfs.sh "$rootfs" /socketless
 # `probe` from inside the image against `dev` from inside the image (when this build has them).
 if "$rootfs/socketless" --help | grep -q '^  dev'; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  iport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   unshare --mount --pid --fork --root="$rootfs" --setuid=65532 --setgid=65532 \
-    /socketless dev --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+    /socketless dev --listen "127.0.0.1:$port" --internal-listen "127.0.0.1:$iport" >/dev/null 2>&1 &
   devpid=$!
   ok=0
   for _ in $(seq 1 100); do
@@ -60,7 +61,7 @@ if "$rootfs/socketless" --help | grep -q '^  dev'; then
     fi
     sleep 0.1
   done
-  kill_pids "$devpid"
+  kill_tree "$devpid"
   [ "$ok" = 1 ] || die "probe against dev failed inside the image"
   echo "image: probe against dev inside the image: ok"
 else

@@ -18,7 +18,7 @@ unshare --mount --pid --fork --root="$rootfs" --setuid=65532 --setgid=65532 \
   "$inside" serve --listen "127.0.0.1:$port" --internal-listen "127.0.0.1:$iport" \
   --shutdown-delay 200ms --drain-timeout 2s >"$logf" 2>&1 &
 outer=$!
-trap 'kill_pids $outer; rm -f "$logf"' EXIT
+trap 'kill_tree $outer; rm -f "$logf"' EXIT
 
 python3 - "$port" "$iport" <<'PY'
 import sys, time, urllib.request

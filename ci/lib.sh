@@ -51,7 +51,22 @@ build_static() {
   echo "$ROOT/target/$MUSL_TARGET/release/socketless"
 }
 
-# Kills the PIDs in the named array variable (used by traps).
+# Kills processes and their direct children (an `unshare --fork` wrapper and what it runs),
+# then waits for them.
+kill_tree() {
+  local pid child
+  for pid in "$@"; do
+    for child in $(pgrep -P "$pid" 2>/dev/null); do
+      kill "$child" 2>/dev/null || true
+    done
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "$@"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
+# Kills the given PIDs and waits for them.
 kill_pids() {
   local pid
   for pid in "$@"; do

@@ -21,11 +21,7 @@ async fn main() {
             };
             while let Some(Ok(msg)) = ws.next().await {
                 match msg {
-                    Message::Text(_) | Message::Binary(_) => {
-                        if ws.send(msg).await.is_err() {
-                            return;
-                        }
-                    }
+                    Message::Text(_) | Message::Binary(_) if ws.send(msg).await.is_err() => return,
                     Message::Close(_) => return,
                     _ => {}
                 }

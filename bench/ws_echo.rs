@@ -4,7 +4,6 @@
 //! ws_echo 127.0.0.1:PORT
 
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::main]
 async fn main() {
@@ -20,10 +19,11 @@ async fn main() {
                 return;
             };
             while let Some(Ok(msg)) = ws.next().await {
-                match msg {
-                    Message::Text(_) | Message::Binary(_) if ws.send(msg).await.is_err() => return,
-                    Message::Close(_) => return,
-                    _ => {}
+                if msg.is_close() {
+                    return;
+                }
+                if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                    return;
                 }
             }
         });

@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""socketless benchmarks, every row measured in the same run next to its limit or peer.
+
+Run through ci/bench.sh, which builds the binaries and installs the tools. Loads stay on
+127.0.0.1 and are bounded in clients and time. The server under test is pinned to core 0 and
+the load generator to core 1 (taskset).
+
+usage: bench.py SOCKETLESS_BINARY EXAMPLES_DIR VENV_PYTHON [IMAGE_SIZE_BYTES]
+"""
+import datetime
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN, EX, VENV_PY = sys.argv[1], sys.argv[2], sys.argv[3]
+IMAGE_SIZE = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
+SERVER_CORE, LOAD_CORE = "0", "1"
+WRK_SECONDS, WS_SECONDS, WARMUP = 10, 10, 2
+WRK_CONNECTIONS, WS_CLIENTS, IDLE_CONNECTIONS = 32, 64, 10_000
+SECRET = "bench-shared-secret-0123456789"
+procs = []
+work = tempfile.mkdtemp(prefix="socketless-bench-")
+resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def start(cmd, core=None, **kw):
+    if core is not None:
+        cmd = ["taskset", "-c", core] + cmd
+    log = open(os.path.join(work, f"{os.path.basename(cmd[3] if core else cmd[0])}-{len(procs)}.log"), "w")
+    p = subprocess.Popen(cmd, stdout=kw.pop("stdout", log), stderr=log, **kw)
+    procs.append(p)
+    return p
+
+
+def descendants(pid):
+    out, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == parent:
+                            out.append(int(entry))
+                            frontier.append(int(entry))
+                except (OSError, IndexError, ValueError):
+                    pass
+    return out
+
+
+def stop(p):
+    for pid in descendants(p.pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    p.terminate()
+    try:
+        p.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def rss_kib(pid, tree=False):
+    total = 0
+    for p in [pid] + (descendants(pid) if tree else []):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        except (OSError, AttributeError):
+            pass
+    return total
+
+
+def wait_http(url, timeout=30):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.time() > deadline:
+            raise SystemExit(f"{url} never answered 200")
+        time.sleep(0.02)
+
+
+def wait_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise SystemExit(f"port {port} never opened")
+            time.sleep(0.02)
+
+
+def ms(text):
+    v = float(re.match(r"([\d.]+)", text).group(1))
+    return v / 1000 if text.endswith("us") else v * 1000 if text.endswith("s") and not text.endswith("ms") else v
+
+
+def wrk(url):
+    lua = os.path.join(ROOT, "bench", "message.lua")
+    base = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{WRK_CONNECTIONS}", "--latency", "-s", lua]
+    subprocess.run(base + ["-d", f"{WARMUP}s", url], capture_output=True, check=True)
+    out = subprocess.run(base + ["-d", f"{WRK_SECONDS}s", url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"wrk saw {errors.group(1)} errors against {url}:\n{out}")
+    return {"rps": rps, "p50": p50, "p99": p99}
+
+
+def ws_load(url, clients=WS_CLIENTS, seconds=WS_SECONDS, warmup=WARMUP):
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, os.path.join(EX, "ws_load"), url, "--clients", str(clients),
+         "--duration", f"{seconds}s", "--warmup", f"{warmup}s"],
+        capture_output=True, text=True, check=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    if r["errors"]:
+        raise SystemExit(f"ws_load saw {r['errors']} errors against {url}")
+    return {"rps": r["msgs_per_sec"], "p50": r["p50_ms"], "p99": r["p99_ms"]}
+
+
+def serve(core=None, extra=()):
+    port, iport = free_port(), free_port()
+    p = start([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--internal-listen", f"127.0.0.1:{iport}",
+               "--log", "warn", "--shutdown-delay", "0s", *extra], core)
+    wait_http(f"http://127.0.0.1:{iport}/readyz")
+    return p, port, iport
+
+
+def gateway(backend_port, core=None, extra=()):
+    port = free_port()
+    p = start([BIN, "gateway", "--listen", f"127.0.0.1:{port}", "--param", f"IntegrationUri=http://127.0.0.1:{backend_port}",
+               "--param", f"SharedSecret={SECRET}", "--param", "StageName=bench", "--log", "warn",
+               "--shutdown-delay", "0s", "--max-connections", "20000", *extra], core)
+    wait_http(f"http://127.0.0.1:{port}/readyz")
+    return p, port
+
+
+def pushpin(backend_port, core=None):
+    d = os.path.join(work, f"pushpin-{backend_port}")
+    os.makedirs(os.path.join(d, "run"))
+    os.makedirs(os.path.join(d, "log"))
+    port = free_port()
+    with open("/usr/lib/pushpin/internal.conf") as f:
+        internal = f.read().replace("ipc:///var/run/zurl/zurl-", "ipc://{rundir}/{ipc_prefix}zurl-")
+    with open(os.path.join(d, "internal.conf"), "w") as f:
+        f.write(internal)
+    with open("/etc/pushpin/pushpin.conf") as f:
+        conf = f.read()
+    for key, value in {"include": os.path.join(d, "internal.conf"), "rundir": os.path.join(d, "run"),
+                       "services": "condure,zurl,pushpin-proxy,pushpin-handler", "http_port": f"127.0.0.1:{port}",
+                       "logdir": os.path.join(d, "log"), "routesfile": os.path.join(d, "routes"), "log_level": "1"}.items():
+        conf = re.sub(rf"(?m)^{key}=.*$", f"{key}={value}", conf)
+    with open(os.path.join(d, "pushpin.conf"), "w") as f:
+        f.write(conf)
+    with open(os.path.join(d, "routes"), "w") as f:
+        f.write(f"* 127.0.0.1:{backend_port},over_http\n")
+    p = start(["pushpin", "--config", os.path.join(d, "pushpin.conf")], core)
+    wait_port(port)
+    deadline = time.time() + 20
+    while subprocess.run([BIN, "probe", f"ws://127.0.0.1:{port}/", "--timeout", "1s"], capture_output=True).returncode:
+        if time.time() > deadline:
+            raise SystemExit("pushpin never answered a WebSocket echo")
+    return p, port
+
+
+def backend_rows():
+    r = {}
+    p, port, _ = serve(SERVER_CORE)
+    r["serve"] = wrk(f"http://127.0.0.1:{port}/message")
+    stop(p)
+    port = free_port()
+    p = start([os.path.join(EX, "hyper_echo"), f"127.0.0.1:{port}"], SERVER_CORE)
+    wait_port(port)
+    r["hyper"] = wrk(f"http://127.0.0.1:{port}/message")
+    stop(p)
+    port = free_port()
+    p = start([VENV_PY, os.path.join(ROOT, "bench", "flask_app.py"), str(port)], SERVER_CORE)
+    wait_port(port)
+    r["flask"] = wrk(f"http://127.0.0.1:{port}/message")
+    stop(p)
+    return r
+
+
+def full_path_rows():
+    r = {}
+    b, bport, _ = serve(SERVER_CORE, ["--shared-secret", SECRET])
+    g, gport = gateway(bport, SERVER_CORE)
+    r["socketless"] = ws_load(f"ws://127.0.0.1:{gport}/bench")
+    stop(g)
+    stop(b)
+    bport = free_port()
+    b = start([os.path.join(EX, "pushpin_backend"), f"127.0.0.1:{bport}"], SERVER_CORE)
+    wait_port(bport)
+    pp, pport = pushpin(bport, SERVER_CORE)
+    r["pushpin"] = ws_load(f"ws://127.0.0.1:{pport}/")
+    stop(pp)
+    stop(b)
+    port = free_port()
+    e = start([os.path.join(EX, "ws_echo"), f"127.0.0.1:{port}"], SERVER_CORE)
+    wait_port(port)
+    r["direct"] = ws_load(f"ws://127.0.0.1:{port}/")
+    stop(e)
+    return r
+
+
+def hold_idle(url, measure):
+    """Opens IDLE_CONNECTIONS idle clients, returns measure() before and after, per connection."""
+    before = measure()
+    holder = start([os.path.join(EX, "ws_idle"), url, str(IDLE_CONNECTIONS)], LOAD_CORE, stdout=subprocess.PIPE, text=True)
+    line = holder.stdout.readline()
+    opened = json.loads(line)["open"]
+    time.sleep(2)
+    after = measure()
+    holder.send_signal(signal.SIGTERM)
+    holder.wait(timeout=60)
+    if opened != IDLE_CONNECTIONS:
+        raise SystemExit(f"only {opened} of {IDLE_CONNECTIONS} idle connections opened on {url}")
+    return (after - before) / opened
+
+
+def idle_rows():
+    r = {}
+    b, bport, _ = serve(None, ["--shared-secret", SECRET])
+    g, gport = gateway(bport)
+    r["socketless"] = hold_idle(f"ws://127.0.0.1:{gport}/bench", lambda: rss_kib(g.pid))
+    stop(g)
+    stop(b)
+    bport = free_port()
+    b = start([os.path.join(EX, "pushpin_backend"), f"127.0.0.1:{bport}"])
+    wait_port(bport)
+    pp, pport = pushpin(bport)
+    r["pushpin"] = hold_idle(f"ws://127.0.0.1:{pport}/", lambda: rss_kib(pp.pid, tree=True))
+    stop(pp)
+    stop(b)
+    return r
+
+
+def dynamodb_row():
+    moto_port = free_port()
+    m = start([os.path.join(os.path.dirname(VENV_PY), "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)])
+    wait_port(moto_port)
+    env_extra = ["--store", "dynamodb", "--table", "bench-sessions", "--dynamodb-endpoint", f"http://127.0.0.1:{moto_port}",
+                 "--create-table", "--region", "us-east-1", "--shared-secret", SECRET]
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
+    b, bport, iport = serve(None, env_extra)
+    g, gport = gateway(bport)
+
+    def scrape():
+        with urllib.request.urlopen(f"http://127.0.0.1:{iport}/metrics") as resp:
+            text = resp.read().decode()
+        calls = {}
+        for op, v in re.findall(r'socketless_dynamodb_calls_total\{operation="(\w+)",outcome="\w+"\} ([\d.]+)', text):
+            calls[op] = calls.get(op, 0) + float(v)
+        msgs = float(re.search(r"socketless_messages_total ([\d.]+)", text).group(1))
+        return calls, msgs
+
+    c0, m0 = scrape()
+    ws_load(f"ws://127.0.0.1:{gport}/bench", clients=16, seconds=5, warmup=0)
+    c1, m1 = scrape()
+    stop(g)
+    stop(b)
+    stop(m)
+    delta = {op: c1.get(op, 0) - c0.get(op, 0) for op in set(c0) | set(c1)}
+    msgs = m1 - m0
+    per_message = sum(v for op, v in delta.items() if op not in ("PutItem", "DeleteItem")) / msgs
+    total = sum(delta.values()) / msgs
+    return {"per_message": per_message, "with_connects": total, "messages": msgs, "calls": delta}
+
+
+def startup_rows():
+    p, port, iport = serve()
+    time.sleep(1)
+    idle = rss_kib(p.pid)
+    stop(p)
+    times = []
+    for _ in range(7):
+        port, iport = free_port(), free_port()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--internal-listen", f"127.0.0.1:{iport}",
+                                 "--log", "warn", "--shutdown-delay", "0s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while True:
+            try:
+                s = socket.create_connection(("127.0.0.1", iport), timeout=1)
+                s.sendall(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    times.append((time.perf_counter() - t0) * 1000)
+                    s.close()
+                    break
+                s.close()
+            except OSError:
+                time.sleep(0.0005)
+        proc.terminate()
+        proc.wait()
+    return {"idle_rss_mib": idle / 1024, "ready_ms": statistics.median(times), "binary": os.path.getsize(BIN)}
+
+
+def fmt(v, unit=""):
+    return f"{v:,.0f}{unit}" if v >= 100 else f"{v:.2f}{unit}"
+
+
+def main():
+    sections = [("backend", backend_rows), ("full path", full_path_rows), ("idle memory", idle_rows),
+                ("DynamoDB", dynamodb_row), ("startup", startup_rows)]
+    res = {}
+    try:
+        for name, fn in sections:
+            t = time.time()
+            res[name] = fn()
+            print(f"bench: {name} done in {time.time() - t:.0f}s", file=sys.stderr)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                stop(p)
+        shutil.rmtree(work, ignore_errors=True)
+    b, f, i, d, s = (res[k] for k in ("backend", "full path", "idle memory", "DynamoDB", "startup"))
+    rows = [
+        ("Backend `POST /message` req/s (memory store, wrk -c32)", fmt(b["serve"]["rps"]),
+         f"bare hyper {fmt(b['hyper']['rps'])}; Flask {fmt(b['flask']['rps'])}",
+         f"{b['serve']['rps'] / b['hyper']['rps']:.2f}× hyper; {b['serve']['rps'] / b['flask']['rps']:.1f}× Flask",
+         "≥ 0.8× hyper; ≥ 30× Flask",
+         b["serve"]["rps"] >= 0.8 * b["hyper"]["rps"] and b["serve"]["rps"] >= 30 * b["flask"]["rps"]),
+        ("Backend p50 / p99 ms", f"{b['serve']['p50']:.3f} / {b['serve']['p99']:.3f}",
+         f"hyper {b['hyper']['p50']:.3f} / {b['hyper']['p99']:.3f}; Flask {b['flask']['p50']:.3f} / {b['flask']['p99']:.3f}", "", "", None),
+        ("Full path WebSocket echo msg/s (64 clients)", fmt(f["socketless"]["rps"]),
+         f"Pushpin {fmt(f['pushpin']['rps'])}; direct echo {fmt(f['direct']['rps'])}",
+         f"{f['socketless']['rps'] / f['pushpin']['rps']:.2f}× Pushpin; {f['socketless']['rps'] / f['direct']['rps']:.2f}× direct",
+         "≥ 2× Pushpin", f["socketless"]["rps"] >= 2 * f["pushpin"]["rps"]),
+        ("Full path p50 / p99 ms", f"{f['socketless']['p50']:.2f} / {f['socketless']['p99']:.2f}",
+         f"Pushpin {f['pushpin']['p50']:.2f} / {f['pushpin']['p99']:.2f}; direct {f['direct']['p50']:.2f} / {f['direct']['p99']:.2f}",
+         f"p99 {f['socketless']['p99'] / f['pushpin']['p99']:.2f}× Pushpin", "p99 ≤ 0.5× Pushpin",
+         f["socketless"]["p99"] <= 0.5 * f["pushpin"]["p99"]),
+        (f"Memory per idle connection ({IDLE_CONNECTIONS:,} held)", f"{i['socketless']:.1f} KiB", f"Pushpin {i['pushpin']:.1f} KiB",
+         f"{i['socketless'] / i['pushpin']:.2f}× Pushpin", "≤ 8 KiB", i["socketless"] <= 8),
+        ("DynamoDB calls per steady-state message (moto)", f"{d['per_message']:.4f}",
+         f"{d['with_connects']:.4f} counting connects and disconnects; {int(d['messages']):,} messages", "", "≤ 0.1", d["per_message"] <= 0.1),
+        ("Static binary (musl, stripped)", f"{s['binary'] / 1e6:.1f} MB", "", "", "", None),
+        ("Scratch image", f"{IMAGE_SIZE / 1e6:.1f} MB" if IMAGE_SIZE else "not built (no podman)", "", "", "≤ 8 MB",
+         IMAGE_SIZE is not None and IMAGE_SIZE <= 8_000_000),
+        ("Idle RSS of `serve`", f"{s['idle_rss_mib']:.1f} MiB", "", "", "", None),
+        ("exec → first 200 from /readyz (median of 7)", f"{s['ready_ms']:.1f} ms", "", "", "≤ 50 ms", s["ready_ms"] <= 50),
+    ]
+    lines = ["| Measurement | socketless | Limit / peers (same run) | Ratio | Goal | Holds |", "|---|---|---|---|---|---|"]
+    for name, ours, peers, ratio, goal, ok in rows:
+        lines.append(f"| {name} | {ours} | {peers} | {ratio} | {goal} | {'' if ok is None else ('yes' if ok else 'no')} |")
+    table = "\n".join(lines)
+    print(table)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as out:
+        out.write(f"\n## {stamp}, {os.cpu_count()} cores\n\n{table}\n")
+    print(f"\nappended to bench/RESULTS.md ({stamp})")
+
+
+if __name__ == "__main__":
+    main()

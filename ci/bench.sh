@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Benchmarks, run on demand (not part of ci/test.sh), bounded to about ten minutes. Prints one
+# markdown table, every row measured in this run next to its limit or peer, and appends it with
+# the date and core count to bench/RESULTS.md. See README, "Benchmarks".
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+[ "$(nproc)" -ge 2 ] || die "the benchmarks pin the server and the load generator to separate cores: need 2"
+need_apt wrk wrk pushpin pushpin taskset util-linux
+need_venv
+python -m pip install -q --disable-pip-version-check -r bench/requirements.txt || die "pip install flask failed"
+
+log "building: the shipped static binary (release profile) and the load tools (loadgen profile)"
+bin="$(build_static)"
+cargo build --locked --quiet --profile loadgen --examples
+examples="$ROOT/target/loadgen/examples"
+
+image_size=""
+if bash ci/check-image.sh >"$CACHE/bench-image.log" 2>&1; then
+  image_size=$(sed -n 's/^image size: \([0-9]*\) bytes.*/\1/p' "$CACHE/bench-image.log")
+else
+  echo "warning: the image could not be built here; its row says so" >&2
+fi
+
+log "measuring"
+timeout 600 python bench/bench.py "$bin" "$examples" "$VENV/bin/python" "$image_size"

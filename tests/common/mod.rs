@@ -206,11 +206,16 @@ pub fn free_port() -> u16 {
 pub struct Moto {
     child: Child,
     pub endpoint: String,
+    pub port: u16,
 }
 
 impl Moto {
     pub async fn start() -> Moto {
-        let port = free_port();
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts moto on a given port (to bring DynamoDB back where it was).
+    pub async fn start_on(port: u16) -> Moto {
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -223,7 +228,7 @@ impl Moto {
                 )
             });
         let endpoint = format!("http://127.0.0.1:{port}");
-        let moto = Moto { child, endpoint };
+        let moto = Moto { child, endpoint, port };
         let deadline = std::time::Instant::now() + T;
         loop {
             if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
@@ -336,5 +341,78 @@ impl FakeConnections {
 
     pub fn mark_gone(&self, id: &str) {
         self.gone.lock().unwrap().insert(id.to_string());
+    }
+}
+
+/// A TCP proxy that can delay every chunk it forwards (a slow network or a slow dependency).
+pub struct DelayProxy {
+    pub addr: SocketAddr,
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DelayProxy {
+    pub async fn start(upstream: SocketAddr) -> DelayProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let d = delay_ms.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let d = d.clone();
+                conns.spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let d2 = d.clone();
+                    let up = async move {
+                        let mut buf = vec![0u8; 16384];
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(d2.load(Ordering::Relaxed))).await;
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = sw.shutdown().await;
+                    };
+                    let down = async move {
+                        let mut buf = vec![0u8; 16384];
+                        while let Ok(n) = sr.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(d.load(Ordering::Relaxed))).await;
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = cw.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        DelayProxy { addr, delay_ms, task }
+    }
+
+    pub fn set_delay(&self, ms: u64) {
+        self.delay_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

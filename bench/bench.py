@@ -31,7 +31,10 @@ WRK_CONNECTIONS, WS_CLIENTS, IDLE_CONNECTIONS = 32, 64, 10_000
 SECRET = "bench-shared-secret-0123456789"
 procs = []
 work = tempfile.mkdtemp(prefix="socketless-bench-")
-resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
+if _hard != resource.RLIM_INFINITY and _hard < IDLE_CONNECTIONS + 1024:
+    IDLE_CONNECTIONS = _hard - 1024
 
 
 def free_port():

@@ -74,6 +74,17 @@ impl ConnHandle {
     }
 }
 
+/// Protocol limits for client connections: small buffers (memory per idle connection), frame
+/// and message limits (1009 past them).
+pub fn ws_config(max_message_bytes: usize, max_frame_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_message_bytes * 2 + 4096)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_frame_bytes))
+}
+
 /// The gateway-generated error frame.
 pub fn error_frame(message: &str, connection_id: &str, request_id: &str) -> String {
     serde_json::json!({ "message": message, "connectionId": connection_id, "requestId": request_id }).to_string()
@@ -296,12 +307,7 @@ impl Gateway {
     }
 
     fn ws_config(&self) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0)
-            .max_write_buffer_size(self.config.max_message_bytes * 2 + 4096)
-            .max_message_size(Some(self.config.max_message_bytes))
-            .max_frame_size(Some(self.config.max_frame_bytes))
+        ws_config(self.config.max_message_bytes, self.config.max_frame_bytes)
     }
 
     /// The message path: route selection, the integration, and the frame to send back.

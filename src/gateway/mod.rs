@@ -38,6 +38,18 @@ use conn::ConnHandle;
 pub use sigv4::Verifier;
 pub use template::{ApiModel, TemplateError};
 
+/// Reads the connection id from a raw `/{stage}/@connections/{id}` path (segments may be
+/// percent-encoded); `None` when the path is not one.
+pub fn parse_connections_path(raw: &str, stage: &str) -> Option<String> {
+    mgmt::parse_path(raw, stage)
+}
+
+/// The WebSocket limits the gateway applies to clients (frames and messages), for tests and
+/// fuzzing of the protocol layer.
+pub fn websocket_config(max_message_bytes: usize, max_frame_bytes: usize) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    conn::ws_config(max_message_bytes, max_frame_bytes)
+}
+
 /// The repository's template, built into the binary so `gateway` and `dev` work anywhere.
 pub const EMBEDDED_TEMPLATE: &str = include_str!("../../cfn/websocket-api.yml");
 

@@ -809,6 +809,43 @@ Resources:
         assert!(i.parameters.iter().any(|p| p.target_name() == "x-flag"));
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            let _ = load(&text, &BTreeMap::new(), "local");
+        }
+
+        #[test]
+        fn arbitrary_yaml_shapes_never_panic(
+            key in "[A-Za-z:!]{1,12}",
+            value in "[A-Za-z0-9 ${}.!:\\[\\],-]{0,40}",
+        ) {
+            let text = MINI.replace("IntegrationUri: !Sub \"${Backend}/message\"", &format!("IntegrationUri: {{ {key}: \"{value}\" }}"));
+            let _ = load(&text, &params(&[("Backend", "http://h:1")]), "local");
+        }
+
+        #[test]
+        fn every_parameter_is_substituted(host in "[a-z]{1,12}", port in 1u16..65535, stage in "[A-Za-z0-9_-]{1,20}", secret in "[!-~&&[^'$]]{16,32}") {
+            let text = crate::gateway::EMBEDDED_TEMPLATE;
+            let p = params(&[
+                ("IntegrationUri", &format!("http://{host}:{port}")),
+                ("StageName", &stage),
+                ("SharedSecret", &secret),
+                ("DisconnectContext", "true"),
+            ]);
+            let m = load(text, &p, "local").unwrap();
+            prop_assert_eq!(&m.stage, &stage);
+            for (key, path) in [("$connect", "/connect"), ("$disconnect", "/disconnect"), ("$default", "/message")] {
+                let i = m.routes[key].integration.clone().unwrap();
+                prop_assert_eq!(i.uri.to_string(), format!("http://{host}:{port}{path}"));
+                let lit = i.parameters.iter().find(|p| p.target_name() == "x-socketless-secret").unwrap();
+                prop_assert_eq!(&lit.source, &crate::gateway::mapping::Source::Literal(secret.clone()));
+            }
+        }
+    }
+
     #[test]
     fn missing_and_unknown_parameters_are_reported_together() {
         let e = load(MINI, &params(&[("Nope", "1"), ("Flag", "maybe")]), "local").unwrap_err();

@@ -13,7 +13,6 @@ use prometheus_client::registry::Registry;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
 use crate::cache::{Lookup, SessionCache};
 use crate::contract;
@@ -77,6 +76,12 @@ impl Tally {
             _ => self.failed += 1,
         }
     }
+}
+
+/// Logs a store failure on the internal API and answers it.
+fn store_failure(connection_id: &str, err: StoreError) -> Response<Body> {
+    tracing::warn!(connection_id, error = %err, "session store call failed");
+    ApiError::Store(err).response()
 }
 
 /// The HTTP answer for a push that neither arrived nor found the connection gone.
@@ -143,10 +148,15 @@ impl ApiError {
             ),
             ApiError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable".into()),
         };
-        if let ApiError::Store(err) = self {
-            tracing::warn!(error = %err, "session store call failed");
-        }
         server::error(status, &msg)
+    }
+
+    /// Logs a store failure with the request it belongs to.
+    fn logged(self, ctx: &RequestContext) -> Self {
+        if let ApiError::Store(err) = &self {
+            tracing::warn!(connection_id = %ctx.connection_id, request_id = %ctx.request_id, error = %err, "session store call failed");
+        }
+        self
     }
 }
 
@@ -292,10 +302,7 @@ impl Backend {
         let resp = if req.method() != Method::POST {
             server::error(StatusCode::METHOD_NOT_ALLOWED, "use POST")
         } else {
-            let connection_id = header(req.headers(), contract::CONNECTION_ID);
-            let request_id = header(req.headers(), contract::REQUEST_ID);
-            let span = tracing::info_span!("request", route, connection_id = %connection_id, request_id = %request_id);
-            match self.integration(route, req).instrument(span).await {
+            match self.integration(route, req).await {
                 Ok(resp) => resp,
                 Err(err) => err.response(),
             }
@@ -347,13 +354,26 @@ impl Backend {
 
     async fn connect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
         if let Err(rejection) = self.handler.on_connect(&ctx).await {
-            tracing::info!(status = rejection.status.as_u16(), "connect rejected by the handler");
+            tracing::info!(
+                connection_id = %ctx.connection_id,
+                request_id = %ctx.request_id,
+                status = rejection.status.as_u16(),
+                "connect rejected by the handler"
+            );
             return Ok(server::error(rejection.status, &rejection.message));
         }
         let session = self.new_session(&ctx);
-        match self.store.create(&session).await? {
-            Created::Created => tracing::info!("connected"),
-            Created::AlreadyExists => tracing::info!("duplicate connect; existing session kept"),
+        let created = self
+            .store
+            .create(&session)
+            .await
+            .map_err(|e| ApiError::Store(e).logged(&ctx))?;
+        let (connection_id, request_id) = (&ctx.connection_id, &ctx.request_id);
+        match created {
+            Created::Created => tracing::info!(%connection_id, %request_id, "connected"),
+            Created::AlreadyExists => {
+                tracing::info!(%connection_id, %request_id, "duplicate connect; existing session kept")
+            }
         }
         self.cache.insert_synced(&ctx.connection_id, Instant::now());
         Ok(server::empty(StatusCode::OK))
@@ -362,8 +382,18 @@ impl Backend {
     async fn disconnect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
         self.handler.on_disconnect(&ctx).await;
         self.cache.remove(&ctx.connection_id);
-        let existed = self.store.delete(&ctx.connection_id).await?;
-        tracing::info!(existed, status = ?ctx.disconnect_status, "disconnected");
+        let existed = self
+            .store
+            .delete(&ctx.connection_id)
+            .await
+            .map_err(|e| ApiError::Store(e).logged(&ctx))?;
+        tracing::info!(
+            connection_id = %ctx.connection_id,
+            request_id = %ctx.request_id,
+            existed,
+            status = ?ctx.disconnect_status,
+            "disconnected"
+        );
         Ok(server::empty(StatusCode::OK))
     }
 
@@ -376,7 +406,7 @@ impl Backend {
                 let session = self.new_session(&ctx);
                 if let Err(err) = self.store.upsert(&session, add).await {
                     self.cache.sync_failed(&ctx.connection_id, add, cached);
-                    return Err(err.into());
+                    return Err(ApiError::Store(err).logged(&ctx));
                 }
             }
         }
@@ -391,7 +421,11 @@ impl Backend {
             ReplyMode::Sync => Ok(server::with_body(StatusCode::OK, "text/plain; charset=utf-8", reply)),
             ReplyMode::Async => {
                 let Some(endpoint) = self.pusher.endpoint(&ctx.domain, &ctx.stage) else {
-                    tracing::warn!("asynchronous reply impossible: no domain/stage header and no push endpoint");
+                    tracing::warn!(
+                        connection_id = %ctx.connection_id,
+                        request_id = %ctx.request_id,
+                        "asynchronous reply impossible: no domain/stage header and no push endpoint"
+                    );
                     return Ok(server::error(
                         StatusCode::BAD_GATEWAY,
                         "no @connections endpoint for this request",
@@ -467,7 +501,7 @@ impl Backend {
         match self.store.get(id).await {
             Ok(Some(session)) => Ok(self.pusher.endpoint(&session.domain, &session.stage)),
             Ok(None) => Err(server::error(StatusCode::NOT_FOUND, "no such connection")),
-            Err(err) => Err(ApiError::Store(err).response()),
+            Err(err) => Err(store_failure(id, err)),
         }
     }
 
@@ -475,7 +509,7 @@ impl Backend {
         match self.store.get(id).await {
             Ok(Some(session)) => server::json(StatusCode::OK, &serde_json::to_value(&session).unwrap_or_default()),
             Ok(None) => server::error(StatusCode::NOT_FOUND, "no such connection"),
-            Err(err) => ApiError::Store(err).response(),
+            Err(err) => store_failure(id, err),
         }
     }
 

@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -45,9 +45,27 @@ pub struct ConnHandle {
     pub source_ip: String,
     pub user_agent: String,
     last_active: AtomicI64,
-    pub outbound: mpsc::Sender<Message>,
+    /// Frames waiting for the client, bounded by `capacity`. A plain deque allocates nothing
+    /// until a frame is queued, which keeps idle connections small.
+    outbound: Mutex<Outbound>,
+    outbound_notify: Notify,
     close: Mutex<Option<(u16, String)>>,
     close_notify: Notify,
+}
+
+struct Outbound {
+    frames: std::collections::VecDeque<Message>,
+    capacity: usize,
+    closed: bool,
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// The client is not taking frames fast enough (429).
+    Full,
+    /// The connection is closing or closed (410).
+    Closed,
 }
 
 impl ConnHandle {
@@ -57,6 +75,37 @@ impl ConnHandle {
 
     pub fn last_active(&self) -> i64 {
         self.last_active.load(Ordering::Relaxed)
+    }
+
+    /// Queues a frame for the client.
+    pub fn push(&self, msg: Message) -> Result<(), QueueError> {
+        let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        if q.closed {
+            return Err(QueueError::Closed);
+        }
+        if q.frames.len() >= q.capacity {
+            return Err(QueueError::Full);
+        }
+        q.frames.push_back(msg);
+        drop(q);
+        self.outbound_notify.notify_one();
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<Message> {
+        let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        let msg = q.frames.pop_front();
+        if q.frames.is_empty() && q.frames.capacity() > 0 {
+            // Give the memory back once the burst is over.
+            q.frames = std::collections::VecDeque::new();
+        }
+        msg
+    }
+
+    fn close_queue(&self) {
+        let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        q.closed = true;
+        q.frames = std::collections::VecDeque::new();
     }
 
     /// Asks the connection to close with this status (the first request wins).
@@ -78,7 +127,8 @@ impl ConnHandle {
 /// and message limits (1009 past them).
 pub fn ws_config(max_message_bytes: usize, max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        // Read in small steps: the buffer is allocated per connection up front.
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(max_message_bytes * 2 + 4096)
         .max_message_size(Some(max_message_bytes))
@@ -263,14 +313,18 @@ impl Gateway {
             }
         }
 
-        let (tx, rx) = mpsc::channel(self.config.outbound_queue);
         let handle = Arc::new(ConnHandle {
             id: ctx.id.clone(),
             connected_at: ctx.connected_at,
             source_ip: ctx.source_ip.clone(),
             user_agent: ctx.user_agent.clone(),
             last_active: AtomicI64::new(ctx.connected_at),
-            outbound: tx,
+            outbound: Mutex::new(Outbound {
+                frames: std::collections::VecDeque::new(),
+                capacity: self.config.outbound_queue,
+                closed: false,
+            }),
+            outbound_notify: Notify::new(),
             close: Mutex::new(None),
             close_notify: Notify::new(),
         });
@@ -284,7 +338,7 @@ impl Gateway {
                     let config = gw.ws_config();
                     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
                     gw.register(handle.clone());
-                    gw.clone().run(ws, handle, ctx, rx, lifecycle).await;
+                    gw.clone().run(ws, handle, ctx, lifecycle).await;
                 }
                 Err(err) => {
                     tracing::debug!(error = %err, "upgrade failed after $connect");
@@ -373,7 +427,6 @@ impl Gateway {
         mut ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
         handle: Arc<ConnHandle>,
         ctx: Ctx,
-        mut outbound: mpsc::Receiver<Message>,
         lifecycle: Lifecycle,
     ) {
         let ctx = Arc::new(ctx);
@@ -396,12 +449,24 @@ impl Gateway {
                 }
                 _ = lifecycle.stopped() => break (GOING_AWAY.0, GOING_AWAY.1.to_string(), true),
                 _ = tokio::time::sleep_until(max_deadline) => break (GOING_AWAY.0, GOING_AWAY.1.to_string(), true),
-                Some(msg) = outbound.recv() => {
-                    handle.touch();
-                    match tokio::time::timeout(write_timeout, ws.send(msg)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break (ABNORMAL, String::new(), false),
-                        Err(_) => break (GOING_AWAY.0, "Write timed out".to_string(), true),
+                _ = handle.outbound_notify.notified() => {
+                    let mut failed = None;
+                    while let Some(msg) = handle.pop() {
+                        handle.touch();
+                        match tokio::time::timeout(write_timeout, ws.send(msg)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => {
+                                failed = Some((ABNORMAL, String::new(), false));
+                                break;
+                            }
+                            Err(_) => {
+                                failed = Some((GOING_AWAY.0, "Write timed out".to_string(), true));
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(f) = failed {
+                        break f;
                     }
                 }
                 reply = async { match inflight.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
@@ -439,6 +504,7 @@ impl Gateway {
         };
         // Unregister first: from here on @connections answers 410.
         self.unregister(&handle.id);
+        handle.close_queue();
         if send_close {
             let frame = CloseFrame {
                 code: CloseCode::from(code),

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Gateway;
-use super::conn::NORMAL;
+use super::conn::{NORMAL, QueueError};
 use super::timefmt::{iso8601, now_ms};
 use crate::contract::MAX_POST_BYTES;
 use crate::server::{self, Body, BodyError};
@@ -98,14 +97,14 @@ impl Gateway {
                     Ok(text) => Message::text(text),
                     Err(_) => Message::binary(Bytes::from(body.to_vec())),
                 };
-                match conn.outbound.try_send(msg) {
+                match conn.push(msg) {
                     Ok(()) => server::empty(StatusCode::OK),
-                    Err(TrySendError::Full(_)) => aws_error(
+                    Err(QueueError::Full) => aws_error(
                         StatusCode::TOO_MANY_REQUESTS,
                         "LimitExceededException",
                         "the client's outgoing buffer is full",
                     ),
-                    Err(TrySendError::Closed(_)) => aws_error(StatusCode::GONE, "GoneException", ""),
+                    Err(QueueError::Closed) => aws_error(StatusCode::GONE, "GoneException", ""),
                 }
             }
             Method::GET => server::json(

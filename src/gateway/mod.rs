@@ -46,7 +46,10 @@ pub fn parse_connections_path(raw: &str, stage: &str) -> Option<String> {
 
 /// The WebSocket limits the gateway applies to clients (frames and messages), for tests and
 /// fuzzing of the protocol layer.
-pub fn websocket_config(max_message_bytes: usize, max_frame_bytes: usize) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+pub fn websocket_config(
+    max_message_bytes: usize,
+    max_frame_bytes: usize,
+) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     conn::ws_config(max_message_bytes, max_frame_bytes)
 }
 

@@ -27,6 +27,11 @@ command -v cfn-lint >/dev/null || die "cfn-lint missing after installing ci/requ
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --locked --all-targets -- -D warnings
 step "cargo test" cargo test --locked
+licenses_and_bans() {
+  command -v cargo-deny >/dev/null || cargo install --locked cargo-deny --version 0.18.3 || return 1
+  cargo deny --offline check licenses bans
+}
+step "licenses and duplicate dependencies (cargo deny)" licenses_and_bans
 step "cfn-lint + custom rules" bash ci/check-cfn.sh
 step "Helm chart" bash ci/check-chart.sh
 step "boto3 against @connections" python3 ci/check-boto3.py target/debug/socketless

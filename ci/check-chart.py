@@ -282,7 +282,14 @@ for example in sorted(os.listdir(os.path.join(CHART_DIR, "examples"))):
     docs = render(v, keda_crd=True)
     check(f"example {example} renders and validates", validate_all(example, docs) and not hardened(docs) and internal_never_exposed(docs))
 
-# 5. Strict lint.
+# 5. One version everywhere.
+with open(os.path.join(ROOT, "Cargo.toml")) as f:
+    crate_version = next(l.split('"')[1] for l in f if l.startswith("version = "))
+with open(os.path.join(CHART_DIR, "Chart.yaml")) as f:
+    meta = yaml.safe_load(f)
+check("chart appVersion equals the crate version", meta["appVersion"] == crate_version, f"{meta['appVersion']} vs {crate_version}")
+
+# 6. Strict lint.
 lint = helm_python.lint(CHART_DIR, BASE, strict=True, kube_version="v" + KUBE)
 serious = [m for m in lint["messages"] if m["severity"] >= 2] + lint["errors"]
 check("helm lint --strict: no warnings or errors", not serious, json.dumps(lint))

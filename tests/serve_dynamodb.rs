@@ -7,11 +7,17 @@ use common::*;
 use http::StatusCode;
 
 async fn backend(moto: &Moto) -> Backend {
+    backend_with(moto, |_| {}).await
+}
+
+/// A backend on a fresh table in `moto`, with settings adjusted by `tweak`.
+async fn backend_with(moto: &Moto, tweak: impl FnOnce(&mut socketless::serve::ServeArgs)) -> Backend {
     let mut a = args();
     a.store = "dynamodb".into();
     a.table = format!("sessions-{}", free_port());
     a.dynamodb_endpoint = Some(moto.endpoint.clone());
     a.create_table = true;
+    tweak(&mut a);
     start(a).await
 }
 
@@ -159,13 +165,7 @@ async fn a_pod_that_never_saw_the_connect_writes_once_then_serves_from_cache() {
 #[tokio::test]
 async fn sync_interval_writes_accumulated_counts() {
     let moto = Moto::start().await;
-    let mut a = args();
-    a.store = "dynamodb".into();
-    a.table = format!("sessions-{}", free_port());
-    a.dynamodb_endpoint = Some(moto.endpoint.clone());
-    a.create_table = true;
-    a.sync_interval = "200ms".into();
-    let b = start(a).await;
+    let b = backend_with(&moto, |a| a.sync_interval = "200ms".into()).await;
     let id = "SyNc00000000000=";
     for i in 0..5 {
         call(&b, "/message", id, &i.to_string()).await;
@@ -184,13 +184,7 @@ async fn sync_interval_writes_accumulated_counts() {
 #[tokio::test]
 async fn store_outage_answers_503_and_stays_ready() {
     let moto = Moto::start().await;
-    let mut a = args();
-    a.store = "dynamodb".into();
-    a.table = format!("sessions-{}", free_port());
-    a.dynamodb_endpoint = Some(moto.endpoint.clone());
-    a.create_table = true;
-    a.aws_timeout = "1s".into();
-    let b = start(a).await;
+    let b = backend_with(&moto, |a| a.aws_timeout = "1s".into()).await;
     drop(moto); // DynamoDB goes away.
     let started = std::time::Instant::now();
     let (status, body) = call(&b, "/message", "OuTaGe000000000=", "hi").await;

@@ -17,17 +17,35 @@ const MESSAGE: usize = 128 * 1024;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
 }
 
 async fn exchange(url: &str, total: usize, frame: usize) -> Result<usize, u16> {
     let mut ws = connect(url).await;
     let body = "m".repeat(total);
-    let chunks: Vec<&str> = body.as_bytes().chunks(frame).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    let chunks: Vec<&str> = body
+        .as_bytes()
+        .chunks(frame)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
     let last = chunks.len() - 1;
     for (i, c) in chunks.iter().enumerate() {
-        let op = if i == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
-        if ws.send(Message::Frame(Frame::message(c.to_string(), op, i == last))).await.is_err() {
+        let op = if i == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        if ws
+            .send(Message::Frame(Frame::message(c.to_string(), op, i == last)))
+            .await
+            .is_err()
+        {
             break; // the server already closed; read the close frame below
         }
     }

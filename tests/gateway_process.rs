@@ -136,6 +136,13 @@ fn required_parameters_and_bad_flags_are_reported_together() {
     assert!(err.contains("parameter SharedSecret has no Default"), "{err}");
 }
 
+/// A probe that failed: exit code 1 and the reason on stderr.
+fn assert_probe_failed(out: &std::process::Output, reason: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(reason), "expected {reason:?} in {stderr}");
+}
+
 #[test]
 fn dev_prints_its_url_and_probe_round_trips() {
     let port = free_port();
@@ -173,12 +180,7 @@ fn dev_prints_its_url_and_probe_round_trips() {
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with("probe: ok"));
 
     let out = probe(&["--message", "hello", "--expect", "something else", "--timeout", "500ms"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no expected reply within"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_probe_failed(&out, "no expected reply within");
 
     let out = Command::new(BIN)
         .args([
@@ -189,18 +191,13 @@ fn dev_prints_its_url_and_probe_round_trips() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot connect"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_probe_failed(&out, "cannot connect");
 
     let out = Command::new(BIN)
         .args(["probe", "http://example.invalid/"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_probe_failed(&out, "must start with ws:// or wss://");
 
     // Ctrl-C: dev shuts down cleanly.
     let ok = Command::new("kill")

@@ -29,6 +29,9 @@ step "cargo clippy -D warnings" cargo clippy --locked --all-targets -- -D warnin
 step "cargo test" cargo test --locked
 licenses_and_bans() {
   command -v cargo-deny >/dev/null || cargo install --locked cargo-deny --version 0.18.3 || return 1
+  # cargo deny reads the metadata of every platform's dependencies (Windows-only crates
+  # included), so fetch them all first; the check itself then runs offline.
+  cargo fetch --locked || return 1
   cargo deny --offline check licenses bans
 }
 step "licenses and duplicate dependencies (cargo deny)" licenses_and_bans

@@ -1,13 +1,18 @@
 //! Shared AWS SDK configuration: region, timeouts and the default credential chain (static
 //! environment keys, IRSA web identity, EKS Pod Identity, profiles).
 //!
-//! Outgoing TLS is rustls. Root certificates come from the system bundle
+//! Outgoing TLS is rustls on ring (the SDK's default HTTPS client uses aws-lc, which adds
+//! several megabytes to a static binary). Root certificates come from the system bundle
 //! (`/etc/ssl/certs/ca-certificates.crt`, or `SSL_CERT_FILE`), which the scratch image carries.
 
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::SharedHttpClient;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
 
 /// The settings every AWS client shares.
 #[derive(Debug, Clone)]
@@ -24,6 +29,20 @@ pub fn region_from_env() -> Option<String> {
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
 }
 
+/// The HTTPS client every AWS SDK client here uses: the SDK's default hyper 1 client (connector
+/// settings and timeouts from the SDK, `HTTPS_PROXY`/`NO_PROXY` honoured), with rustls on ring.
+pub fn http_client() -> SharedHttpClient {
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
 /// Loads the SDK configuration. Credentials resolve lazily, on the first call.
 pub async fn load(settings: &AwsSettings) -> SdkConfig {
     let attempt = settings.timeout.mul_f64(0.5).max(Duration::from_millis(100));
@@ -35,6 +54,7 @@ pub async fn load(settings: &AwsSettings) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(settings.region.clone()))
         .timeout_config(timeouts)
+        .http_client(http_client())
         .load()
         .await
 }

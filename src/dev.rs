@@ -122,6 +122,7 @@ fn local_sdk() -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
+        .http_client(crate::aws::http_client())
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             "socketless-dev",
             "socketless-dev",

@@ -55,7 +55,7 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
     if roots.is_empty() {
         return Err("no CA certificates found (set SSL_CERT_FILE or install a CA bundle)".into());
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)

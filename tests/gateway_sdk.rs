@@ -14,6 +14,7 @@ fn client(endpoint: &str, key: &str, secret: &str) -> Client {
     let sdk = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
+        .http_client(socketless::aws::http_client())
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             key, secret, None, None, "test",
         )))

@@ -61,6 +61,7 @@ pub fn sdk(timeout: Duration) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
+        .http_client(socketless::aws::http_client())
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             "AKIDTEST",
             "test-secret",

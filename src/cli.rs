@@ -76,11 +76,8 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
             Command::Dev(_) | Command::Probe(_) => LogFormat::Text,
         },
     };
-    if let Err(err) = tracing_subscriber::EnvFilter::try_new(&cli.log) {
-        problems.push(format!(
-            "--log (SOCKETLESS_LOG): {:?} is not a valid filter: {err}",
-            cli.log
-        ));
+    if let Err(err) = telemetry::parse_filter(&cli.log) {
+        problems.push(format!("--log (SOCKETLESS_LOG): {err}"));
     }
     let ready: Result<Ready, ConfigError> = match &cli.command {
         Command::Serve(args) => args.validate().map(Ready::Serve),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 use subtle::ConstantTimeEq;
@@ -18,7 +18,7 @@ use crate::cache::{Lookup, SessionCache};
 use crate::contract;
 use crate::handler::{MessageHandler, RequestContext};
 use crate::lifecycle::Lifecycle;
-use crate::metrics::{self, BackendMetrics, ListenerLabels, RequestLabels, RouteLabels};
+use crate::metrics::{self, BackendMetrics};
 use crate::push::{PushOutcome, Pusher};
 use crate::server::{self, Body, BodyError};
 use crate::store::{Created, Session, SessionStore, StoreError};
@@ -167,14 +167,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn header(headers: &HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// A connection id as API Gateway issues them: short, printable, no separators.
 fn valid_connection_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
@@ -186,45 +178,88 @@ pub fn request_context(headers: &HeaderMap) -> Result<RequestContext, String> {
     context(headers).map_err(|e| e.to_string())
 }
 
+/// The context headers' values, found in one pass over the request headers (one string compare
+/// per header instead of a hash lookup per context field). The first value of a repeated header
+/// wins, as with `HeaderMap::get`.
+#[derive(Default)]
+struct ContextValues<'a> {
+    connection_id: Option<&'a HeaderValue>,
+    route_key: Option<&'a HeaderValue>,
+    event_type: Option<&'a HeaderValue>,
+    request_id: Option<&'a HeaderValue>,
+    domain: Option<&'a HeaderValue>,
+    stage: Option<&'a HeaderValue>,
+    connected_at: Option<&'a HeaderValue>,
+    source_ip: Option<&'a HeaderValue>,
+    user_agent: Option<&'a HeaderValue>,
+    disconnect_status: Option<&'a HeaderValue>,
+    disconnect_reason: Option<&'a HeaderValue>,
+}
+
+impl<'a> ContextValues<'a> {
+    fn read(headers: &'a HeaderMap) -> Self {
+        let mut v = ContextValues::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                contract::CONNECTION_ID => &mut v.connection_id,
+                contract::ROUTE_KEY => &mut v.route_key,
+                contract::EVENT_TYPE => &mut v.event_type,
+                contract::REQUEST_ID => &mut v.request_id,
+                contract::DOMAIN_NAME => &mut v.domain,
+                contract::STAGE => &mut v.stage,
+                contract::CONNECTED_AT => &mut v.connected_at,
+                contract::SOURCE_IP => &mut v.source_ip,
+                contract::USER_AGENT => &mut v.user_agent,
+                contract::DISCONNECT_STATUS => &mut v.disconnect_status,
+                contract::DISCONNECT_REASON => &mut v.disconnect_reason,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        v
+    }
+}
+
+/// A header's value as text; absent or not visible ASCII reads as empty.
+fn text(value: Option<&HeaderValue>) -> Option<&str> {
+    value.and_then(|v| v.to_str().ok())
+}
+
+fn owned(value: Option<&HeaderValue>) -> String {
+    text(value).unwrap_or_default().to_owned()
+}
+
 /// Reads the gateway context from the request headers.
 fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
-    let connection_id = header(headers, contract::CONNECTION_ID);
+    let v = ContextValues::read(headers);
+    let connection_id = owned(v.connection_id);
     if connection_id.is_empty() {
         return Err(ApiError::MissingHeader(contract::CONNECTION_ID));
     }
     if !valid_connection_id(&connection_id) {
         return Err(ApiError::InvalidHeader(contract::CONNECTION_ID));
     }
-    let connected_at = match headers.get(contract::CONNECTED_AT) {
+    let connected_at = match v.connected_at {
         None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
+        Some(value) => Some(
+            text(Some(value))
                 .and_then(|s| s.trim().parse::<i64>().ok())
                 .filter(|ms| *ms >= 0)
                 .ok_or(ApiError::InvalidHeader(contract::CONNECTED_AT))?,
         ),
     };
-    let disconnect_status = headers
-        .get(contract::DISCONNECT_STATUS)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u16>().ok());
-    let disconnect_reason = headers
-        .get(contract::DISCONNECT_REASON)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
     Ok(RequestContext {
         connection_id,
-        route_key: header(headers, contract::ROUTE_KEY),
-        event_type: header(headers, contract::EVENT_TYPE),
-        request_id: header(headers, contract::REQUEST_ID),
-        domain: header(headers, contract::DOMAIN_NAME),
-        stage: header(headers, contract::STAGE),
+        route_key: owned(v.route_key),
+        event_type: owned(v.event_type),
+        request_id: owned(v.request_id),
+        domain: owned(v.domain),
+        stage: owned(v.stage),
         connected_at,
-        source_ip: header(headers, contract::SOURCE_IP),
-        user_agent: header(headers, contract::USER_AGENT),
-        disconnect_status,
-        disconnect_reason,
+        source_ip: owned(v.source_ip),
+        user_agent: owned(v.user_agent),
+        disconnect_status: text(v.disconnect_status).and_then(|s| s.trim().parse::<u16>().ok()),
+        disconnect_reason: text(v.disconnect_reason).map(str::to_owned),
     })
 }
 
@@ -244,36 +279,21 @@ struct InFlight<'a> {
 
 impl<'a> InFlight<'a> {
     fn new(metrics: &'a BackendMetrics, listener: &'static str) -> Self {
-        metrics.in_flight.get_or_create(&ListenerLabels { listener }).inc();
+        metrics.in_flight(listener, 1);
         InFlight { metrics, listener }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.metrics
-            .in_flight
-            .get_or_create(&ListenerLabels {
-                listener: self.listener,
-            })
-            .dec();
+        self.metrics.in_flight(self.listener, -1);
     }
 }
 
 impl Backend {
     fn observe(&self, listener: &'static str, route: &'static str, status: StatusCode, started: Instant) {
         self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                listener,
-                route,
-                status: status.as_u16(),
-            })
-            .inc();
-        self.metrics
-            .latency
-            .get_or_create(&RouteLabels { listener, route })
-            .observe(started.elapsed().as_secs_f64());
+            .request(listener, route, status.as_u16(), started.elapsed().as_secs_f64());
     }
 
     fn metrics_response(&self) -> Response<Body> {
@@ -431,7 +451,9 @@ impl Backend {
                         "no @connections endpoint for this request",
                     ));
                 };
-                match self.pusher.post(&endpoint, &ctx.connection_id, reply).await {
+                // Boxed: the SDK call's future is large, and inlined it would make every
+                // request's future (which hyper moves) that large too.
+                match Box::pin(self.pusher.post(&endpoint, &ctx.connection_id, reply)).await {
                     PushOutcome::Delivered => Ok(server::empty(StatusCode::OK)),
                     PushOutcome::Gone => {
                         self.forget(&ctx.connection_id).await;

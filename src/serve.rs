@@ -274,7 +274,14 @@ pub async fn prepare_with_sdk(
     sdk: aws_config::SdkConfig,
 ) -> Result<Prepared, ServeError> {
     let mut registry = Registry::default();
-    let metrics = BackendMetrics::register(&mut registry);
+    let metrics = BackendMetrics::register(
+        &mut registry,
+        &[
+            contract::PATH_CONNECT,
+            contract::PATH_DISCONNECT,
+            contract::PATH_MESSAGE,
+        ],
+    );
     let store: Arc<dyn SessionStore> = match config.store {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
         StoreKind::DynamoDb => {

@@ -58,7 +58,8 @@ where
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
                 let svc = service_fn(move |req| {
-                    let fut = handler(req, peer);
+                    // Boxed: hyper moves the service future around, and a pointer moves cheaply.
+                    let fut = Box::pin(handler(req, peer));
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()

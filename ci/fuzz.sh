@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of the parsers that face untrusted input:
-# route selection, the template loader, the backend's context headers, the @connections path
-# and the WebSocket frame limits. About 60 s per target (FUZZ_SECONDS), bounded; not part of
-# ci/test.sh. A crash fails the run and leaves its input in fuzz/artifacts/TARGET/: add it as a
-# regression test next to the property tests of the same parser.
+# route selection, the template loader, the backend's context headers, the @connections path,
+# the WebSocket frame limits, the SigV4 verifier and the handshake request parser. About 60 s
+# per target (FUZZ_SECONDS), bounded; not part of ci/test.sh. A crash fails the run and leaves
+# its input in fuzz/artifacts/TARGET/: add it as a regression test next to the property tests
+# of the same parser.
 #
 # The toolchain here is stable: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags, and the
 # sanitizer is off (coverage guidance still works).
@@ -14,7 +15,7 @@ cd "$ROOT/fuzz"
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.1
 export RUSTC_BOOTSTRAP=1
-targets=(route_selection template context_headers connections_path frames)
+targets=(route_selection template context_headers connections_path frames sigv4 handshake)
 failed=0
 for t in "${targets[@]}"; do
   log "fuzzing $t for ${SECONDS_PER_TARGET}s"

@@ -116,6 +116,7 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
         }
     };
     let result: Result<Drain, String> = runtime.block_on(async move {
+        crate::memory::spawn_collector();
         match ready {
             Ready::Serve(config) => crate::serve::run(config, handler).await.map_err(|e| e.to_string()),
             Ready::Gateway(config) => crate::gateway::run(config).await.map_err(|e| e.to_string()),

@@ -15,6 +15,7 @@ pub mod dev;
 pub mod gateway;
 pub mod handler;
 pub mod lifecycle;
+pub mod memory;
 pub mod metrics;
 pub mod percent;
 pub mod probe;

@@ -159,11 +159,24 @@ pub fn error_frame(message: &str, connection_id: &str, request_id: &str) -> Stri
     serde_json::json!({ "message": message, "connectionId": connection_id, "requestId": request_id }).to_string()
 }
 
-fn header_str(req: &Request<Incoming>, name: impl http::header::AsHeaderName) -> Option<&str> {
+fn header_str<B>(req: &Request<B>, name: impl http::header::AsHeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-fn is_upgrade(req: &Request<Incoming>) -> bool {
+/// What a valid handshake request carries for `$connect`.
+#[derive(Debug)]
+pub struct HandshakeRequest {
+    pub key: String,
+    pub host: String,
+    pub user_agent: String,
+    /// Headers with lowercase names (values that are not visible ASCII are left out).
+    pub headers: HashMap<String, String>,
+    /// The query string, decoded.
+    pub query: HashMap<String, String>,
+}
+
+/// Reads a WebSocket handshake request (RFC 6455 §4.2.1), or says which status refuses it.
+pub fn parse_handshake<B>(req: &Request<B>) -> Result<HandshakeRequest, (StatusCode, &'static str)> {
     let has = |name: header::HeaderName, token: &str| {
         req.headers()
             .get_all(name)
@@ -171,7 +184,29 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
-    req.method() == http::Method::GET && has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+    if req.method() != http::Method::GET || !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return Err((StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint"));
+    }
+    let key = match header_str(req, header::SEC_WEBSOCKET_KEY) {
+        Some(k) if header_str(req, header::SEC_WEBSOCKET_VERSION) == Some("13") => k.to_string(),
+        _ => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "missing Sec-WebSocket-Key or unsupported version",
+            ));
+        }
+    };
+    Ok(HandshakeRequest {
+        key,
+        host: header_str(req, header::HOST).unwrap_or_default().to_string(),
+        user_agent: header_str(req, header::USER_AGENT).unwrap_or_default().to_string(),
+        headers: req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        query: crate::percent::query_pairs(req.uri().query().unwrap_or("")).collect(),
+    })
 }
 
 /// Everything a `$connect`/message/`$disconnect` call needs from the connection.
@@ -243,18 +278,11 @@ impl Gateway {
         peer: SocketAddr,
         lifecycle: Lifecycle,
     ) -> Response<Body> {
-        if !is_upgrade(&req) {
-            return server::error(StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint");
-        }
-        let key = match header_str(&req, header::SEC_WEBSOCKET_KEY) {
-            Some(k) if header_str(&req, header::SEC_WEBSOCKET_VERSION) == Some("13") => k.to_string(),
-            _ => {
-                return server::error(
-                    StatusCode::BAD_REQUEST,
-                    "missing Sec-WebSocket-Key or unsupported version",
-                );
-            }
+        let hs = match parse_handshake(&req) {
+            Ok(hs) => hs,
+            Err((status, why)) => return server::error(status, why),
         };
+        let key = hs.key;
         if lifecycle.is_draining() {
             return server::error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down");
         }
@@ -268,21 +296,11 @@ impl Gateway {
         let ctx = Ctx {
             id: ids::new_id(),
             connected_at: now_ms(),
-            domain: self
-                .config
-                .domain_name
-                .clone()
-                .or_else(|| header_str(&req, header::HOST).map(str::to_string))
-                .unwrap_or_default(),
+            domain: self.config.domain_name.clone().unwrap_or(hs.host),
             source_ip: peer.ip().to_string(),
-            user_agent: header_str(&req, header::USER_AGENT).unwrap_or_default().to_string(),
+            user_agent: hs.user_agent,
         };
-        let handshake_headers: HashMap<String, String> = req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        let query: HashMap<String, String> = crate::percent::query_pairs(req.uri().query().unwrap_or("")).collect();
+        let (handshake_headers, query) = (hs.headers, hs.query);
         let on_upgrade = hyper::upgrade::on(&mut req);
 
         // `$connect` and everything after it run in their own task. hyper drops this future when

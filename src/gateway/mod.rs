@@ -44,6 +44,9 @@ pub fn parse_connections_path(raw: &str, stage: &str) -> Option<String> {
     mgmt::parse_path(raw, stage)
 }
 
+pub use conn::{HandshakeRequest, parse_handshake};
+pub use sigv4::Signed;
+
 /// The WebSocket limits the gateway applies to clients (frames and messages), for tests and
 /// fuzzing of the protocol layer.
 pub fn websocket_config(

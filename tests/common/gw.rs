@@ -38,6 +38,8 @@ pub struct Answer {
     pub body: Option<String>,
     /// Drop the connection without answering.
     pub hang_up: bool,
+    /// Answer after this long.
+    pub delay: Duration,
 }
 
 impl Default for Answer {
@@ -46,6 +48,7 @@ impl Default for Answer {
             status: 200,
             body: None,
             hang_up: false,
+            delay: Duration::ZERO,
         }
     }
 }
@@ -105,6 +108,7 @@ impl FakeBackend {
                             {
                                 tokio::time::sleep(Duration::from_millis(ms)).await;
                             }
+                            tokio::time::sleep(answer.delay).await;
                             if answer.hang_up {
                                 return Err(std::io::Error::other("hang up"));
                             }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod gw;
+pub mod proc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};

@@ -20,7 +20,7 @@ use crate::handler::{MessageHandler, RequestContext};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{self, BackendMetrics};
 use crate::push::{PushOutcome, Pusher};
-use crate::server::{self, Body, BodyError};
+use crate::server::{self, Body, BodyError, BodyPolicy};
 use crate::store::{Created, Session, SessionStore, StoreError};
 
 /// How replies reach the client.
@@ -78,9 +78,15 @@ impl Tally {
     }
 }
 
+/// One warning a second for failed store calls: an outage fails every request.
+static STORE_WARNINGS: std::sync::LazyLock<crate::telemetry::LogThrottle> =
+    std::sync::LazyLock::new(crate::telemetry::LogThrottle::default);
+
 /// Logs a store failure on the internal API and answers it.
 fn store_failure(connection_id: &str, err: StoreError) -> Response<Body> {
-    tracing::warn!(connection_id, error = %err, "session store call failed");
+    if let Some(alike) = STORE_WARNINGS.admit() {
+        tracing::warn!(connection_id, error = %err, alike_since_last = alike, "session store call failed");
+    }
     ApiError::Store(err).response()
 }
 
@@ -115,6 +121,8 @@ pub struct Backend {
     pub(crate) registry: Arc<Registry>,
     pub(crate) lifecycle: Lifecycle,
     pub(crate) settings: BackendSettings,
+    /// Deadline and shared budget for request bodies on both listeners.
+    pub(crate) body: BodyPolicy,
 }
 
 /// Maps errors at the HTTP boundary. Internal detail goes to the log, never to the client.
@@ -141,6 +149,8 @@ impl ApiError {
             ApiError::NoSecret => (StatusCode::UNAUTHORIZED, self.to_string()),
             ApiError::WrongSecret => (StatusCode::FORBIDDEN, self.to_string()),
             ApiError::Body(BodyError::TooLarge(_)) => (StatusCode::PAYLOAD_TOO_LARGE, self.to_string()),
+            ApiError::Body(BodyError::TimedOut(_)) => (StatusCode::REQUEST_TIMEOUT, self.to_string()),
+            ApiError::Body(BodyError::Busy) => (StatusCode::SERVICE_UNAVAILABLE, self.to_string()),
             ApiError::Body(BodyError::Read(_)) => (StatusCode::BAD_REQUEST, "request body could not be read".into()),
             ApiError::Store(StoreError::Rejected(_)) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -154,7 +164,9 @@ impl ApiError {
     /// Logs a store failure with the request it belongs to.
     fn logged(self, ctx: &RequestContext) -> Self {
         if let ApiError::Store(err) = &self {
-            tracing::warn!(connection_id = %ctx.connection_id, request_id = %ctx.request_id, error = %err, "session store call failed");
+            if let Some(alike) = STORE_WARNINGS.admit() {
+                tracing::warn!(connection_id = %ctx.connection_id, request_id = %ctx.request_id, error = %err, alike_since_last = alike, "session store call failed");
+            }
         }
         self
     }
@@ -165,6 +177,15 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn capped(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// A connection id as API Gateway issues them: short, printable, no separators.
@@ -263,14 +284,6 @@ fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
     })
 }
 
-/// Decodes `%XX` escapes in a path segment (connection ids often carry an encoded `=`).
-fn percent_decode(segment: &str) -> Option<String> {
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
-}
-
 /// Counts a request in flight for as long as it lives.
 struct InFlight<'a> {
     metrics: &'a BackendMetrics,
@@ -348,11 +361,12 @@ impl Backend {
     async fn integration(&self, route: &'static str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         self.check_secret(req.headers())?;
         let ctx = context(req.headers())?;
-        let (_, body) = server::read_body(req, self.settings.max_body_bytes).await?;
+        // The body's bytes stay counted against the budget until the answer is ready.
+        let body = server::read_body(req, self.settings.max_body_bytes, &self.body).await?;
         match route {
             contract::PATH_CONNECT => self.connect(ctx).await,
             contract::PATH_DISCONNECT => self.disconnect(ctx).await,
-            _ => self.message(ctx, body).await,
+            _ => self.message(ctx, body.bytes.clone()).await,
         }
     }
 
@@ -364,7 +378,7 @@ impl Backend {
             connected_at,
             last_seen_at: now,
             source_ip: ctx.source_ip.clone(),
-            user_agent: ctx.user_agent.clone(),
+            user_agent: capped(&ctx.user_agent, contract::MAX_STORED_USER_AGENT),
             domain: ctx.domain.clone(),
             stage: ctx.stage.clone(),
             message_count: 0,
@@ -489,7 +503,7 @@ impl Backend {
         let (route, resp): (&'static str, Response<Body>) = match (method, segments.as_slice()) {
             (Method::POST, ["v1", "broadcast"]) => ("/v1/broadcast", self.broadcast(req).await),
             (m, ["v1", "connections", id]) => {
-                let Some(id) = percent_decode(id).filter(|id| valid_connection_id(id)) else {
+                let Some(id) = crate::percent::decode(id).filter(|id| valid_connection_id(id)) else {
                     let resp = server::error(StatusCode::BAD_REQUEST, "invalid connection id");
                     self.observe("internal", "/v1/connections/{id}", resp.status(), started);
                     return resp;
@@ -502,7 +516,7 @@ impl Backend {
                 ("/v1/connections/{id}", resp)
             }
             (m, ["v1", "connections", id, "messages"]) => {
-                let resp = match percent_decode(id).filter(|id| valid_connection_id(id)) {
+                let resp = match crate::percent::decode(id).filter(|id| valid_connection_id(id)) {
                     None => server::error(StatusCode::BAD_REQUEST, "invalid connection id"),
                     Some(_) if m != Method::POST => server::error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
                     Some(id) => self.send(&id, req).await,
@@ -536,8 +550,8 @@ impl Backend {
     }
 
     async fn send(&self, id: &str, req: Request<Incoming>) -> Response<Body> {
-        let body = match server::read_body(req, contract::MAX_POST_BYTES).await {
-            Ok((_, body)) => body,
+        let body = match server::read_body(req, contract::MAX_POST_BYTES, &self.body).await {
+            Ok(body) => body,
             Err(err) => return ApiError::Body(err).response(),
         };
         let endpoint = match self.endpoint_for(id).await {
@@ -545,7 +559,7 @@ impl Backend {
             Ok(None) => return server::error(StatusCode::CONFLICT, "the session has no domain and stage to push to"),
             Err(resp) => return resp,
         };
-        match self.pusher.post(&endpoint, id, body).await {
+        match self.pusher.post(&endpoint, id, body.bytes.clone()).await {
             PushOutcome::Delivered => server::json(StatusCode::OK, &serde_json::json!({ "delivered": true })),
             PushOutcome::Gone => {
                 self.forget(id).await;
@@ -572,8 +586,8 @@ impl Backend {
     }
 
     async fn broadcast(&self, req: Request<Incoming>) -> Response<Body> {
-        let body = match server::read_body(req, contract::MAX_POST_BYTES).await {
-            Ok((_, body)) => body,
+        let body = match server::read_body(req, contract::MAX_POST_BYTES, &self.body).await {
+            Ok(body) => body,
             Err(err) => return ApiError::Body(err).response(),
         };
         let limit = Arc::new(Semaphore::new(self.settings.broadcast_concurrency.max(1)));
@@ -599,7 +613,7 @@ impl Backend {
                 let Ok(permit) = limit.clone().acquire_owned().await else {
                     break;
                 };
-                let data = body.clone();
+                let data = body.bytes.clone();
                 let pusher = self.pusher.clone();
                 tasks.spawn(async move {
                     let outcome = pusher.post(&endpoint, &session.connection_id, data).await;

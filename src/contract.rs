@@ -60,3 +60,32 @@ pub const MAX_CONNECTION_SECS: u64 = 2 * 60 * 60;
 pub const IDLE_TIMEOUT_SECS: u64 = 10 * 60;
 /// Integration timeout default (29 s).
 pub const INTEGRATION_TIMEOUT_MS: u64 = 29_000;
+/// Request line and headers together, at most. API Gateway documents 10240 bytes for the
+/// "total combined size of request line and header values" of REST and HTTP APIs; its WebSocket
+/// quotas name no such limit, so the handshake and the backend's public port take the same.
+pub const MAX_HEADER_BYTES: usize = 10_240;
+/// What a session keeps of the client's User-Agent, at most.
+pub const MAX_STORED_USER_AGENT: usize = 512;
+
+/// Characters a shared secret may not contain: it travels in a header, as a single-quoted
+/// literal in the template's RequestParameters (`'`), and in the gateway's comma-separated
+/// parameter list (`,`).
+const SECRET_FORBIDDEN: &[u8] = b" \"',\\`";
+
+/// Checks a shared secret: at least 16 printable ASCII characters, none of space, `"`, `'`,
+/// `,`, `\` or a backtick (the CloudFormation template's `SharedSecret` pattern says the same).
+pub fn check_shared_secret(secret: &str) -> Result<(), String> {
+    if secret.len() < 16 {
+        return Err("must be at least 16 characters".into());
+    }
+    if !secret
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !SECRET_FORBIDDEN.contains(&b))
+    {
+        return Err(
+            "must be printable ASCII without spaces, quotes, commas, backslashes or backticks (it travels in a header and in the template's literals)"
+                .into(),
+        );
+    }
+    Ok(())
+}

@@ -73,26 +73,26 @@ impl DevArgs {
             ));
         }
         p.into_result()?;
-        let serve = ServeArgs {
-            listen: "127.0.0.1:0".into(),
-            internal_listen: self.internal_listen.clone(),
-            store: "memory".into(),
-            table: "socketless-sessions".into(),
-            region: Some("us-east-1".into()),
-            dynamodb_endpoint: None,
-            create_table: false,
-            reply_mode: self.reply_mode.clone(),
-            push_endpoint: None,
-            shared_secret: Some(random_secret()),
-            cache_capacity: "100000".into(),
-            sync_interval: "60s".into(),
-            session_ttl: "2h15m".into(),
-            max_body_bytes: "131072".into(),
-            shutdown_delay: "0s".into(),
-            drain_timeout: "5s".into(),
-            aws_timeout: "3s".into(),
-            broadcast_concurrency: "32".into(),
-        };
+        let secret = random_secret();
+        let serve = ServeArgs::from_flags([
+            "--listen",
+            "127.0.0.1:0",
+            "--internal-listen",
+            &self.internal_listen,
+            "--store",
+            "memory",
+            "--region",
+            "us-east-1",
+            "--reply-mode",
+            &self.reply_mode,
+            "--shared-secret",
+            &secret,
+            "--shutdown-delay",
+            "0s",
+            "--drain-timeout",
+            "5s",
+        ])
+        .map_err(|e| ConfigError(vec![e.to_string()]))?;
         Ok(DevConfig {
             listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 8081).into()),
             serve,

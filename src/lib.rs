@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod handler;
 pub mod lifecycle;
 pub mod metrics;
+pub mod percent;
 pub mod probe;
 pub mod push;
 pub mod serve;

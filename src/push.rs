@@ -49,6 +49,7 @@ pub struct Pusher {
     fixed_endpoint: Option<String>,
     clients: Mutex<HashMap<String, Client>>,
     metrics: Arc<BackendMetrics>,
+    warn_failed: crate::telemetry::LogThrottle,
 }
 
 impl Pusher {
@@ -58,6 +59,7 @@ impl Pusher {
             fixed_endpoint: fixed_endpoint.map(|e| e.trim_end_matches('/').to_string()),
             clients: Mutex::new(HashMap::new()),
             metrics,
+            warn_failed: Default::default(),
         }
     }
 
@@ -128,7 +130,9 @@ impl Pusher {
     fn record(&self, op: &'static str, outcome: &PushOutcome) {
         self.metrics.push(outcome.label());
         if let PushOutcome::Failed(reason) = outcome {
-            tracing::warn!(operation = op, reason = %reason, "@connections call failed");
+            if let Some(alike) = self.warn_failed.admit() {
+                tracing::warn!(operation = op, reason = %reason, alike_since_last = alike, "@connections call failed");
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::handler::MessageHandler;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::BackendMetrics;
 use crate::push::Pusher;
-use crate::server::{self, Drain};
+use crate::server::{self, BodyPolicy, Drain, HttpLimits};
 use crate::store::{DynamoStore, DynamoStoreConfig, MemoryStore, SessionStore, StoreError};
 
 /// Flags of `socketless serve`. Values are validated together in [`ServeArgs::validate`], so one
@@ -66,6 +66,19 @@ pub struct ServeArgs {
     /// Largest request body accepted on the public port.
     #[arg(long, env = "SOCKETLESS_MAX_BODY_BYTES", default_value = "131072")]
     pub max_body_bytes: String,
+    /// Idle keep-alive connections stay open this long (and a request head must arrive within
+    /// it). Keep it above the idle timeout of the load balancer in front (an ALB's is 60 s).
+    #[arg(long, env = "SOCKETLESS_KEEP_ALIVE_TIMEOUT", default_value = "75s")]
+    pub keep_alive_timeout: String,
+    /// Request line and headers together at most, in bytes; larger requests get 431.
+    #[arg(long, env = "SOCKETLESS_MAX_HEADER_BYTES", default_value = "10240")]
+    pub max_header_bytes: String,
+    /// A request body must arrive whole within this; slower bodies get 408.
+    #[arg(long, env = "SOCKETLESS_BODY_TIMEOUT", default_value = "10s")]
+    pub body_timeout: String,
+    /// Bytes of request bodies held at once across all requests; past it requests get 503.
+    #[arg(long, env = "SOCKETLESS_MAX_BUFFERED_BODY_BYTES", default_value = "67108864")]
+    pub max_buffered_body_bytes: String,
     /// After SIGTERM, keep serving (not ready) this long so load balancers deregister the pod.
     #[arg(long, env = "SOCKETLESS_SHUTDOWN_DELAY", default_value = "5s")]
     pub shutdown_delay: String,
@@ -102,13 +115,34 @@ pub struct ServeConfig {
     pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
     pub aws_timeout: Duration,
+    pub http: HttpLimits,
+    pub body: BodyPolicy,
     pub backend: BackendSettings,
 }
 
 /// Region used for SigV4 when nothing else names one and no AWS service needs the real one.
 const FALLBACK_REGION: &str = "us-east-1";
 
+/// `socketless serve`'s flags on their own, to build [`ServeArgs`] from words.
+#[derive(clap::Parser, Debug)]
+#[command(name = "serve", no_binary_name = true)]
+struct ServeFlags {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
 impl ServeArgs {
+    /// Settings from flags, as the command line gives them (for `dev` and tests, which set a
+    /// few and take every other default from the one place clap reads it).
+    pub fn from_flags<I, T>(flags: I) -> Result<ServeArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        ServeFlags::try_parse_from(flags).map(|f| f.args)
+    }
+
     /// Checks every setting and reports all problems at once.
     pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
         let mut p = Problems::new();
@@ -160,11 +194,8 @@ impl ServeArgs {
             p.push("--create-table (SOCKETLESS_CREATE_TABLE): only makes sense with --store dynamodb");
         }
         if let Some(s) = &self.shared_secret {
-            if s.len() < 16 {
-                p.push("--shared-secret (SOCKETLESS_SHARED_SECRET): must be at least 16 characters");
-            }
-            if !s.bytes().all(|b| b.is_ascii_graphic()) {
-                p.push("--shared-secret (SOCKETLESS_SHARED_SECRET): must be printable ASCII without spaces (it travels in a header)");
+            if let Err(why) = contract::check_shared_secret(s) {
+                p.push(format!("--shared-secret (SOCKETLESS_SHARED_SECRET): {why}"));
             }
         }
         let cache_capacity = p.count(
@@ -190,6 +221,34 @@ impl ServeArgs {
         let shutdown_delay = p.duration("--shutdown-delay (SOCKETLESS_SHUTDOWN_DELAY)", &self.shutdown_delay);
         let drain_timeout = p.duration("--drain-timeout (SOCKETLESS_DRAIN_TIMEOUT)", &self.drain_timeout);
         let aws_timeout = p.duration("--aws-timeout (SOCKETLESS_AWS_TIMEOUT)", &self.aws_timeout);
+        let keep_alive = p.duration(
+            "--keep-alive-timeout (SOCKETLESS_KEEP_ALIVE_TIMEOUT)",
+            &self.keep_alive_timeout,
+        );
+        let max_header = p.count(
+            "--max-header-bytes (SOCKETLESS_MAX_HEADER_BYTES)",
+            &self.max_header_bytes,
+            1024 * 1024,
+        );
+        if max_header.is_some_and(|m| m < 1024) {
+            p.push("--max-header-bytes (SOCKETLESS_MAX_HEADER_BYTES): must be at least 1024");
+        }
+        let body_timeout = p.duration("--body-timeout (SOCKETLESS_BODY_TIMEOUT)", &self.body_timeout);
+        let body_budget = p.count(
+            "--max-buffered-body-bytes (SOCKETLESS_MAX_BUFFERED_BODY_BYTES)",
+            &self.max_buffered_body_bytes,
+            u32::MAX as u64,
+        );
+        if let (Some(budget), Some(body)) = (body_budget, max_body) {
+            if budget < body {
+                p.push("--max-buffered-body-bytes: must be at least --max-body-bytes");
+            }
+        }
+        for (name, d) in [("--keep-alive-timeout", keep_alive), ("--body-timeout", body_timeout)] {
+            if d.is_some_and(|d| d.is_zero()) {
+                p.push(format!("{name}: must be more than zero"));
+            }
+        }
         if aws_timeout.is_some_and(|t| t < Duration::from_millis(100)) {
             p.push("--aws-timeout (SOCKETLESS_AWS_TIMEOUT): must be at least 100ms");
         }
@@ -214,6 +273,11 @@ impl ServeArgs {
             shutdown_delay: shutdown_delay.unwrap_or_default(),
             drain_timeout: drain_timeout.unwrap_or_default(),
             aws_timeout: aws_timeout.unwrap_or_default(),
+            http: HttpLimits {
+                keep_alive: keep_alive.unwrap_or_default(),
+                max_header_bytes: max_header.unwrap_or(1) as usize,
+            },
+            body: BodyPolicy::new(body_timeout.unwrap_or_default(), body_budget.unwrap_or(1) as usize),
             backend: BackendSettings {
                 shared_secret: self.shared_secret.clone(),
                 reply_mode: reply_mode.unwrap_or(ReplyMode::Sync),
@@ -242,6 +306,7 @@ pub struct Prepared {
     pub public: TcpListener,
     pub internal: TcpListener,
     pub lifecycle: Lifecycle,
+    pub http: HttpLimits,
     pub drain_timeout: Duration,
 }
 
@@ -312,12 +377,14 @@ pub async fn prepare_with_sdk(
         registry: Arc::new(registry),
         lifecycle: lifecycle.clone(),
         settings: config.backend.clone(),
+        body: config.body.clone(),
     });
     Ok(Prepared {
         backend,
         public,
         internal,
         lifecycle,
+        http: config.http,
         drain_timeout: config.drain_timeout,
     })
 }
@@ -331,21 +398,19 @@ impl Prepared {
             self.public,
             move |req, peer| public_backend.clone().public(req, peer),
             self.lifecycle.clone(),
+            self.http,
             self.drain_timeout,
         );
         let internal = server::serve(
             self.internal,
             move |req, peer| internal_backend.clone().internal(req, peer),
             self.lifecycle.clone(),
+            self.http,
             self.drain_timeout,
         );
         let (a, b) = tokio::join!(public, internal);
         self.backend.flush_pending(Duration::from_secs(2)).await;
-        if a == Drain::Complete && b == Drain::Complete {
-            Drain::Complete
-        } else {
-            Drain::TimedOut
-        }
+        Drain::all(&[a, b])
     }
 }
 

@@ -13,9 +13,9 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key};
@@ -33,6 +33,8 @@ pub const NORMAL: (u16, &str) = (1000, "Connection Closed Normally");
 pub const GOING_AWAY: (u16, &str) = (1001, "Going away");
 pub const UNSUPPORTED: (u16, &str) = (1003, "Binary frames are not supported");
 pub const TOO_BIG: (u16, &str) = (1009, "Message too big");
+pub const PROTOCOL_ERROR: (u16, &str) = (1002, "Protocol error");
+pub const INVALID_PAYLOAD: (u16, &str) = (1007, "Invalid frame payload data");
 /// No close frame was received (the TCP connection dropped).
 pub const ABNORMAL: u16 = 1006;
 /// A close frame without a status.
@@ -40,10 +42,8 @@ pub const NO_STATUS: u16 = 1005;
 
 /// What the rest of the gateway knows about a live connection.
 pub struct ConnHandle {
-    pub id: String,
-    pub connected_at: i64,
-    pub source_ip: String,
-    pub user_agent: String,
+    /// The connection's context, shared with its task (one copy of the User-Agent).
+    pub ctx: Arc<Ctx>,
     last_active: AtomicI64,
     /// Frames waiting for the client, bounded by `capacity`. A plain deque allocates nothing
     /// until a frame is queued, which keeps idle connections small.
@@ -69,6 +69,10 @@ pub enum QueueError {
 }
 
 impl ConnHandle {
+    pub fn id(&self) -> &str {
+        &self.ctx.id
+    }
+
     pub fn touch(&self) {
         self.last_active.store(now_ms(), Ordering::Relaxed);
     }
@@ -133,6 +137,21 @@ pub fn ws_config(max_message_bytes: usize, max_frame_bytes: usize) -> WebSocketC
         .max_write_buffer_size(max_message_bytes * 2 + 4096)
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_frame_bytes))
+}
+
+/// The 101 answer that completes a handshake.
+fn switching_protocols(key: &str, subprotocol: Option<HeaderValue>) -> Response<Body> {
+    let mut resp = server::empty(StatusCode::SWITCHING_PROTOCOLS);
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = subprotocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    resp
 }
 
 /// The gateway-generated error frame.
@@ -210,7 +229,9 @@ impl Gateway {
             integration::call(&self.client, integration, &mapped, body, self.timeout_for(integration)).await;
         self.metrics.integration(&route.key, outcome.kind(), took);
         if let Outcome::Failed(reason) = &outcome {
-            tracing::warn!(route = %route.key, reason = %reason, "integration call failed");
+            if let Some(alike) = self.warn_integration.admit() {
+                tracing::warn!(route = %route.key, reason = %reason, alike_since_last = alike, "integration call failed");
+            }
         }
         Some(outcome)
     }
@@ -218,7 +239,7 @@ impl Gateway {
     /// Handles an upgrade request on `/{stage}`: `$connect` first, then the 101.
     pub(super) async fn handshake(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: SocketAddr,
         lifecycle: Lifecycle,
     ) -> Response<Body> {
@@ -261,84 +282,50 @@ impl Gateway {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        let query: HashMap<String, String> = req
-            .uri()
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                let dec = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-                (dec(k), dec(v))
-            })
-            .collect();
+        let query: HashMap<String, String> = crate::percent::query_pairs(req.uri().query().unwrap_or("")).collect();
+        let on_upgrade = hyper::upgrade::on(&mut req);
 
-        let mut subprotocol = None;
-        if let Some(route) = self.config.model.routes.get("$connect") {
-            let request_id = ids::new_id();
-            let context = self.context(&ctx, "CONNECT", "$connect", &request_id, &[]);
-            let inputs = Inputs {
-                context: &context,
-                handshake: Some((&handshake_headers, &query)),
-                body: None,
-                stage_variables: &self.config.model.stage_variables,
-            };
-            match self.invoke(route, &inputs, Bytes::new()).await {
-                None => {}
-                Some(Outcome::Response { status, headers, .. }) if status.is_success() => {
-                    subprotocol = headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
-                }
-                Some(Outcome::Response { status, .. }) => {
-                    self.metrics.connect("rejected");
-                    return server::json(
-                        status,
-                        &serde_json::json!({ "message": "Forbidden", "connectionId": ctx.id, "requestId": request_id }),
-                    );
-                }
-                Some(Outcome::Timeout) => {
-                    self.metrics.connect("failed");
-                    return server::json(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        &serde_json::json!({ "message": "Endpoint request timed out" }),
-                    );
-                }
-                Some(Outcome::Failed(_)) => {
-                    self.metrics.connect("failed");
-                    return server::json(
-                        StatusCode::BAD_GATEWAY,
-                        &serde_json::json!({ "message": "Internal server error" }),
-                    );
-                }
-            }
-        }
-
-        let handle = Arc::new(ConnHandle {
-            id: ctx.id.clone(),
-            connected_at: ctx.connected_at,
-            source_ip: ctx.source_ip.clone(),
-            user_agent: ctx.user_agent.clone(),
-            last_active: AtomicI64::new(ctx.connected_at),
-            outbound: Mutex::new(Outbound {
-                frames: std::collections::VecDeque::new(),
-                capacity: self.config.outbound_queue,
-                closed: false,
-            }),
-            outbound_notify: Notify::new(),
-            close: Mutex::new(None),
-            close_notify: Notify::new(),
-        });
-        self.metrics.connect("accepted");
+        // `$connect` and everything after it run in their own task. hyper drops this future when
+        // the client goes away mid-handshake; the task still learns how `$connect` ended, and
+        // a connection that `$connect` accepted but that never opened gets its `$disconnect`, so
+        // no session is left behind.
+        let (answer, answered) = oneshot::channel::<Response<Body>>();
         let gw = self.clone();
-        let on_upgrade = hyper::upgrade::on(req);
         tokio::spawn(async move {
             let _slot = slot;
+            let subprotocol = match gw.run_connect(&ctx, &handshake_headers, &query).await {
+                Ok(subprotocol) => subprotocol,
+                Err(refusal) => {
+                    let _ = answer.send(refusal);
+                    return;
+                }
+            };
+            drop((handshake_headers, query));
+            gw.metrics.connect("accepted");
+            if answer.send(switching_protocols(&key, subprotocol)).is_err() {
+                tracing::debug!(connection_id = %ctx.id, "client left during $connect");
+                gw.disconnect(&ctx, ABNORMAL, "Client left during the handshake").await;
+                return;
+            }
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let config = gw.ws_config();
                     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                    let ctx = Arc::new(ctx);
+                    let handle = Arc::new(ConnHandle {
+                        ctx: ctx.clone(),
+                        last_active: AtomicI64::new(ctx.connected_at),
+                        outbound: Mutex::new(Outbound {
+                            frames: std::collections::VecDeque::new(),
+                            capacity: gw.config.outbound_queue,
+                            closed: false,
+                        }),
+                        outbound_notify: Notify::new(),
+                        close: Mutex::new(None),
+                        close_notify: Notify::new(),
+                    });
                     gw.register(handle.clone());
-                    gw.clone().run(ws, handle, ctx, lifecycle).await;
+                    gw.clone().run(ws, handle, lifecycle).await;
                 }
                 Err(err) => {
                     tracing::debug!(error = %err, "upgrade failed after $connect");
@@ -346,18 +333,56 @@ impl Gateway {
                 }
             }
         });
+        answered
+            .await
+            .unwrap_or_else(|_| server::error(StatusCode::INTERNAL_SERVER_ERROR, "handshake failed"))
+    }
 
-        let mut resp = server::empty(StatusCode::SWITCHING_PROTOCOLS);
-        let h = resp.headers_mut();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    /// Runs `$connect`: `Ok` with the subprotocol to confirm, or the refusal to answer.
+    async fn run_connect(
+        &self,
+        ctx: &Ctx,
+        headers: &HashMap<String, String>,
+        query: &HashMap<String, String>,
+    ) -> Result<Option<HeaderValue>, Response<Body>> {
+        let Some(route) = self.config.model.routes.get("$connect") else {
+            return Ok(None);
+        };
+        let request_id = ids::new_id();
+        let context = self.context(ctx, "CONNECT", "$connect", &request_id, &[]);
+        let inputs = Inputs {
+            context: &context,
+            handshake: Some((headers, query)),
+            body: None,
+            stage_variables: &self.config.model.stage_variables,
+        };
+        match self.invoke(route, &inputs, Bytes::new()).await {
+            None => Ok(None),
+            Some(Outcome::Response { status, headers, .. }) if status.is_success() => {
+                Ok(headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned())
+            }
+            Some(Outcome::Response { status, .. }) => {
+                self.metrics.connect("rejected");
+                Err(server::json(
+                    status,
+                    &serde_json::json!({ "message": "Forbidden", "connectionId": ctx.id, "requestId": request_id }),
+                ))
+            }
+            Some(Outcome::Timeout) => {
+                self.metrics.connect("failed");
+                Err(server::json(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &serde_json::json!({ "message": "Endpoint request timed out" }),
+                ))
+            }
+            Some(Outcome::Failed(_)) => {
+                self.metrics.connect("failed");
+                Err(server::json(
+                    StatusCode::BAD_GATEWAY,
+                    &serde_json::json!({ "message": "Internal server error" }),
+                ))
+            }
         }
-        if let Some(p) = subprotocol {
-            h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
-        }
-        resp
     }
 
     fn ws_config(&self) -> WebSocketConfig {
@@ -426,16 +451,14 @@ impl Gateway {
         self: Arc<Self>,
         mut ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
         handle: Arc<ConnHandle>,
-        ctx: Ctx,
         lifecycle: Lifecycle,
     ) {
-        let ctx = Arc::new(ctx);
+        let ctx = handle.ctx.clone();
         let idle = self.config.idle_timeout;
         let max_deadline = tokio::time::Instant::now() + self.config.max_connection_duration;
         let mut inflight: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>> = None;
         let write_timeout = self.config.write_timeout;
-        // Who closed, and how: (status, reason, whether we still owe a close frame).
-        let (code, reason, send_close): (u16, String, bool) = loop {
+        let ending: Ending = loop {
             let idle_deadline = {
                 let since = (now_ms() - handle.last_active()).max(0) as u64;
                 tokio::time::Instant::now() + idle.saturating_sub(Duration::from_millis(since))
@@ -444,25 +467,18 @@ impl Gateway {
                 biased;
                 _ = handle.close_notify.notified() => {
                     if let Some((c, r)) = handle.take_close() {
-                        break (c, r, true);
+                        break Ending::ByUs(c, r);
                     }
                 }
-                _ = lifecycle.stopped() => break (GOING_AWAY.0, GOING_AWAY.1.to_string(), true),
-                _ = tokio::time::sleep_until(max_deadline) => break (GOING_AWAY.0, GOING_AWAY.1.to_string(), true),
+                _ = lifecycle.stopped() => break Ending::by_us(GOING_AWAY),
+                _ = tokio::time::sleep_until(max_deadline) => break Ending::by_us(GOING_AWAY),
                 _ = handle.outbound_notify.notified() => {
                     let mut failed = None;
                     while let Some(msg) = handle.pop() {
                         handle.touch();
-                        match tokio::time::timeout(write_timeout, ws.send(msg)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => {
-                                failed = Some((ABNORMAL, String::new(), false));
-                                break;
-                            }
-                            Err(_) => {
-                                failed = Some((GOING_AWAY.0, "Write timed out".to_string(), true));
-                                break;
-                            }
+                        if let Err(e) = write(&mut ws, msg, write_timeout).await {
+                            failed = Some(e);
+                            break;
                         }
                     }
                     if let Some(f) = failed {
@@ -473,10 +489,8 @@ impl Gateway {
                     inflight = None;
                     if let Some(frame) = reply {
                         handle.touch();
-                        match tokio::time::timeout(write_timeout, ws.send(Message::text(frame))).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => break (ABNORMAL, String::new(), false),
-                            Err(_) => break (GOING_AWAY.0, "Write timed out".to_string(), true),
+                        if let Err(e) = write(&mut ws, Message::text(frame), write_timeout).await {
+                            break e;
                         }
                     }
                 }
@@ -485,47 +499,115 @@ impl Gateway {
                         handle.touch();
                         inflight = Some(Box::pin(self.clone().message(ctx.clone(), t.as_str().to_string())));
                     }
-                    Some(Ok(Message::Binary(_))) => break (UNSUPPORTED.0, UNSUPPORTED.1.to_string(), true),
+                    Some(Ok(Message::Binary(_))) => break Ending::by_us(UNSUPPORTED),
                     Some(Ok(Message::Close(frame))) => {
                         let (c, r) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((NO_STATUS, String::new()));
-                        break (c, r, false);
+                        break Ending::ByPeer(c, r);
                     }
                     Some(Ok(_)) => {} // ping/pong: answered by the protocol layer, not activity
-                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => break (TOO_BIG.0, TOO_BIG.1.to_string(), true),
-                    Some(Err(WsError::Capacity(_))) => break (TOO_BIG.0, TOO_BIG.1.to_string(), true),
-                    Some(Err(_)) | None => break (ABNORMAL, String::new(), false),
+                    Some(Err(err)) => break Ending::from_read_error(err),
+                    None => break Ending::Dropped,
                 },
                 _ = tokio::time::sleep_until(idle_deadline) => {
                     if (now_ms() - handle.last_active()).max(0) as u128 >= idle.as_millis() {
-                        break (GOING_AWAY.0, "Idle timeout".to_string(), true);
+                        break Ending::ByUs(GOING_AWAY.0, "Idle timeout".to_string());
                     }
                 }
             }
         };
         // Unregister first: from here on @connections answers 410.
-        self.unregister(&handle.id);
+        self.unregister(handle.id());
         handle.close_queue();
-        if send_close {
-            let frame = CloseFrame {
-                code: CloseCode::from(code),
-                reason: reason.clone().into(),
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                if ws.send(Message::Close(Some(frame))).await.is_ok() {
-                    // Wait for the client's close reply, briefly.
-                    while let Some(Ok(m)) = ws.next().await {
-                        if m.is_close() {
-                            break;
+        let (code, reason) = ending.finish(&mut ws).await;
+        // Dropping the socket closes it lingering (see server::LingeringStream), so a Close
+        // frame just sent is not lost to a reset.
+        drop(ws);
+        tracing::debug!(connection_id = %ctx.id, code, reason = %reason, "connection closed");
+        self.disconnect(&ctx, code, &reason).await;
+    }
+}
+
+/// How a connection ended, and what the closing handshake still owes the client.
+enum Ending {
+    /// The gateway closes: send a Close frame with this status and wait briefly for the reply.
+    ByUs(u16, String),
+    /// The client sent a Close frame: answer it (RFC 6455 §5.5.1) with the same status.
+    ByPeer(u16, String),
+    /// The client broke the protocol: send a Close frame with this status, expect nothing back.
+    Violation(u16, String),
+    /// The connection is gone (reset, write failure): nothing can be sent.
+    Dropped,
+}
+
+impl Ending {
+    fn by_us((code, reason): (u16, &str)) -> Self {
+        Ending::ByUs(code, reason.to_string())
+    }
+
+    /// Maps a read error: limits give 1009, invalid UTF-8 gives 1007 and other protocol
+    /// violations (unmasked frames, reserved opcodes or bits, oversized control frames) give
+    /// 1002; a dropped connection gives nothing to send.
+    fn from_read_error(err: WsError) -> Self {
+        match err {
+            WsError::Capacity(_) => Ending::by_us(TOO_BIG),
+            WsError::Utf8(_) => Ending::Violation(INVALID_PAYLOAD.0, INVALID_PAYLOAD.1.to_string()),
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Dropped,
+            WsError::Protocol(_) => Ending::Violation(PROTOCOL_ERROR.0, PROTOCOL_ERROR.1.to_string()),
+            _ => Ending::Dropped,
+        }
+    }
+
+    /// Completes the closing handshake as far as the client allows; returns the status and
+    /// reason `$disconnect` reports.
+    async fn finish(self, ws: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) -> (u16, String) {
+        let bound = Duration::from_secs(2);
+        match self {
+            Ending::ByUs(code, reason) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.clone().into(),
+                };
+                let _ = tokio::time::timeout(bound, async {
+                    if ws.send(Message::Close(Some(frame))).await.is_ok() {
+                        // Wait for the client's Close reply, briefly.
+                        while let Some(Ok(m)) = ws.next().await {
+                            if m.is_close() {
+                                break;
+                            }
                         }
                     }
-                }
-            })
-            .await;
-        } else if code != ABNORMAL {
-            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                })
+                .await;
+                (code, reason)
+            }
+            Ending::ByPeer(code, reason) => {
+                // The protocol layer queued the reply when it read the client's Close frame;
+                // flushing sends it.
+                let _ = tokio::time::timeout(bound, SinkExt::flush(ws)).await;
+                (code, reason)
+            }
+            Ending::Violation(code, reason) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.clone().into(),
+                };
+                let _ = tokio::time::timeout(bound, ws.send(Message::Close(Some(frame)))).await;
+                (code, reason)
+            }
+            Ending::Dropped => (ABNORMAL, String::new()),
         }
-        drop(ws);
-        tracing::debug!(connection_id = %handle.id, code, reason = %reason, "connection closed");
-        self.disconnect(&ctx, code, &reason).await;
+    }
+}
+
+/// Writes one frame within the write timeout.
+async fn write(
+    ws: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    msg: Message,
+    within: Duration,
+) -> Result<(), Ending> {
+    match tokio::time::timeout(within, ws.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ending::Dropped),
+        Err(_) => Err(Ending::ByUs(GOING_AWAY.0, "Write timed out".to_string())),
     }
 }

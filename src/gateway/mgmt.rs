@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::Gateway;
 use super::conn::{NORMAL, QueueError};
+use super::sigv4::Signed;
 use super::timefmt::{iso8601, now_ms};
 use crate::contract::MAX_POST_BYTES;
 use crate::server::{self, Body, BodyError};
@@ -25,12 +26,7 @@ pub fn aws_error(status: StatusCode, kind: &'static str, message: &str) -> Respo
 /// Reads the connection id from a raw `/{stage}/@connections/{id}` path, where each segment
 /// may be percent-encoded (`%40connections`, `abc%3D`); `None` if the path is not one.
 pub fn parse_path(raw: &str, stage: &str) -> Option<String> {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8()
-            .ok()
-            .map(|c| c.into_owned())
-    };
+    let decode = crate::percent::decode;
     let mut segments = raw.strip_prefix('/')?.split('/');
     if decode(segments.next()?)? != stage || decode(segments.next()?)? != "@connections" {
         return None;
@@ -60,9 +56,17 @@ impl Gateway {
     }
 
     async fn management_inner(&self, req: Request<Incoming>, id: &str, method: &Method) -> Response<Body> {
+        // What can be checked before the body arrives is checked first: an unsigned caller
+        // never gets a body buffered.
+        if let Some(v) = &self.config.verifier {
+            if let Err(why) = v.precheck(req.headers(), now_ms() / 1000) {
+                tracing::info!(reason = %why, "@connections call refused: bad signature");
+                return aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
+            }
+        }
         let raw_path = req.uri().path().to_string();
         let raw_query = req.uri().query().unwrap_or("").to_string();
-        let (parts, body) = match server::read_body(req, MAX_POST_BYTES).await {
+        let read = match server::read_body(req, MAX_POST_BYTES, &self.config.body).await {
             Ok(v) => v,
             Err(BodyError::TooLarge(_)) => {
                 return aws_error(
@@ -71,19 +75,33 @@ impl Gateway {
                     "Request body exceeded 131072 bytes",
                 );
             }
+            Err(BodyError::Busy) => {
+                return aws_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "LimitExceededException",
+                    "too many @connections bodies are being received; try again",
+                );
+            }
+            Err(BodyError::TimedOut(_)) => {
+                return aws_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "BadRequestException",
+                    "the body did not arrive in time",
+                );
+            }
             Err(BodyError::Read(_)) => {
                 return aws_error(StatusCode::BAD_REQUEST, "BadRequestException", "unreadable body");
             }
         };
+        let body = &read.bytes;
         if let Some(v) = &self.config.verifier {
-            if let Err(why) = v.verify(
-                method.as_str(),
-                &raw_path,
-                &raw_query,
-                &parts.headers,
-                &body,
-                now_ms() / 1000,
-            ) {
+            let signed = Signed {
+                method: method.as_str(),
+                raw_path: &raw_path,
+                raw_query: &raw_query,
+                headers: &read.parts.headers,
+            };
+            if let Err(why) = v.verify(&signed, body, now_ms() / 1000) {
                 tracing::info!(reason = %why, "@connections call refused: bad signature");
                 return aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
             }
@@ -110,8 +128,8 @@ impl Gateway {
             Method::GET => server::json(
                 StatusCode::OK,
                 &serde_json::json!({
-                    "connectedAt": iso8601(conn.connected_at),
-                    "identity": { "sourceIp": conn.source_ip, "userAgent": conn.user_agent },
+                    "connectedAt": iso8601(conn.ctx.connected_at),
+                    "identity": { "sourceIp": conn.ctx.source_ip, "userAgent": conn.ctx.user_agent },
                     "lastActiveAt": iso8601(conn.last_active()),
                 }),
             ),

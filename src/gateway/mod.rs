@@ -33,7 +33,7 @@ use crate::config::{ConfigError, Problems};
 use crate::contract;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::latency_histogram;
-use crate::server::{self, Body, Drain};
+use crate::server::{self, Body, BodyPolicy, Drain, HttpLimits};
 use conn::ConnHandle;
 pub use sigv4::Verifier;
 pub use template::{ApiModel, TemplateError};
@@ -104,6 +104,20 @@ pub struct GatewayArgs {
     /// Then wait at most this long for closes and their $disconnect calls.
     #[arg(long, env = "SOCKETLESS_GATEWAY_DRAIN_TIMEOUT", default_value = "20s")]
     pub drain_timeout: String,
+    /// Idle keep-alive connections (@connections callers) stay open this long, and a request
+    /// head (a handshake too) must arrive within it.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_KEEP_ALIVE_TIMEOUT", default_value = "75s")]
+    pub keep_alive_timeout: String,
+    /// Request line and headers together at most, in bytes (handshakes and @connections);
+    /// larger requests get 431.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_HEADER_BYTES", default_value = "10240")]
+    pub max_header_bytes: String,
+    /// An @connections body must arrive whole within this; slower bodies get 408.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_BODY_TIMEOUT", default_value = "10s")]
+    pub body_timeout: String,
+    /// Bytes of @connections bodies held at once; past it calls get 429 LimitExceededException.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_BUFFERED_BODY_BYTES", default_value = "67108864")]
+    pub max_buffered_body_bytes: String,
     /// Require SigV4 on @connections, signed with this access key id.
     #[arg(
         long,
@@ -137,6 +151,8 @@ pub struct GatewayConfig {
     pub write_timeout: Duration,
     pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
+    pub http: HttpLimits,
+    pub body: BodyPolicy,
     pub verifier: Option<Verifier>,
 }
 
@@ -160,6 +176,21 @@ impl GatewayArgs {
     /// Checks every flag and the template, reporting all problems at once.
     pub fn validate(&self) -> Result<GatewayConfig, ConfigError> {
         let mut p = Problems::new();
+        let text = match &self.cfn {
+            None => Some(EMBEDDED_TEMPLATE.to_string()),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    p.push(format!("--cfn (SOCKETLESS_GATEWAY_CFN): cannot read {path:?}: {e}"));
+                    None
+                }
+            },
+        };
+        self.validate_with(text, p)
+    }
+
+    /// [`GatewayArgs::validate`] with the template's text given.
+    fn validate_with(&self, text: Option<String>, mut p: Problems) -> Result<GatewayConfig, ConfigError> {
         let listen = p.addr("--listen (SOCKETLESS_GATEWAY_LISTEN)", &self.listen);
         let max_connections = p.count(
             "--max-connections (SOCKETLESS_GATEWAY_MAX_CONNECTIONS)",
@@ -210,26 +241,42 @@ impl GatewayArgs {
             "--drain-timeout (SOCKETLESS_GATEWAY_DRAIN_TIMEOUT)",
             &self.drain_timeout,
         );
+        let keep_alive = p.duration(
+            "--keep-alive-timeout (SOCKETLESS_GATEWAY_KEEP_ALIVE_TIMEOUT)",
+            &self.keep_alive_timeout,
+        );
+        let max_header = p.count(
+            "--max-header-bytes (SOCKETLESS_GATEWAY_MAX_HEADER_BYTES)",
+            &self.max_header_bytes,
+            1024 * 1024,
+        );
+        if max_header.is_some_and(|m| m < 1024) {
+            p.push("--max-header-bytes (SOCKETLESS_GATEWAY_MAX_HEADER_BYTES): must be at least 1024");
+        }
+        let body_timeout = p.duration("--body-timeout (SOCKETLESS_GATEWAY_BODY_TIMEOUT)", &self.body_timeout);
+        let body_budget = p.count(
+            "--max-buffered-body-bytes (SOCKETLESS_GATEWAY_MAX_BUFFERED_BODY_BYTES)",
+            &self.max_buffered_body_bytes,
+            u32::MAX as u64,
+        );
+        if body_budget.is_some_and(|b| b < contract::MAX_POST_BYTES as u64) {
+            p.push(format!(
+                "--max-buffered-body-bytes: must be at least {} (one @connections post)",
+                contract::MAX_POST_BYTES
+            ));
+        }
         for (name, d) in [
             ("--idle-timeout", idle_timeout),
             ("--max-connection-duration", max_duration),
             ("--write-timeout", write_timeout),
+            ("--keep-alive-timeout", keep_alive),
+            ("--body-timeout", body_timeout),
         ] {
             if d.is_some_and(|d| d.is_zero()) {
                 p.push(format!("{name}: must be more than zero"));
             }
         }
         let params = parse_params(&self.params, &mut p);
-        let text = match &self.cfn {
-            None => Some(EMBEDDED_TEMPLATE.to_string()),
-            Some(path) => match std::fs::read_to_string(path) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    p.push(format!("--cfn (SOCKETLESS_GATEWAY_CFN): cannot read {path:?}: {e}"));
-                    None
-                }
-            },
-        };
         let model = text.and_then(|t| match template::load(&t, &params, &self.region) {
             Ok(m) => Some(m),
             Err(errors) => {
@@ -270,32 +317,47 @@ impl GatewayArgs {
             write_timeout: write_timeout.unwrap_or_default(),
             shutdown_delay: shutdown_delay.unwrap_or_default(),
             drain_timeout: drain_timeout.unwrap_or_default(),
+            http: HttpLimits {
+                keep_alive: keep_alive.unwrap_or_default(),
+                max_header_bytes: max_header.unwrap_or(1) as usize,
+            },
+            body: BodyPolicy::new(body_timeout.unwrap_or_default(), body_budget.unwrap_or(1) as usize),
             verifier,
         })
     }
 }
 
+/// `socketless gateway`'s flags on their own, to build [`GatewayArgs`] from words.
+#[derive(clap::Parser, Debug)]
+#[command(name = "gateway", no_binary_name = true)]
+struct GatewayFlags {
+    #[command(flatten)]
+    args: GatewayArgs,
+}
+
+impl GatewayArgs {
+    /// Settings from flags, as the command line gives them; every flag not given takes its
+    /// variable, then its default.
+    pub fn from_flags<I, T>(flags: I) -> Result<GatewayArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        GatewayFlags::try_parse_from(flags).map(|f| f.args)
+    }
+}
+
 impl GatewayConfig {
-    /// Settings with the contract's defaults for a template text and parameters (used by `dev`
-    /// and tests; the CLI goes through [`GatewayArgs::validate`]).
+    /// Settings with the flags' defaults for a template text and parameters, listening on an
+    /// ephemeral loopback port (used by `dev` and tests; the CLI goes through
+    /// [`GatewayArgs::validate`]).
     pub fn from_template(text: &str, params: &BTreeMap<String, String>) -> Result<GatewayConfig, Vec<TemplateError>> {
-        let model = template::load(text, params, "us-east-1")?;
-        Ok(GatewayConfig {
-            model,
-            listen: ([127, 0, 0, 1], 0).into(),
-            domain_name: None,
-            max_connections: 10_000,
-            idle_timeout: Duration::from_secs(contract::IDLE_TIMEOUT_SECS),
-            max_connection_duration: Duration::from_secs(contract::MAX_CONNECTION_SECS),
-            max_message_bytes: contract::MAX_MESSAGE_BYTES,
-            max_frame_bytes: contract::MAX_FRAME_BYTES,
-            integration_timeout: None,
-            outbound_queue: 32,
-            write_timeout: Duration::from_secs(30),
-            shutdown_delay: Duration::from_secs(5),
-            drain_timeout: Duration::from_secs(20),
-            verifier: None,
-        })
+        let mut flags = vec!["--listen=127.0.0.1:0".to_string(), "--region=us-east-1".to_string()];
+        flags.extend(params.iter().map(|(k, v)| format!("--param={k}={v}")));
+        let args = GatewayArgs::from_flags(flags).map_err(|e| vec![TemplateError(e.to_string())])?;
+        args.validate_with(Some(text.to_string()), Problems::new())
+            .map_err(|e| e.0.into_iter().map(TemplateError).collect())
     }
 }
 
@@ -418,6 +480,8 @@ pub struct Gateway {
     /// Handshakes in progress plus open connections.
     slots: AtomicUsize,
     metrics: GatewayMetrics,
+    /// One warning a second for failed integration calls, however many fail.
+    warn_integration: crate::telemetry::LogThrottle,
 }
 
 /// A reserved connection slot, released on drop.
@@ -437,6 +501,7 @@ impl Gateway {
             connections: Mutex::new(HashMap::new()),
             slots: AtomicUsize::new(0),
             metrics: GatewayMetrics::register(registry),
+            warn_integration: Default::default(),
         })
     }
 
@@ -459,7 +524,7 @@ impl Gateway {
         self.connections
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(handle.id.clone(), handle);
+            .insert(handle.ctx.id.clone(), handle);
         self.metrics.active.inc();
     }
 
@@ -522,6 +587,7 @@ impl Gateway {
             listener,
             move |req, peer| gw.clone().handle(req, peer, lc.clone(), registry.clone()),
             lifecycle.clone(),
+            self.config.http,
             self.config.drain_timeout,
         )
         .await;

@@ -85,17 +85,28 @@ fn parse_authorization(h: &str) -> Option<Authorization<'_>> {
     (scope.next()? == "aws4_request").then_some(auth)
 }
 
+/// The parts of a request a signature covers, as they arrived.
+pub struct Signed<'a> {
+    pub method: &'a str,
+    /// Path and query exactly as sent on the wire.
+    pub raw_path: &'a str,
+    pub raw_query: &'a str,
+    pub headers: &'a http::HeaderMap,
+}
+
 impl Verifier {
-    /// Checks a request's signature. `raw_path` and `raw_query` are as sent on the wire.
-    pub fn verify(
+    /// Checks everything that does not need the body: the Authorization header's shape, the
+    /// key, the credential scope, the signed headers and the clock. `@connections` runs it
+    /// before reading a body, so an unsigned caller never gets one buffered.
+    pub fn precheck(&self, headers: &http::HeaderMap, now_secs: i64) -> Result<(), String> {
+        self.authorization(headers, now_secs).map(|_| ())
+    }
+
+    fn authorization<'h>(
         &self,
-        method: &str,
-        raw_path: &str,
-        raw_query: &str,
-        headers: &http::HeaderMap,
-        body: &[u8],
+        headers: &'h http::HeaderMap,
         now_secs: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(Authorization<'h>, &'h str), String> {
         let auth = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -124,10 +135,26 @@ impl Verifier {
         if !amz_date.starts_with(auth.date) {
             return Err("credential date does not match x-amz-date".into());
         }
+        Ok((auth, amz_date))
+    }
+
+    /// Checks a request's signature against the body as received. The payload hash in the
+    /// signature is always the hash of that body: an `x-amz-content-sha256` header that says
+    /// anything else (or `UNSIGNED-PAYLOAD`) is refused, so a captured signature cannot carry
+    /// another body.
+    pub fn verify(&self, req: &Signed<'_>, body: &[u8], now_secs: i64) -> Result<(), String> {
+        let (auth, amz_date) = self.authorization(req.headers, now_secs)?;
+        let payload_hash = hex(&Sha256::digest(body));
+        if let Some(claimed) = req.headers.get("x-amz-content-sha256") {
+            if claimed.as_bytes() != payload_hash.as_bytes() {
+                return Err("x-amz-content-sha256 does not match the body received".into());
+            }
+        }
 
         let mut canonical_headers = String::new();
         for name in &auth.signed_headers {
-            let values: Vec<String> = headers
+            let values: Vec<String> = req
+                .headers
                 .get_all(*name)
                 .iter()
                 .map(|v| {
@@ -142,25 +169,16 @@ impl Verifier {
             }
             canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
         }
-        let mut query: Vec<(String, String)> = raw_query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                let dec = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-                (uri_encode(&dec(k), false), uri_encode(&dec(v), false))
-            })
+        let mut query: Vec<(String, String)> = crate::percent::query_pairs(req.raw_query)
+            .map(|(k, v)| (uri_encode(&k, false), uri_encode(&v, false)))
             .collect();
         query.sort();
         let canonical_query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let payload_hash = match headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
-            Some(h) if h != "UNSIGNED-PAYLOAD" => h.to_string(),
-            _ => hex(&Sha256::digest(body)),
-        };
         // Non-S3 services sign the path as sent, encoded once more.
         let canonical_request = format!(
-            "{method}\n{}\n{}\n{canonical_headers}\n{}\n{payload_hash}",
-            uri_encode(raw_path, true),
+            "{}\n{}\n{}\n{canonical_headers}\n{}\n{payload_hash}",
+            req.method,
+            uri_encode(req.raw_path, true),
             canonical_query.join("&"),
             auth.signed_headers.join(";"),
         );

@@ -31,26 +31,18 @@ pub async fn within<F: Future>(f: F) -> F::Output {
 
 /// `ServeArgs` with test defaults: ephemeral loopback ports, memory store.
 pub fn args() -> ServeArgs {
-    ServeArgs {
-        listen: "127.0.0.1:0".into(),
-        internal_listen: "127.0.0.1:0".into(),
-        store: "memory".into(),
-        table: "socketless-test".into(),
-        region: Some("us-east-1".into()),
-        dynamodb_endpoint: None,
-        create_table: false,
-        reply_mode: "sync".into(),
-        push_endpoint: None,
-        shared_secret: None,
-        cache_capacity: "1000".into(),
-        sync_interval: "60s".into(),
-        session_ttl: "2h15m".into(),
-        max_body_bytes: "131072".into(),
-        shutdown_delay: "0s".into(),
-        drain_timeout: "5s".into(),
-        aws_timeout: "2s".into(),
-        broadcast_concurrency: "4".into(),
-    }
+    ServeArgs::from_flags([
+        "--listen=127.0.0.1:0",
+        "--internal-listen=127.0.0.1:0",
+        "--table=socketless-test",
+        "--region=us-east-1",
+        "--cache-capacity=1000",
+        "--shutdown-delay=0s",
+        "--drain-timeout=5s",
+        "--aws-timeout=2s",
+        "--broadcast-concurrency=4",
+    ])
+    .expect("test flags parse")
 }
 
 /// SDK configuration with static test credentials.

@@ -2,7 +2,11 @@
 //! and waiting for its echo before the next one, for a fixed time. Prints one JSON line with
 //! messages/s and latency percentiles. Bounded in clients and time; loopback targets only.
 //!
-//! ws_load URL [--clients 64] [--duration 10s] [--warmup 2s] [--size 32]
+//! ws_load URL [--clients 64] [--duration 10s] [--warmup 2s] [--size 32] [--keep-going]
+//!
+//! By default a client stops at its first error. With `--keep-going` a client that gets an error
+//! frame instead of its echo counts it and sends the next message, so the error count is the
+//! number of failed messages (ci/e2e-local.sh uses it to compare timings).
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +19,7 @@ struct Args {
     duration: Duration,
     warmup: Duration,
     size: usize,
+    keep_going: bool,
 }
 
 fn parse() -> Args {
@@ -24,6 +29,7 @@ fn parse() -> Args {
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(2),
         size: 32,
+        keep_going: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -34,6 +40,11 @@ fn parse() -> Args {
             "--duration" => a.duration = socketless::config::parse_duration(&v()).expect("--duration"),
             "--warmup" => a.warmup = socketless::config::parse_duration(&v()).expect("--warmup"),
             "--size" => a.size = v().parse().expect("--size N"),
+            "--keep-going" => {
+                a.keep_going = true;
+                i += 1;
+                continue;
+            }
             url => {
                 a.url = url.to_string();
                 i += 1;
@@ -61,7 +72,7 @@ struct Outcome {
     errors: u64,
 }
 
-async fn client(url: String, size: usize, start: Instant, warmup: Duration, end: Instant) -> Outcome {
+async fn client(url: String, size: usize, keep_going: bool, start: Instant, warmup: Duration, end: Instant) -> Outcome {
     let mut out = Outcome::default();
     let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&url).await else {
         out.errors += 1;
@@ -87,6 +98,10 @@ async fn client(url: String, size: usize, start: Instant, warmup: Duration, end:
                         .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 }
             }
+            Ok(Some(Ok(Message::Text(t)))) if keep_going => {
+                eprintln!("ws_load: message {n}: unexpected reply {t:?}");
+                out.errors += 1;
+            }
             other => {
                 eprintln!("ws_load: message {n}: unexpected {other:?}");
                 out.errors += 1;
@@ -104,7 +119,7 @@ async fn main() {
     let start = Instant::now();
     let end = start + a.warmup + a.duration;
     let tasks: Vec<_> = (0..a.clients)
-        .map(|_| tokio::spawn(client(a.url.clone(), a.size, start, a.warmup, end)))
+        .map(|_| tokio::spawn(client(a.url.clone(), a.size, a.keep_going, start, a.warmup, end)))
         .collect();
     let mut all = Vec::new();
     let (mut errors, mut sent, mut answered) = (0, 0, 0);

@@ -2,7 +2,10 @@
 # cfn-lint on the CloudFormation template, clean (no errors, no warnings), plus the project's
 # custom rules (ci/cfn/rules.txt), which catch what cfn-lint's bundled schemas miss: a wrong
 # ProtocolType or IntegrationType on ApiGatewayV2. Then it proves the custom rules bite, on
-# mutated copies of the template. Expects cfn-lint on PATH (ci/test.sh installs it).
+# mutated copies of the template. Last, ci/check-cfn.py checks what neither can (least-privilege
+# grants, the SharedSecret and OidcIssuer patterns against real values, the KEDA role, the
+# parameters the local gateway needs), with its own mutations. Expects cfn-lint and the tool
+# venv's Python on PATH (ci/test.sh installs them).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -45,6 +48,13 @@ mutate protocol-http "ProtocolType: WEBSOCKET" "ProtocolType: HTTP" "ProtocolTyp
 mutate integration-lambda "IntegrationType: HTTP_PROXY" "IntegrationType: LAMBDA" "IntegrationType must be one of"
 mutate integration-aws-proxy "IntegrationType: HTTP_PROXY" "IntegrationType: AWS_PROXY" "integrations are HTTP_PROXY"
 mutate method-get "IntegrationMethod: POST" "IntegrationMethod: GET" "call the backend with POST"
+
+if out=$(python "$ROOT/ci/check-cfn.py" 2>&1); then
+  ok "ci/check-cfn.py: $(tail -n 1 <<<"$out")"
+else
+  echo "$out"
+  bad "ci/check-cfn.py"
+fi
 
 echo "cfn: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

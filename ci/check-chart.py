@@ -17,9 +17,13 @@ from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
 from helm_python import Chart
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHART_DIR = os.path.join(ROOT, "chart", "socketless")
+# CHECK_CHART_DIR points the same tests at another copy of the chart (to show that a test fails
+# on an older version of it).
+CHART_DIR = os.environ.get("CHECK_CHART_DIR") or os.path.join(ROOT, "chart", "socketless")
 KUBE = "1.33.0"
 ROLE = "arn:aws:iam::123456789012:role/socketless-backend"
+CERT = "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+SECRET = "e2e-Shared_secret:0123456789"
 chart = Chart.load(CHART_DIR)
 passed = failed = 0
 
@@ -44,12 +48,17 @@ def merge(base, extra):
     return out
 
 
-def render(values, keda_crd=False):
-    """Renders with the given capabilities; returns the parsed documents (NOTES excluded)."""
-    opts = {"name": "rel", "namespace": "prod", "kube_version": "v" + KUBE}
+def render_raw(values, keda_crd=False, apis=()):
+    """Renders with the given capabilities; returns {template path: text}."""
+    opts = {"name": "rel", "namespace": "prod", "kube_version": "v" + KUBE, "api_versions": list(apis)}
     if keda_crd:
-        opts["api_versions"] = ["keda.sh/v1alpha1"]
-    out = json.loads(helm_python._native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts)))
+        opts["api_versions"].append("keda.sh/v1alpha1")
+    return json.loads(helm_python._native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts)))
+
+
+def render(values, keda_crd=False, apis=()):
+    """Renders with the given capabilities; returns the parsed documents (NOTES excluded)."""
+    out = render_raw(values, keda_crd, apis)
     docs = []
     for path, text in sorted(out.items()):
         if path.endswith("NOTES.txt") or not text.strip():
@@ -61,9 +70,9 @@ def render(values, keda_crd=False):
     return docs
 
 
-def render_error(values, keda_crd=False):
+def render_error(values, keda_crd=False, apis=()):
     try:
-        render(values, keda_crd)
+        render(values, keda_crd, apis)
         return None
     except helm_python.HelmError as e:
         return str(e)
@@ -130,14 +139,39 @@ def internal_never_exposed(docs):
     return True
 
 
-BASE = {"config": {"region": "us-east-1"}}
+def pod_specs(docs):
+    """{name: pod spec} of every Deployment and Pod."""
+    out = {}
+    for d in docs:
+        if d["kind"] == "Deployment":
+            out[d["metadata"]["name"]] = d["spec"]["template"]["spec"]
+        elif d["kind"] == "Pod":
+            out[d["metadata"]["name"]] = d["spec"]
+    return out
+
+
+def env_of(docs):
+    dep = [d for d in kinds(docs, "Deployment") if not d["metadata"]["name"].endswith("-gateway")][0]
+    return {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def checksum(docs, name_suffix=""):
+    for d in kinds(docs, "Deployment"):
+        if d["metadata"]["name"].endswith(name_suffix or "socketless"):
+            return d["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/config")
+    return None
+
+
+# Every render needs a shared secret now: the chart no longer invents one.
+BASE = {"config": {"region": "us-east-1"}, "sharedSecret": {"value": SECRET}}
+ALB = {"ingress": {"enabled": True, "certificateArn": CERT}}
 
 # 1. The 16 combinations of the four toggles.
 for irsa, ingress, svc_type, keda in itertools.product([False, True], [False, True], ["ClusterIP", "NodePort"], [False, True]):
     label = f"irsa={irsa} ingress={ingress} service={svc_type} keda={keda}"
     values = merge(BASE, {
         "serviceAccount": {"irsa": {"roleArn": ROLE if irsa else ""}},
-        "ingress": {"enabled": ingress},
+        "ingress": {"enabled": ingress, "certificateArn": CERT},
         "service": {"type": svc_type, "nodePort": 30080 if svc_type == "NodePort" else None},
         "keda": {"enabled": keda, "cloudwatch": {"apiId": "a1b2c3d4e5", "stage": "prod"}},
     })
@@ -153,7 +187,9 @@ for irsa, ingress, svc_type, keda in itertools.product([False, True], [False, Tr
         ok &= ing["spec"]["ingressClassName"] == "alb"
         ok &= a["alb.ingress.kubernetes.io/target-type"] == "ip" and a["alb.ingress.kubernetes.io/healthcheck-path"] == "/readyz"
         ok &= a["alb.ingress.kubernetes.io/scheme"] == "internet-facing"
-        ok &= a["alb.ingress.kubernetes.io/target-group-attributes"] == "deregistration_delay.timeout_seconds=5"
+        ok &= a["alb.ingress.kubernetes.io/target-group-attributes"] == "deregistration_delay.timeout_seconds=30"
+        ok &= a["alb.ingress.kubernetes.io/load-balancer-attributes"] == "idle_timeout.timeout_seconds=60"
+        ok &= a["alb.ingress.kubernetes.io/listen-ports"] == '[{"HTTPS":443}]' and a["alb.ingress.kubernetes.io/certificate-arn"] == CERT
     public = [s for s in kinds(docs, "Service") if not s["metadata"]["name"].endswith("-internal")][0]
     ok &= public["spec"]["type"] == svc_type
     ok &= ("nodePort" in public["spec"]["ports"][0]) == (svc_type == "NodePort")
@@ -226,20 +262,20 @@ check("KEDA: cloudwatch, prometheus, cpu and custom triggers, role ARN on the Tr
       validate_all("keda-all", docs) and types == ["aws-cloudwatch", "prometheus", "cpu", "cron"]
       and kinds(docs, "TriggerAuthentication")[0]["spec"]["podIdentity"]["roleArn"] == ROLE and "fallback" in so["spec"], json.dumps(types))
 
-docs = render(merge(BASE, {"sharedSecret": {"existingSecret": "my-secret", "existingSecretKey": "token"}}))
-env = {e["name"]: e for e in kinds(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+docs = render(merge(BASE, {"sharedSecret": {"value": "", "existingSecret": "my-secret", "existingSecretKey": "token"}}))
+env = env_of(docs)
 check("shared secret from an existing Secret (none created)",
       not kinds(docs, "Secret") and env["SOCKETLESS_SHARED_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "my-secret", "key": "token"})
 docs = render(BASE)
-env = {e["name"]: e for e in kinds(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
-check("shared secret created by default and wired into the env",
+env = env_of(docs)
+check("shared secret created from sharedSecret.value and wired into the env",
       kinds(docs, "Secret") and env["SOCKETLESS_SHARED_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == kinds(docs, "Secret")[0]["metadata"]["name"]
-      and env["SOCKETLESS_SHUTDOWN_DELAY"]["value"] == "5s" and env["SOCKETLESS_DRAIN_TIMEOUT"]["value"] == "20s")
+      and kinds(docs, "Secret")[0]["data"]["shared-secret"] == __import__("base64").b64encode(SECRET.encode()).decode())
 dep = kinds(docs, "Deployment")[0]["spec"]["template"]["spec"]
 c = dep["containers"][0]
-check("probes on /healthz and /readyz, topology spread, grace period",
+check("probes on /healthz and /readyz, topology spread",
       c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-      and len(dep["topologySpreadConstraints"]) == 2 and dep["terminationGracePeriodSeconds"] == 30)
+      and len(dep["topologySpreadConstraints"]) == 2)
 check("every container is hardened", not hardened(docs), hardened(docs))
 
 # 3. Bad values are rejected: by the schema...
@@ -255,7 +291,21 @@ bad_values = {
     "malformed certificate ARN": {"ingress": {"certificateArn": "not-an-arn"}},
     "malformed KEDA role ARN": {"keda": {"cloudwatch": {"roleArn": "role/x"}}},
     "bad duration": {"config": {"syncInterval": "a minute"}},
+    "keda.minReplicaCount 0 (no pod for $connect: scaling deadlocks)": {"keda": {"minReplicaCount": 0}},
+    "readiness failureThreshold 1 (one slow probe pulls the pod)": {"probes": {"readiness": {"failureThreshold": 1}}},
+    "metricStatPeriod 45 (CloudWatch takes 1, 5, 10, 30 or a multiple of 60)": {"keda": {"cloudwatch": {"metricStatPeriod": 45}}},
+    "image digest without sha256:": {"image": {"digest": "abc123"}},
+    "networkPolicy peer with an unknown key": {"networkPolicy": {"enabled": True, "internalFrom": [{"namespaceSelectr": {}}]}},
+    "serviceMonitor interval not a duration": {"serviceMonitor": {"enabled": True, "interval": "often"}},
+    "KEDA behavior with an unknown key": {"keda": {"behavior": {"scaleSideways": {}}}},
+    "unknown podSecurityContext field": {"podSecurityContext": {"runAsUsr": 1}},
+    "the removed sharedSecret.create": {"sharedSecret": {"create": True}},
 }
+# The shared secret's characters: what the binary accepts, at least 16.
+for ch, why in [("'", "a quote breaks the stack's quoted literal"), (",", "a comma breaks SOCKETLESS_GATEWAY_PARAMS"),
+                (" ", "space"), ('"', "double quote"), ("\\", "backslash"), ("`", "backtick")]:
+    bad_values[f"sharedSecret.value with {why}"] = {"sharedSecret": {"value": "abcdefghijklmnop" + ch}}
+bad_values["sharedSecret.value of 15 characters"] = {"sharedSecret": {"value": "a" * 15}}
 for name, v in bad_values.items():
     try:
         chart.validate_schema(merge(BASE, v))
@@ -265,15 +315,168 @@ for name, v in bad_values.items():
 
 # ...and by the template checks, with messages that say what to do.
 fails = {
-    "grace period too short": ({"terminationGracePeriodSeconds": 20}, False, "must exceed config.shutdownDelaySeconds + config.drainTimeoutSeconds"),
+    "grace period too short": ({"terminationGracePeriodSeconds": 50}, False, "must exceed config.shutdownDelaySeconds + config.drainTimeoutSeconds + 5 s (= 50)"),
     "KEDA without its CRD": ({"keda": {"enabled": True, "cloudwatch": {"apiId": "abc"}}}, False, "install KEDA (its CRDs) first"),
     "KEDA and HPA together": ({"keda": {"enabled": True, "cloudwatch": {"apiId": "abc"}}, "autoscaling": {"enabled": True}}, True, "choose one owner"),
-    "ALB deregistration delay above the shutdown delay": ({"ingress": {"enabled": True, "deregistrationDelaySeconds": 30}}, False, "must not exceed config.shutdownDelaySeconds"),
     "memory store with several replicas": ({"config": {"store": "memory"}}, False, "keeps sessions in one pod"),
 }
 for name, (v, crd, msg) in fails.items():
     err = render_error(merge(BASE, v), keda_crd=crd)
     check(f"render fails: {name}", err is not None and msg in err, err or "rendered")
+
+allowed = "AZaz09!#$%&()*+-./:;<=>?@[]^_{|}~"
+try:
+    chart.validate_schema(merge(BASE, {"sharedSecret": {"value": allowed}}))
+    check("schema accepts every allowed secret character", True)
+except helm_python.HelmValuesError as e:
+    check("schema accepts every allowed secret character", False, str(e))
+
+# 3b. Production rules on EKS + ALB + KEDA + API Gateway. Each fails on the chart before them.
+docs = render(BASE)
+env = env_of(docs)
+spec = kinds(docs, "Deployment")[0]["spec"]["template"]["spec"]
+check("defaults: keep-alive 75s rendered as SOCKETLESS_KEEP_ALIVE_TIMEOUT (above the ALB's 60 s idle timeout)",
+      env.get("SOCKETLESS_KEEP_ALIVE_TIMEOUT", {}).get("value") == "75s")
+check("defaults: shutdown delay 15s covers the controller's lag, drain 30s covers the 29 s integration timeout",
+      env["SOCKETLESS_SHUTDOWN_DELAY"]["value"] == "15s" and env["SOCKETLESS_DRAIN_TIMEOUT"]["value"] == "30s")
+check("defaults: grace period 60 > 15 + 30 + 5", spec["terminationGracePeriodSeconds"] == 60)
+check("defaults: readiness needs 3 misses", spec["containers"][0]["readinessProbe"]["failureThreshold"] == 3)
+
+docs = render(merge(merge(BASE, ALB), {"ingress": {"deregistrationDelaySeconds": 30}, "config": {"shutdownDelaySeconds": 15}}))
+check("ALB renders with a deregistration delay (30) above the shutdown delay (15): the old rule had it backwards",
+      validate_all("alb-defaults", docs) and kinds(docs, "Ingress"))
+timing_fails = {
+    "keep-alive not above the ALB idle timeout": ({"config": {"keepAliveTimeoutSeconds": 60}}, "must exceed ingress.idleTimeoutSeconds (60)"),
+    "keep-alive 30 s (the old backend) against a raised idle timeout": ({"config": {"keepAliveTimeoutSeconds": 75}, "ingress": {"idleTimeoutSeconds": 120}}, "must exceed ingress.idleTimeoutSeconds (120)"),
+    "shutdown delay 5 s (the old default) shorter than the controller's lag": ({"config": {"shutdownDelaySeconds": 5}}, "is shorter than ingress.controllerLagSeconds (10)"),
+    "deregistration delay 5 s (the old default) shorter than the drain": ({"ingress": {"deregistrationDelaySeconds": 5}}, "must be at least config.drainTimeoutSeconds (30)"),
+    "internet-facing ALB without HTTPS carries the secret in plain text": ({"ingress": {"certificateArn": ""}}, "without HTTPS would carry the shared secret in plain text"),
+}
+for name, (v, msg) in timing_fails.items():
+    err = render_error(merge(merge(BASE, ALB), v))
+    check(f"render fails: {name}", err is not None and msg in err, err or "rendered")
+docs = render(merge(BASE, {"ingress": {"enabled": True, "scheme": "internal", "certificateArn": ""}}))
+check("an internal ALB may use plain HTTP (a VPC-internal hop)", bool(kinds(docs, "Ingress")))
+docs = render(merge(BASE, {"ingress": {"enabled": True, "certificateArn": "", "allowPlainHttp": True}}))
+check("allowPlainHttp is an explicit opt-out", bool(kinds(docs, "Ingress")))
+
+text = render_raw(merge(BASE, merge(ALB, {"ingress": {"className": "alb-internal", "annotations": {
+    "alb.ingress.kubernetes.io/healthcheck-interval-seconds": "10", "alb.ingress.kubernetes.io/group.name": "shared"}}})))
+ing_text = next(t for p, t in text.items() if p.endswith("templates/ingress.yaml"))
+ing = yaml.safe_load(ing_text)
+check("ingress.annotations merged over the defaults: one key, the user's value",
+      ing_text.count("alb.ingress.kubernetes.io/healthcheck-interval-seconds") == 1
+      and ing["metadata"]["annotations"]["alb.ingress.kubernetes.io/healthcheck-interval-seconds"] == "10"
+      and ing["metadata"]["annotations"]["alb.ingress.kubernetes.io/group.name"] == "shared"
+      and ing["metadata"]["annotations"]["alb.ingress.kubernetes.io/target-type"] == "ip", ing_text)
+check("ingressClassName from ingress.className", ing["spec"]["ingressClassName"] == "alb-internal")
+
+# Shared secret: never generated.
+err = render_error(merge(BASE, {"sharedSecret": {"value": ""}}))
+check("render fails without a shared secret, showing how to create one",
+      err is not None and "kubectl -n NAMESPACE create secret generic" in err and "--from-literal=shared-secret=$(openssl rand -hex 24)" in err, err or "rendered")
+err = render_error(merge(BASE, {"sharedSecret": {"existingSecret": "s"}}))
+check("render fails with both existingSecret and value", err is not None and "not both" in err, err or "rendered")
+docs = render(merge(BASE, {"sharedSecret": {"enabled": False, "value": ""}}))
+check("sharedSecret.enabled=false: no Secret, no secret in the backend's env",
+      not kinds(docs, "Secret") and "SOCKETLESS_SHARED_SECRET" not in env_of(docs))
+gw = {"gateway": {"enabled": True}}
+a, b = render(merge(BASE, gw)), render(merge(BASE, gw))
+c = render(merge(BASE, merge(gw, {"sharedSecret": {"value": SECRET + "x"}})))
+check("two renders give the same Secret and checksum (nothing random)",
+      kinds(a, "Secret") == kinds(b, "Secret") and checksum(a) and checksum(a) == checksum(b))
+check("checksum/config changes with the secret, on the backend and the gateway pods",
+      checksum(c) != checksum(a) and checksum(c, "-gateway") and checksum(c, "-gateway") != checksum(a, "-gateway"))
+d = render(merge(BASE, {"config": {"logLevel": "debug"}}))
+check("checksum/config changes with the settings", checksum(d) != checksum(render(BASE)))
+
+# KEDA.
+err = render_error(merge(BASE, {"keda": {"enabled": True}}), keda_crd=True)
+check("render fails: KEDA cloudwatch with an empty apiId (it rendered dimensionValue \";prod\")",
+      err is not None and "keda.cloudwatch.apiId is empty" in err, err or "rendered")
+docs = render(merge(BASE, {"keda": {"enabled": True, "cloudwatch": {"apiId": "abc"},
+                                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}}), keda_crd=True)
+so = kinds(docs, "ScaledObject")[0]
+md = so["spec"]["triggers"][0]["metadata"]
+check("KEDA cloudwatch reads complete minutes: metricEndTimeOffset 60, period 60, collection 300",
+      md.get("metricEndTimeOffset") == "60" and md.get("metricStatPeriod") == "60" and md.get("metricCollectionTime") == "300", json.dumps(md))
+check("KEDA behavior rendered as advanced.horizontalPodAutoscalerConfig.behavior",
+      validate_all("keda-behavior", docs)
+      and so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600)
+err = render_error(merge(BASE, {"keda": {"enabled": True, "cloudwatch": {"apiId": "abc", "metricCollectionTime": 90}}}), keda_crd=True)
+check("render fails: metricCollectionTime not a multiple of metricStatPeriod", err is not None and "must be a multiple" in err, err or "rendered")
+
+# Disruption budgets never block a drain.
+for label, v in [("replicaCount 1", {"replicaCount": 1}), ("KEDA min 1", {"keda": {"enabled": True, "minReplicaCount": 1, "cloudwatch": {"apiId": "abc"}}}),
+                 ("HPA min 1", {"autoscaling": {"enabled": True, "minReplicas": 1}})]:
+    docs = render(merge(BASE, v), keda_crd=True)
+    pdb = kinds(docs, "PodDisruptionBudget")[0]["spec"]
+    check(f"PDB cannot block a node drain with {label}", pdb.get("maxUnavailable") == 1 and "minAvailable" not in pdb, json.dumps(pdb))
+err = render_error(merge(BASE, {"replicaCount": 2, "podDisruptionBudget": {"minAvailable": 2, "maxUnavailable": None}}))
+check("render fails: PDB minAvailable not below the replica count", err is not None and "node drains would block" in err, err or "rendered")
+docs = render(merge(BASE, {"replicaCount": 3, "podDisruptionBudget": {"minAvailable": 2, "maxUnavailable": None}}))
+check("PDB minAvailable below the replica count renders", kinds(docs, "PodDisruptionBudget")[0]["spec"].get("minAvailable") == 2)
+docs = render(merge(BASE, {"gateway": {"enabled": True, "replicaCount": 1}}))
+check("no gateway PDB with one gateway replica", not [p for p in kinds(docs, "PodDisruptionBudget") if p["metadata"]["name"].endswith("-gateway")])
+
+# Security contexts, placement, volumes, image digest, priority class: on every pod.
+osv = merge(BASE, {"gateway": {"enabled": True, "replicaCount": 2, "keepAliveTimeoutSeconds": 90, "priorityClassName": "edge",
+                               "nodeSelector": {"pool": "edge"}, "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
+                               "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "socketless-gateway"}}}}]}},
+                               "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "socketless-gateway"}}}]},
+                   "podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None},
+                   "containerSecurityContext": {"runAsUser": None, "runAsGroup": None},
+                   "priorityClassName": "backend",
+                   "image": {"digest": "sha256:" + "a" * 64, "tag": "9.9.9"},
+                   "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+                   "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/corp-ca", "readOnly": True}]})
+docs = render(osv)
+specs = pod_specs(docs)
+ok = validate_all("openshift", docs) and len(specs) == 3
+for name, spec in specs.items():
+    ok &= "runAsUser" not in spec.get("securityContext", {}) and spec["securityContext"].get("runAsNonRoot") is True
+    for ctr in spec["containers"]:
+        ok &= "runAsUser" not in ctr["securityContext"] and ctr["securityContext"]["readOnlyRootFilesystem"] is True
+        ok &= ctr["image"] == "socketless@sha256:" + "a" * 64
+check("security contexts overridable on every pod (backend, gateway, helm test); image digest wins over the tag", ok, json.dumps(specs)[:400])
+be = specs["rel-socketless"]
+gws = specs["rel-socketless-gateway"]
+check("priorityClassName, extraVolumes and extraVolumeMounts on the backend",
+      be.get("priorityClassName") == "backend" and be["volumes"][0]["name"] == "ca" and be["containers"][0]["volumeMounts"][0]["mountPath"] == "/etc/corp-ca")
+gw_env = {e["name"]: e.get("value") for e in gws["containers"][0]["env"]}
+gpdb = [p for p in kinds(docs, "PodDisruptionBudget") if p["metadata"]["name"].endswith("-gateway")]
+check("gateway: placement, priority class, keep-alive env and a PDB with two replicas",
+      gws.get("priorityClassName") == "edge" and gws["nodeSelector"] == {"pool": "edge"} and gws["tolerations"][0]["key"] == "edge"
+      and "podAntiAffinity" in gws["affinity"] and gws["topologySpreadConstraints"][0]["maxSkew"] == 1
+      and gw_env.get("SOCKETLESS_GATEWAY_KEEP_ALIVE_TIMEOUT") == "90s" and gpdb and gpdb[0]["spec"]["maxUnavailable"] == 1)
+
+# ServiceMonitor and NetworkPolicy.
+MON = "monitoring.coreos.com/v1/ServiceMonitor"
+err = render_error(merge(BASE, {"serviceMonitor": {"enabled": True}}))
+check("render fails: ServiceMonitor without the Prometheus Operator API, saying what to install",
+      err is not None and "install the Prometheus Operator" in err, err or "rendered")
+docs = render(merge(BASE, {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}}), apis=[MON])
+sm = kinds(docs, "ServiceMonitor")
+internal = [s for s in kinds(docs, "Service") if s["metadata"]["name"].endswith("-internal")][0]
+check("ServiceMonitor scrapes /metrics on the internal port of the internal Service only",
+      sm and sm[0]["spec"]["endpoints"][0]["port"] == "internal" and sm[0]["spec"]["endpoints"][0]["path"] == "/metrics"
+      and sm[0]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+      and all(internal["metadata"]["labels"].get(k) == v for k, v in sm[0]["spec"]["selector"]["matchLabels"].items())
+      and not any(all(s["metadata"]["labels"].get(k) == v for k, v in sm[0]["spec"]["selector"]["matchLabels"].items())
+                  for s in kinds(docs, "Service") if s is not internal))
+peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+docs = render(merge(BASE, {"gateway": {"enabled": True}, "networkPolicy": {"enabled": True, "internalFrom": [peer], "publicFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]}}))
+np = kinds(docs, "NetworkPolicy")
+rules = np[0]["spec"]["ingress"] if np else []
+check("NetworkPolicy: internal port only from the chosen peers, public port from the chosen sources and the gateway",
+      validate_all("netpol", docs) and len(rules) == 2
+      and rules[0]["ports"][0]["port"] == "http" and rules[0]["from"][0] == {"ipBlock": {"cidr": "10.0.0.0/16"}}
+      and rules[0]["from"][1]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "socketless-gateway"
+      and rules[1]["ports"][0]["port"] == "internal" and rules[1]["from"] == [peer])
+docs = render(merge(BASE, {"networkPolicy": {"enabled": True}}))
+rules = kinds(docs, "NetworkPolicy")[0]["spec"]["ingress"]
+check("NetworkPolicy defaults: public port from anywhere, internal port from no pod",
+      len(rules) == 1 and rules[0]["ports"][0]["port"] == "http" and "from" not in rules[0])
 
 # 4. Example values files render and validate.
 for example in sorted(os.listdir(os.path.join(CHART_DIR, "examples"))):
@@ -281,6 +484,12 @@ for example in sorted(os.listdir(os.path.join(CHART_DIR, "examples"))):
         v = yaml.safe_load(f)
     docs = render(v, keda_crd=True)
     check(f"example {example} renders and validates", validate_all(example, docs) and not hardened(docs) and internal_never_exposed(docs))
+    if example.startswith("eks"):
+        ing = kinds(docs, "Ingress")[0]["metadata"]["annotations"]
+        public = [s for s in kinds(docs, "Service") if not s["metadata"]["name"].endswith("-internal")][0]
+        check("EKS example: ClusterIP Service for IP targets, HTTPS-only listener, the secret from an existing Secret",
+              public["spec"]["type"] == "ClusterIP" and ing["alb.ingress.kubernetes.io/target-type"] == "ip"
+              and ing.get("alb.ingress.kubernetes.io/listen-ports") == '[{"HTTPS":443}]' and not kinds(docs, "Secret"))
 
 # 5. One version everywhere.
 with open(os.path.join(ROOT, "Cargo.toml")) as f:

@@ -38,6 +38,11 @@ step "licenses and duplicate dependencies (cargo deny)" licenses_and_bans
 step "cfn-lint + custom rules" bash ci/check-cfn.sh
 step "Helm chart" bash ci/check-chart.sh
 step "boto3 against @connections" python3 ci/check-boto3.py target/debug/socketless
+browser() {
+  need_apt chromium chromium
+  python3 ci/check-browser.py target/debug/socketless
+}
+step "headless Chromium against dev: round trip and a clean close" browser
 
 static_check() {
   local bin

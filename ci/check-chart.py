@@ -97,9 +97,12 @@ def validate_all(label, docs):
     return ok
 
 
+WORKLOADS = ("Deployment", "StatefulSet")
+
+
 def containers(docs):
     for d in docs:
-        if d["kind"] == "Deployment":
+        if d["kind"] in WORKLOADS:
             spec = d["spec"]["template"]["spec"]
         elif d["kind"] == "Pod":
             spec = d["spec"]
@@ -132,18 +135,18 @@ def internal_never_exposed(docs):
                 if port.get("name") == "internal" or port.get("number") == 9090 or p["backend"]["service"]["name"].endswith("-internal"):
                     return False
     for svc in kinds(docs, "Service"):
-        if svc["metadata"]["name"].endswith("-internal") and svc["spec"]["type"] != "ClusterIP":
+        if svc["metadata"]["name"].endswith("-internal") and svc["spec"].get("type", "ClusterIP") != "ClusterIP":
             return False
-        if svc["spec"]["type"] != "ClusterIP" and any(p.get("port") == 9090 for p in svc["spec"]["ports"]):
+        if svc["spec"].get("type", "ClusterIP") != "ClusterIP" and any(p.get("port") == 9090 for p in svc["spec"]["ports"]):
             return False
     return True
 
 
 def pod_specs(docs):
-    """{name: pod spec} of every Deployment and Pod."""
+    """{name: pod spec} of every Deployment, StatefulSet and Pod."""
     out = {}
     for d in docs:
-        if d["kind"] == "Deployment":
+        if d["kind"] in WORKLOADS:
             out[d["metadata"]["name"]] = d["spec"]["template"]["spec"]
         elif d["kind"] == "Pod":
             out[d["metadata"]["name"]] = d["spec"]
@@ -156,7 +159,7 @@ def env_of(docs):
 
 
 def checksum(docs, name_suffix=""):
-    for d in kinds(docs, "Deployment"):
+    for d in kinds(docs, "Deployment") + kinds(docs, "StatefulSet"):
         if d["metadata"]["name"].endswith(name_suffix or "socketless"):
             return d["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/config")
     return None
@@ -222,11 +225,11 @@ gw_values = merge(BASE, {"gateway": {"enabled": True, "stage": "dev", "service":
                                      "ingress": {"enabled": True, "className": "nginx", "host": "ws.example.com"}},
                          "config": {"replyMode": "async"}})
 docs = render(gw_values)
-gw = [d for d in kinds(docs, "Deployment") if d["metadata"]["name"].endswith("-gateway")]
+gw = [d for d in kinds(docs, "StatefulSet") if d["metadata"]["name"].endswith("-gateway")]
 args = gw[0]["spec"]["template"]["spec"]["containers"][0]["args"] if gw else []
 backend_env = {e["name"]: e.get("value") for e in [d for d in kinds(docs, "Deployment") if not d["metadata"]["name"].endswith("-gateway")][0]["spec"]["template"]["spec"]["containers"][0]["env"]}
 probe = kinds(docs, "Pod")
-check("gateway: Deployment, NodePort Service, its own Ingress, helm test probe through it",
+check("gateway: StatefulSet, NodePort Service, its own Ingress, helm test probe through it",
       validate_all("gateway", docs) and gw and args[0] == "gateway"
       and "IntegrationUri=http://rel-socketless.prod.svc:8080" in args and "DisconnectContext=true" in args
       and "SharedSecret=$(SOCKETLESS_SHARED_SECRET)" in args
@@ -277,6 +280,37 @@ check("probes on /healthz and /readyz, topology spread",
       c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
       and len(dep["topologySpreadConstraints"]) == 2)
 check("every container is hardened", not hardened(docs), hardened(docs))
+
+# The gateway on three replicas: a StatefulSet whose pods know their ordinal and every peer.
+docs = render(merge(BASE, {"gateway": {"enabled": True, "replicaCount": 3, "stage": "dev"}, "config": {"replyMode": "async"},
+                           "networkPolicy": {"enabled": True, "gatewayFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}}))
+sts = [d for d in kinds(docs, "StatefulSet") if d["metadata"]["name"] == "rel-socketless-gateway"]
+headless = [s for s in kinds(docs, "Service") if s["spec"].get("clusterIP") == "None"]
+svc_gw = [s for s in kinds(docs, "Service") if s["metadata"]["name"] == "rel-socketless-gateway"]
+genv = {e["name"]: e for e in sts[0]["spec"]["template"]["spec"]["containers"][0]["env"]} if sts else {}
+peers = [f"http://rel-socketless-gateway-{i}.rel-socketless-gateway-peers.prod.svc:8081" for i in range(3)]
+gpdb = [p for p in kinds(docs, "PodDisruptionBudget") if p["metadata"]["name"].endswith("-gateway")]
+gnp = [n for n in kinds(docs, "NetworkPolicy") if n["metadata"]["name"].endswith("-gateway")]
+gfrom = gnp[0]["spec"]["ingress"][0]["from"] if gnp else []
+check("gateway.replicaCount=3: a StatefulSet (Parallel) with a headless Service, ordinals from pod names, every peer listed",
+      validate_all("scale-out", docs) and not [d for d in kinds(docs, "Deployment") if d["metadata"]["name"].endswith("-gateway")]
+      and sts and sts[0]["spec"]["replicas"] == 3 and sts[0]["spec"]["podManagementPolicy"] == "Parallel"
+      and headless and sts[0]["spec"]["serviceName"] == headless[0]["metadata"]["name"] == "rel-socketless-gateway-peers"
+      and headless[0]["spec"]["publishNotReadyAddresses"] is True
+      and genv["SOCKETLESS_GATEWAY_ORDINAL"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+      and genv["SOCKETLESS_GATEWAY_PEERS"]["value"] == ",".join(peers)
+      and svc_gw and svc_gw[0]["spec"].get("clusterIP") != "None"
+      and env_of(docs)["SOCKETLESS_PUSH_ENDPOINT"]["value"] == "http://rel-socketless-gateway.prod.svc:8081/dev"
+      and gpdb and len(sts[0]["spec"]["template"]["spec"].get("topologySpreadConstraints", [])) == 2
+      and any(f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "socketless-gateway" for f in gfrom)
+      and any(f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "socketless" for f in gfrom),
+      json.dumps(genv.get("SOCKETLESS_GATEWAY_PEERS")))
+docs = render(merge(BASE, {"gateway": {"enabled": True}}))
+sts = [d for d in kinds(docs, "StatefulSet") if d["metadata"]["name"] == "rel-socketless-gateway"]
+genv = {e["name"]: e for e in sts[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+check("gateway.replicaCount=1: one peer (itself), no spread constraints",
+      genv["SOCKETLESS_GATEWAY_PEERS"]["value"] == "http://rel-socketless-gateway-0.rel-socketless-gateway-peers.prod.svc:8081"
+      and "topologySpreadConstraints" not in sts[0]["spec"]["template"]["spec"])
 
 # 3. Bad values are rejected: by the schema...
 bad_values = {

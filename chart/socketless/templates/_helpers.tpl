@@ -39,6 +39,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-gateway" (include "socketless.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The headless Service that names each gateway replica for its peers. */}}
+{{- define "socketless.gatewayHeadlessName" -}}
+{{- printf "%s-peers" (include "socketless.gatewayName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Every gateway replica's base URL, in ordinal order, comma-separated (--peers). */}}
+{{- define "socketless.gatewayPeers" -}}
+{{- $peers := list }}
+{{- range $i := until (int .Values.gateway.replicaCount) }}
+{{- $peers = append $peers (printf "http://%s-%d.%s.%s.svc:%v" (include "socketless.gatewayName" $) $i (include "socketless.gatewayHeadlessName" $) $.Release.Namespace $.Values.gateway.service.port) }}
+{{- end }}
+{{- join "," $peers }}
+{{- end }}
+
 {{- define "socketless.gatewaySelectorLabels" -}}
 app.kubernetes.io/name: {{ include "socketless.name" . }}-gateway
 app.kubernetes.io/instance: {{ .Release.Name }}

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""The example apps under examples/, end to end: for each one, the app, then `socketless dev
+--upstream` in front of it (gateway → serve → app), then a WebSocket client that sends a message
+and must get the app's reply and the frame the app pushed through serve's internal API, and a
+client whose handshake the app refuses. Prints `examples: N passed, N failed`.
+
+Usage: python3 ci/check-examples.py path/to/socketless   (needs flask, websockets, node)
+"""
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import websockets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/debug/socketless")
+EXAMPLES = [
+    # name, command, reply prefix, push prefix
+    ("python-flask", [sys.executable, os.path.join(ROOT, "examples/python-flask/app.py")], "Got message: ", "Pushed: "),
+    ("node", ["node", os.path.join(ROOT, "examples/node/server.js")], "Node got: ", "Pushed from Node: "),
+]
+passed = failed = 0
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print(f"ok: {name}")
+    else:
+        failed += 1
+        print(f"FAILED: {name} {detail}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def status(url):
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except Exception:  # noqa: BLE001 - not listening yet
+        return 0
+
+
+def wait_status(url, want, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if status(url) == want:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def exchange(url, reply, pushed):
+    async with websockets.connect(url, open_timeout=10) as ws:
+        await ws.send("hello")
+        frames = set()
+        deadline = time.time() + 10
+        while time.time() < deadline and len(frames) < 2:
+            try:
+                frames.add(await asyncio.wait_for(ws.recv(), timeout=deadline - time.time()))
+            except asyncio.TimeoutError:
+                break
+    return frames == {reply + "hello", pushed + "hello"}, frames
+
+
+async def refused(url):
+    try:
+        async with websockets.connect(url, user_agent_header="blocked-client", open_timeout=10):
+            return None
+    except websockets.InvalidStatus as e:
+        return e.response.status_code
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run(name, command, reply, pushed):
+    if shutil.which(command[0]) is None and not os.path.exists(command[0]):
+        check(f"{name}: {command[0]} is installed", False, "missing")
+        return
+    app_port, gw, internal = free_port(), free_port(), free_port()
+    env = dict(os.environ, PORT=str(app_port), SOCKETLESS_INTERNAL_URL=f"http://127.0.0.1:{internal}")
+    dev = subprocess.Popen([BIN, "dev", "--listen", f"127.0.0.1:{gw}", "--internal-listen", f"127.0.0.1:{internal}",
+                            "--upstream", f"http://127.0.0.1:{app_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    app = None
+    try:
+        # Until the app answers, serve is not ready.
+        time.sleep(0.5)
+        check(f"{name}: not ready before the app answers", status(f"http://127.0.0.1:{internal}/readyz") == 503)
+        app = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        check(f"{name}: ready once the app answers", wait_status(f"http://127.0.0.1:{internal}/readyz", 200))
+        url = f"ws://127.0.0.1:{gw}/dev"
+        ok, frames = asyncio.run(exchange(url, reply, pushed))
+        check(f"{name}: the app's reply and its push through the internal API arrive", ok, repr(frames))
+        code = asyncio.run(refused(url))
+        check(f"{name}: the app refuses a handshake with its status", code == 403, repr(code))
+    finally:
+        if app is not None:
+            stop(app)
+        stop(dev)
+
+
+def main():
+    for example in EXAMPLES:
+        run(*example)
+    print(f"examples: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

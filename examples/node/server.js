@@ -1,0 +1,55 @@
+// A socketless upstream app in Node.js, with nothing but the standard library.
+//
+// `socketless serve --upstream http://127.0.0.1:3000` (or `socketless dev --upstream ...`) calls
+// it for every connect, message and disconnect, with the gateway's context in x-socketless-*
+// headers. It answers each message, and pushes a second frame through serve's internal API.
+//
+//     node server.js            # listens on 127.0.0.1:3000 (PORT to change)
+"use strict";
+const http = require("node:http");
+
+const INTERNAL = process.env.SOCKETLESS_INTERNAL_URL || "http://127.0.0.1:9090";
+const PORT = Number(process.env.PORT || 3000);
+
+async function push(connectionId, text) {
+  const url = `${INTERNAL}/v1/connections/${encodeURIComponent(connectionId)}/messages`;
+  const resp = await fetch(url, { method: "POST", body: text });
+  return resp.status;
+}
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("error", reject);
+  });
+}
+
+const server = http.createServer(async (req, res) => {
+  try {
+    const body = await readBody(req);
+    if (req.method === "GET" && req.url === "/healthz") {
+      res.end("ok\n");
+    } else if (req.method === "POST" && req.url === "/connect") {
+      const agent = req.headers["x-socketless-user-agent"] || "";
+      res.statusCode = agent.includes("blocked") ? 403 : 200;
+      res.end();
+    } else if (req.method === "POST" && req.url === "/message") {
+      const id = req.headers["x-socketless-connection-id"];
+      await push(id, `Pushed from Node: ${body}`);
+      res.end(`Node got: ${body}`);
+    } else if (req.method === "POST" && req.url === "/disconnect") {
+      res.end();
+    } else {
+      res.statusCode = 404;
+      res.end();
+    }
+  } catch (err) {
+    res.statusCode = 500;
+    res.end(String(err));
+  }
+});
+
+server.listen(PORT, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${PORT}`));
+process.on("SIGTERM", () => server.close(() => process.exit(0)));

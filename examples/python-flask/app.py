@@ -1,0 +1,58 @@
+"""The seed's Flask backend, rewritten for socketless's upstream mode.
+
+`socketless serve --upstream http://127.0.0.1:5000` (or `socketless dev --upstream ...`) calls this
+app for every connect, message and disconnect, with the gateway's context in `x-socketless-*`
+headers. It keeps no sessions and holds no AWS credentials: `serve` does both. To reach a client
+on its own, it posts to `serve`'s internal API on localhost.
+
+    pip install flask
+    python app.py            # listens on 127.0.0.1:5000 (PORT to change)
+"""
+import os
+import urllib.parse
+import urllib.request
+
+from flask import Flask, request
+
+INTERNAL = os.environ.get("SOCKETLESS_INTERNAL_URL", "http://127.0.0.1:9090")
+app = Flask(__name__)
+
+
+def push(connection_id, text):
+    """Sends a frame to one client through serve's internal API (no AWS credentials needed)."""
+    url = f"{INTERNAL}/v1/connections/{urllib.parse.quote(connection_id, safe='')}/messages"
+    req = urllib.request.Request(url, data=text.encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.status
+
+
+@app.get("/healthz")
+def healthz():
+    return "ok\n"
+
+
+@app.post("/connect")
+def connect():
+    # Refuse a handshake by answering anything but 2xx: the client sees this status.
+    if "blocked" in request.headers.get("x-socketless-user-agent", ""):
+        return "go away", 403
+    return "", 200
+
+
+@app.post("/message")
+def message():
+    connection_id = request.headers["x-socketless-connection-id"]
+    text = request.get_data(as_text=True)
+    # A push that does not wait for this request: the way to reach a client at any time.
+    push(connection_id, f"Pushed: {text}")
+    # The answer's body is the reply to the client.
+    return f"Got message: {text}"
+
+
+@app.post("/disconnect")
+def disconnect():
+    return "", 200
+
+
+if __name__ == "__main__":
+    app.run(host="127.0.0.1", port=int(os.environ.get("PORT", "5000")))

@@ -12,13 +12,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
+
+from checklib import Tally, free_port, wait_http
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/debug/socketless"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -42,37 +42,11 @@ setTimeout(() => report(Object.assign({timeout: true}, seen)), 20000);
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, seconds=20):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.05)
-    sys.exit(f"{url} never answered")
-
-
 def main():
     if not CHROMIUM:
         sys.exit("chromium is not installed (ci/test.sh installs Debian's chromium package)")
-    passed = failed = 0
-
-    def check(name, ok, detail=""):
-        nonlocal passed, failed
-        if ok:
-            passed += 1
-            print(f"ok: {name}")
-        else:
-            failed += 1
-            print(f"FAILED: {name} {detail}")
-
+    tally = Tally("browser")
+    check = tally.check
     gw, internal, page_port = free_port(), free_port(), free_port()
     dev = subprocess.Popen([BIN, "dev", "--listen", f"127.0.0.1:{gw}", "--internal-listen", f"127.0.0.1:{internal}"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -134,8 +108,7 @@ def main():
             dev.wait()
         server.shutdown()
         shutil.rmtree(profile, ignore_errors=True)
-    print(f"browser: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    tally.finish()
 
 
 if __name__ == "__main__":

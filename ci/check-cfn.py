@@ -11,6 +11,8 @@ import sys
 
 import yaml
 
+from checklib import Tally
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "cfn", "websocket-api.yml")
 
@@ -138,16 +140,8 @@ MUTATIONS = {
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else TEMPLATE
     text = open(path).read()
-    passed = failed = 0
-
-    def report(name, ok, detail=""):
-        nonlocal passed, failed
-        if ok:
-            passed += 1
-            print(f"ok: {name}")
-        else:
-            failed += 1
-            print(f"FAILED: {name} {detail}")
+    tally = Tally("cfn-py")
+    report = tally.check
 
     for name, (ok, detail) in checks(yaml.load(text, Loader=Loader)).items():
         report(name, bool(ok), detail)
@@ -158,9 +152,8 @@ def main():
                 continue
             result = checks(yaml.load(text.replace(old, new), Loader=Loader))
             report(f"mutation {name} fails \"{expect}\"", not result[expect][0])
-    print(f"cfn-py: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    tally.finish()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -10,11 +10,11 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
+
+from checklib import Tally, free_port, http, wait_status
 
 import websockets
 
@@ -25,42 +25,8 @@ EXAMPLES = [
     ("python-flask", [sys.executable, os.path.join(ROOT, "examples/python-flask/app.py")], "Got message: ", "Pushed: "),
     ("node", ["node", os.path.join(ROOT, "examples/node/server.js")], "Node got: ", "Pushed from Node: "),
 ]
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}")
-    else:
-        failed += 1
-        print(f"FAILED: {name} {detail}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def status(url):
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except Exception:  # noqa: BLE001 - not listening yet
-        return 0
-
-
-def wait_status(url, want, seconds=30):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if status(url) == want:
-            return True
-        time.sleep(0.05)
-    return False
+TALLY = Tally("examples")
+check = TALLY.check
 
 
 async def exchange(url, reply, pushed):
@@ -106,9 +72,9 @@ def run(name, command, reply, pushed):
     try:
         # Until the app answers, serve is not ready.
         time.sleep(0.5)
-        check(f"{name}: not ready before the app answers", status(f"http://127.0.0.1:{internal}/readyz") == 503)
+        check(f"{name}: not ready before the app answers", http("GET", f"http://127.0.0.1:{internal}/readyz", timeout=1)[0] == 503)
         app = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        check(f"{name}: ready once the app answers", wait_status(f"http://127.0.0.1:{internal}/readyz", 200))
+        check(f"{name}: ready once the app answers", wait_status(f"http://127.0.0.1:{internal}/readyz"))
         url = f"ws://127.0.0.1:{gw}/dev"
         ok, frames = asyncio.run(exchange(url, reply, pushed))
         check(f"{name}: the app's reply and its push through the internal API arrive", ok, repr(frames))
@@ -123,8 +89,7 @@ def run(name, command, reply, pushed):
 def main():
     for example in EXAMPLES:
         run(*example)
-    print(f"examples: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    TALLY.finish()
 
 
 if __name__ == "__main__":

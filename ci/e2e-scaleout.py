@@ -21,58 +21,23 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 
 import boto3
 import websockets
 
+from checklib import Tally, free_port, http, wait_http
+
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/debug/socketless")
 CLIENTS = 24
 SECRET = "scale-out-shared-secret-0123"
 TABLE = "scaleout-sessions"
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok: {name}")
-    else:
-        failed += 1
-        print(f"FAILED: {name} {detail}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(method, url, body=None, timeout=10):
-    req = urllib.request.Request(url, data=body, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def wait_http(url, seconds=30):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.05)
-    raise SystemExit(f"{url} never answered")
+TALLY = Tally("e2e-scaleout")
+check = TALLY.check
 
 
 class Client:
@@ -304,13 +269,12 @@ backend backends
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        if failed:
+        if TALLY.failed:
             for name in sorted(os.listdir(work)):
                 with open(os.path.join(work, name), errors="replace") as f:
                     tail = f.read().splitlines()[-15:]
                 print(f"--- {name}\n" + "\n".join(tail), file=sys.stderr)
-    print(f"e2e-scaleout: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    TALLY.finish()
 
 
 if __name__ == "__main__":

@@ -341,28 +341,17 @@ async fn oversized_heads_are_refused_and_memory_per_connection_stays_small() {
 
     // serve refuses the same head, and keeps at most 512 bytes of the User-Agent it stores.
     let (_serve, sport, siport) = serve(&[]).await;
-    let (status, _, _) = send(
-        "POST",
-        &format!("http://127.0.0.1:{sport}/connect"),
-        &[
+    let connect = |header: &'static str, value: String| async move {
+        let headers = [
             ("x-socketless-connection-id", "AAAAAAAAAAAAAAA="),
-            ("x-pad", huge.as_str()),
-        ],
-        "",
-    )
-    .await;
-    assert_eq!(status.as_u16(), 431);
-    let long = "c".repeat(8_000);
-    let (status, _, _) = send(
-        "POST",
-        &format!("http://127.0.0.1:{sport}/connect"),
-        &[
-            ("x-socketless-connection-id", "AAAAAAAAAAAAAAA="),
-            ("x-socketless-user-agent", long.as_str()),
-        ],
-        "",
-    )
-    .await;
+            (header, value.as_str()),
+        ];
+        send("POST", &format!("http://127.0.0.1:{sport}/connect"), &headers, "")
+            .await
+            .0
+    };
+    assert_eq!(connect("x-pad", huge.clone()).await.as_u16(), 431);
+    let status = connect("x-socketless-user-agent", "c".repeat(8_000)).await;
     assert_eq!(status.as_u16(), 200);
     let (_, session) = get(&format!("http://127.0.0.1:{siport}/v1/connections/AAAAAAAAAAAAAAA%3D")).await;
     let session: serde_json::Value = serde_json::from_str(&session).unwrap();

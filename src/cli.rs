@@ -10,9 +10,9 @@ use crate::config::{ConfigError, Problems};
 use crate::dev::{DevArgs, DevConfig};
 use crate::gateway::{GatewayArgs, GatewayConfig};
 use crate::handler::{Echo, MessageHandler};
+use crate::http_server::Drain;
 use crate::probe::ProbeArgs;
 use crate::serve::{ServeArgs, ServeConfig};
-use crate::server::Drain;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]

@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 use crate::config::{ConfigError, Problems};
 use crate::gateway::{EMBEDDED_TEMPLATE, Gateway, GatewayConfig};
 use crate::handler::MessageHandler;
+use crate::http_server::Drain;
 use crate::lifecycle::Lifecycle;
 use crate::serve::{self, ServeArgs};
-use crate::server::Drain;
 
 /// Flags of `socketless dev`.
 #[derive(clap::Args, Debug, Clone)]

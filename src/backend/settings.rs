@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::aws;
-use crate::config::{ConfigError, Problems};
+use crate::config::{ConfigError, Labels, Problems};
 use crate::contract;
 use crate::http_server::{BodyPolicy, HttpLimits};
 use crate::store::{StoreKind, StoreSettings};
@@ -160,21 +160,18 @@ impl ServeArgs {
     /// Checks every setting and reports all problems at once.
     pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
         let mut p = Problems::new();
-        let listen = p.addr("--listen (SOCKETLESS_LISTEN)", &self.listen);
-        let internal_listen = p.addr("--internal-listen (SOCKETLESS_INTERNAL_LISTEN)", &self.internal_listen);
+        let l = Labels::of::<ServeArgs>();
+        let listen = p.addr(l.get("listen"), &self.listen);
+        let internal_listen = p.addr(l.get("internal_listen"), &self.internal_listen);
         if let (Some(a), Some(b)) = (listen, internal_listen) {
             if a == b && a.port() != 0 {
                 p.push(format!("--internal-listen: must differ from --listen (both are {a})"));
             }
         }
         let store = p
-            .one_of("--store (SOCKETLESS_STORE)", &self.store, StoreKind::NAMES)
+            .one_of(l.get("store"), &self.store, StoreKind::NAMES)
             .and_then(StoreKind::from_name);
-        let reply_mode = match p.one_of(
-            "--reply-mode (SOCKETLESS_REPLY_MODE)",
-            &self.reply_mode,
-            &["sync", "async"],
-        ) {
+        let reply_mode = match p.one_of(l.get("reply_mode"), &self.reply_mode, &["sync", "async"]) {
             Some("async") => Some(ReplyMode::Async),
             Some(_) => Some(ReplyMode::Sync),
             None => None,
@@ -184,7 +181,8 @@ impl ServeArgs {
             (3..=255).contains(&table.len()) && table.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
         if !table_ok {
             p.push(format!(
-                "--table (SOCKETLESS_TABLE): {table:?} is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)"
+                "{label}: {table:?} is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)",
+                label = l.get("table")
             ));
         }
         let region = self
@@ -194,60 +192,52 @@ impl ServeArgs {
             .or_else(aws::region_from_env);
         let needs_region = store.is_some_and(StoreKind::uses_aws) || reply_mode == Some(ReplyMode::Async);
         if needs_region && region.is_none() {
-            p.push("--region (SOCKETLESS_REGION): required with --store dynamodb or --reply-mode async (or set AWS_REGION)");
+            p.push(format!(
+                "{}: required with --store dynamodb or --reply-mode async (or set AWS_REGION)",
+                l.get("region")
+            ));
         }
         if let Some(e) = &self.dynamodb_endpoint {
-            p.url("--dynamodb-endpoint (SOCKETLESS_DYNAMODB_ENDPOINT)", e);
+            p.url(l.get("dynamodb_endpoint"), e);
         }
         if let Some(e) = &self.push_endpoint {
-            p.url("--push-endpoint (SOCKETLESS_PUSH_ENDPOINT)", e);
+            p.url(l.get("push_endpoint"), e);
         }
         if self.create_table && store.is_some_and(|s| !s.has_table()) {
-            p.push("--create-table (SOCKETLESS_CREATE_TABLE): only makes sense with --store dynamodb");
+            p.push(format!(
+                "{}: only makes sense with --store dynamodb",
+                l.get("create_table")
+            ));
         }
         if let Some(s) = &self.shared_secret {
             if let Err(why) = contract::check_shared_secret(s) {
-                p.push(format!("--shared-secret (SOCKETLESS_SHARED_SECRET): {why}"));
+                p.push(format!("{label}: {why}", label = l.get("shared_secret")));
             }
         }
-        let cache_capacity = p.count(
-            "--cache-capacity (SOCKETLESS_CACHE_CAPACITY)",
-            &self.cache_capacity,
-            10_000_000,
-        );
-        let sync_interval = p.duration("--sync-interval (SOCKETLESS_SYNC_INTERVAL)", &self.sync_interval);
-        let session_ttl = p.duration("--session-ttl (SOCKETLESS_SESSION_TTL)", &self.session_ttl);
+        let cache_capacity = p.count(l.get("cache_capacity"), &self.cache_capacity, 10_000_000);
+        let sync_interval = p.duration(l.get("sync_interval"), &self.sync_interval);
+        let session_ttl = p.duration(l.get("session_ttl"), &self.session_ttl);
         if let Some(ttl) = session_ttl {
             if ttl.as_secs() <= contract::MAX_CONNECTION_SECS {
                 p.push(format!(
-                    "--session-ttl (SOCKETLESS_SESSION_TTL): must exceed the gateway's {} s connection limit, or live sessions expire",
-                    contract::MAX_CONNECTION_SECS
+                    "{label}: must exceed the gateway's {} s connection limit, or live sessions expire",
+                    contract::MAX_CONNECTION_SECS,
+                    label = l.get("session_ttl")
                 ));
             }
         }
-        let max_body = p.count(
-            "--max-body-bytes (SOCKETLESS_MAX_BODY_BYTES)",
-            &self.max_body_bytes,
-            16 * 1024 * 1024,
-        );
-        let shutdown_delay = p.duration("--shutdown-delay (SOCKETLESS_SHUTDOWN_DELAY)", &self.shutdown_delay);
-        let drain_timeout = p.duration("--drain-timeout (SOCKETLESS_DRAIN_TIMEOUT)", &self.drain_timeout);
-        let aws_timeout = p.duration("--aws-timeout (SOCKETLESS_AWS_TIMEOUT)", &self.aws_timeout);
-        let keep_alive = p.duration(
-            "--keep-alive-timeout (SOCKETLESS_KEEP_ALIVE_TIMEOUT)",
-            &self.keep_alive_timeout,
-        );
-        let max_header = p.count(
-            "--max-header-bytes (SOCKETLESS_MAX_HEADER_BYTES)",
-            &self.max_header_bytes,
-            1024 * 1024,
-        );
+        let max_body = p.count(l.get("max_body_bytes"), &self.max_body_bytes, 16 * 1024 * 1024);
+        let shutdown_delay = p.duration(l.get("shutdown_delay"), &self.shutdown_delay);
+        let drain_timeout = p.duration(l.get("drain_timeout"), &self.drain_timeout);
+        let aws_timeout = p.duration(l.get("aws_timeout"), &self.aws_timeout);
+        let keep_alive = p.duration(l.get("keep_alive_timeout"), &self.keep_alive_timeout);
+        let max_header = p.count(l.get("max_header_bytes"), &self.max_header_bytes, 1024 * 1024);
         if max_header.is_some_and(|m| m < 1024) {
-            p.push("--max-header-bytes (SOCKETLESS_MAX_HEADER_BYTES): must be at least 1024");
+            p.push(format!("{}: must be at least 1024", l.get("max_header_bytes")));
         }
-        let body_timeout = p.duration("--body-timeout (SOCKETLESS_BODY_TIMEOUT)", &self.body_timeout);
+        let body_timeout = p.duration(l.get("body_timeout"), &self.body_timeout);
         let body_budget = p.count(
-            "--max-buffered-body-bytes (SOCKETLESS_MAX_BUFFERED_BODY_BYTES)",
+            l.get("max_buffered_body_bytes"),
             &self.max_buffered_body_bytes,
             u32::MAX as u64,
         );
@@ -262,13 +252,9 @@ impl ServeArgs {
             }
         }
         if aws_timeout.is_some_and(|t| t < Duration::from_millis(100)) {
-            p.push("--aws-timeout (SOCKETLESS_AWS_TIMEOUT): must be at least 100ms");
+            p.push(format!("{}: must be at least 100ms", l.get("aws_timeout")));
         }
-        let concurrency = p.count(
-            "--broadcast-concurrency (SOCKETLESS_BROADCAST_CONCURRENCY)",
-            &self.broadcast_concurrency,
-            1024,
-        );
+        let concurrency = p.count(l.get("broadcast_concurrency"), &self.broadcast_concurrency, 1024);
         p.into_result()?;
         // Every value was checked above; the fallbacks below are never used.
         Ok(ServeConfig {

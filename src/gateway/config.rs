@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::sigv4::Verifier;
 use super::template::{self, ApiModel, TemplateError};
-use crate::config::{ConfigError, Problems};
+use crate::config::{ConfigError, Labels, Problems};
 use crate::contract;
 use crate::http_server::{BodyPolicy, HttpLimits};
 
@@ -115,16 +115,14 @@ pub struct GatewayConfig {
 }
 
 /// Parses `Key=Value` parameters, recording problems.
-fn parse_params(raw: &[String], p: &mut Problems) -> BTreeMap<String, String> {
+fn parse_params(raw: &[String], label: &str, p: &mut Problems) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for item in raw {
         match item.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => {
                 out.insert(k.trim().to_string(), v.to_string());
             }
-            _ => p.push(format!(
-                "--param (SOCKETLESS_GATEWAY_PARAMS): {item:?} is not Key=Value"
-            )),
+            _ => p.push(format!("{label}: {item:?} is not Key=Value")),
         }
     }
     out
@@ -134,12 +132,13 @@ impl GatewayArgs {
     /// Checks every flag and the template, reporting all problems at once.
     pub fn validate(&self) -> Result<GatewayConfig, ConfigError> {
         let mut p = Problems::new();
+        let l = Labels::of::<GatewayArgs>();
         let text = match &self.cfn {
             None => Some(EMBEDDED_TEMPLATE.to_string()),
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    p.push(format!("--cfn (SOCKETLESS_GATEWAY_CFN): cannot read {path:?}: {e}"));
+                    p.push(format!("{label}: cannot read {path:?}: {e}", label = l.get("cfn")));
                     None
                 }
             },
@@ -149,27 +148,13 @@ impl GatewayArgs {
 
     /// [`GatewayArgs::validate`] with the template's text given.
     fn validate_with(&self, text: Option<String>, mut p: Problems) -> Result<GatewayConfig, ConfigError> {
-        let listen = p.addr("--listen (SOCKETLESS_GATEWAY_LISTEN)", &self.listen);
-        let max_connections = p.count(
-            "--max-connections (SOCKETLESS_GATEWAY_MAX_CONNECTIONS)",
-            &self.max_connections,
-            1_000_000,
-        );
-        let idle_timeout = p.duration("--idle-timeout (SOCKETLESS_GATEWAY_IDLE_TIMEOUT)", &self.idle_timeout);
-        let max_duration = p.duration(
-            "--max-connection-duration (SOCKETLESS_GATEWAY_MAX_CONNECTION_DURATION)",
-            &self.max_connection_duration,
-        );
-        let max_message = p.count(
-            "--max-message-bytes (SOCKETLESS_GATEWAY_MAX_MESSAGE_BYTES)",
-            &self.max_message_bytes,
-            16 * 1024 * 1024,
-        );
-        let max_frame = p.count(
-            "--max-frame-bytes (SOCKETLESS_GATEWAY_MAX_FRAME_BYTES)",
-            &self.max_frame_bytes,
-            16 * 1024 * 1024,
-        );
+        let l = Labels::of::<GatewayArgs>();
+        let listen = p.addr(l.get("listen"), &self.listen);
+        let max_connections = p.count(l.get("max_connections"), &self.max_connections, 1_000_000);
+        let idle_timeout = p.duration(l.get("idle_timeout"), &self.idle_timeout);
+        let max_duration = p.duration(l.get("max_connection_duration"), &self.max_connection_duration);
+        let max_message = p.count(l.get("max_message_bytes"), &self.max_message_bytes, 16 * 1024 * 1024);
+        let max_frame = p.count(l.get("max_frame_bytes"), &self.max_frame_bytes, 16 * 1024 * 1024);
         if let (Some(m), Some(f)) = (max_message, max_frame) {
             if f > m {
                 p.push("--max-frame-bytes: must not exceed --max-message-bytes");
@@ -178,42 +163,22 @@ impl GatewayArgs {
         let integration_timeout = self
             .integration_timeout
             .as_deref()
-            .and_then(|t| p.duration("--integration-timeout (SOCKETLESS_GATEWAY_INTEGRATION_TIMEOUT)", t));
+            .and_then(|t| p.duration(l.get("integration_timeout"), t));
         if integration_timeout.is_some_and(|t| t < Duration::from_millis(50) || t > Duration::from_secs(29)) {
             p.push("--integration-timeout: must be between 50ms and 29s, as in API Gateway");
         }
-        let outbound_queue = p.count(
-            "--outbound-queue (SOCKETLESS_GATEWAY_OUTBOUND_QUEUE)",
-            &self.outbound_queue,
-            100_000,
-        );
-        let write_timeout = p.duration(
-            "--write-timeout (SOCKETLESS_GATEWAY_WRITE_TIMEOUT)",
-            &self.write_timeout,
-        );
-        let shutdown_delay = p.duration(
-            "--shutdown-delay (SOCKETLESS_GATEWAY_SHUTDOWN_DELAY)",
-            &self.shutdown_delay,
-        );
-        let drain_timeout = p.duration(
-            "--drain-timeout (SOCKETLESS_GATEWAY_DRAIN_TIMEOUT)",
-            &self.drain_timeout,
-        );
-        let keep_alive = p.duration(
-            "--keep-alive-timeout (SOCKETLESS_GATEWAY_KEEP_ALIVE_TIMEOUT)",
-            &self.keep_alive_timeout,
-        );
-        let max_header = p.count(
-            "--max-header-bytes (SOCKETLESS_GATEWAY_MAX_HEADER_BYTES)",
-            &self.max_header_bytes,
-            1024 * 1024,
-        );
+        let outbound_queue = p.count(l.get("outbound_queue"), &self.outbound_queue, 100_000);
+        let write_timeout = p.duration(l.get("write_timeout"), &self.write_timeout);
+        let shutdown_delay = p.duration(l.get("shutdown_delay"), &self.shutdown_delay);
+        let drain_timeout = p.duration(l.get("drain_timeout"), &self.drain_timeout);
+        let keep_alive = p.duration(l.get("keep_alive_timeout"), &self.keep_alive_timeout);
+        let max_header = p.count(l.get("max_header_bytes"), &self.max_header_bytes, 1024 * 1024);
         if max_header.is_some_and(|m| m < 1024) {
-            p.push("--max-header-bytes (SOCKETLESS_GATEWAY_MAX_HEADER_BYTES): must be at least 1024");
+            p.push(format!("{}: must be at least 1024", l.get("max_header_bytes")));
         }
-        let body_timeout = p.duration("--body-timeout (SOCKETLESS_GATEWAY_BODY_TIMEOUT)", &self.body_timeout);
+        let body_timeout = p.duration(l.get("body_timeout"), &self.body_timeout);
         let body_budget = p.count(
-            "--max-buffered-body-bytes (SOCKETLESS_GATEWAY_MAX_BUFFERED_BODY_BYTES)",
+            l.get("max_buffered_body_bytes"),
             &self.max_buffered_body_bytes,
             u32::MAX as u64,
         );
@@ -234,7 +199,7 @@ impl GatewayArgs {
                 p.push(format!("{name}: must be more than zero"));
             }
         }
-        let params = parse_params(&self.params, &mut p);
+        let params = parse_params(&self.params, l.get("params"), &mut p);
         let model = text.and_then(|t| match template::load(&t, &params, &self.region) {
             Ok(m) => Some(m),
             Err(errors) => {

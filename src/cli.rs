@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigError, Problems};
+use crate::config::{ConfigError, Labels, Problems};
 use crate::dev::{DevArgs, DevConfig};
 use crate::gateway::{GatewayArgs, GatewayConfig};
 use crate::handler::{Echo, MessageHandler};
+use crate::http_server::Drain;
 use crate::probe::ProbeArgs;
 use crate::serve::{ServeArgs, ServeConfig};
-use crate::server::Drain;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
@@ -52,6 +52,20 @@ enum Ready {
     Probe(ProbeArgs),
 }
 
+/// Why a verb stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
+    #[error(transparent)]
+    Gateway(#[from] std::io::Error),
+    #[error(transparent)]
+    Dev(#[from] crate::dev::DevError),
+    /// The probe failed; it has printed why.
+    #[error("the probe failed")]
+    ProbeFailed,
+}
+
 /// Exit code for invalid settings.
 const EXIT_CONFIG: u8 = 2;
 
@@ -64,11 +78,8 @@ pub fn main() -> ExitCode {
 pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
     let cli = Cli::parse();
     let mut problems = Problems::new();
-    let format = match problems.one_of(
-        "--log-format (SOCKETLESS_LOG_FORMAT)",
-        &cli.log_format,
-        &["json", "text", "auto"],
-    ) {
+    let labels = Labels::of_command(&<Cli as clap::CommandFactory>::command());
+    let format = match problems.one_of(labels.get("log_format"), &cli.log_format, &["json", "text", "auto"]) {
         Some("json") => LogFormat::Json,
         Some("text") => LogFormat::Text,
         _ => match cli.command {
@@ -77,7 +88,7 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
         },
     };
     if let Err(err) = telemetry::parse_filter(&cli.log) {
-        problems.push(format!("--log (SOCKETLESS_LOG): {err}"));
+        problems.push(format!("{}: {err}", labels.get("log")));
     }
     let ready: Result<Ready, ConfigError> = match &cli.command {
         Command::Serve(args) => args.validate().map(Ready::Serve),
@@ -115,19 +126,18 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: Result<Drain, String> = runtime.block_on(async move {
+    let result: Result<Drain, RunError> = runtime.block_on(async move {
         crate::memory::spawn_collector();
         match ready {
-            Ready::Serve(config) => crate::serve::run(config, handler).await.map_err(|e| e.to_string()),
-            Ready::Gateway(config) => crate::gateway::run(config).await.map_err(|e| e.to_string()),
-            Ready::Dev(config) => crate::dev::run(config, handler).await.map_err(|e| e.to_string()),
+            Ready::Serve(config) => Ok(crate::serve::run(config, handler).await?),
+            Ready::Gateway(config) => Ok(crate::gateway::run(config).await?),
+            Ready::Dev(config) => Ok(crate::dev::run(config, handler).await?),
             Ready::Probe(args) => {
-                let code = crate::probe::run(args).await;
                 // The probe's result is its exit code; nothing to drain.
-                if code == ExitCode::SUCCESS {
+                if crate::probe::run(args).await == ExitCode::SUCCESS {
                     Ok(Drain::Complete)
                 } else {
-                    Err(String::new())
+                    Err(RunError::ProbeFailed)
                 }
             }
         }
@@ -135,7 +145,8 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
     match result {
         // A drain that hit its bound is still the intended, clean exit.
         Ok(Drain::Complete) | Ok(Drain::TimedOut) => ExitCode::SUCCESS,
-        Err(err) if err.is_empty() => ExitCode::FAILURE,
+        // The probe printed its own result.
+        Err(RunError::ProbeFailed) => ExitCode::FAILURE,
         Err(err) => {
             tracing::error!(error = %err, "socketless failed");
             eprintln!("socketless: {err}");

@@ -123,6 +123,43 @@ impl Problems {
     }
 }
 
+/// Each argument's label as problems name it, `--flag (VARIABLE)`, taken from clap's own
+/// metadata so the flag and its variable are written once, on the argument.
+pub struct Labels(Vec<(String, String)>);
+
+impl Labels {
+    /// The labels of a clap `Args` type's arguments.
+    pub fn of<A: clap::Args>() -> Labels {
+        Labels::of_command(&A::augment_args(clap::Command::new("labels")))
+    }
+
+    /// The labels of a command's arguments.
+    pub fn of_command(command: &clap::Command) -> Labels {
+        let labels = command
+            .get_arguments()
+            .map(|arg| {
+                let id = arg.get_id().to_string();
+                let flag = arg.get_long().map(|l| format!("--{l}")).unwrap_or_else(|| id.clone());
+                let label = match arg.get_env() {
+                    Some(env) => format!("{flag} ({})", env.to_string_lossy()),
+                    None => flag,
+                };
+                (id, label)
+            })
+            .collect();
+        Labels(labels)
+    }
+
+    /// The label of the argument with this id (its field's name).
+    pub fn get<'a>(&'a self, id: &'a str) -> &'a str {
+        self.0
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, label)| label.as_str())
+            .unwrap_or(id)
+    }
+}
+
 /// Invalid configuration: every problem found.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError(pub Vec<String>);
@@ -183,6 +220,16 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn labels_come_from_clap() {
+        let labels = Labels::of::<crate::serve::ServeArgs>();
+        assert_eq!(
+            labels.get("sync_interval"),
+            "--sync-interval (SOCKETLESS_SYNC_INTERVAL)"
+        );
+        assert_eq!(labels.get("no_such_flag"), "no_such_flag");
     }
 
     #[test]

@@ -10,12 +10,12 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::config::{ConfigError, Problems};
+use crate::config::{ConfigError, Labels, Problems};
 use crate::gateway::{EMBEDDED_TEMPLATE, Gateway, GatewayConfig};
 use crate::handler::MessageHandler;
+use crate::http_server::Drain;
 use crate::lifecycle::Lifecycle;
 use crate::serve::{self, ServeArgs};
-use crate::server::Drain;
 
 /// Flags of `socketless dev`.
 #[derive(clap::Args, Debug, Clone)]
@@ -51,16 +51,10 @@ fn random_secret() -> String {
 impl DevArgs {
     pub fn validate(&self) -> Result<DevConfig, ConfigError> {
         let mut p = Problems::new();
-        let listen = p.addr("--listen (SOCKETLESS_DEV_LISTEN)", &self.listen);
-        p.addr(
-            "--internal-listen (SOCKETLESS_DEV_INTERNAL_LISTEN)",
-            &self.internal_listen,
-        );
-        p.one_of(
-            "--reply-mode (SOCKETLESS_DEV_REPLY_MODE)",
-            &self.reply_mode,
-            &["sync", "async"],
-        );
+        let l = Labels::of::<DevArgs>();
+        let listen = p.addr(l.get("listen"), &self.listen);
+        p.addr(l.get("internal_listen"), &self.internal_listen);
+        p.one_of(l.get("reply_mode"), &self.reply_mode, &["sync", "async"]);
         if self.stage.is_empty()
             || !self
                 .stage
@@ -68,8 +62,9 @@ impl DevArgs {
                 .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
         {
             p.push(format!(
-                "--stage (SOCKETLESS_DEV_STAGE): {:?} must be letters, digits, - or _",
-                self.stage
+                "{label}: {:?} must be letters, digits, - or _",
+                self.stage,
+                label = l.get("stage")
             ));
         }
         p.into_result()?;

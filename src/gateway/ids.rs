@@ -10,7 +10,7 @@ pub fn new_id() -> String {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let t = super::timefmt::now_ms() as u64;
+        let t = crate::timefmt::now_ms() as u64;
         bytes[..8].copy_from_slice(&t.to_le_bytes());
         bytes[8..].copy_from_slice(&n.to_le_bytes()[..3]);
     }

@@ -1,33 +1,14 @@
 //! Integration request parameters: `integration.request.{header,querystring,path}.NAME` mapped
 //! from `context.*`, `route.request.header|querystring.*` (on `$connect`),
 //! `route.request.body.*`, `stageVariables.*` or a `'literal'`. Only mapped values reach the
-//! backend; a source that has no value in this event is left out.
+//! backend; a source that has no value in this event is left out. The `context.*` variables
+//! accepted are the rows of [`crate::contract::CONTEXT`].
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
 use super::selection::{Segment, lookup, parse_path, stringify};
-
-/// Context variables the gateway can supply (`context.NAME`).
-pub const CONTEXT_VARIABLES: &[&str] = &[
-    "connectionId",
-    "connectedAt",
-    "domainName",
-    "eventType",
-    "messageId",
-    "routeKey",
-    "requestId",
-    "extendedRequestId",
-    "apiId",
-    "identity.sourceIp",
-    "identity.userAgent",
-    "requestTime",
-    "requestTimeEpoch",
-    "stage",
-    "disconnectStatusCode",
-    "disconnectReason",
-];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -84,7 +65,7 @@ impl Mapping {
         let source = if v.len() >= 2 && v.starts_with('\'') && v.ends_with('\'') {
             Source::Literal(v[1..v.len() - 1].to_string())
         } else if let Some(c) = v.strip_prefix("context.") {
-            if !CONTEXT_VARIABLES.contains(&c) {
+            if crate::contract::context_variable(c).is_none() {
                 return Err(bad(format!(
                     "{key}: {v} is not a context variable socketless gateway supplies"
                 )));

@@ -5,7 +5,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::timefmt;
+use crate::timefmt;
 
 type HmacSha256 = Hmac<Sha256>;
 

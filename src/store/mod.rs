@@ -6,11 +6,82 @@ mod memory;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::metrics::BackendMetrics;
+
 pub use dynamo::{DynamoStore, DynamoStoreConfig};
 pub use memory::MemoryStore;
+
+/// Which store holds the sessions. A new store is a variant here, a module beside these, and a
+/// branch in [`open`]; the settings and the start-up read only this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// One process only: `dev`, tests, a single replica.
+    Memory,
+    DynamoDb,
+}
+
+impl StoreKind {
+    /// Names as `--store` takes them, in the order of [`StoreKind::ALL`].
+    pub const NAMES: &'static [&'static str] = &["memory", "dynamodb"];
+    const ALL: &'static [StoreKind] = &[StoreKind::Memory, StoreKind::DynamoDb];
+
+    /// The store a `--store` name selects.
+    pub fn from_name(name: &str) -> Option<StoreKind> {
+        let i = Self::NAMES.iter().position(|n| *n == name)?;
+        Self::ALL.get(i).copied()
+    }
+
+    /// Whether the store calls AWS, and so needs a region.
+    pub fn uses_aws(self) -> bool {
+        self == StoreKind::DynamoDb
+    }
+
+    /// Whether the store has a table that `--create-table` can create.
+    pub fn has_table(self) -> bool {
+        self == StoreKind::DynamoDb
+    }
+}
+
+/// Everything needed to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    pub table: String,
+    /// Endpoint override (moto, LocalStack).
+    pub endpoint: Option<String>,
+    /// Create the table at start if it is missing.
+    pub create_table: bool,
+}
+
+/// Opens the configured store: the one place that knows every kind.
+pub async fn open(
+    settings: &StoreSettings,
+    sdk: &aws_config::SdkConfig,
+    metrics: Arc<BackendMetrics>,
+) -> Result<Arc<dyn SessionStore>, StoreError> {
+    Ok(match settings.kind {
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::DynamoDb => {
+            let store = DynamoStore::new(
+                sdk,
+                DynamoStoreConfig {
+                    table: settings.table.clone(),
+                    endpoint: settings.endpoint.clone(),
+                },
+                metrics,
+            );
+            if settings.create_table {
+                store.create_table().await?;
+                tracing::info!(table = %settings.table, "session table ready");
+            }
+            Arc::new(store)
+        }
+    })
+}
 
 /// A boxed future, so the store traits stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -179,7 +179,7 @@ pub struct Gw {
     pub gateway: Arc<Gateway>,
     pub lifecycle: Lifecycle,
     pub stage: String,
-    pub task: tokio::task::JoinHandle<socketless::server::Drain>,
+    pub task: tokio::task::JoinHandle<socketless::http_server::Drain>,
 }
 
 impl Gw {

@@ -71,7 +71,7 @@ pub struct Backend {
     pub public: SocketAddr,
     pub internal: SocketAddr,
     pub lifecycle: Lifecycle,
-    pub task: tokio::task::JoinHandle<socketless::server::Drain>,
+    pub task: tokio::task::JoinHandle<socketless::http_server::Drain>,
 }
 
 impl Backend {

@@ -1,5 +1,6 @@
-//! Time formats the contract uses: ISO 8601 (`@connections` GET) and the access-log style
-//! `dd/MMM/yyyy:HH:mm:ss +0000` (`context.requestTime`), both in UTC.
+//! Time as the contract writes it: the epoch-millisecond clock both gateway and backend read,
+//! ISO 8601 (`@connections` GET) and the access-log style `dd/MMM/yyyy:HH:mm:ss +0000`
+//! (`context.requestTime`), both in UTC.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,0 +1,102 @@
+//! Reads the gateway context of one integration call from its `x-socketless-*` headers, as the
+//! rows of [`crate::contract::CONTEXT`] say, in one pass over the request headers.
+
+use http::HeaderMap;
+
+use super::error::ApiError;
+use crate::contract::{self, CONTEXT};
+use crate::handler::RequestContext;
+
+/// A connection id as API Gateway issues them: short, printable, no separators.
+pub fn valid_connection_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+}
+
+/// Reads the gateway context from request headers, as `/connect`, `/message` and `/disconnect`
+/// do; the error says which header is missing or malformed.
+pub fn request_context(headers: &HeaderMap) -> Result<RequestContext, String> {
+    context(headers).map_err(|e| e.to_string())
+}
+
+/// Reads the gateway context from the request headers. The first value of a repeated header
+/// wins, as with `HeaderMap::get`.
+pub(super) fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
+    let mut ctx = RequestContext::default();
+    let mut seen = [false; CONTEXT.len()];
+    let mut malformed = None;
+    for (name, value) in headers {
+        let name = name.as_str();
+        // Most headers are not the gateway's: one prefix check skips them.
+        if !name.starts_with("x-socketless-") {
+            continue;
+        }
+        let Some(i) = CONTEXT
+            .iter()
+            .position(|row| row.header.is_some_and(|h| h.name == name))
+        else {
+            continue;
+        };
+        if std::mem::replace(&mut seen[i], true) {
+            continue;
+        }
+        if let Some(header) = CONTEXT[i].header {
+            if (header.store)(&mut ctx, value).is_err() {
+                malformed.get_or_insert(header.name);
+            }
+        }
+    }
+    if ctx.connection_id.is_empty() {
+        return Err(ApiError::MissingHeader(contract::CONNECTION_ID));
+    }
+    if !valid_connection_id(&ctx.connection_id) {
+        return Err(ApiError::InvalidHeader(contract::CONNECTION_ID));
+    }
+    match malformed {
+        Some(name) => Err(ApiError::InvalidHeader(name)),
+        None => Ok(ctx),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn context_headers_never_panic(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 12)) {
+            let names = [
+                contract::CONNECTION_ID, contract::ROUTE_KEY, contract::EVENT_TYPE, contract::REQUEST_ID,
+                contract::DOMAIN_NAME, contract::STAGE, contract::CONNECTED_AT, contract::SOURCE_IP,
+                contract::USER_AGENT, contract::DISCONNECT_STATUS, contract::DISCONNECT_REASON, contract::SHARED_SECRET,
+            ];
+            let mut headers = HeaderMap::new();
+            for (name, value) in names.iter().zip(values) {
+                if let Ok(v) = http::HeaderValue::from_bytes(&value) {
+                    headers.insert(*name, v);
+                }
+            }
+            let _ = request_context(&headers);
+        }
+
+        #[test]
+        fn valid_ids_and_times_round_trip(id in "[A-Za-z0-9_=+-]{1,64}", at in 0i64..4_000_000_000_000) {
+            let mut headers = HeaderMap::new();
+            headers.insert(contract::CONNECTION_ID, id.parse().unwrap());
+            headers.insert(contract::CONNECTED_AT, at.to_string().parse().unwrap());
+            let ctx = request_context(&headers).unwrap();
+            prop_assert_eq!(ctx.connection_id, id);
+            prop_assert_eq!(ctx.connected_at, Some(at));
+        }
+
+        #[test]
+        fn malformed_connected_at_is_refused(bad in "[^0-9]{1,12}") {
+            let mut headers = HeaderMap::new();
+            headers.insert(contract::CONNECTION_ID, "abc=".parse().unwrap());
+            if let Ok(v) = http::HeaderValue::from_str(&bad) {
+                headers.insert(contract::CONNECTED_AT, v);
+                prop_assert!(request_context(&headers).is_err());
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The internal port, for other services and never behind the ingress: push to a connection,
+//! close it, look it up, and broadcast to every session with bounded concurrency; plus health
+//! and metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::context::valid_connection_id;
+use super::error::ApiError;
+use super::state::{Backend, InFlight};
+use crate::contract;
+use crate::http_server::{self, Body};
+use crate::push::PushOutcome;
+
+/// Page size used by broadcast scans.
+const BROADCAST_PAGE: usize = 100;
+
+/// Counts of one broadcast.
+#[derive(Default)]
+struct Tally {
+    sessions: u64,
+    delivered: u64,
+    gone: u64,
+    failed: u64,
+    gone_ids: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, id: String, outcome: &PushOutcome) {
+        match outcome {
+            PushOutcome::Delivered => self.delivered += 1,
+            PushOutcome::Gone => {
+                self.gone += 1;
+                self.gone_ids.push(id);
+            }
+            _ => self.failed += 1,
+        }
+    }
+}
+
+/// A connection id from a path segment, percent-decoded and checked.
+fn connection_id(segment: &str) -> Result<String, ApiError> {
+    crate::percent::decode(segment)
+        .filter(|id| valid_connection_id(id))
+        .ok_or(ApiError::InvalidConnectionId)
+}
+
+impl Backend {
+    /// The internal port: `/v1/...`, health and metrics.
+    pub async fn internal(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let _in_flight = InFlight::new(&self.metrics, "internal");
+        let path = req.uri().path().to_string();
+        if let Some(resp) = http_server::health(&path, &self.lifecycle) {
+            return resp;
+        }
+        if path == "/metrics" {
+            return self.metrics_response();
+        }
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let method = req.method().clone();
+        let (route, result): (&'static str, Result<Response<Body>, ApiError>) = match (method, segments.as_slice()) {
+            (Method::POST, ["v1", "broadcast"]) => ("/v1/broadcast", self.broadcast(req).await),
+            (m, ["v1", "connections", id]) => {
+                let result = match (connection_id(id), m) {
+                    (Err(e), _) => Err(e),
+                    (Ok(id), Method::GET) => self.lookup(&id).await,
+                    (Ok(id), Method::DELETE) => self.close(&id).await,
+                    (Ok(_), _) => Err(ApiError::Method("use GET or DELETE")),
+                };
+                ("/v1/connections/{id}", result)
+            }
+            (m, ["v1", "connections", id, "messages"]) => {
+                let result = match connection_id(id) {
+                    Err(e) => Err(e),
+                    Ok(_) if m != Method::POST => Err(ApiError::Method("use POST")),
+                    Ok(id) => self.send(&id, req).await,
+                };
+                ("/v1/connections/{id}/messages", result)
+            }
+            _ => ("other", Err(ApiError::NoRoute)),
+        };
+        let resp = result.unwrap_or_else(|err| err.response());
+        self.observe("internal", route, resp.status(), started);
+        resp
+    }
+
+    /// The management endpoint for one connection: the configured one, or the session's.
+    async fn endpoint_for(&self, id: &str, missing: &'static str) -> Result<String, ApiError> {
+        let endpoint = if self.pusher.has_fixed_endpoint() {
+            self.pusher.endpoint("", "")
+        } else {
+            match self.store.get(id).await {
+                Ok(Some(session)) => self.pusher.endpoint(&session.domain, &session.stage),
+                Ok(None) => return Err(ApiError::NoSuchConnection),
+                Err(err) => return Err(ApiError::store(err, id, None)),
+            }
+        };
+        endpoint.ok_or(ApiError::NoEndpoint(missing))
+    }
+
+    async fn lookup(&self, id: &str) -> Result<Response<Body>, ApiError> {
+        match self.store.get(id).await {
+            Ok(Some(session)) => Ok(http_server::json(
+                StatusCode::OK,
+                &serde_json::to_value(&session).unwrap_or_default(),
+            )),
+            Ok(None) => Err(ApiError::NoSuchConnection),
+            Err(err) => Err(ApiError::store(err, id, None)),
+        }
+    }
+
+    /// What a push's outcome answers; a gone connection's session is forgotten.
+    async fn pushed(&self, id: &str, outcome: PushOutcome, done: Response<Body>) -> Result<Response<Body>, ApiError> {
+        match outcome {
+            PushOutcome::Delivered => Ok(done),
+            PushOutcome::Gone => {
+                self.forget(id).await;
+                Err(ApiError::Gone)
+            }
+            other => Err(ApiError::Push(other)),
+        }
+    }
+
+    async fn send(&self, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let body = http_server::read_body(req, contract::MAX_POST_BYTES, &self.body).await?;
+        let endpoint = self
+            .endpoint_for(id, "the session has no domain and stage to push to")
+            .await?;
+        let outcome = self.pusher.post(&endpoint, id, body.bytes.clone()).await;
+        let delivered = http_server::json(StatusCode::OK, &serde_json::json!({ "delivered": true }));
+        self.pushed(id, outcome, delivered).await
+    }
+
+    async fn close(&self, id: &str) -> Result<Response<Body>, ApiError> {
+        let endpoint = self.endpoint_for(id, "the session has no domain and stage").await?;
+        let outcome = self.pusher.delete(&endpoint, id).await;
+        self.pushed(id, outcome, http_server::empty(StatusCode::NO_CONTENT))
+            .await
+    }
+
+    async fn broadcast(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let body = http_server::read_body(req, contract::MAX_POST_BYTES, &self.body).await?;
+        let limit = Arc::new(Semaphore::new(self.settings.broadcast_concurrency.max(1)));
+        let mut tasks: JoinSet<(String, PushOutcome)> = JoinSet::new();
+        let mut tally = Tally::default();
+        let mut cursor = None;
+        let mut scan_failed = false;
+        loop {
+            let page = match self.store.scan(cursor.take(), BROADCAST_PAGE).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(error = %err, "broadcast scan failed; stopping early");
+                    scan_failed = true;
+                    break;
+                }
+            };
+            for session in page.sessions {
+                tally.sessions += 1;
+                let Some(endpoint) = self.pusher.endpoint(&session.domain, &session.stage) else {
+                    tally.failed += 1;
+                    continue;
+                };
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
+                let data = body.bytes.clone();
+                let pusher = self.pusher.clone();
+                tasks.spawn(async move {
+                    let outcome = pusher.post(&endpoint, &session.connection_id, data).await;
+                    drop(permit);
+                    (session.connection_id, outcome)
+                });
+                // Reap finished sends as we go so the set stays small.
+                while let Some(Ok((id, outcome))) = tasks.try_join_next() {
+                    tally.add(id, &outcome);
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        while let Some(res) = tasks.join_next().await {
+            match res {
+                Ok((id, outcome)) => tally.add(id, &outcome),
+                Err(_) => tally.failed += 1,
+            }
+        }
+        for id in std::mem::take(&mut tally.gone_ids) {
+            self.forget(&id).await;
+        }
+        let status = if scan_failed {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        Ok(http_server::json(
+            status,
+            &serde_json::json!({
+                "sessions": tally.sessions,
+                "delivered": tally.delivered,
+                "gone": tally.gone,
+                "failed": tally.failed,
+                "complete": !scan_failed,
+            }),
+        ))
+    }
+}

@@ -1,0 +1,20 @@
+//! `socketless serve`'s backend: the stateless REST service a WebSocket gateway calls for every
+//! connect, message and disconnect (public port), plus the internal API other services use to
+//! push to, close, look up and broadcast to connections (internal port, never behind the
+//! ingress).
+//!
+//! `settings` holds the flags and their validation, `state` the [`Backend`] both listeners
+//! share, `context` reads the gateway context from the request headers, `public` and
+//! `internal` are the two listeners, and `error` is the one error type both answer with.
+
+mod context;
+mod error;
+mod internal;
+mod public;
+mod settings;
+mod state;
+
+pub use context::request_context;
+pub use error::ApiError;
+pub use settings::{BackendSettings, ReplyMode, ServeArgs, ServeConfig};
+pub use state::Backend;

@@ -1,0 +1,202 @@
+//! The public port, the gateway's integration target: `/connect`, `/message` and `/disconnect`
+//! (shared secret, context headers, body), session bookkeeping around the handler, and the
+//! reply in the response or through `@connections`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use subtle::ConstantTimeEq;
+
+use super::context::context;
+use super::error::ApiError;
+use super::settings::ReplyMode;
+use super::state::{Backend, InFlight};
+use crate::cache::Lookup;
+use crate::contract;
+use crate::handler::RequestContext;
+use crate::http_server::{self, Body};
+use crate::push::PushOutcome;
+use crate::store::{Created, Session};
+use crate::timefmt::now_ms;
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn capped(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+impl Backend {
+    /// The public port: the gateway's integration target.
+    pub async fn public(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let _in_flight = InFlight::new(&self.metrics, "public");
+        let route: &'static str = match req.uri().path() {
+            contract::PATH_CONNECT => contract::PATH_CONNECT,
+            contract::PATH_DISCONNECT => contract::PATH_DISCONNECT,
+            contract::PATH_MESSAGE => contract::PATH_MESSAGE,
+            "/healthz" | "/readyz" => {
+                // Load balancers health-check the traffic port.
+                return http_server::health(req.uri().path(), &self.lifecycle)
+                    .unwrap_or_else(|| http_server::empty(StatusCode::NOT_FOUND));
+            }
+            _ => {
+                let resp = ApiError::NoRoute.response();
+                self.observe("public", "other", resp.status(), started);
+                return resp;
+            }
+        };
+        let resp = if req.method() != Method::POST {
+            ApiError::Method("use POST").response()
+        } else {
+            self.integration(route, req).await.unwrap_or_else(|err| err.response())
+        };
+        self.observe("public", route, resp.status(), started);
+        resp
+    }
+
+    fn check_secret(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.settings.shared_secret else {
+            return Ok(());
+        };
+        let Some(given) = headers.get(contract::SHARED_SECRET) else {
+            return Err(ApiError::NoSecret);
+        };
+        if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::WrongSecret)
+        }
+    }
+
+    async fn integration(&self, route: &'static str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        self.check_secret(req.headers())?;
+        let ctx = context(req.headers())?;
+        // The body's bytes stay counted against the budget until the answer is ready.
+        let body = http_server::read_body(req, self.settings.max_body_bytes, &self.body).await?;
+        match route {
+            contract::PATH_CONNECT => self.connect(ctx).await,
+            contract::PATH_DISCONNECT => self.disconnect(ctx).await,
+            _ => self.message(ctx, body.bytes.clone()).await,
+        }
+    }
+
+    fn new_session(&self, ctx: &RequestContext) -> Session {
+        let now = now_ms();
+        let connected_at = ctx.connected_at.unwrap_or(now);
+        Session {
+            connection_id: ctx.connection_id.clone(),
+            connected_at,
+            last_seen_at: now,
+            source_ip: ctx.source_ip.clone(),
+            user_agent: capped(&ctx.user_agent, contract::MAX_STORED_USER_AGENT),
+            domain: ctx.domain.clone(),
+            stage: ctx.stage.clone(),
+            message_count: 0,
+            expires_at: connected_at / 1000 + self.settings.session_ttl.as_secs() as i64,
+        }
+    }
+
+    async fn connect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
+        if let Err(rejection) = self.handler.on_connect(&ctx).await {
+            tracing::info!(
+                connection_id = %ctx.connection_id,
+                request_id = %ctx.request_id,
+                status = rejection.status.as_u16(),
+                "connect rejected by the handler"
+            );
+            return Err(ApiError::Rejected(rejection));
+        }
+        let session = self.new_session(&ctx);
+        let (connection_id, request_id) = (&ctx.connection_id, &ctx.request_id);
+        let created = self
+            .store
+            .create(&session)
+            .await
+            .map_err(|e| ApiError::store(e, connection_id, Some(request_id)))?;
+        match created {
+            Created::Created => tracing::info!(%connection_id, %request_id, "connected"),
+            Created::AlreadyExists => {
+                tracing::info!(%connection_id, %request_id, "duplicate connect; existing session kept")
+            }
+        }
+        self.cache.insert_synced(&ctx.connection_id, Instant::now());
+        Ok(http_server::empty(StatusCode::OK))
+    }
+
+    async fn disconnect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
+        self.handler.on_disconnect(&ctx).await;
+        self.cache.remove(&ctx.connection_id);
+        let existed = self
+            .store
+            .delete(&ctx.connection_id)
+            .await
+            .map_err(|e| ApiError::store(e, &ctx.connection_id, Some(&ctx.request_id)))?;
+        tracing::info!(
+            connection_id = %ctx.connection_id,
+            request_id = %ctx.request_id,
+            existed,
+            status = ?ctx.disconnect_status,
+            "disconnected"
+        );
+        Ok(http_server::empty(StatusCode::OK))
+    }
+
+    async fn message(&self, ctx: RequestContext, body: Bytes) -> Result<Response<Body>, ApiError> {
+        self.metrics.messages.inc();
+        match self.cache.on_message(&ctx.connection_id, Instant::now()) {
+            Lookup::Fresh => self.metrics.cache_lookup(true),
+            Lookup::Sync { add, cached } => {
+                self.metrics.cache_lookup(false);
+                let session = self.new_session(&ctx);
+                if let Err(err) = self.store.upsert(&session, add).await {
+                    self.cache.sync_failed(&ctx.connection_id, add, cached);
+                    return Err(ApiError::store(err, &ctx.connection_id, Some(&ctx.request_id)));
+                }
+            }
+        }
+        let reply = self.handler.on_message(&ctx, body).await.map_err(ApiError::Rejected)?;
+        let Some(reply) = reply else {
+            return Ok(http_server::empty(StatusCode::OK));
+        };
+        match self.settings.reply_mode {
+            ReplyMode::Sync => Ok(http_server::with_body(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                reply,
+            )),
+            ReplyMode::Async => self.reply_async(&ctx, reply).await,
+        }
+    }
+
+    /// Sends a reply through `@connections`.
+    async fn reply_async(&self, ctx: &RequestContext, reply: Bytes) -> Result<Response<Body>, ApiError> {
+        let Some(endpoint) = self.pusher.endpoint(&ctx.domain, &ctx.stage) else {
+            tracing::warn!(
+                connection_id = %ctx.connection_id,
+                request_id = %ctx.request_id,
+                "asynchronous reply impossible: no domain/stage header and no push endpoint"
+            );
+            return Ok(http_server::error(
+                StatusCode::BAD_GATEWAY,
+                "no @connections endpoint for this request",
+            ));
+        };
+        // Boxed: the SDK call's future is large, and inlined it would make every request's
+        // future (which hyper moves) that large too.
+        match Box::pin(self.pusher.post(&endpoint, &ctx.connection_id, reply)).await {
+            PushOutcome::Delivered => Ok(http_server::empty(StatusCode::OK)),
+            PushOutcome::Gone => {
+                self.forget(&ctx.connection_id).await;
+                Ok(http_server::empty(StatusCode::OK))
+            }
+            other => Err(ApiError::Push(other)),
+        }
+    }
+}

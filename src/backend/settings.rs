@@ -1,0 +1,290 @@
+//! The backend's settings: `socketless serve`'s flags (each with its variable), their
+//! validation (every problem reported at once), and the behaviour settings the listeners read.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::aws;
+use crate::config::{ConfigError, Labels, Problems};
+use crate::contract;
+use crate::http_server::{BodyPolicy, HttpLimits};
+use crate::store::{StoreKind, StoreSettings};
+
+/// How replies reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// In the HTTP response; the gateway forwards it when the route has a route response.
+    Sync,
+    /// Through `@connections` PostToConnection; the HTTP response is empty.
+    Async,
+}
+
+/// Behaviour settings of the backend.
+#[derive(Clone)]
+pub struct BackendSettings {
+    pub shared_secret: Option<String>,
+    pub reply_mode: ReplyMode,
+    pub max_body_bytes: usize,
+    /// A session item expires this long after its connection opened (DynamoDB TTL).
+    pub session_ttl: Duration,
+    pub broadcast_concurrency: usize,
+}
+
+impl std::fmt::Debug for BackendSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendSettings")
+            .field("shared_secret", &self.shared_secret.as_ref().map(|_| "<redacted>"))
+            .field("reply_mode", &self.reply_mode)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("session_ttl", &self.session_ttl)
+            .field("broadcast_concurrency", &self.broadcast_concurrency)
+            .finish()
+    }
+}
+
+/// Flags of `socketless serve`. Values are validated together in [`ServeArgs::validate`], so one
+/// start reports every mistake.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Public listener: the integration target of the WebSocket API (/connect, /message, /disconnect).
+    #[arg(long, env = "SOCKETLESS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// Internal listener: /v1 API, /healthz, /readyz, /metrics. Never expose it through an ingress.
+    #[arg(long, env = "SOCKETLESS_INTERNAL_LISTEN", default_value = "0.0.0.0:9090")]
+    pub internal_listen: String,
+    /// Session store: `memory` (one process only) or `dynamodb`.
+    #[arg(long, env = "SOCKETLESS_STORE", default_value = "memory")]
+    pub store: String,
+    /// DynamoDB table holding the sessions.
+    #[arg(long, env = "SOCKETLESS_TABLE", default_value = "socketless-sessions")]
+    pub table: String,
+    /// AWS region; falls back to AWS_REGION / AWS_DEFAULT_REGION. Required for dynamodb and async replies.
+    #[arg(long, env = "SOCKETLESS_REGION")]
+    pub region: Option<String>,
+    /// DynamoDB endpoint override (moto, LocalStack). AWS_ENDPOINT_URL is honoured too.
+    #[arg(long, env = "SOCKETLESS_DYNAMODB_ENDPOINT")]
+    pub dynamodb_endpoint: Option<String>,
+    /// Create the table (with TTL) at start if it is missing. For local use; never the default.
+    #[arg(long, env = "SOCKETLESS_CREATE_TABLE", default_value_t = false)]
+    pub create_table: bool,
+    /// How replies reach the client: `sync` (HTTP response) or `async` (@connections push).
+    #[arg(long, env = "SOCKETLESS_REPLY_MODE", default_value = "sync")]
+    pub reply_mode: String,
+    /// @connections endpoint for every push (custom domains, the local gateway; http allowed).
+    /// Default: https://{domain}/{stage} from the request or session.
+    #[arg(long, env = "SOCKETLESS_PUSH_ENDPOINT")]
+    pub push_endpoint: Option<String>,
+    /// Shared secret the gateway must send in x-socketless-secret. Unset: not checked.
+    #[arg(long, env = "SOCKETLESS_SHARED_SECRET", hide_env_values = true)]
+    pub shared_secret: Option<String>,
+    /// Sessions kept in the per-pod cache of known-live sessions.
+    #[arg(long, env = "SOCKETLESS_CACHE_CAPACITY", default_value = "100000")]
+    pub cache_capacity: String,
+    /// A cached session is written (lastSeenAt, message count) at most once per interval.
+    #[arg(long, env = "SOCKETLESS_SYNC_INTERVAL", default_value = "60s")]
+    pub sync_interval: String,
+    /// Session items expire (DynamoDB TTL) this long after their connection opened.
+    #[arg(long, env = "SOCKETLESS_SESSION_TTL", default_value = "2h15m")]
+    pub session_ttl: String,
+    /// Largest request body accepted on the public port.
+    #[arg(long, env = "SOCKETLESS_MAX_BODY_BYTES", default_value = "131072")]
+    pub max_body_bytes: String,
+    /// Idle keep-alive connections stay open this long (and a request head must arrive within
+    /// it). Keep it above the idle timeout of the load balancer in front (an ALB's is 60 s).
+    #[arg(long, env = "SOCKETLESS_KEEP_ALIVE_TIMEOUT", default_value = "75s")]
+    pub keep_alive_timeout: String,
+    /// Request line and headers together at most, in bytes; larger requests get 431.
+    #[arg(long, env = "SOCKETLESS_MAX_HEADER_BYTES", default_value = "10240")]
+    pub max_header_bytes: String,
+    /// A request body must arrive whole within this; slower bodies get 408.
+    #[arg(long, env = "SOCKETLESS_BODY_TIMEOUT", default_value = "10s")]
+    pub body_timeout: String,
+    /// Bytes of request bodies held at once across all requests; past it requests get 503.
+    #[arg(long, env = "SOCKETLESS_MAX_BUFFERED_BODY_BYTES", default_value = "67108864")]
+    pub max_buffered_body_bytes: String,
+    /// After SIGTERM, keep serving (not ready) this long so load balancers deregister the pod.
+    #[arg(long, env = "SOCKETLESS_SHUTDOWN_DELAY", default_value = "5s")]
+    pub shutdown_delay: String,
+    /// Then wait at most this long for requests in flight.
+    #[arg(long, env = "SOCKETLESS_DRAIN_TIMEOUT", default_value = "20s")]
+    pub drain_timeout: String,
+    /// Bound on one AWS call, retries included; past it the request answers 503.
+    #[arg(long, env = "SOCKETLESS_AWS_TIMEOUT", default_value = "3s")]
+    pub aws_timeout: String,
+    /// Concurrent @connections posts per broadcast.
+    #[arg(long, env = "SOCKETLESS_BROADCAST_CONCURRENCY", default_value = "32")]
+    pub broadcast_concurrency: String,
+}
+
+/// Validated settings of `socketless serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub internal_listen: SocketAddr,
+    pub store: StoreSettings,
+    pub region: String,
+    pub push_endpoint: Option<String>,
+    pub cache_capacity: usize,
+    pub sync_interval: Duration,
+    pub shutdown_delay: Duration,
+    pub drain_timeout: Duration,
+    pub aws_timeout: Duration,
+    pub http: HttpLimits,
+    pub body: BodyPolicy,
+    pub backend: BackendSettings,
+}
+
+/// Region used for SigV4 when nothing else names one and no AWS service needs the real one.
+const FALLBACK_REGION: &str = "us-east-1";
+
+/// `socketless serve`'s flags on their own, to build [`ServeArgs`] from words.
+#[derive(clap::Parser, Debug)]
+#[command(name = "serve", no_binary_name = true)]
+struct ServeFlags {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+impl ServeArgs {
+    /// Settings from flags, as the command line gives them (for `dev` and tests, which set a
+    /// few and take every other default from the one place clap reads it).
+    pub fn from_flags<I, T>(flags: I) -> Result<ServeArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        ServeFlags::try_parse_from(flags).map(|f| f.args)
+    }
+
+    /// Checks every setting and reports all problems at once.
+    pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
+        let mut p = Problems::new();
+        let l = Labels::of::<ServeArgs>();
+        let listen = p.addr(l.get("listen"), &self.listen);
+        let internal_listen = p.addr(l.get("internal_listen"), &self.internal_listen);
+        if let (Some(a), Some(b)) = (listen, internal_listen) {
+            if a == b && a.port() != 0 {
+                p.push(format!("--internal-listen: must differ from --listen (both are {a})"));
+            }
+        }
+        let store = p
+            .one_of(l.get("store"), &self.store, StoreKind::NAMES)
+            .and_then(StoreKind::from_name);
+        let reply_mode = match p.one_of(l.get("reply_mode"), &self.reply_mode, &["sync", "async"]) {
+            Some("async") => Some(ReplyMode::Async),
+            Some(_) => Some(ReplyMode::Sync),
+            None => None,
+        };
+        let table = self.table.trim().to_string();
+        let table_ok =
+            (3..=255).contains(&table.len()) && table.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !table_ok {
+            p.push(format!(
+                "{label}: {table:?} is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)",
+                label = l.get("table")
+            ));
+        }
+        let region = self
+            .region
+            .clone()
+            .filter(|r| !r.trim().is_empty())
+            .or_else(aws::region_from_env);
+        let needs_region = store.is_some_and(StoreKind::uses_aws) || reply_mode == Some(ReplyMode::Async);
+        if needs_region && region.is_none() {
+            p.push(format!(
+                "{}: required with --store dynamodb or --reply-mode async (or set AWS_REGION)",
+                l.get("region")
+            ));
+        }
+        if let Some(e) = &self.dynamodb_endpoint {
+            p.url(l.get("dynamodb_endpoint"), e);
+        }
+        if let Some(e) = &self.push_endpoint {
+            p.url(l.get("push_endpoint"), e);
+        }
+        if self.create_table && store.is_some_and(|s| !s.has_table()) {
+            p.push(format!(
+                "{}: only makes sense with --store dynamodb",
+                l.get("create_table")
+            ));
+        }
+        if let Some(s) = &self.shared_secret {
+            if let Err(why) = contract::check_shared_secret(s) {
+                p.push(format!("{label}: {why}", label = l.get("shared_secret")));
+            }
+        }
+        let cache_capacity = p.count(l.get("cache_capacity"), &self.cache_capacity, 10_000_000);
+        let sync_interval = p.duration(l.get("sync_interval"), &self.sync_interval);
+        let session_ttl = p.duration(l.get("session_ttl"), &self.session_ttl);
+        if let Some(ttl) = session_ttl {
+            if ttl.as_secs() <= contract::MAX_CONNECTION_SECS {
+                p.push(format!(
+                    "{label}: must exceed the gateway's {} s connection limit, or live sessions expire",
+                    contract::MAX_CONNECTION_SECS,
+                    label = l.get("session_ttl")
+                ));
+            }
+        }
+        let max_body = p.count(l.get("max_body_bytes"), &self.max_body_bytes, 16 * 1024 * 1024);
+        let shutdown_delay = p.duration(l.get("shutdown_delay"), &self.shutdown_delay);
+        let drain_timeout = p.duration(l.get("drain_timeout"), &self.drain_timeout);
+        let aws_timeout = p.duration(l.get("aws_timeout"), &self.aws_timeout);
+        let keep_alive = p.duration(l.get("keep_alive_timeout"), &self.keep_alive_timeout);
+        let max_header = p.count(l.get("max_header_bytes"), &self.max_header_bytes, 1024 * 1024);
+        if max_header.is_some_and(|m| m < 1024) {
+            p.push(format!("{}: must be at least 1024", l.get("max_header_bytes")));
+        }
+        let body_timeout = p.duration(l.get("body_timeout"), &self.body_timeout);
+        let body_budget = p.count(
+            l.get("max_buffered_body_bytes"),
+            &self.max_buffered_body_bytes,
+            u32::MAX as u64,
+        );
+        if let (Some(budget), Some(body)) = (body_budget, max_body) {
+            if budget < body {
+                p.push("--max-buffered-body-bytes: must be at least --max-body-bytes");
+            }
+        }
+        for (name, d) in [("--keep-alive-timeout", keep_alive), ("--body-timeout", body_timeout)] {
+            if d.is_some_and(|d| d.is_zero()) {
+                p.push(format!("{name}: must be more than zero"));
+            }
+        }
+        if aws_timeout.is_some_and(|t| t < Duration::from_millis(100)) {
+            p.push(format!("{}: must be at least 100ms", l.get("aws_timeout")));
+        }
+        let concurrency = p.count(l.get("broadcast_concurrency"), &self.broadcast_concurrency, 1024);
+        p.into_result()?;
+        // Every value was checked above; the fallbacks below are never used.
+        Ok(ServeConfig {
+            listen: listen.unwrap_or_else(|| ([0, 0, 0, 0], 8080).into()),
+            internal_listen: internal_listen.unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
+            store: StoreSettings {
+                kind: store.unwrap_or(StoreKind::Memory),
+                table,
+                endpoint: self.dynamodb_endpoint.clone(),
+                create_table: self.create_table,
+            },
+            region: region.unwrap_or_else(|| FALLBACK_REGION.to_string()),
+            push_endpoint: self.push_endpoint.clone(),
+            cache_capacity: cache_capacity.unwrap_or(1) as usize,
+            sync_interval: sync_interval.unwrap_or_default(),
+            shutdown_delay: shutdown_delay.unwrap_or_default(),
+            drain_timeout: drain_timeout.unwrap_or_default(),
+            aws_timeout: aws_timeout.unwrap_or_default(),
+            http: HttpLimits {
+                keep_alive: keep_alive.unwrap_or_default(),
+                max_header_bytes: max_header.unwrap_or(1) as usize,
+            },
+            body: BodyPolicy::new(body_timeout.unwrap_or_default(), body_budget.unwrap_or(1) as usize),
+            backend: BackendSettings {
+                shared_secret: self.shared_secret.clone(),
+                reply_mode: reply_mode.unwrap_or(ReplyMode::Sync),
+                max_body_bytes: max_body.unwrap_or(1) as usize,
+                session_ttl: session_ttl.unwrap_or_default(),
+                broadcast_concurrency: concurrency.unwrap_or(1) as usize,
+            },
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! The backend's state, shared by both listeners: the session store and its cache, the pusher,
+//! the handler, metrics, lifecycle and settings; plus what both listeners do with it (count
+//! requests, forget a gone session, flush pending counts at shutdown).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Response, StatusCode};
+use prometheus_client::registry::Registry;
+
+use super::settings::BackendSettings;
+use crate::cache::SessionCache;
+use crate::handler::MessageHandler;
+use crate::http_server::{self, Body, BodyPolicy};
+use crate::lifecycle::Lifecycle;
+use crate::metrics::{self, BackendMetrics};
+use crate::push::Pusher;
+use crate::store::SessionStore;
+use crate::timefmt::now_ms;
+
+/// The backend's state. Built by [`crate::serve::prepare`].
+pub struct Backend {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) cache: SessionCache,
+    pub(crate) pusher: Arc<Pusher>,
+    pub(crate) handler: Arc<dyn MessageHandler>,
+    pub(crate) metrics: Arc<BackendMetrics>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) settings: BackendSettings,
+    /// Deadline and shared budget for request bodies on both listeners.
+    pub(crate) body: BodyPolicy,
+}
+
+/// Counts a request in flight for as long as it lives.
+pub(super) struct InFlight<'a> {
+    metrics: &'a BackendMetrics,
+    listener: &'static str,
+}
+
+impl<'a> InFlight<'a> {
+    pub(super) fn new(metrics: &'a BackendMetrics, listener: &'static str) -> Self {
+        metrics.in_flight(listener, 1);
+        InFlight { metrics, listener }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.metrics.in_flight(self.listener, -1);
+    }
+}
+
+impl Backend {
+    pub(super) fn observe(&self, listener: &'static str, route: &'static str, status: StatusCode, started: Instant) {
+        self.metrics
+            .request(listener, route, status.as_u16(), started.elapsed().as_secs_f64());
+    }
+
+    pub(super) fn metrics_response(&self) -> Response<Body> {
+        http_server::with_body(StatusCode::OK, metrics::CONTENT_TYPE, metrics::encode(&self.registry))
+    }
+
+    /// Removes a session the gateway reported gone (410).
+    pub(super) async fn forget(&self, connection_id: &str) {
+        self.cache.remove(connection_id);
+        if let Err(err) = self.store.delete(connection_id).await {
+            tracing::warn!(connection_id, error = %err, "could not delete a gone session");
+        }
+    }
+
+    /// Writes message counts still pending in the cache, without re-creating sessions that
+    /// were deleted meanwhile. Runs once at shutdown, bounded by `within`.
+    pub async fn flush_pending(&self, within: Duration) {
+        let pending = self.cache.take_pending();
+        if pending.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let count = pending.len();
+        let work = async {
+            for (id, add) in pending {
+                if let Err(err) = self.store.touch_existing(&id, now, add).await {
+                    tracing::warn!(connection_id = %id, error = %err, "could not flush a message count");
+                }
+            }
+        };
+        if tokio::time::timeout(within, work).await.is_err() {
+            tracing::warn!(sessions = count, "flush of pending message counts timed out");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The gateway's settings: its flags (each with its variable), their validation (every problem
+//! reported at once) and the API model read from the CloudFormation template.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::sigv4::Verifier;
+use super::template::{self, ApiModel, TemplateError};
+use crate::config::{ConfigError, Labels, Problems};
+use crate::contract;
+use crate::http_server::{BodyPolicy, HttpLimits};
+
+/// The repository's template, built into the binary so `gateway` and `dev` work anywhere.
+pub const EMBEDDED_TEMPLATE: &str = include_str!("../../cfn/websocket-api.yml");
+
+/// Flags of `socketless gateway`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// CloudFormation template to emulate. Default: the template built into the binary (cfn/websocket-api.yml).
+    #[arg(long, env = "SOCKETLESS_GATEWAY_CFN")]
+    pub cfn: Option<String>,
+    /// Template parameter, Key=Value (repeatable; the variable takes a comma-separated list).
+    #[arg(long = "param", env = "SOCKETLESS_GATEWAY_PARAMS", value_delimiter = ',')]
+    pub params: Vec<String>,
+    /// Listener for WebSocket clients, @connections, /healthz, /readyz and /metrics.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: String,
+    /// Region the gateway pretends to be in (AWS::Region, and the SigV4 scope).
+    #[arg(long, env = "SOCKETLESS_GATEWAY_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// Value of context.domainName. Default: the Host header of the client's handshake.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_DOMAIN_NAME")]
+    pub domain_name: Option<String>,
+    /// Open connections at most; further handshakes get 429.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_CONNECTIONS", default_value = "10000")]
+    pub max_connections: String,
+    /// Close a connection after this long without a message in either direction.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_IDLE_TIMEOUT", default_value = "10m")]
+    pub idle_timeout: String,
+    /// Close every connection after this long.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_CONNECTION_DURATION", default_value = "2h")]
+    pub max_connection_duration: String,
+    /// Largest message (after frames are reassembled); larger closes with 1009.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_MESSAGE_BYTES", default_value = "131072")]
+    pub max_message_bytes: String,
+    /// Largest single frame; larger closes with 1009.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_FRAME_BYTES", default_value = "32768")]
+    pub max_frame_bytes: String,
+    /// Overrides every integration's timeout. Default: the template's TimeoutInMillis, else 29s.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_INTEGRATION_TIMEOUT")]
+    pub integration_timeout: Option<String>,
+    /// Messages queued for one client before @connections posts get 429.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_OUTBOUND_QUEUE", default_value = "32")]
+    pub outbound_queue: String,
+    /// A client that does not take a frame within this long is closed.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_WRITE_TIMEOUT", default_value = "30s")]
+    pub write_timeout: String,
+    /// After SIGTERM, keep serving (not ready) this long before closing connections with 1001.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_SHUTDOWN_DELAY", default_value = "5s")]
+    pub shutdown_delay: String,
+    /// Then wait at most this long for closes and their $disconnect calls.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_DRAIN_TIMEOUT", default_value = "20s")]
+    pub drain_timeout: String,
+    /// Idle keep-alive connections (@connections callers) stay open this long, and a request
+    /// head (a handshake too) must arrive within it.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_KEEP_ALIVE_TIMEOUT", default_value = "75s")]
+    pub keep_alive_timeout: String,
+    /// Request line and headers together at most, in bytes (handshakes and @connections);
+    /// larger requests get 431.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_HEADER_BYTES", default_value = "10240")]
+    pub max_header_bytes: String,
+    /// An @connections body must arrive whole within this; slower bodies get 408.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_BODY_TIMEOUT", default_value = "10s")]
+    pub body_timeout: String,
+    /// Bytes of @connections bodies held at once; past it calls get 429 LimitExceededException.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_BUFFERED_BODY_BYTES", default_value = "67108864")]
+    pub max_buffered_body_bytes: String,
+    /// Require SigV4 on @connections, signed with this access key id.
+    #[arg(
+        long,
+        env = "SOCKETLESS_GATEWAY_SIGV4_ACCESS_KEY_ID",
+        requires = "sigv4_secret_access_key"
+    )]
+    pub sigv4_access_key_id: Option<String>,
+    /// The secret for --sigv4-access-key-id.
+    #[arg(
+        long,
+        env = "SOCKETLESS_GATEWAY_SIGV4_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "sigv4_access_key_id"
+    )]
+    pub sigv4_secret_access_key: Option<String>,
+}
+
+/// Validated settings of the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub model: ApiModel,
+    pub listen: SocketAddr,
+    pub domain_name: Option<String>,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub max_connection_duration: Duration,
+    pub max_message_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub integration_timeout: Option<Duration>,
+    pub outbound_queue: usize,
+    pub write_timeout: Duration,
+    pub shutdown_delay: Duration,
+    pub drain_timeout: Duration,
+    pub http: HttpLimits,
+    pub body: BodyPolicy,
+    pub verifier: Option<Verifier>,
+}
+
+/// Parses `Key=Value` parameters, recording problems.
+fn parse_params(raw: &[String], label: &str, p: &mut Problems) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for item in raw {
+        match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.insert(k.trim().to_string(), v.to_string());
+            }
+            _ => p.push(format!("{label}: {item:?} is not Key=Value")),
+        }
+    }
+    out
+}
+
+impl GatewayArgs {
+    /// Checks every flag and the template, reporting all problems at once.
+    pub fn validate(&self) -> Result<GatewayConfig, ConfigError> {
+        let mut p = Problems::new();
+        let l = Labels::of::<GatewayArgs>();
+        let text = match &self.cfn {
+            None => Some(EMBEDDED_TEMPLATE.to_string()),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    p.push(format!("{label}: cannot read {path:?}: {e}", label = l.get("cfn")));
+                    None
+                }
+            },
+        };
+        self.validate_with(text, p)
+    }
+
+    /// [`GatewayArgs::validate`] with the template's text given.
+    fn validate_with(&self, text: Option<String>, mut p: Problems) -> Result<GatewayConfig, ConfigError> {
+        let l = Labels::of::<GatewayArgs>();
+        let listen = p.addr(l.get("listen"), &self.listen);
+        let max_connections = p.count(l.get("max_connections"), &self.max_connections, 1_000_000);
+        let idle_timeout = p.duration(l.get("idle_timeout"), &self.idle_timeout);
+        let max_duration = p.duration(l.get("max_connection_duration"), &self.max_connection_duration);
+        let max_message = p.count(l.get("max_message_bytes"), &self.max_message_bytes, 16 * 1024 * 1024);
+        let max_frame = p.count(l.get("max_frame_bytes"), &self.max_frame_bytes, 16 * 1024 * 1024);
+        if let (Some(m), Some(f)) = (max_message, max_frame) {
+            if f > m {
+                p.push("--max-frame-bytes: must not exceed --max-message-bytes");
+            }
+        }
+        let integration_timeout = self
+            .integration_timeout
+            .as_deref()
+            .and_then(|t| p.duration(l.get("integration_timeout"), t));
+        if integration_timeout.is_some_and(|t| t < Duration::from_millis(50) || t > Duration::from_secs(29)) {
+            p.push("--integration-timeout: must be between 50ms and 29s, as in API Gateway");
+        }
+        let outbound_queue = p.count(l.get("outbound_queue"), &self.outbound_queue, 100_000);
+        let write_timeout = p.duration(l.get("write_timeout"), &self.write_timeout);
+        let shutdown_delay = p.duration(l.get("shutdown_delay"), &self.shutdown_delay);
+        let drain_timeout = p.duration(l.get("drain_timeout"), &self.drain_timeout);
+        let keep_alive = p.duration(l.get("keep_alive_timeout"), &self.keep_alive_timeout);
+        let max_header = p.count(l.get("max_header_bytes"), &self.max_header_bytes, 1024 * 1024);
+        if max_header.is_some_and(|m| m < 1024) {
+            p.push(format!("{}: must be at least 1024", l.get("max_header_bytes")));
+        }
+        let body_timeout = p.duration(l.get("body_timeout"), &self.body_timeout);
+        let body_budget = p.count(
+            l.get("max_buffered_body_bytes"),
+            &self.max_buffered_body_bytes,
+            u32::MAX as u64,
+        );
+        if body_budget.is_some_and(|b| b < contract::MAX_POST_BYTES as u64) {
+            p.push(format!(
+                "--max-buffered-body-bytes: must be at least {} (one @connections post)",
+                contract::MAX_POST_BYTES
+            ));
+        }
+        for (name, d) in [
+            ("--idle-timeout", idle_timeout),
+            ("--max-connection-duration", max_duration),
+            ("--write-timeout", write_timeout),
+            ("--keep-alive-timeout", keep_alive),
+            ("--body-timeout", body_timeout),
+        ] {
+            if d.is_some_and(|d| d.is_zero()) {
+                p.push(format!("{name}: must be more than zero"));
+            }
+        }
+        let params = parse_params(&self.params, l.get("params"), &mut p);
+        let model = text.and_then(|t| match template::load(&t, &params, &self.region) {
+            Ok(m) => Some(m),
+            Err(errors) => {
+                let source = self.cfn.as_deref().unwrap_or("the built-in template");
+                for e in errors {
+                    p.push(format!("template ({source}): {}", e.0));
+                }
+                None
+            }
+        });
+        let verifier = match (&self.sigv4_access_key_id, &self.sigv4_secret_access_key) {
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Some(Verifier {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+                region: self.region.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                p.push("--sigv4-access-key-id and --sigv4-secret-access-key: set both, non-empty, or neither");
+                None
+            }
+        };
+        p.into_result()?;
+        let (Some(model), Some(listen)) = (model, listen) else {
+            return Err(ConfigError(vec!["internal: validated settings missing".into()]));
+        };
+        Ok(GatewayConfig {
+            model,
+            listen,
+            domain_name: self.domain_name.clone().filter(|d| !d.is_empty()),
+            max_connections: max_connections.unwrap_or(1) as usize,
+            idle_timeout: idle_timeout.unwrap_or_default(),
+            max_connection_duration: max_duration.unwrap_or_default(),
+            max_message_bytes: max_message.unwrap_or(1) as usize,
+            max_frame_bytes: max_frame.unwrap_or(1) as usize,
+            integration_timeout,
+            outbound_queue: outbound_queue.unwrap_or(1) as usize,
+            write_timeout: write_timeout.unwrap_or_default(),
+            shutdown_delay: shutdown_delay.unwrap_or_default(),
+            drain_timeout: drain_timeout.unwrap_or_default(),
+            http: HttpLimits {
+                keep_alive: keep_alive.unwrap_or_default(),
+                max_header_bytes: max_header.unwrap_or(1) as usize,
+            },
+            body: BodyPolicy::new(body_timeout.unwrap_or_default(), body_budget.unwrap_or(1) as usize),
+            verifier,
+        })
+    }
+}
+
+/// `socketless gateway`'s flags on their own, to build [`GatewayArgs`] from words.
+#[derive(clap::Parser, Debug)]
+#[command(name = "gateway", no_binary_name = true)]
+struct GatewayFlags {
+    #[command(flatten)]
+    args: GatewayArgs,
+}
+
+impl GatewayArgs {
+    /// Settings from flags, as the command line gives them; every flag not given takes its
+    /// variable, then its default.
+    pub fn from_flags<I, T>(flags: I) -> Result<GatewayArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        GatewayFlags::try_parse_from(flags).map(|f| f.args)
+    }
+}
+
+impl GatewayConfig {
+    /// Settings with the flags' defaults for a template text and parameters, listening on an
+    /// ephemeral loopback port (used by `dev` and tests; the CLI goes through
+    /// [`GatewayArgs::validate`]).
+    pub fn from_template(text: &str, params: &BTreeMap<String, String>) -> Result<GatewayConfig, Vec<TemplateError>> {
+        let mut flags = vec!["--listen=127.0.0.1:0".to_string(), "--region=us-east-1".to_string()];
+        flags.extend(params.iter().map(|(k, v)| format!("--param={k}={v}")));
+        let args = GatewayArgs::from_flags(flags).map_err(|e| vec![TemplateError(e.to_string())])?;
+        args.validate_with(Some(text.to_string()), Problems::new())
+            .map_err(|e| e.0.into_iter().map(TemplateError).collect())
+    }
+}

@@ -1,0 +1,327 @@
+//! One client connection once it is open: the handle the rest of the gateway holds (its
+//! context, its bounded outbound queue, a close request), the close codes, and the single task
+//! loop that reads frames in order, hands each message to the event pipeline (one at a time),
+//! writes replies and `@connections` posts, enforces the limits and completes the closing
+//! handshake.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+
+use crate::lifecycle::Lifecycle;
+use crate::timefmt::now_ms;
+
+/// Close codes and reasons the gateway uses.
+pub const NORMAL: (u16, &str) = (1000, "Connection Closed Normally");
+pub const GOING_AWAY: (u16, &str) = (1001, "Going away");
+pub const UNSUPPORTED: (u16, &str) = (1003, "Binary frames are not supported");
+pub const TOO_BIG: (u16, &str) = (1009, "Message too big");
+pub const PROTOCOL_ERROR: (u16, &str) = (1002, "Protocol error");
+pub const INVALID_PAYLOAD: (u16, &str) = (1007, "Invalid frame payload data");
+/// No close frame was received (the TCP connection dropped).
+pub const ABNORMAL: u16 = 1006;
+/// A close frame without a status.
+pub const NO_STATUS: u16 = 1005;
+
+/// The upgraded client socket.
+pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Everything a `$connect`/message/`$disconnect` call needs from the connection.
+pub struct Ctx {
+    pub id: String,
+    pub connected_at: i64,
+    pub domain: String,
+    pub source_ip: String,
+    pub user_agent: String,
+}
+
+/// What the rest of the gateway knows about a live connection.
+pub struct ConnHandle {
+    /// The connection's context, shared with its task (one copy of the User-Agent).
+    pub ctx: Arc<Ctx>,
+    last_active: AtomicI64,
+    /// Frames waiting for the client, bounded by `capacity`. A plain deque allocates nothing
+    /// until a frame is queued, which keeps idle connections small.
+    outbound: Mutex<Outbound>,
+    outbound_notify: Notify,
+    close: Mutex<Option<(u16, String)>>,
+    close_notify: Notify,
+}
+
+struct Outbound {
+    frames: VecDeque<Message>,
+    capacity: usize,
+    closed: bool,
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// The client is not taking frames fast enough (429).
+    Full,
+    /// The connection is closing or closed (410).
+    Closed,
+}
+
+impl ConnHandle {
+    /// A handle for a connection that just opened, with room for `capacity` queued frames.
+    pub fn new(ctx: Arc<Ctx>, capacity: usize) -> Self {
+        ConnHandle {
+            last_active: AtomicI64::new(ctx.connected_at),
+            ctx,
+            outbound: Mutex::new(Outbound {
+                frames: VecDeque::new(),
+                capacity,
+                closed: false,
+            }),
+            outbound_notify: Notify::new(),
+            close: Mutex::new(None),
+            close_notify: Notify::new(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.ctx.id
+    }
+
+    pub fn touch(&self) {
+        self.last_active.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_active(&self) -> i64 {
+        self.last_active.load(Ordering::Relaxed)
+    }
+
+    /// Queues a frame for the client.
+    pub fn push(&self, msg: Message) -> Result<(), QueueError> {
+        let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        if q.closed {
+            return Err(QueueError::Closed);
+        }
+        if q.frames.len() >= q.capacity {
+            return Err(QueueError::Full);
+        }
+        q.frames.push_back(msg);
+        drop(q);
+        self.outbound_notify.notify_one();
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<Message> {
+        let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        let msg = q.frames.pop_front();
+        if q.frames.is_empty() && q.frames.capacity() > 0 {
+            // Give the memory back once the burst is over.
+            q.frames = VecDeque::new();
+        }
+        msg
+    }
+
+    /// Refuses further frames: from here on `@connections` posts answer 410.
+    pub fn close_queue(&self) {
+        let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        q.closed = true;
+        q.frames = VecDeque::new();
+    }
+
+    /// Asks the connection to close with this status (the first request wins).
+    pub fn request_close(&self, code: u16, reason: &str) {
+        let mut c = self.close.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() {
+            *c = Some((code, reason.to_string()));
+        }
+        drop(c);
+        self.close_notify.notify_one();
+    }
+
+    fn take_close(&self) -> Option<(u16, String)> {
+        self.close.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Protocol limits for client connections: small buffers (memory per idle connection), frame
+/// and message limits (1009 past them).
+pub fn ws_config(max_message_bytes: usize, max_frame_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // Read in small steps: the buffer is allocated per connection up front.
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_message_bytes * 2 + 4096)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_frame_bytes))
+}
+
+/// Time limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub idle: Duration,
+    pub max_duration: Duration,
+    pub write_timeout: Duration,
+}
+
+/// The event pipeline's answer to one message: the frame to send back, if any.
+pub type Reply = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+
+/// Serves the connection until it ends: reads frames, starts `on_message` for each text
+/// message (the next is read only once it answered), writes its reply and the queued frames.
+/// Returns how the connection ended; the caller unregisters it, then calls [`Ending::finish`].
+pub async fn run(
+    ws: &mut Socket,
+    handle: &ConnHandle,
+    lifecycle: &Lifecycle,
+    limits: Limits,
+    on_message: impl Fn(String) -> Reply,
+) -> Ending {
+    let idle = limits.idle;
+    let max_deadline = tokio::time::Instant::now() + limits.max_duration;
+    let mut inflight: Option<Reply> = None;
+    loop {
+        let idle_deadline = {
+            let since = (now_ms() - handle.last_active()).max(0) as u64;
+            tokio::time::Instant::now() + idle.saturating_sub(Duration::from_millis(since))
+        };
+        tokio::select! {
+            biased;
+            _ = handle.close_notify.notified() => {
+                if let Some((c, r)) = handle.take_close() {
+                    break Ending::ByUs(c, r);
+                }
+            }
+            _ = lifecycle.stopped() => break Ending::by_us(GOING_AWAY),
+            _ = tokio::time::sleep_until(max_deadline) => break Ending::by_us(GOING_AWAY),
+            _ = handle.outbound_notify.notified() => {
+                let mut failed = None;
+                while let Some(msg) = handle.pop() {
+                    handle.touch();
+                    if let Err(e) = write(ws, msg, limits.write_timeout).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if let Some(f) = failed {
+                    break f;
+                }
+            }
+            reply = async { match inflight.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                inflight = None;
+                if let Some(frame) = reply {
+                    handle.touch();
+                    if let Err(e) = write(ws, Message::text(frame), limits.write_timeout).await {
+                        break e;
+                    }
+                }
+            }
+            frame = ws.next(), if inflight.is_none() => match frame {
+                Some(Ok(Message::Text(t))) => {
+                    handle.touch();
+                    inflight = Some(on_message(t.as_str().to_string()));
+                }
+                Some(Ok(Message::Binary(_))) => break Ending::by_us(UNSUPPORTED),
+                Some(Ok(Message::Close(frame))) => {
+                    let (c, r) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((NO_STATUS, String::new()));
+                    break Ending::ByPeer(c, r);
+                }
+                Some(Ok(_)) => {} // ping/pong: answered by the protocol layer, not activity
+                Some(Err(err)) => break Ending::from_read_error(err),
+                None => break Ending::Dropped,
+            },
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                if (now_ms() - handle.last_active()).max(0) as u128 >= idle.as_millis() {
+                    break Ending::ByUs(GOING_AWAY.0, "Idle timeout".to_string());
+                }
+            }
+        }
+    }
+}
+
+/// How a connection ended, and what the closing handshake still owes the client.
+pub enum Ending {
+    /// The gateway closes: send a Close frame with this status and wait briefly for the reply.
+    ByUs(u16, String),
+    /// The client sent a Close frame: answer it (RFC 6455 §5.5.1) with the same status.
+    ByPeer(u16, String),
+    /// The client broke the protocol: send a Close frame with this status, expect nothing back.
+    Violation(u16, String),
+    /// The connection is gone (reset, write failure): nothing can be sent.
+    Dropped,
+}
+
+impl Ending {
+    fn by_us((code, reason): (u16, &str)) -> Self {
+        Ending::ByUs(code, reason.to_string())
+    }
+
+    /// Maps a read error: limits give 1009, invalid UTF-8 gives 1007 and other protocol
+    /// violations (unmasked frames, reserved opcodes or bits, oversized control frames) give
+    /// 1002; a dropped connection gives nothing to send.
+    fn from_read_error(err: WsError) -> Self {
+        match err {
+            WsError::Capacity(_) => Ending::by_us(TOO_BIG),
+            WsError::Utf8(_) => Ending::Violation(INVALID_PAYLOAD.0, INVALID_PAYLOAD.1.to_string()),
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Dropped,
+            WsError::Protocol(_) => Ending::Violation(PROTOCOL_ERROR.0, PROTOCOL_ERROR.1.to_string()),
+            _ => Ending::Dropped,
+        }
+    }
+
+    /// Completes the closing handshake as far as the client allows; returns the status and
+    /// reason `$disconnect` reports.
+    pub async fn finish(self, ws: &mut Socket) -> (u16, String) {
+        let bound = Duration::from_secs(2);
+        match self {
+            Ending::ByUs(code, reason) => {
+                let _ = tokio::time::timeout(bound, async {
+                    if ws.send(close_frame(code, &reason)).await.is_ok() {
+                        // Wait for the client's Close reply, briefly.
+                        while let Some(Ok(m)) = ws.next().await {
+                            if m.is_close() {
+                                break;
+                            }
+                        }
+                    }
+                })
+                .await;
+                (code, reason)
+            }
+            Ending::ByPeer(code, reason) => {
+                // The protocol layer queued the reply when it read the client's Close frame;
+                // flushing sends it.
+                let _ = tokio::time::timeout(bound, SinkExt::flush(ws)).await;
+                (code, reason)
+            }
+            Ending::Violation(code, reason) => {
+                let _ = tokio::time::timeout(bound, ws.send(close_frame(code, &reason))).await;
+                (code, reason)
+            }
+            Ending::Dropped => (ABNORMAL, String::new()),
+        }
+    }
+}
+
+fn close_frame(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_string().into(),
+    }))
+}
+
+/// Writes one frame within the write timeout.
+async fn write(ws: &mut Socket, msg: Message, within: Duration) -> Result<(), Ending> {
+    match tokio::time::timeout(within, ws.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ending::Dropped),
+        Err(_) => Err(Ending::ByUs(GOING_AWAY.0, "Write timed out".to_string())),
+    }
+}

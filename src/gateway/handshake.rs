@@ -1,0 +1,181 @@
+//! The WebSocket handshake on `/{stage}`: the request is checked (RFC 6455 §4.2.1), a slot is
+//! reserved, `$connect` decides, and only then does the client get its 101. The connection's
+//! task then runs it until it ends, and always reports `$disconnect` for a connection that
+//! `$connect` accepted, even one whose client left before the upgrade.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::connection::{self, ABNORMAL, ConnHandle, Ctx, Limits, Reply, Socket};
+use super::events;
+use super::ids;
+use super::shared::Shared;
+use crate::http_server::{self, Body};
+use crate::lifecycle::Lifecycle;
+use crate::timefmt::now_ms;
+
+/// What a valid handshake request carries for `$connect`.
+#[derive(Debug)]
+pub struct HandshakeRequest {
+    pub key: String,
+    pub host: String,
+    pub user_agent: String,
+    /// Headers with lowercase names (values that are not visible ASCII are left out).
+    pub headers: HashMap<String, String>,
+    /// The query string, decoded.
+    pub query: HashMap<String, String>,
+}
+
+fn header_str<B>(req: &Request<B>, name: impl http::header::AsHeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads a WebSocket handshake request (RFC 6455 §4.2.1), or says which status refuses it.
+pub fn parse_handshake<B>(req: &Request<B>) -> Result<HandshakeRequest, (StatusCode, &'static str)> {
+    let has = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if req.method() != http::Method::GET || !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
+        return Err((StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint"));
+    }
+    let key = match header_str(req, header::SEC_WEBSOCKET_KEY) {
+        Some(k) if header_str(req, header::SEC_WEBSOCKET_VERSION) == Some("13") => k.to_string(),
+        _ => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "missing Sec-WebSocket-Key or unsupported version",
+            ));
+        }
+    };
+    Ok(HandshakeRequest {
+        key,
+        host: header_str(req, header::HOST).unwrap_or_default().to_string(),
+        user_agent: header_str(req, header::USER_AGENT).unwrap_or_default().to_string(),
+        headers: req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        query: crate::percent::query_pairs(req.uri().query().unwrap_or("")).collect(),
+    })
+}
+
+/// The 101 answer that completes a handshake.
+fn switching_protocols(key: &str, subprotocol: Option<HeaderValue>) -> Response<Body> {
+    let mut resp = http_server::empty(StatusCode::SWITCHING_PROTOCOLS);
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = subprotocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    resp
+}
+
+/// Handles an upgrade request on `/{stage}`: `$connect` first, then the 101.
+pub async fn handshake(
+    gw: Arc<Shared>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    lifecycle: Lifecycle,
+) -> Response<Body> {
+    let hs = match parse_handshake(&req) {
+        Ok(hs) => hs,
+        Err((status, why)) => return http_server::error(status, why),
+    };
+    let key = hs.key;
+    if lifecycle.is_draining() {
+        return http_server::error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down");
+    }
+    let Some(slot) = gw.connections.reserve() else {
+        gw.metrics.connect("refused_limit");
+        return http_server::json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &serde_json::json!({ "message": "LimitExceededException: the gateway is at its maximum connection count" }),
+        );
+    };
+    let ctx = Ctx {
+        id: ids::new_id(),
+        connected_at: now_ms(),
+        domain: gw.config.domain_name.clone().unwrap_or(hs.host),
+        source_ip: peer.ip().to_string(),
+        user_agent: hs.user_agent,
+    };
+    let (handshake_headers, query) = (hs.headers, hs.query);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+
+    // `$connect` and everything after it run in their own task. hyper drops this future when
+    // the client goes away mid-handshake; the task still learns how `$connect` ended, and
+    // a connection that `$connect` accepted but that never opened gets its `$disconnect`, so
+    // no session is left behind.
+    let (answer, answered) = oneshot::channel::<Response<Body>>();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let subprotocol = match events::connect(&gw, &ctx, &handshake_headers, &query).await {
+            Ok(subprotocol) => subprotocol,
+            Err(refusal) => {
+                let _ = answer.send(refusal);
+                return;
+            }
+        };
+        drop((handshake_headers, query));
+        gw.metrics.connect("accepted");
+        if answer.send(switching_protocols(&key, subprotocol)).is_err() {
+            tracing::debug!(connection_id = %ctx.id, "client left during $connect");
+            events::disconnect(&gw, &ctx, ABNORMAL, "Client left during the handshake").await;
+            return;
+        }
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = connection::ws_config(gw.config.max_message_bytes, gw.config.max_frame_bytes);
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                open(gw, ws, Arc::new(ctx), lifecycle).await;
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "upgrade failed after $connect");
+                events::disconnect(&gw, &ctx, ABNORMAL, "Upgrade failed").await;
+            }
+        }
+    });
+    answered
+        .await
+        .unwrap_or_else(|_| http_server::error(StatusCode::INTERNAL_SERVER_ERROR, "handshake failed"))
+}
+
+/// The life of an open connection: registered, served, unregistered, closed, `$disconnect`.
+async fn open(gw: Arc<Shared>, mut ws: Socket, ctx: Arc<Ctx>, lifecycle: Lifecycle) {
+    let handle = Arc::new(ConnHandle::new(ctx.clone(), gw.config.outbound_queue));
+    gw.connections.register(handle.clone());
+    let limits = Limits {
+        idle: gw.config.idle_timeout,
+        max_duration: gw.config.max_connection_duration,
+        write_timeout: gw.config.write_timeout,
+    };
+    let on_message = |text: String| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), text)) };
+    let ending = connection::run(&mut ws, &handle, &lifecycle, limits, on_message).await;
+    // Unregister first: from here on @connections answers 410.
+    gw.connections.unregister(handle.id());
+    handle.close_queue();
+    let (code, reason) = ending.finish(&mut ws).await;
+    // Dropping the socket closes it lingering (see http_server::LingeringStream), so a Close
+    // frame just sent is not lost to a reset.
+    drop(ws);
+    tracing::debug!(connection_id = %ctx.id, code, reason = %reason, "connection closed");
+    events::disconnect(&gw, &ctx, code, &reason).await;
+}

@@ -1,0 +1,124 @@
+//! The gateway's Prometheus metrics: connections, handshakes by result, messages, integration
+//! calls by route and outcome with their latency, and `@connections` calls by status.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::metrics::latency_histogram;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IntegrationLabels {
+    route: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MgmtLabels {
+    operation: &'static str,
+    status: u16,
+}
+
+/// The gateway's metrics.
+pub struct GatewayMetrics {
+    pub active: Gauge,
+    connects: Family<ResultLabel, Counter>,
+    messages: Counter,
+    integration_calls: Family<IntegrationLabels, Counter>,
+    integration_errors: Family<IntegrationLabels, Counter>,
+    integration_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    management: Family<MgmtLabels, Counter>,
+}
+
+impl GatewayMetrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let m = GatewayMetrics {
+            active: Gauge::default(),
+            connects: Family::default(),
+            messages: Counter::default(),
+            integration_calls: Family::default(),
+            integration_errors: Family::default(),
+            integration_latency: Family::new_with_constructor(latency_histogram),
+            management: Family::default(),
+        };
+        r.register(
+            "socketless_gateway_active_connections",
+            "Open WebSocket connections",
+            m.active.clone(),
+        );
+        r.register(
+            "socketless_gateway_connects",
+            "Handshakes, by result (accepted, rejected by $connect, failed, refused_limit)",
+            m.connects.clone(),
+        );
+        r.register(
+            "socketless_gateway_messages",
+            "Messages received from clients",
+            m.messages.clone(),
+        );
+        r.register(
+            "socketless_gateway_integration_calls",
+            "Integration calls, by route and outcome",
+            m.integration_calls.clone(),
+        );
+        r.register(
+            "socketless_gateway_integration_errors",
+            "Integration calls that failed, timed out or answered 4xx/5xx, by route and outcome",
+            m.integration_errors.clone(),
+        );
+        r.register(
+            "socketless_gateway_integration_latency_seconds",
+            "Integration latency, by route",
+            m.integration_latency.clone(),
+        );
+        r.register(
+            "socketless_gateway_management_calls",
+            "@connections calls, by operation and status",
+            m.management.clone(),
+        );
+        m
+    }
+
+    pub fn connect(&self, result: &'static str) {
+        self.connects.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn message(&self) {
+        self.messages.inc();
+    }
+
+    pub fn integration(&self, route: &str, outcome: &'static str, took: Duration) {
+        let labels = IntegrationLabels {
+            route: route.to_string(),
+            outcome,
+        };
+        self.integration_calls.get_or_create(&labels).inc();
+        if outcome != "ok" {
+            self.integration_errors.get_or_create(&labels).inc();
+        }
+        self.integration_latency
+            .get_or_create(&RouteLabel {
+                route: route.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn management(&self, operation: &'static str, status: u16) {
+        self.management.get_or_create(&MgmtLabels { operation, status }).inc();
+    }
+}

@@ -1,0 +1,407 @@
+//! The ApiGatewayV2 model: which resources and properties the gateway emulates (the
+//! allow-list), and how the evaluated Api, Integrations, Routes, RouteResponses and Stage become
+//! the [`ApiModel`] the gateway serves. Anything it cannot emulate is an error that names the
+//! resource.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value};
+
+use super::eval::{Template, as_bool, scalar};
+use super::{TemplateError, err};
+use crate::gateway::mapping::{Mapping, MappingError};
+use crate::gateway::selection::Expression;
+
+/// One HTTP_PROXY integration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Integration {
+    pub logical_id: String,
+    pub uri: http::Uri,
+    pub method: http::Method,
+    pub timeout_ms: Option<u64>,
+    pub parameters: Vec<Mapping>,
+}
+
+/// One route: its integration (if any) and whether it has a route response (two-way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub logical_id: String,
+    pub key: String,
+    pub integration: Option<Integration>,
+    pub two_way: bool,
+}
+
+/// What the gateway emulates, read from the template.
+#[derive(Debug, Clone)]
+pub struct ApiModel {
+    pub api_id: String,
+    pub selection: Expression,
+    pub routes: HashMap<String, Route>,
+    pub stage: String,
+    pub stage_variables: BTreeMap<String, String>,
+}
+
+/// Evaluated ApiGatewayV2 resources by type: (logical id, properties).
+type ByType = BTreeMap<String, Vec<(String, Map<String, Value>)>>;
+
+/// `Fn::GetAtt` values of the types this model knows.
+pub fn attributes(ty: &str, resource: &str, attribute: &str) -> Option<String> {
+    match (ty, attribute) {
+        ("AWS::ApiGatewayV2::Api", "ApiId") => Some(resource.to_string()),
+        ("AWS::ApiGatewayV2::Api", "ApiEndpoint") => Some(format!("ws://{resource}.local")),
+        _ => None,
+    }
+}
+
+/// Properties each resource type may carry, and whether the gateway emulates it.
+/// Properties listed as inert do not change request handling locally.
+fn allowed(ty: &str) -> Option<(&'static [&'static str], &'static [&'static str])> {
+    Some(match ty {
+        "AWS::ApiGatewayV2::Api" => (
+            &["Name", "ProtocolType", "RouteSelectionExpression"],
+            &[
+                "Description",
+                "Tags",
+                "DisableSchemaValidation",
+                "DisableExecuteApiEndpoint",
+                "ApiKeySelectionExpression",
+                "Version",
+            ],
+        ),
+        "AWS::ApiGatewayV2::Integration" => (
+            &[
+                "ApiId",
+                "IntegrationType",
+                "IntegrationUri",
+                "IntegrationMethod",
+                "RequestParameters",
+                "TimeoutInMillis",
+            ],
+            &["Description", "PayloadFormatVersion", "ConnectionType", "ConnectionId"],
+        ),
+        "AWS::ApiGatewayV2::Route" => (
+            &[
+                "ApiId",
+                "RouteKey",
+                "Target",
+                "AuthorizationType",
+                "RouteResponseSelectionExpression",
+                "ApiKeyRequired",
+            ],
+            &["OperationName", "RequestParameters"],
+        ),
+        "AWS::ApiGatewayV2::RouteResponse" => (&["ApiId", "RouteId", "RouteResponseKey"], &["ResponseParameters"]),
+        "AWS::ApiGatewayV2::Stage" => (
+            &["ApiId", "StageName", "StageVariables"],
+            &[
+                "AutoDeploy",
+                "DeploymentId",
+                "Description",
+                "Tags",
+                "DefaultRouteSettings",
+                "RouteSettings",
+                "AccessLogSettings",
+            ],
+        ),
+        "AWS::ApiGatewayV2::Deployment" => (&["ApiId"], &["Description", "StageName"]),
+        _ => return None,
+    })
+}
+
+/// Evaluates every ApiGatewayV2 resource whose condition holds and checks its properties
+/// against the allow-list; every problem is reported at once.
+pub fn resources(template: &mut Template) -> Result<ByType, Vec<TemplateError>> {
+    let mut problems = Vec::new();
+    let mut by_type: ByType = BTreeMap::new();
+    for (id, ty, res) in template.resources() {
+        if !ty.starts_with("AWS::ApiGatewayV2::") {
+            continue; // Tables, roles, log groups, VPC links: not the gateway's concern.
+        }
+        match template.exists(&id, &res) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        }
+        let Some((used, inert)) = allowed(&ty) else {
+            problems.push(err(format!(
+                "resource {id}: {ty} cannot be emulated by socketless gateway (it emulates Api, Integration, Route, RouteResponse, Stage)"
+            )));
+            continue;
+        };
+        let props = match template.properties(&id, &res) {
+            Ok(props) => props,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        for k in props.keys() {
+            if !used.contains(&k.as_str()) && !inert.contains(&k.as_str()) {
+                problems.push(err(format!(
+                    "resource {id}: property {k} of {ty} cannot be emulated by socketless gateway"
+                )));
+            }
+        }
+        by_type.entry(ty).or_default().push((id, props));
+    }
+    if problems.is_empty() {
+        Ok(by_type)
+    } else {
+        Err(problems)
+    }
+}
+
+fn prop(props: &Map<String, Value>, key: &str) -> Option<String> {
+    props.get(key).and_then(scalar)
+}
+
+/// Every resource but the Api must belong to the template's one Api.
+fn check_api(api_id: &str, id: &str, props: &Map<String, Value>) -> Result<(), TemplateError> {
+    match prop(props, "ApiId") {
+        Some(a) if a == api_id => Ok(()),
+        other => Err(err(format!(
+            "resource {id}: ApiId {other:?} is not the template's Api ({api_id})"
+        ))),
+    }
+}
+
+/// Builds the model from the evaluated resources.
+pub fn build(by_type: &ByType) -> Result<ApiModel, TemplateError> {
+    let none = Vec::new();
+    let of = |t: &str| by_type.get(t).unwrap_or(&none);
+    let (api_id, selection) = api(of("AWS::ApiGatewayV2::Api"))?;
+    let mut integrations = HashMap::new();
+    for (id, p) in of("AWS::ApiGatewayV2::Integration") {
+        check_api(&api_id, id, p)?;
+        integrations.insert(id.clone(), integration(id, p)?);
+    }
+    let mut routes = HashMap::new();
+    let mut route_ids = HashMap::new();
+    for (id, p) in of("AWS::ApiGatewayV2::Route") {
+        check_api(&api_id, id, p)?;
+        let r = route(id, p, &integrations)?;
+        if routes.contains_key(&r.key) {
+            return Err(err(format!("resource {id}: route key {:?} is defined twice", r.key)));
+        }
+        route_ids.insert(id.clone(), r.key.clone());
+        routes.insert(r.key.clone(), r);
+    }
+    // A route is two-way when it has a $default route response (the selection expression alone
+    // is not enough).
+    for (id, p) in of("AWS::ApiGatewayV2::RouteResponse") {
+        check_api(&api_id, id, p)?;
+        let key = route_response(id, p, &route_ids)?;
+        if let Some(r) = routes.get_mut(key) {
+            r.two_way = true;
+        }
+    }
+    let (stage, stage_variables) = stage(&api_id, of("AWS::ApiGatewayV2::Stage"))?;
+    for (id, p) in of("AWS::ApiGatewayV2::Deployment") {
+        check_api(&api_id, id, p)?;
+    }
+    Ok(ApiModel {
+        api_id,
+        selection,
+        routes,
+        stage,
+        stage_variables,
+    })
+}
+
+/// The one Api: its id and route selection expression.
+fn api(apis: &[(String, Map<String, Value>)]) -> Result<(String, Expression), TemplateError> {
+    let [(api_id, api)] = apis else {
+        return Err(err(format!(
+            "the template must define exactly one AWS::ApiGatewayV2::Api (found {})",
+            apis.len()
+        )));
+    };
+    match prop(api, "ProtocolType").as_deref() {
+        Some("WEBSOCKET") => {}
+        other => {
+            return Err(err(format!(
+                "resource {api_id}: ProtocolType must be WEBSOCKET (found {other:?})"
+            )));
+        }
+    }
+    let expr_text = prop(api, "RouteSelectionExpression")
+        .ok_or_else(|| err(format!("resource {api_id}: RouteSelectionExpression is required")))?;
+    let selection =
+        Expression::parse(&expr_text).map_err(|e| err(format!("resource {api_id}: RouteSelectionExpression: {e}")))?;
+    Ok((api_id.clone(), selection))
+}
+
+/// An HTTP_PROXY integration to a plain-http backend.
+fn integration(id: &str, p: &Map<String, Value>) -> Result<Integration, TemplateError> {
+    match prop(p, "IntegrationType").as_deref() {
+        Some("HTTP_PROXY") => {}
+        other => {
+            return Err(err(format!(
+                "resource {id}: IntegrationType {other:?} cannot be emulated by socketless gateway (only HTTP_PROXY)"
+            )));
+        }
+    }
+    let uri = integration_uri(id, p)?;
+    let method = match prop(p, "IntegrationMethod").as_deref() {
+        None | Some("ANY") => http::Method::POST,
+        Some(m) => m
+            .parse::<http::Method>()
+            .map_err(|_| err(format!("resource {id}: IntegrationMethod {m:?} is not an HTTP method")))?,
+    };
+    let timeout_ms = match p.get("TimeoutInMillis") {
+        None => None,
+        Some(v) => {
+            let ms = scalar(v)
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|ms| (50..=29_000).contains(ms))
+                .ok_or_else(|| err(format!("resource {id}: TimeoutInMillis must be 50 to 29000")))?;
+            Some(ms)
+        }
+    };
+    Ok(Integration {
+        logical_id: id.to_string(),
+        uri,
+        method,
+        timeout_ms,
+        parameters: request_parameters(id, p)?,
+    })
+}
+
+/// The integration's URI: http:// with a host.
+fn integration_uri(id: &str, p: &Map<String, Value>) -> Result<http::Uri, TemplateError> {
+    let uri_text =
+        prop(p, "IntegrationUri").ok_or_else(|| err(format!("resource {id}: IntegrationUri is required")))?;
+    let uri: http::Uri = uri_text
+        .parse()
+        .map_err(|_| err(format!("resource {id}: IntegrationUri {uri_text:?} is not a URL")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(err(format!(
+                "resource {id}: IntegrationUri {uri_text:?} uses https; socketless gateway calls backends over plain http (terminate TLS in front of the backend or use an http Service)"
+            )));
+        }
+        _ => {
+            return Err(err(format!(
+                "resource {id}: IntegrationUri {uri_text:?} must be an http:// URL"
+            )));
+        }
+    }
+    if uri.host().is_none() {
+        return Err(err(format!("resource {id}: IntegrationUri {uri_text:?} has no host")));
+    }
+    Ok(uri)
+}
+
+/// The integration's RequestParameters, each one a mapping.
+fn request_parameters(id: &str, p: &Map<String, Value>) -> Result<Vec<Mapping>, TemplateError> {
+    let mut parameters = Vec::new();
+    if let Some(map) = p.get("RequestParameters") {
+        let map = map
+            .as_object()
+            .ok_or_else(|| err(format!("resource {id}: RequestParameters must be a map")))?;
+        for (k, v) in map {
+            let v = scalar(v).ok_or_else(|| err(format!("resource {id}: RequestParameters.{k} must be a string")))?;
+            parameters.push(Mapping::parse(k, &v).map_err(|e: MappingError| err(format!("resource {id}: {e}")))?);
+        }
+    }
+    Ok(parameters)
+}
+
+/// A route without authorization, and its integration. It is one-way until a route response
+/// names it.
+fn route(
+    id: &str,
+    p: &Map<String, Value>,
+    integrations: &HashMap<String, Integration>,
+) -> Result<Route, TemplateError> {
+    let key = prop(p, "RouteKey").ok_or_else(|| err(format!("resource {id}: RouteKey is required")))?;
+    if let Some(auth) = prop(p, "AuthorizationType") {
+        if auth != "NONE" {
+            return Err(err(format!(
+                "resource {id}: AuthorizationType {auth} cannot be emulated by socketless gateway (use NONE and the backend's shared secret)"
+            )));
+        }
+    }
+    if p.get("ApiKeyRequired").and_then(as_bool) == Some(true) {
+        return Err(err(format!(
+            "resource {id}: ApiKeyRequired cannot be emulated by socketless gateway"
+        )));
+    }
+    let integration = match prop(p, "Target") {
+        None => None,
+        Some(t) => {
+            let target = t.strip_prefix("integrations/").ok_or_else(|| {
+                err(format!(
+                    "resource {id}: Target {t:?} must be integrations/{{IntegrationId}}"
+                ))
+            })?;
+            Some(integrations.get(target).cloned().ok_or_else(|| {
+                err(format!(
+                    "resource {id}: Target {t:?} names no integration in the template"
+                ))
+            })?)
+        }
+    };
+    Ok(Route {
+        logical_id: id.to_string(),
+        key,
+        integration,
+        two_way: false,
+    })
+}
+
+/// A `$default` route response: the key of the route it makes two-way.
+fn route_response<'a>(
+    id: &str,
+    p: &Map<String, Value>,
+    route_ids: &'a HashMap<String, String>,
+) -> Result<&'a String, TemplateError> {
+    let route_id = prop(p, "RouteId").ok_or_else(|| err(format!("resource {id}: RouteId is required")))?;
+    let key = route_ids.get(&route_id).ok_or_else(|| {
+        err(format!(
+            "resource {id}: RouteId {route_id:?} names no route in the template"
+        ))
+    })?;
+    match prop(p, "RouteResponseKey").as_deref() {
+        Some("$default") => Ok(key),
+        other => Err(err(format!(
+            "resource {id}: RouteResponseKey must be $default (found {other:?})"
+        ))),
+    }
+}
+
+/// The one Stage: its name and variables.
+fn stage(
+    api_id: &str,
+    stages: &[(String, Map<String, Value>)],
+) -> Result<(String, BTreeMap<String, String>), TemplateError> {
+    let [(stage_id, stage)] = stages else {
+        return Err(err(format!(
+            "the template must define exactly one AWS::ApiGatewayV2::Stage (found {})",
+            stages.len()
+        )));
+    };
+    check_api(api_id, stage_id, stage)?;
+    let stage_name =
+        prop(stage, "StageName").ok_or_else(|| err(format!("resource {stage_id}: StageName is required")))?;
+    if stage_name.is_empty()
+        || !stage_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        return Err(err(format!(
+            "resource {stage_id}: StageName {stage_name:?} must be letters, digits, - or _"
+        )));
+    }
+    let mut stage_variables = BTreeMap::new();
+    if let Some(vars) = stage.get("StageVariables").and_then(Value::as_object) {
+        for (k, v) in vars {
+            stage_variables.insert(k.clone(), scalar(v).unwrap_or_default());
+        }
+    }
+    Ok((stage_name, stage_variables))
+}

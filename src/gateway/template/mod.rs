@@ -1,0 +1,30 @@
+//! Loads the gateway's configuration from the CloudFormation template that deploys the real API:
+//! `yaml` reads the short-form tags, `eval` is a plain CloudFormation evaluator (parameters,
+//! conditions, intrinsic functions), and `apigw` turns the evaluated ApiGatewayV2 resources
+//! into the [`ApiModel`], refusing what the gateway cannot emulate.
+
+mod apigw;
+mod eval;
+#[cfg(test)]
+mod tests;
+mod yaml;
+
+use std::collections::BTreeMap;
+
+pub use apigw::{ApiModel, Integration, Route};
+
+/// A template problem, naming where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateError(pub String);
+
+fn err(msg: impl Into<String>) -> TemplateError {
+    TemplateError(msg.into())
+}
+
+/// Reads the template text with the given parameter values. `region` feeds `AWS::Region`.
+pub fn load(text: &str, given: &BTreeMap<String, String>, region: &str) -> Result<ApiModel, Vec<TemplateError>> {
+    let mut template = eval::Template::parse(text, given, region, apigw::attributes)?;
+    let resources = apigw::resources(&mut template)?;
+    apigw::build(&resources).map_err(|e| vec![e])
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Problems};
+use crate::conformance::ConformanceArgs;
 use crate::dev::{DevArgs, DevConfig};
 use crate::gateway::{GatewayArgs, GatewayConfig};
 use crate::handler::{Echo, MessageHandler};
@@ -42,6 +43,8 @@ pub enum Command {
     Dev(DevArgs),
     /// Connect to a WebSocket URL, send a message, expect the reply; exit 0 or 1.
     Probe(ProbeArgs),
+    /// Run the conformance suite against a gateway or an API Gateway stage; exit 0 if every case holds.
+    Conformance(ConformanceArgs),
 }
 
 /// A verb with validated settings.
@@ -50,6 +53,8 @@ enum Ready {
     Gateway(GatewayConfig),
     Dev(DevConfig),
     Probe(ProbeArgs),
+    ServeConformance(ServeConfig),
+    Conformance(ConformanceArgs),
 }
 
 /// Exit code for invalid settings.
@@ -73,17 +78,19 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
         Some("text") => LogFormat::Text,
         _ => match cli.command {
             Command::Serve(_) | Command::Gateway(_) => LogFormat::Json,
-            Command::Dev(_) | Command::Probe(_) => LogFormat::Text,
+            Command::Dev(_) | Command::Probe(_) | Command::Conformance(_) => LogFormat::Text,
         },
     };
     if let Err(err) = telemetry::parse_filter(&cli.log) {
         problems.push(format!("--log (SOCKETLESS_LOG): {err}"));
     }
     let ready: Result<Ready, ConfigError> = match &cli.command {
+        Command::Serve(args) if args.conformance => args.validate().map(Ready::ServeConformance),
         Command::Serve(args) => args.validate().map(Ready::Serve),
         Command::Gateway(args) => args.validate().map(Ready::Gateway),
         Command::Dev(args) => args.validate().map(Ready::Dev),
         Command::Probe(args) => Ok(Ready::Probe(args.clone())),
+        Command::Conformance(args) => Ok(Ready::Conformance(args.clone())),
     };
     let ready = match (ready, problems.into_result()) {
         (Ok(ready), Ok(())) => ready,
@@ -101,7 +108,7 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
     };
     // The probe prints its own result; it logs only warnings unless asked for more.
     let filter = match (&ready, cli.log.as_str()) {
-        (Ready::Probe(_), "info") => "warn",
+        (Ready::Probe(_) | Ready::Conformance(_), "info") => "warn",
         (_, f) => f,
     };
     if let Err(err) = telemetry::init(format, filter) {
@@ -119,8 +126,20 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
         crate::memory::spawn_collector();
         match ready {
             Ready::Serve(config) => crate::serve::run(config, handler).await.map_err(|e| e.to_string()),
+            Ready::ServeConformance(config) => crate::conformance::backend::run(config).await.map_err(|e| e.to_string()),
             Ready::Gateway(config) => crate::gateway::run(config).await.map_err(|e| e.to_string()),
+            Ready::Dev(config) if config.conformance => {
+                let conformance = Arc::new(crate::conformance::backend::Conformance::new());
+                crate::dev::run(config, conformance).await.map_err(|e| e.to_string())
+            }
             Ready::Dev(config) => crate::dev::run(config, handler).await.map_err(|e| e.to_string()),
+            Ready::Conformance(args) => {
+                if crate::conformance::run(args).await == ExitCode::SUCCESS {
+                    Ok(Drain::Complete)
+                } else {
+                    Err(String::new())
+                }
+            }
             Ready::Probe(args) => {
                 let code = crate::probe::run(args).await;
                 // The probe's result is its exit code; nothing to drain.

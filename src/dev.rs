@@ -32,6 +32,19 @@ pub struct DevArgs {
     /// `sync` (reply in the HTTP response) or `async` (reply through @connections).
     #[arg(long, env = "SOCKETLESS_DEV_REPLY_MODE", default_value = "sync")]
     pub reply_mode: String,
+    /// Run the conformance backend (for `socketless conformance`) with the template's
+    /// conformance mapping and route.
+    #[arg(long, env = "SOCKETLESS_DEV_CONFORMANCE", default_value_t = false)]
+    pub conformance: bool,
+    /// Override every integration's timeout (the gateway's --integration-timeout).
+    #[arg(long, env = "SOCKETLESS_DEV_INTEGRATION_TIMEOUT")]
+    pub integration_timeout: Option<String>,
+    /// Close connections after no message for this long (the gateway's --idle-timeout).
+    #[arg(long, env = "SOCKETLESS_DEV_IDLE_TIMEOUT", default_value = "10m")]
+    pub idle_timeout: String,
+    /// Close every connection after this long (the gateway's --max-connection-duration).
+    #[arg(long, env = "SOCKETLESS_DEV_MAX_CONNECTION_DURATION", default_value = "2h")]
+    pub max_connection_duration: String,
 }
 
 /// Validated `dev` settings.
@@ -40,6 +53,10 @@ pub struct DevConfig {
     pub listen: SocketAddr,
     pub serve: ServeArgs,
     pub stage: String,
+    pub conformance: bool,
+    pub integration_timeout: Option<Duration>,
+    pub idle_timeout: Duration,
+    pub max_connection_duration: Duration,
 }
 
 fn random_secret() -> String {
@@ -56,6 +73,26 @@ impl DevArgs {
             "--internal-listen (SOCKETLESS_DEV_INTERNAL_LISTEN)",
             &self.internal_listen,
         );
+        let integration_timeout = self
+            .integration_timeout
+            .as_ref()
+            .and_then(|t| p.duration("--integration-timeout (SOCKETLESS_DEV_INTEGRATION_TIMEOUT)", t));
+        if integration_timeout.is_some_and(|t| t < Duration::from_millis(50) || t > Duration::from_secs(29)) {
+            p.push("--integration-timeout (SOCKETLESS_DEV_INTEGRATION_TIMEOUT): must be 50ms to 29s");
+        }
+        let idle_timeout = p.duration("--idle-timeout (SOCKETLESS_DEV_IDLE_TIMEOUT)", &self.idle_timeout);
+        let max_duration = p.duration(
+            "--max-connection-duration (SOCKETLESS_DEV_MAX_CONNECTION_DURATION)",
+            &self.max_connection_duration,
+        );
+        for (name, d) in [
+            ("--idle-timeout", idle_timeout),
+            ("--max-connection-duration", max_duration),
+        ] {
+            if d.is_some_and(|d| d.is_zero()) {
+                p.push(format!("{name}: must be more than zero"));
+            }
+        }
         p.one_of(
             "--reply-mode (SOCKETLESS_DEV_REPLY_MODE)",
             &self.reply_mode,
@@ -97,6 +134,10 @@ impl DevArgs {
             listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 8081).into()),
             serve,
             stage: self.stage.clone(),
+            conformance: self.conformance,
+            integration_timeout,
+            idle_timeout: idle_timeout.unwrap_or_default(),
+            max_connection_duration: max_duration.unwrap_or_default(),
         })
     }
 }
@@ -160,6 +201,7 @@ pub async fn start(
     let serve_config = serve_args.validate().map_err(|e| DevError::Config(e.to_string()))?;
     let secret = serve_config.backend.shared_secret.clone().unwrap_or_default();
     let prepared = serve::prepare_with_sdk(serve_config, handler, lifecycle.clone(), local_sdk()).await?;
+    let conformance = config.conformance;
     let backend_addr = prepared
         .public
         .local_addr()
@@ -169,23 +211,35 @@ pub async fn start(
         .local_addr()
         .map_err(|e| DevError::Bind(config.listen, e))?;
 
-    let params = BTreeMap::from([
+    let mut params = BTreeMap::from([
         ("IntegrationUri".to_string(), format!("http://{backend_addr}")),
         ("StageName".to_string(), config.stage.clone()),
         ("SharedSecret".to_string(), secret),
         ("DisconnectContext".to_string(), "true".to_string()),
     ]);
+    if conformance {
+        params.insert("ConformanceMapping".to_string(), "true".to_string());
+    }
     let mut gw_config = GatewayConfig::from_template(EMBEDDED_TEMPLATE, &params)
         .map_err(|errs| DevError::Config(errs.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ")))?;
     gw_config.listen = gw_addr;
     gw_config.shutdown_delay = Duration::ZERO;
     gw_config.drain_timeout = Duration::from_secs(5);
+    gw_config.integration_timeout = config.integration_timeout.or(gw_config.integration_timeout);
+    gw_config.idle_timeout = config.idle_timeout;
+    gw_config.max_connection_duration = config.max_connection_duration;
     let mut registry = Registry::default();
     let gateway = Gateway::new(gw_config, &mut registry);
     let url = format!("ws://{gw_addr}/{}", config.stage);
     let lc = lifecycle.clone();
     let run = Box::pin(async move {
-        let (a, b) = tokio::join!(prepared.run(), gateway.serve(gw_listener, lc, Arc::new(registry)));
+        // The conformance backend needs each request's headers (see crate::conformance::backend).
+        let backend: std::pin::Pin<Box<dyn std::future::Future<Output = Drain> + Send>> = if conformance {
+            Box::pin(crate::conformance::backend::run_prepared(prepared))
+        } else {
+            Box::pin(prepared.run())
+        };
+        let (a, b) = tokio::join!(backend, gateway.serve(gw_listener, lc, Arc::new(registry)));
         if a == Drain::Complete && b == Drain::Complete {
             Drain::Complete
         } else {

@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// Concurrent @connections posts per broadcast.
     #[arg(long, env = "SOCKETLESS_BROADCAST_CONCURRENCY", default_value = "32")]
     pub broadcast_concurrency: String,
+    /// Run the conformance backend (for `socketless conformance`) instead of the handler.
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE", default_value_t = false)]
+    pub conformance: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

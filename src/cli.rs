@@ -126,7 +126,9 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
         crate::memory::spawn_collector();
         match ready {
             Ready::Serve(config) => crate::serve::run(config, handler).await.map_err(|e| e.to_string()),
-            Ready::ServeConformance(config) => crate::conformance::backend::run(config).await.map_err(|e| e.to_string()),
+            Ready::ServeConformance(config) => crate::conformance::backend::run(config)
+                .await
+                .map_err(|e| e.to_string()),
             Ready::Gateway(config) => crate::gateway::run(config).await.map_err(|e| e.to_string()),
             Ready::Dev(config) if config.conformance => {
                 let conformance = Arc::new(crate::conformance::backend::Conformance::new());

@@ -34,9 +34,14 @@ fn client(cx: &Ctx, sdk: &aws_config::SdkConfig) -> Client {
 type Resp = aws_sdk_apigatewaymanagement::config::http::HttpResponse;
 
 /// HTTP status and error code of a failed call.
-fn status_code<E: ProvideErrorMetadata + std::error::Error + 'static>(err: &SdkError<E, Resp>) -> (Option<u16>, String) {
+fn status_code<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    err: &SdkError<E, Resp>,
+) -> (Option<u16>, String) {
     match err {
-        SdkError::ServiceError(e) => (Some(e.raw().status().as_u16()), e.err().code().unwrap_or("").to_string()),
+        SdkError::ServiceError(e) => (
+            Some(e.raw().status().as_u16()),
+            e.err().code().unwrap_or("").to_string(),
+        ),
         other => (None, DisplayErrorContext(other).to_string()),
     }
 }
@@ -130,7 +135,11 @@ async fn get(cx: &Ctx) -> Outcome {
                 Some(i) if i.source_ip().is_some_and(|s| !s.is_empty()) => {}
                 _ => missing.push("identity.sourceIp"),
             }
-            if missing.is_empty() { Outcome::Pass } else { fail(format!("missing {}", missing.join(", "))) }
+            if missing.is_empty() {
+                Outcome::Pass
+            } else {
+                fail(format!("missing {}", missing.join(", ")))
+            }
         }
         Err(e) => fail(format!("{:?}", status_code(&e))),
     }

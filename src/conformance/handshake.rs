@@ -59,7 +59,11 @@ async fn refused_4xx(cx: &Ctx) -> Outcome {
             Err(e) => wrong.push(e),
         }
     }
-    if wrong.is_empty() { Outcome::Pass } else { fail(wrong.join("; ")) }
+    if wrong.is_empty() {
+        Outcome::Pass
+    } else {
+        fail(wrong.join("; "))
+    }
 }
 
 async fn refused_5xx(cx: &Ctx) -> Outcome {
@@ -94,12 +98,19 @@ async fn refusal_message(cx: &Ctx) -> Outcome {
             Ok((_, body)) => match message_of(&body) {
                 Some(m) if m == want => {}
                 Some(m) => wrong.push(format!("{status}: message {m:?}, want {want:?}")),
-                None => wrong.push(format!("{status}: body {:?} has no message", String::from_utf8_lossy(&body))),
+                None => wrong.push(format!(
+                    "{status}: body {:?} has no message",
+                    String::from_utf8_lossy(&body)
+                )),
             },
             Err(e) => wrong.push(e),
         }
     }
-    if wrong.is_empty() { Outcome::Pass } else { fail(wrong.join("; ")) }
+    if wrong.is_empty() {
+        Outcome::Pass
+    } else {
+        fail(wrong.join("; "))
+    }
 }
 
 /// The stage URL padded with a query to exactly `len` characters, with a `tag` the backend
@@ -141,7 +152,12 @@ async fn url_over_limit(cx: &Ctx) -> Outcome {
     // Did $connect run? Ask the backend on another connection.
     let ran = match ws::open(&cx.url, &[], cx.wait).await {
         Ok(mut c) => {
-            let r = ws::ask(&mut c, &serde_json::json!({"action": "tags", "op": "tags", "tag": tag}), cx.wait).await;
+            let r = ws::ask(
+                &mut c,
+                &serde_json::json!({"action": "tags", "op": "tags", "tag": tag}),
+                cx.wait,
+            )
+            .await;
             let _ = c.close(None).await;
             r.ok().and_then(|v| v.get("seen").and_then(Value::as_bool))
         }
@@ -150,7 +166,9 @@ async fn url_over_limit(cx: &Ctx) -> Outcome {
     match (status, ran) {
         (Some(414), Some(false)) => Outcome::Pass,
         (Some(414), _) => fail("refused with 414, but $connect ran (or could not be checked)"),
-        (Some(s), _) => fail(format!("a 4097-character URL was refused with {s}, want 414 before $connect")),
+        (Some(s), _) => fail(format!(
+            "a 4097-character URL was refused with {s}, want 414 before $connect"
+        )),
         (None, _) => fail(format!(
             "a 4097-character URL was accepted{} (quota: 4096, want 414 before $connect)",
             if ran == Some(true) { " and $connect ran" } else { "" }
@@ -198,7 +216,11 @@ async fn context_headers(cx: &Ctx) -> Outcome {
     want("headers", "x-socketless-event-type", &|v| v == "MESSAGE");
     want("connectHeaders", "x-socketless-route-key", &|v| v == "$connect");
     want("connectHeaders", "x-socketless-event-type", &|v| v == "CONNECT");
-    if wrong.is_empty() { Outcome::Pass } else { fail(wrong.join("; ")) }
+    if wrong.is_empty() {
+        Outcome::Pass
+    } else {
+        fail(wrong.join("; "))
+    }
 }
 
 async fn query_parameter(cx: &Ctx) -> Outcome {
@@ -236,7 +258,10 @@ async fn unmapped_headers(cx: &Ctx) -> Outcome {
     } else {
         Outcome::Known(
             "kd-unmapped-connect-headers",
-            Some(format!("unmapped handshake headers reached $connect: {}", leaked.join(", "))),
+            Some(format!(
+                "unmapped handshake headers reached $connect: {}",
+                leaked.join(", ")
+            )),
         )
     }
 }

@@ -80,10 +80,17 @@ mod tests {
         let rows = doc_rows();
         let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
         let listed: Vec<&str> = KNOWN.iter().map(|k| k.id).collect();
-        assert_eq!(ids, listed, "docs/gateway.md's Known differences rows vs src/conformance/known.rs");
+        assert_eq!(
+            ids, listed,
+            "docs/gateway.md's Known differences rows vs src/conformance/known.rs"
+        );
         for (k, (_, row)) in KNOWN.iter().zip(&rows) {
             for case in k.cases {
-                assert!(row.contains(&format!("`{case}`")), "the {} row must name `{case}`", k.id);
+                assert!(
+                    row.contains(&format!("`{case}`")),
+                    "the {} row must name `{case}`",
+                    k.id
+                );
             }
         }
     }

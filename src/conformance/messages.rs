@@ -91,7 +91,12 @@ async fn non_json(cx: &Ctx) -> Outcome {
 }
 
 async fn unknown_key(cx: &Ctx) -> Outcome {
-    route_of(cx, json!({"action": "no-such-route", "op": "whoami"}).to_string(), "$default").await
+    route_of(
+        cx,
+        json!({"action": "no-such-route", "op": "whoami"}).to_string(),
+        "$default",
+    )
+    .await
 }
 
 async fn missing_key(cx: &Ctx) -> Outcome {
@@ -102,14 +107,21 @@ async fn custom_route(cx: &Ctx) -> Outcome {
     if !cx.custom_route {
         return Outcome::NotRun("--no-custom-route: the stack has no `conformance` route".into());
     }
-    route_of(cx, json!({"action": "conformance", "op": "whoami"}).to_string(), "conformance").await
+    route_of(
+        cx,
+        json!({"action": "conformance", "op": "whoami"}).to_string(),
+        "conformance",
+    )
+    .await
 }
 
 async fn fragmented(cx: &Ctx) -> Outcome {
     with_conn(cx, |mut c| async move {
         // 100 KiB in four frames of 25 KiB: under both limits once reassembled.
         let data = "f".repeat(100 * 1024 - 64);
-        let msg = json!({"action": "echo", "op": "echo", "data": data}).to_string().into_bytes();
+        let msg = json!({"action": "echo", "op": "echo", "data": data})
+            .to_string()
+            .into_bytes();
         let chunks: Vec<Vec<u8>> = msg.chunks(25 * 1024).map(<[u8]>::to_vec).collect();
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
@@ -232,7 +244,10 @@ fn as_outcome(r: Result<(), String>) -> Outcome {
 async fn close_binary(cx: &Ctx) -> Outcome {
     as_outcome(
         expect_close(cx, 1003, |mut c| async move {
-            let r = c.send(Message::binary(vec![1u8, 2, 3])).await.map_err(|e| e.to_string());
+            let r = c
+                .send(Message::binary(vec![1u8, 2, 3]))
+                .await
+                .map_err(|e| e.to_string());
             (c, r)
         })
         .await,
@@ -303,7 +318,13 @@ async fn disconnect(cx: &Ctx) -> Outcome {
     // $disconnect is asynchronous: ask a few times.
     let mut last = Value::Null;
     for _ in 0..20 {
-        match ws::ask(&mut b, &json!({"action": "disconnects", "op": "disconnects", "id": id}), cx.wait).await {
+        match ws::ask(
+            &mut b,
+            &json!({"action": "disconnects", "op": "disconnects", "id": id}),
+            cx.wait,
+        )
+        .await
+        {
             Ok(v) if v.get("seen").and_then(Value::as_bool) == Some(true) => {
                 let _ = b.close(None).await;
                 return Outcome::Pass;

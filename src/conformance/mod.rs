@@ -162,14 +162,23 @@ fn stage_of(url: &str) -> Option<String> {
 }
 
 fn settings(args: &ConformanceArgs) -> Result<(String, String, String, [Duration; 4]), String> {
-    let url = args.url.split('?').next().unwrap_or_default().trim_end_matches('/').to_string();
+    let url = args
+        .url
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string();
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
         return Err(format!("--url {:?} must start with ws:// or wss://", args.url));
     }
     let stage = stage_of(&url).ok_or_else(|| format!("--url {:?} names no stage", args.url))?;
     let connections = args.connections.trim_end_matches('/').to_string();
     if !(connections.starts_with("http://") || connections.starts_with("https://")) {
-        return Err(format!("--connections {:?} must start with http:// or https://", args.connections));
+        return Err(format!(
+            "--connections {:?} must start with http:// or https://",
+            args.connections
+        ));
     }
     let d = |flag: &str, v: &str| parse_duration(v).map_err(|e| format!("{flag}: {e}"));
     Ok((
@@ -199,11 +208,7 @@ pub async fn run(args: ConformanceArgs) -> ExitCode {
         .clone()
         .or_else(crate::aws::region_from_env)
         .unwrap_or_else(|| "us-east-1".to_string());
-    let sdk = crate::aws::load(&crate::aws::AwsSettings {
-        region,
-        timeout: wait,
-    })
-    .await;
+    let sdk = crate::aws::load(&crate::aws::AwsSettings { region, timeout: wait }).await;
     let cx = Ctx {
         url,
         stage,
@@ -227,7 +232,11 @@ pub async fn run(args: ConformanceArgs) -> ExitCode {
         }
         // Every case bounds its own waits; this is the backstop.
         let bound = wait * 3 + integration_timeout + max_duration.min(SLOW_BEYOND) + idle_timeout.min(SLOW_BEYOND);
-        let bound = if args.slow { bound + max_duration + idle_timeout } else { bound };
+        let bound = if args.slow {
+            bound + max_duration + idle_timeout
+        } else {
+            bound
+        };
         let outcome = match tokio::time::timeout(bound, run_one(name, &cx)).await {
             Ok(o) => o,
             Err(_) => fail(format!("no result within {} s", bound.as_secs())),
@@ -243,7 +252,11 @@ pub async fn run(args: ConformanceArgs) -> ExitCode {
     }
     let _ = writeln!(out, "{known} known differences, {not_run} not run");
     let _ = writeln!(out, "{passed} passed, {failed} failed");
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 #[cfg(test)]
@@ -252,7 +265,10 @@ mod tests {
 
     #[test]
     fn stage_is_the_first_path_segment() {
-        assert_eq!(stage_of("wss://abc.execute-api.us-east-1.amazonaws.com/prod").as_deref(), Some("prod"));
+        assert_eq!(
+            stage_of("wss://abc.execute-api.us-east-1.amazonaws.com/prod").as_deref(),
+            Some("prod")
+        );
         assert_eq!(stage_of("ws://127.0.0.1:8081/dev?x=1").as_deref(), Some("dev"));
         assert_eq!(stage_of("ws://127.0.0.1:8081/"), None);
     }

@@ -61,7 +61,11 @@ fn judged(limit: Duration, ended: &Ended, after: Duration) -> Outcome {
     let early = limit.saturating_sub(slack(limit));
     match ended {
         Ended::TimedOut => fail(format!("still open after {} s", after.as_secs())),
-        _ if after < early => fail(format!("{ended} after {:.1} s, before the {} s limit", after.as_secs_f64(), limit.as_secs())),
+        _ if after < early => fail(format!(
+            "{ended} after {:.1} s, before the {} s limit",
+            after.as_secs_f64(),
+            limit.as_secs()
+        )),
         Ended::Close(..) => Outcome::Pass,
         Ended::Dropped(_) => fail(format!("{ended} after {:.1} s", after.as_secs_f64())),
     }

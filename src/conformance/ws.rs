@@ -49,7 +49,10 @@ pub fn with_query(url: &str, query: &str) -> String {
 pub async fn open(url: &str, headers: &[(&str, &str)], within: Duration) -> Result<Ws, Refused> {
     match tokio::time::timeout(within, open_inner(url, headers)).await {
         Ok(r) => r,
-        Err(_) => Err(Refused::Other(format!("no handshake answer within {} s", within.as_secs()))),
+        Err(_) => Err(Refused::Other(format!(
+            "no handshake answer within {} s",
+            within.as_secs()
+        ))),
     }
 }
 
@@ -86,7 +89,10 @@ async fn open_inner(url: &str, headers: &[(&str, &str)]) -> Result<Ws, Refused> 
         .max_message_size(Some(1 << 20));
     match tokio_tungstenite::client_async_with_config(request, io, Some(config)).await {
         Ok((ws, _)) => Ok(ws),
-        Err(WsError::Http(resp)) => Err(Refused::Status(resp.status().as_u16(), resp.body().clone().unwrap_or_default())),
+        Err(WsError::Http(resp)) => Err(Refused::Status(
+            resp.status().as_u16(),
+            resp.body().clone().unwrap_or_default(),
+        )),
         Err(e) => Err(other(e.to_string())),
     }
 }

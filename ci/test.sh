@@ -38,6 +38,7 @@ step "licenses and duplicate dependencies (cargo deny)" licenses_and_bans
 step "cfn-lint + custom rules" bash ci/check-cfn.sh
 step "Helm chart" bash ci/check-chart.sh
 step "boto3 against @connections" python3 ci/check-boto3.py target/debug/socketless
+step "conformance suite against gateway and dev; Node AWS SDK v3 against @connections" bash ci/check-conformance.sh
 browser() {
   need_apt chromium chromium
   python3 ci/check-browser.py target/debug/socketless

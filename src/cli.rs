@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Labels, Problems};
+use crate::conformance::ConformanceArgs;
 use crate::dev::{DevArgs, DevConfig};
 use crate::gateway::{GatewayArgs, GatewayConfig};
 use crate::handler::{Echo, MessageHandler};
@@ -42,6 +43,8 @@ pub enum Command {
     Dev(DevArgs),
     /// Connect to a WebSocket URL, send a message, expect the reply; exit 0 or 1.
     Probe(ProbeArgs),
+    /// Run the conformance suite against a gateway or an API Gateway stage; exit 0 if every case holds.
+    Conformance(ConformanceArgs),
 }
 
 /// A verb with validated settings.
@@ -50,6 +53,7 @@ enum Ready {
     Gateway(GatewayConfig),
     Dev(DevConfig),
     Probe(ProbeArgs),
+    Conformance(ConformanceArgs),
 }
 
 /// Why a verb stopped with a failure.
@@ -61,9 +65,9 @@ enum RunError {
     Gateway(#[from] std::io::Error),
     #[error(transparent)]
     Dev(#[from] crate::dev::DevError),
-    /// The probe failed; it has printed why.
-    #[error("the probe failed")]
-    ProbeFailed,
+    /// The probe or the conformance suite failed; it has printed why.
+    #[error("the check failed")]
+    CheckFailed,
 }
 
 /// Exit code for invalid settings.
@@ -84,7 +88,7 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
         Some("text") => LogFormat::Text,
         _ => match cli.command {
             Command::Serve(_) | Command::Gateway(_) => LogFormat::Json,
-            Command::Dev(_) | Command::Probe(_) => LogFormat::Text,
+            Command::Dev(_) | Command::Probe(_) | Command::Conformance(_) => LogFormat::Text,
         },
     };
     if let Err(err) = telemetry::parse_filter(&cli.log) {
@@ -95,6 +99,7 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
         Command::Gateway(args) => args.validate().map(Ready::Gateway),
         Command::Dev(args) => args.validate().map(Ready::Dev),
         Command::Probe(args) => Ok(Ready::Probe(args.clone())),
+        Command::Conformance(args) => Ok(Ready::Conformance(args.clone())),
     };
     let ready = match (ready, problems.into_result()) {
         (Ok(ready), Ok(())) => ready,
@@ -112,7 +117,7 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
     };
     // The probe prints its own result; it logs only warnings unless asked for more.
     let filter = match (&ready, cli.log.as_str()) {
-        (Ready::Probe(_), "info") => "warn",
+        (Ready::Probe(_) | Ready::Conformance(_), "info") => "warn",
         (_, f) => f,
     };
     if let Err(err) = telemetry::init(format, filter) {
@@ -129,28 +134,50 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
     let result: Result<Drain, RunError> = runtime.block_on(async move {
         crate::memory::spawn_collector();
         match ready {
-            Ready::Serve(config) => Ok(crate::serve::run(config, handler).await?),
-            Ready::Gateway(config) => Ok(crate::gateway::run(config).await?),
-            Ready::Dev(config) => Ok(crate::dev::run(config, handler).await?),
-            Ready::Probe(args) => {
-                // The probe's result is its exit code; nothing to drain.
-                if crate::probe::run(args).await == ExitCode::SUCCESS {
-                    Ok(Drain::Complete)
+            Ready::Serve(config) => {
+                let handler = if config.conformance {
+                    conformance_backend()
                 } else {
-                    Err(RunError::ProbeFailed)
-                }
+                    handler
+                };
+                Ok(crate::serve::run(config, handler).await?)
             }
+            Ready::Gateway(config) => Ok(crate::gateway::run(config).await?),
+            Ready::Dev(config) => {
+                let handler = if config.conformance {
+                    conformance_backend()
+                } else {
+                    handler
+                };
+                Ok(crate::dev::run(config, handler).await?)
+            }
+            // A check's result is its exit code; nothing to drain.
+            Ready::Probe(args) => passed(crate::probe::run(args).await),
+            Ready::Conformance(args) => passed(crate::conformance::run(args).await),
         }
     });
     match result {
         // A drain that hit its bound is still the intended, clean exit.
         Ok(Drain::Complete) | Ok(Drain::TimedOut) => ExitCode::SUCCESS,
-        // The probe printed its own result.
-        Err(RunError::ProbeFailed) => ExitCode::FAILURE,
+        // The check printed its own result.
+        Err(RunError::CheckFailed) => ExitCode::FAILURE,
         Err(err) => {
             tracing::error!(error = %err, "socketless failed");
             eprintln!("socketless: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The backend `socketless conformance` drives (`serve --conformance`, `dev --conformance`).
+fn conformance_backend() -> Arc<dyn MessageHandler> {
+    Arc::new(crate::conformance::backend::Conformance::new())
+}
+
+fn passed(code: ExitCode) -> Result<Drain, RunError> {
+    if code == ExitCode::SUCCESS {
+        Ok(Drain::Complete)
+    } else {
+        Err(RunError::CheckFailed)
     }
 }

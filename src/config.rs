@@ -6,6 +6,19 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Parses one verb's flags from words (no program name), the way the command line would: every
+/// flag not given takes its variable, then its default. `dev` and tests build settings this
+/// way, so every default lives only in the clap attribute that declares it.
+pub fn from_flags<A, I, T>(flags: I) -> Result<A, clap::Error>
+where
+    A: clap::Args + clap::FromArgMatches,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let command = A::augment_args(clap::Command::new("flags").no_binary_name(true));
+    A::from_arg_matches(&command.try_get_matches_from(flags)?)
+}
+
 /// Every invalid setting found at start, reported together.
 #[derive(Debug, Default)]
 pub struct Problems(Vec<String>);

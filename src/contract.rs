@@ -229,6 +229,9 @@ pub const INTEGRATION_TIMEOUT_MS: u64 = 29_000;
 /// "total combined size of request line and header values" of REST and HTTP APIs; its WebSocket
 /// quotas name no such limit, so the handshake and the backend's public port take the same.
 pub const MAX_HEADER_BYTES: usize = 10_240;
+/// API Gateway's quota "Length, in characters, of the URL for a WebSocket API" (not
+/// increasable): longer handshakes are refused with 414 before `$connect`.
+pub const MAX_URL_CHARS: usize = 4096;
 /// What a session keeps of the client's User-Agent, at most.
 pub const MAX_STORED_USER_AGENT: usize = 512;
 

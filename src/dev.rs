@@ -32,6 +32,19 @@ pub struct DevArgs {
     /// `sync` (reply in the HTTP response) or `async` (reply through @connections).
     #[arg(long, env = "SOCKETLESS_DEV_REPLY_MODE", default_value = "sync")]
     pub reply_mode: String,
+    /// Run the conformance backend (for `socketless conformance`) with the template's
+    /// conformance mapping and route.
+    #[arg(long, env = "SOCKETLESS_DEV_CONFORMANCE", default_value_t = false)]
+    pub conformance: bool,
+    /// The gateway's --integration-timeout (default: the template's, 29s).
+    #[arg(long, env = "SOCKETLESS_DEV_INTEGRATION_TIMEOUT")]
+    pub integration_timeout: Option<String>,
+    /// The gateway's --idle-timeout (default 10m).
+    #[arg(long, env = "SOCKETLESS_DEV_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// The gateway's --max-connection-duration (default 2h).
+    #[arg(long, env = "SOCKETLESS_DEV_MAX_CONNECTION_DURATION")]
+    pub max_connection_duration: Option<String>,
 }
 
 /// Validated `dev` settings.
@@ -40,6 +53,9 @@ pub struct DevConfig {
     pub listen: SocketAddr,
     pub serve: ServeArgs,
     pub stage: String,
+    /// Flags for the gateway beyond the template's parameters.
+    pub gateway_flags: Vec<String>,
+    pub conformance: bool,
 }
 
 fn random_secret() -> String {
@@ -88,10 +104,22 @@ impl DevArgs {
             "5s",
         ])
         .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        let mut gateway_flags = vec!["--shutdown-delay=0s".to_string(), "--drain-timeout=5s".to_string()];
+        for (flag, value) in [
+            ("integration-timeout", &self.integration_timeout),
+            ("idle-timeout", &self.idle_timeout),
+            ("max-connection-duration", &self.max_connection_duration),
+        ] {
+            if let Some(v) = value {
+                gateway_flags.push(format!("--{flag}={v}"));
+            }
+        }
         Ok(DevConfig {
             listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 8081).into()),
             serve,
             stage: self.stage.clone(),
+            gateway_flags,
+            conformance: self.conformance,
         })
     }
 }
@@ -164,28 +192,25 @@ pub async fn start(
         .local_addr()
         .map_err(|e| DevError::Bind(config.listen, e))?;
 
-    let params = BTreeMap::from([
+    let mut params = BTreeMap::from([
         ("IntegrationUri".to_string(), format!("http://{backend_addr}")),
         ("StageName".to_string(), config.stage.clone()),
         ("SharedSecret".to_string(), secret),
         ("DisconnectContext".to_string(), "true".to_string()),
     ]);
-    let mut gw_config = GatewayConfig::from_template(EMBEDDED_TEMPLATE, &params)
+    if config.conformance {
+        params.insert("ConformanceMapping".to_string(), "true".to_string());
+    }
+    let mut gw_config = GatewayConfig::from_template_with(EMBEDDED_TEMPLATE, &params, &config.gateway_flags)
         .map_err(|errs| DevError::Config(errs.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ")))?;
     gw_config.listen = gw_addr;
-    gw_config.shutdown_delay = Duration::ZERO;
-    gw_config.drain_timeout = Duration::from_secs(5);
     let mut registry = Registry::default();
     let gateway = Gateway::new(gw_config, &mut registry);
     let url = format!("ws://{gw_addr}/{}", config.stage);
     let lc = lifecycle.clone();
     let run = Box::pin(async move {
         let (a, b) = tokio::join!(prepared.run(), gateway.serve(gw_listener, lc, Arc::new(registry)));
-        if a == Drain::Complete && b == Drain::Complete {
-            Drain::Complete
-        } else {
-            Drain::TimedOut
-        }
+        Drain::all(&[a, b])
     });
     Ok(Started { url, internal, run })
 }

@@ -26,6 +26,9 @@ pub struct RequestContext {
     /// Close status on `$disconnect`, when the gateway maps it.
     pub disconnect_status: Option<u16>,
     pub disconnect_reason: Option<String>,
+    /// Every header of the call, for handlers whose [`MessageHandler::wants_headers`] says so
+    /// (to read parameters the template maps beyond the context); `None` otherwise.
+    pub headers: Option<std::sync::Arc<http::HeaderMap>>,
 }
 
 /// A handler's refusal: the status and a message for the caller. On `$connect` the status
@@ -48,6 +51,12 @@ impl Rejection {
 /// Application logic. Implementations must be stateless across pods: any pod may receive any
 /// call. Keep state in the session store or your own services.
 pub trait MessageHandler: Send + Sync + 'static {
+    /// Whether the handler reads [`RequestContext::headers`]; copying them costs an allocation
+    /// per call, so the default is no.
+    fn wants_headers(&self) -> bool {
+        false
+    }
+
     /// Runs before the session is created; a rejection refuses the WebSocket handshake.
     fn on_connect<'a>(&'a self, _ctx: &'a RequestContext) -> BoxFuture<'a, Result<(), Rejection>> {
         Box::pin(async { Ok(()) })

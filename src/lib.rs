@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod conformance;
 pub mod contract;
 pub mod dev;
 pub mod gateway;

@@ -46,7 +46,7 @@ pub enum ProbeError {
     Closed(String),
 }
 
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+pub(crate) fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
     let mut roots = rustls::RootCertStore::empty();
     let loaded = rustls_native_certs::load_native_certs();
     for cert in loaded.certs {

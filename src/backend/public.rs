@@ -77,7 +77,10 @@ impl Backend {
 
     async fn integration(&self, route: &'static str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         self.check_secret(req.headers())?;
-        let ctx = context(req.headers())?;
+        let mut ctx = context(req.headers())?;
+        if self.handler.wants_headers() {
+            ctx.headers = Some(std::sync::Arc::new(req.headers().clone()));
+        }
         // The body's bytes stay counted against the budget until the answer is ready.
         let body = http_server::read_body(req, self.settings.max_body_bytes, &self.body).await?;
         match route {

@@ -114,6 +114,9 @@ pub struct ServeArgs {
     /// Concurrent @connections posts per broadcast.
     #[arg(long, env = "SOCKETLESS_BROADCAST_CONCURRENCY", default_value = "32")]
     pub broadcast_concurrency: String,
+    /// Run the conformance backend (for `socketless conformance`) instead of the handler.
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE", default_value_t = false)]
+    pub conformance: bool,
 }
 
 /// Validated settings of `socketless serve`.
@@ -132,18 +135,12 @@ pub struct ServeConfig {
     pub http: HttpLimits,
     pub body: BodyPolicy,
     pub backend: BackendSettings,
+    /// The conformance backend instead of the handler.
+    pub conformance: bool,
 }
 
 /// Region used for SigV4 when nothing else names one and no AWS service needs the real one.
 const FALLBACK_REGION: &str = "us-east-1";
-
-/// `socketless serve`'s flags on their own, to build [`ServeArgs`] from words.
-#[derive(clap::Parser, Debug)]
-#[command(name = "serve", no_binary_name = true)]
-struct ServeFlags {
-    #[command(flatten)]
-    args: ServeArgs,
-}
 
 impl ServeArgs {
     /// Settings from flags, as the command line gives them (for `dev` and tests, which set a
@@ -153,8 +150,7 @@ impl ServeArgs {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        use clap::Parser;
-        ServeFlags::try_parse_from(flags).map(|f| f.args)
+        crate::config::from_flags(flags)
     }
 
     /// Checks every setting and reports all problems at once.
@@ -285,6 +281,7 @@ impl ServeArgs {
                 session_ttl: session_ttl.unwrap_or_default(),
                 broadcast_concurrency: concurrency.unwrap_or(1) as usize,
             },
+            conformance: self.conformance,
         })
     }
 }

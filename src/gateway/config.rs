@@ -250,14 +250,6 @@ impl GatewayArgs {
     }
 }
 
-/// `socketless gateway`'s flags on their own, to build [`GatewayArgs`] from words.
-#[derive(clap::Parser, Debug)]
-#[command(name = "gateway", no_binary_name = true)]
-struct GatewayFlags {
-    #[command(flatten)]
-    args: GatewayArgs,
-}
-
 impl GatewayArgs {
     /// Settings from flags, as the command line gives them; every flag not given takes its
     /// variable, then its default.
@@ -266,8 +258,7 @@ impl GatewayArgs {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        use clap::Parser;
-        GatewayFlags::try_parse_from(flags).map(|f| f.args)
+        crate::config::from_flags(flags)
     }
 }
 
@@ -276,8 +267,18 @@ impl GatewayConfig {
     /// ephemeral loopback port (used by `dev` and tests; the CLI goes through
     /// [`GatewayArgs::validate`]).
     pub fn from_template(text: &str, params: &BTreeMap<String, String>) -> Result<GatewayConfig, Vec<TemplateError>> {
+        Self::from_template_with(text, params, &[])
+    }
+
+    /// [`GatewayConfig::from_template`] with more gateway flags (`--idle-timeout=2s`, …).
+    pub fn from_template_with(
+        text: &str,
+        params: &BTreeMap<String, String>,
+        extra: &[String],
+    ) -> Result<GatewayConfig, Vec<TemplateError>> {
         let mut flags = vec!["--listen=127.0.0.1:0".to_string(), "--region=us-east-1".to_string()];
         flags.extend(params.iter().map(|(k, v)| format!("--param={k}={v}")));
+        flags.extend(extra.iter().cloned());
         let args = GatewayArgs::from_flags(flags).map_err(|e| vec![TemplateError(e.to_string())])?;
         args.validate_with(Some(text.to_string()), Problems::new())
             .map_err(|e| e.0.into_iter().map(TemplateError).collect())

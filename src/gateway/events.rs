@@ -129,7 +129,11 @@ pub async fn connect(
             gw.metrics.connect("rejected");
             Err(http_server::json(
                 status,
-                &serde_json::json!({ "message": "Forbidden", "connectionId": ctx.id, "requestId": request_id }),
+                &serde_json::json!({
+                    "message": status.canonical_reason().unwrap_or("Forbidden"),
+                    "connectionId": ctx.id,
+                    "requestId": request_id,
+                }),
             ))
         }
         Some(Outcome::Timeout) => {

@@ -19,6 +19,7 @@ use super::connection::{self, ABNORMAL, ConnHandle, Ctx, Limits, Reply, Socket};
 use super::events;
 use super::ids;
 use super::shared::Shared;
+use crate::contract;
 use crate::http_server::{self, Body};
 use crate::lifecycle::Lifecycle;
 use crate::timefmt::now_ms;
@@ -39,6 +40,18 @@ fn header_str<B>(req: &Request<B>, name: impl http::header::AsHeaderName) -> Opt
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The length of the URL the client connected to: scheme, host and path with query. The
+/// gateway serves plain TCP (TLS ends in front of it), so the scheme is `wss` when a proxy says
+/// it received HTTPS (`X-Forwarded-Proto`) and `ws` otherwise.
+fn url_length<B>(req: &Request<B>) -> usize {
+    let scheme = match header_str(req, "x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") || p.eq_ignore_ascii_case("wss") => "wss://",
+        _ => "ws://",
+    };
+    let path = req.uri().path_and_query().map(|p| p.as_str().len()).unwrap_or(1);
+    scheme.len() + header_str(req, header::HOST).map(str::len).unwrap_or(0) + path
+}
+
 /// Reads a WebSocket handshake request (RFC 6455 §4.2.1), or says which status refuses it.
 pub fn parse_handshake<B>(req: &Request<B>) -> Result<HandshakeRequest, (StatusCode, &'static str)> {
     let has = |name: header::HeaderName, token: &str| {
@@ -50,6 +63,9 @@ pub fn parse_handshake<B>(req: &Request<B>) -> Result<HandshakeRequest, (StatusC
     };
     if req.method() != http::Method::GET || !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
         return Err((StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint"));
+    }
+    if url_length(req) > contract::MAX_URL_CHARS {
+        return Err((StatusCode::URI_TOO_LONG, "URI Too Long"));
     }
     let key = match header_str(req, header::SEC_WEBSOCKET_KEY) {
         Some(k) if header_str(req, header::SEC_WEBSOCKET_VERSION) == Some("13") => k.to_string(),

@@ -1,0 +1,293 @@
+//! `socketless conformance`: one suite of client-observable cases of Amazon API Gateway's
+//! WebSocket contract, run against any target: `socketless gateway`, `socketless dev`, or a real
+//! API Gateway stage deployed from `cfn/websocket-api.yml` with `ConformanceMapping=true` and
+//! `socketless serve --conformance` behind it.
+//!
+//! Each case prints one line: `pass NAME`, `fail NAME: why`, `known-difference NAME:
+//! docs/gateway.md#anchor` (socketless differs from AWS on purpose, or AWS behaviour is
+//! unconfirmed; see [`known`]) or `not-run NAME: reason`. Then the counts, the last line being
+//! exactly `N passed, N failed`; the exit status is non-zero on any failure.
+
+pub mod backend;
+mod connections;
+mod handshake;
+pub mod known;
+mod messages;
+mod timeouts;
+mod ws;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::parse_duration;
+
+/// Flags of `socketless conformance`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConformanceArgs {
+    /// The stage's WebSocket URL: wss://{api}.execute-api.{region}.amazonaws.com/{stage}, or
+    /// ws://127.0.0.1:PORT/{stage} for a local gateway.
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_URL")]
+    pub url: String,
+    /// The `@connections` endpoint: https://{api}.execute-api.{region}.amazonaws.com/{stage}, or
+    /// http://127.0.0.1:PORT/{stage}.
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_CONNECTIONS")]
+    pub connections: String,
+    /// Region for SigV4; falls back to AWS_REGION / AWS_DEFAULT_REGION, then us-east-1.
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_REGION")]
+    pub region: Option<String>,
+    /// The integration timeout the target applies (the template's IntegrationTimeoutMs, or the
+    /// local gateway's --integration-timeout).
+    #[arg(long, default_value = "29s")]
+    pub integration_timeout: String,
+    /// The target's idle timeout (API Gateway: 10 minutes).
+    #[arg(long, default_value = "10m")]
+    pub idle_timeout: String,
+    /// The target's maximum connection duration (API Gateway: 2 hours).
+    #[arg(long, default_value = "2h")]
+    pub max_duration: String,
+    /// Also run cases that wait longer than a minute (the idle and duration timeouts at AWS's
+    /// values). Without it they are reported as not run.
+    #[arg(long)]
+    pub slow: bool,
+    /// The target does not check SigV4 signatures on `@connections` (`socketless dev`, or a
+    /// gateway started without --sigv4-*): the wrong-key case is not run.
+    #[arg(long)]
+    pub unsigned: bool,
+    /// The stack has no custom route `conformance` (deployed without ConformanceMapping=true).
+    #[arg(long)]
+    pub no_custom_route: bool,
+    /// How long to wait for each reply, close or API answer.
+    #[arg(long, default_value = "10s")]
+    pub wait: String,
+    /// Run only the cases whose name starts with one of these (repeatable).
+    #[arg(long)]
+    pub only: Vec<String>,
+}
+
+/// Waits longer than this need --slow.
+const SLOW_BEYOND: Duration = Duration::from_secs(60);
+
+/// Validated settings shared by every case.
+pub struct Ctx {
+    /// WebSocket URL without a query.
+    pub url: String,
+    pub stage: String,
+    pub connections: String,
+    pub integration_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_duration: Duration,
+    pub slow: bool,
+    pub unsigned: bool,
+    pub custom_route: bool,
+    pub wait: Duration,
+    pub sdk: aws_config::SdkConfig,
+    /// How the idle timeout and the maximum duration ended a connection (waited for once).
+    pub idle_result: tokio::sync::OnceCell<Result<(ws::Ended, Duration), String>>,
+    pub duration_result: tokio::sync::OnceCell<Result<(ws::Ended, Duration), String>>,
+}
+
+impl Ctx {
+    /// Whether a case that waits `d` may run; the reason when not.
+    pub fn may_wait(&self, d: Duration) -> Result<(), String> {
+        if d > SLOW_BEYOND && !self.slow {
+            Err(format!("waits {} s; pass --slow to run it", d.as_secs()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What one case found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    /// A listed known difference (see [`known::KNOWN`]), with what was observed when it was not
+    /// socketless's documented choice.
+    Known(&'static str, Option<String>),
+    NotRun(String),
+}
+
+/// `Outcome::Fail` from anything printable.
+pub fn fail(why: impl Into<String>) -> Outcome {
+    Outcome::Fail(why.into())
+}
+
+/// Prints one case's line.
+pub fn line(name: &str, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Pass => format!("pass {name}"),
+        Outcome::Fail(why) => format!("fail {name}: {why}"),
+        Outcome::Known(id, None) => format!("known-difference {name}: {}", known::link(id)),
+        Outcome::Known(id, Some(seen)) => {
+            format!("known-difference {name}: {} (observed: {seen})", known::link(id))
+        }
+        Outcome::NotRun(why) => format!("not-run {name}: {why}"),
+    }
+}
+
+/// Every case, in the order they run.
+pub fn names() -> Vec<&'static str> {
+    let mut all = Vec::new();
+    all.extend_from_slice(handshake::NAMES);
+    all.extend_from_slice(messages::NAMES);
+    all.extend_from_slice(connections::NAMES);
+    all.extend_from_slice(timeouts::NAMES);
+    all
+}
+
+async fn run_one(name: &str, cx: &Ctx) -> Outcome {
+    if let Some(o) = handshake::run(name, cx).await {
+        return o;
+    }
+    if let Some(o) = messages::run(name, cx).await {
+        return o;
+    }
+    if let Some(o) = connections::run(name, cx).await {
+        return o;
+    }
+    if let Some(o) = timeouts::run(name, cx).await {
+        return o;
+    }
+    fail("no such case")
+}
+
+/// The stage: the URL's first path segment.
+fn stage_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let path = rest.split_once('/')?.1;
+    let stage = path.split(['/', '?']).next()?.to_string();
+    (!stage.is_empty()).then_some(stage)
+}
+
+fn settings(args: &ConformanceArgs) -> Result<(String, String, String, [Duration; 4]), String> {
+    let url = args
+        .url
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string();
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        return Err(format!("--url {:?} must start with ws:// or wss://", args.url));
+    }
+    let stage = stage_of(&url).ok_or_else(|| format!("--url {:?} names no stage", args.url))?;
+    let connections = args.connections.trim_end_matches('/').to_string();
+    if !(connections.starts_with("http://") || connections.starts_with("https://")) {
+        return Err(format!(
+            "--connections {:?} must start with http:// or https://",
+            args.connections
+        ));
+    }
+    let d = |flag: &str, v: &str| parse_duration(v).map_err(|e| format!("{flag}: {e}"));
+    Ok((
+        url,
+        stage,
+        connections,
+        [
+            d("--integration-timeout", &args.integration_timeout)?,
+            d("--idle-timeout", &args.idle_timeout)?,
+            d("--max-duration", &args.max_duration)?,
+            d("--wait", &args.wait)?,
+        ],
+    ))
+}
+
+/// Runs the suite and prints its result; the exit code says whether every case held.
+pub async fn run(args: ConformanceArgs) -> ExitCode {
+    let (url, stage, connections, [integration_timeout, idle_timeout, max_duration, wait]) = match settings(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("conformance: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let region = args
+        .region
+        .clone()
+        .or_else(crate::aws::region_from_env)
+        .unwrap_or_else(|| "us-east-1".to_string());
+    let sdk = crate::aws::load(&crate::aws::AwsSettings { region, timeout: wait }).await;
+    let cx = Ctx {
+        url,
+        stage,
+        connections,
+        integration_timeout,
+        idle_timeout,
+        max_duration,
+        slow: args.slow,
+        unsigned: args.unsigned,
+        custom_route: !args.no_custom_route,
+        wait,
+        sdk,
+        idle_result: tokio::sync::OnceCell::new(),
+        duration_result: tokio::sync::OnceCell::new(),
+    };
+    let mut out = std::io::stdout();
+    let (mut passed, mut failed, mut known, mut not_run) = (0, 0, 0, 0);
+    for name in names() {
+        if !args.only.is_empty() && !args.only.iter().any(|p| name.starts_with(p.as_str())) {
+            continue;
+        }
+        // Every case bounds its own waits; this is the backstop.
+        let bound = wait * 3 + integration_timeout + max_duration.min(SLOW_BEYOND) + idle_timeout.min(SLOW_BEYOND);
+        let bound = if args.slow {
+            bound + max_duration + idle_timeout
+        } else {
+            bound
+        };
+        let outcome = match tokio::time::timeout(bound, run_one(name, &cx)).await {
+            Ok(o) => o,
+            Err(_) => fail(format!("no result within {} s", bound.as_secs())),
+        };
+        match outcome {
+            Outcome::Pass => passed += 1,
+            Outcome::Fail(_) => failed += 1,
+            Outcome::Known(..) => known += 1,
+            Outcome::NotRun(_) => not_run += 1,
+        }
+        let _ = writeln!(out, "{}", line(name, &outcome));
+        let _ = out.flush();
+    }
+    let _ = writeln!(out, "{known} known differences, {not_run} not run");
+    let _ = writeln!(out, "{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_is_the_first_path_segment() {
+        assert_eq!(
+            stage_of("wss://abc.execute-api.us-east-1.amazonaws.com/prod").as_deref(),
+            Some("prod")
+        );
+        assert_eq!(stage_of("ws://127.0.0.1:8081/dev?x=1").as_deref(), Some("dev"));
+        assert_eq!(stage_of("ws://127.0.0.1:8081/"), None);
+    }
+
+    #[test]
+    fn case_names_are_unique() {
+        let all = names();
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), all.len());
+    }
+
+    #[test]
+    fn lines_have_the_documented_shape() {
+        assert_eq!(line("a", &Outcome::Pass), "pass a");
+        assert_eq!(line("a", &fail("why")), "fail a: why");
+        assert_eq!(line("a", &Outcome::NotRun("r".into())), "not-run a: r");
+        let kd = line("a", &Outcome::Known(known::KNOWN[0].id, None));
+        assert!(kd.starts_with("known-difference a: docs/gateway.md#kd-"), "{kd}");
+    }
+}

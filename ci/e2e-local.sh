@@ -18,12 +18,17 @@
 # E2E_TIMINGS=old runs the same scenario with the chart's former defaults (shutdown delay 5 s,
 # drain 20 s, keep-alive 30 s) and only prints the figures: it shows what the defaults fix.
 #
+# A second phase (ci/e2e-scaleout.py) runs the gateway on three replicas behind haproxy, with
+# three backends replying asynchronously: pushes through every replica reach their clients, one
+# replica is killed and another terminated.
+#
 # Everything listens on 127.0.0.1 and is stopped by PID at the end.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 need_venv
+need_apt haproxy haproxy
 CLIENTS="${E2E_CLIENTS:-16}"
 DURATION="${E2E_DURATION:-26}"
 TIMINGS="${E2E_TIMINGS:-chart}"
@@ -168,4 +173,6 @@ if [ "$fail" -ne 0 ]; then
   tail -n 20 "$work"/serve0.log "$work"/gateway.log "$work"/twin.log >&2 || true
 fi
 echo "e2e-local: $pass passed, $fail failed"
+log "scale-out phase: three gateways, pushes through every replica, one killed, one terminated"
+python3 ci/e2e-scaleout.py "$BIN" || fail=$((fail + 1))
 [ "$fail" -eq 0 ]

@@ -130,6 +130,7 @@ async def scenario(gw_ports, gw_procs, lb_port, serve_internal, db):
     result = json.loads(body) if status == 200 else {}
     check("a broadcast reaches every client", result.get("delivered") == CLIENTS and result.get("gone") == 0 and all(got), body)
     left = sessions(db)
+    print(f"sessions deleted while their client was connected: {CLIENTS - len(left)}")
     check("no session deleted while its client was connected", len(left) == CLIENTS, f"{len(left)} of {CLIENTS}")
 
     # SIGKILL replica 0: its clients lose their connections; pushes to them get 410 and clean up.

@@ -58,3 +58,23 @@ pub async fn load(settings: &AwsSettings) -> SdkConfig {
         .load()
         .await
 }
+
+/// An SDK configuration with fixed credentials and no credential chain: for `dev`, whose
+/// in-process gateway checks no signature, and for tests that sign with known keys.
+pub fn static_config(access_key_id: &str, secret_access_key: &str, timeout: Duration) -> SdkConfig {
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .http_client(http_client())
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            access_key_id,
+            secret_access_key,
+            None,
+            None,
+            "socketless-static",
+        )))
+        .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).build())
+        .build()
+}

@@ -137,30 +137,6 @@ pub enum DevError {
     Signals(std::io::Error),
 }
 
-/// Local credentials for the backend's @connections pushes to the in-process gateway (which
-/// does not check signatures in `dev`).
-fn local_sdk() -> aws_config::SdkConfig {
-    use aws_credential_types::Credentials;
-    use aws_credential_types::provider::SharedCredentialsProvider;
-    aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .http_client(crate::aws::http_client())
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            "socketless-dev",
-            "socketless-dev",
-            None,
-            None,
-            "socketless-dev",
-        )))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .operation_timeout(Duration::from_secs(3))
-                .build(),
-        )
-        .build()
-}
-
 /// A started `dev`: the URL to connect to, and the future that serves until shutdown.
 pub struct Started {
     pub url: String,
@@ -182,7 +158,13 @@ pub async fn start(
     serve_args.push_endpoint = Some(format!("http://{gw_addr}/{}", config.stage));
     let serve_config = serve_args.validate().map_err(|e| DevError::Config(e.to_string()))?;
     let secret = serve_config.backend.shared_secret.clone().unwrap_or_default();
-    let prepared = serve::prepare_with_sdk(serve_config, handler, lifecycle.clone(), local_sdk()).await?;
+    let prepared = serve::prepare_with_sdk(
+        serve_config,
+        handler,
+        lifecycle.clone(),
+        crate::aws::static_config("socketless-dev", "socketless-dev", Duration::from_secs(3)),
+    )
+    .await?;
     let backend_addr = prepared
         .public
         .local_addr()

@@ -3,28 +3,10 @@
 
 mod common;
 
-use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
+use common::connections_client as client;
 use common::gw::*;
 use socketless::gateway::Verifier;
-
-fn client(endpoint: &str, key: &str, secret: &str) -> Client {
-    use aws_credential_types::Credentials;
-    use aws_credential_types::provider::SharedCredentialsProvider;
-    let sdk = aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .http_client(socketless::aws::http_client())
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            key, secret, None, None, "test",
-        )))
-        .build();
-    Client::from_conf(
-        aws_sdk_apigatewaymanagement::config::Builder::from(&sdk)
-            .endpoint_url(endpoint)
-            .build(),
-    )
-}
 
 #[tokio::test]
 async fn sigv4_from_the_real_sdk_is_accepted_and_wrong_keys_are_refused() {

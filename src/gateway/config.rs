@@ -91,6 +91,23 @@ pub struct GatewayArgs {
         requires = "sigv4_access_key_id"
     )]
     pub sigv4_secret_access_key: Option<String>,
+    /// This replica's ordinal among its peers: a number, or a StatefulSet pod's name ending in
+    /// one (`socketless-gateway-2`). Its connection ids carry it.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_ORDINAL", default_value = "0")]
+    pub ordinal: String,
+    /// Every replica's base URL, this one's included, in ordinal order (comma-separated in the
+    /// variable). An @connections call for a connection another replica holds is forwarded to it.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// A peer that does not answer a forwarded call within this long is gone (410).
+    #[arg(long, env = "SOCKETLESS_GATEWAY_PEER_TIMEOUT", default_value = "2s")]
+    pub peer_timeout: String,
+}
+
+/// Reads an ordinal: `3`, or the number at the end of a StatefulSet pod's name (`name-3`).
+fn parse_ordinal(text: &str) -> Option<u8> {
+    let digits = text.trim().rsplit('-').next()?;
+    digits.parse::<u8>().ok()
 }
 
 /// Validated settings of the gateway.
@@ -112,6 +129,10 @@ pub struct GatewayConfig {
     pub http: HttpLimits,
     pub body: BodyPolicy,
     pub verifier: Option<Verifier>,
+    pub ordinal: u8,
+    /// Every replica's base URL in ordinal order; empty for a single gateway.
+    pub peers: Vec<String>,
+    pub peer_timeout: Duration,
 }
 
 /// Parses `Key=Value` parameters, recording problems.
@@ -222,6 +243,38 @@ impl GatewayArgs {
                 None
             }
         };
+        let ordinal = parse_ordinal(&self.ordinal);
+        if ordinal.is_none() {
+            p.push(format!(
+                "{}: {:?} is not an ordinal (0 to 255, or a pod name ending in one)",
+                l.get("ordinal"),
+                self.ordinal
+            ));
+        }
+        let peers: Vec<String> = self
+            .peers
+            .iter()
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .collect();
+        for url in &peers {
+            if let Some(uri) = p.url(l.get("peers"), url) {
+                if uri.scheme_str() != Some("http") || uri.path() != "/" {
+                    p.push(format!(
+                        "{}: {url:?} must be a base URL like http://host:port",
+                        l.get("peers")
+                    ));
+                }
+            }
+        }
+        if let Some(o) = ordinal.filter(|o| !peers.is_empty() && *o as usize >= peers.len()) {
+            p.push(format!(
+                "{}: ordinal {o} has no entry in {} ({} peers)",
+                l.get("ordinal"),
+                l.get("peers"),
+                peers.len()
+            ));
+        }
+        let peer_timeout = p.duration(l.get("peer_timeout"), &self.peer_timeout);
         p.into_result()?;
         let (Some(model), Some(listen)) = (model, listen) else {
             return Err(ConfigError(vec!["internal: validated settings missing".into()]));
@@ -246,6 +299,9 @@ impl GatewayArgs {
             },
             body: BodyPolicy::new(body_timeout.unwrap_or_default(), body_budget.unwrap_or(1) as usize),
             verifier,
+            ordinal: ordinal.unwrap_or(0),
+            peers,
+            peer_timeout: peer_timeout.unwrap_or_default(),
         })
     }
 }

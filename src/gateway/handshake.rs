@@ -127,7 +127,7 @@ pub async fn handshake(
         );
     };
     let ctx = Ctx {
-        id: ids::new_id(),
+        id: ids::connection_id(gw.peers.ordinal()),
         connected_at: now_ms(),
         domain: gw.config.domain_name.clone().unwrap_or(hs.host),
         source_ip: peer.ip().to_string(),

@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::{NORMAL, QueueError};
+use super::peers::{self, Owner};
 use super::shared::Shared;
 use super::sigv4::Signed;
 use crate::contract::MAX_POST_BYTES;
@@ -54,9 +55,12 @@ pub async fn management(gw: &Shared, req: Request<Incoming>, id: String) -> Resp
 }
 
 async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) -> Response<Body> {
+    // A call another replica forwarded was checked there; it proves where it came from with
+    // the peers' marker instead of a signature, and is never forwarded again.
+    let from_peer = req.headers().contains_key(peers::FORWARDED);
     // What can be checked before the body arrives is checked first: an unsigned caller
     // never gets a body buffered.
-    if let Some(v) = &gw.config.verifier {
+    if let (Some(v), false) = (&gw.config.verifier, from_peer) {
         if let Err(why) = v.precheck(req.headers(), now_ms() / 1000) {
             tracing::info!(reason = %why, "@connections call refused: bad signature");
             return aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
@@ -64,6 +68,11 @@ async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) ->
     }
     let raw_path = req.uri().path().to_string();
     let raw_query = req.uri().query().unwrap_or("").to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
     let read = match http_server::read_body(req, MAX_POST_BYTES, &gw.config.body).await {
         Ok(v) => v,
         Err(BodyError::TooLarge(_)) => {
@@ -92,7 +101,16 @@ async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) ->
         }
     };
     let body = &read.bytes;
-    if let Some(v) = &gw.config.verifier {
+    if from_peer {
+        if gw
+            .peers
+            .forwarded(method, &raw_path, &read.parts.headers, body, now_ms())
+            != Some(true)
+        {
+            tracing::info!("@connections call refused: a forwarding marker that does not verify");
+            return aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
+        }
+    } else if let Some(v) = &gw.config.verifier {
         let signed = Signed {
             method: method.as_str(),
             raw_path: &raw_path,
@@ -102,6 +120,27 @@ async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) ->
         if let Err(why) = v.verify(&signed, body, now_ms() / 1000) {
             tracing::info!(reason = %why, "@connections call refused: bad signature");
             return aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
+        }
+    }
+    if !from_peer {
+        match gw.peers.owner(id) {
+            Owner::Here => {}
+            Owner::Nobody => return aws_error(StatusCode::GONE, "GoneException", ""),
+            Owner::Peer(url) => {
+                let forwarded = gw
+                    .peers
+                    .forward(&url, method, &path_and_query, &raw_path, body.clone(), now_ms())
+                    .await;
+                gw.metrics.forward(if forwarded.is_ok() {
+                    "relayed"
+                } else {
+                    "owner_unreachable"
+                });
+                return forwarded.unwrap_or_else(|why| {
+                    tracing::info!(owner = %url, reason = %why, "the replica holding the connection did not answer; it is gone");
+                    aws_error(StatusCode::GONE, "GoneException", "")
+                });
+            }
         }
     }
     let Some(conn) = gw.connections.lookup(id) else {

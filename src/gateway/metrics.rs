@@ -43,6 +43,7 @@ pub struct GatewayMetrics {
     integration_errors: Family<IntegrationLabels, Counter>,
     integration_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     management: Family<MgmtLabels, Counter>,
+    forwards: Family<ResultLabel, Counter>,
 }
 
 impl GatewayMetrics {
@@ -55,7 +56,13 @@ impl GatewayMetrics {
             integration_errors: Family::default(),
             integration_latency: Family::new_with_constructor(latency_histogram),
             management: Family::default(),
+            forwards: Family::default(),
         };
+        r.register(
+            "socketless_gateway_forwarded_calls",
+            "@connections calls forwarded to the replica holding the connection, by result (relayed, owner_unreachable)",
+            m.forwards.clone(),
+        );
         r.register(
             "socketless_gateway_active_connections",
             "Open WebSocket connections",
@@ -116,6 +123,10 @@ impl GatewayMetrics {
                 route: route.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn forward(&self, result: &'static str) {
+        self.forwards.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub fn management(&self, operation: &'static str, status: u16) {

@@ -18,6 +18,7 @@ mod integration;
 mod management;
 pub mod mapping;
 mod metrics;
+mod peers;
 mod registry;
 pub mod selection;
 mod shared;

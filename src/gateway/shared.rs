@@ -7,6 +7,7 @@ use prometheus_client::registry::Registry as Metrics;
 use super::config::GatewayConfig;
 use super::integration::{self, HttpClient};
 use super::metrics::GatewayMetrics;
+use super::peers::Peers;
 use super::registry::Registry;
 use crate::telemetry::LogThrottle;
 
@@ -15,6 +16,8 @@ pub struct Shared {
     pub client: HttpClient,
     pub connections: Registry,
     pub metrics: GatewayMetrics,
+    /// The other replicas, for calls about connections this one does not hold.
+    pub peers: Peers,
     /// One warning a second for failed integration calls, however many fail.
     pub warn_integration: LogThrottle,
 }
@@ -22,7 +25,14 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: GatewayConfig, metrics: &mut Metrics) -> Self {
         let metrics = GatewayMetrics::register(metrics);
+        let peers = Peers::new(
+            config.ordinal,
+            config.peers.clone(),
+            config.peer_timeout,
+            config.verifier.as_ref().map(|v| v.secret_access_key.as_str()),
+        );
         Shared {
+            peers,
             connections: Registry::new(config.max_connections, metrics.active.clone()),
             config,
             client: integration::client(),

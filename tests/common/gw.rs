@@ -214,7 +214,7 @@ pub async fn start_gateway(template: &str, params: &[(String, String)], tweak: i
     config.shutdown_delay = Duration::ZERO;
     config.drain_timeout = Duration::from_secs(5);
     tweak(&mut config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut registry = Registry::default();
     let stage = config.model.stage.clone();

@@ -48,22 +48,17 @@ pub fn args() -> ServeArgs {
 
 /// SDK configuration with static test credentials.
 pub fn sdk(timeout: Duration) -> aws_config::SdkConfig {
-    use aws_config::timeout::TimeoutConfig;
-    use aws_credential_types::Credentials;
-    use aws_credential_types::provider::SharedCredentialsProvider;
-    aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .http_client(socketless::aws::http_client())
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            "AKIDTEST",
-            "test-secret",
-            None,
-            None,
-            "test",
-        )))
-        .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).build())
-        .build()
+    socketless::aws::static_config("AKIDTEST", "test-secret", timeout)
+}
+
+/// An `@connections` client for `endpoint` that signs with this key pair.
+pub fn connections_client(endpoint: &str, key: &str, secret: &str) -> aws_sdk_apigatewaymanagement::Client {
+    let sdk = socketless::aws::static_config(key, secret, Duration::from_secs(10));
+    aws_sdk_apigatewaymanagement::Client::from_conf(
+        aws_sdk_apigatewaymanagement::config::Builder::from(&sdk)
+            .endpoint_url(endpoint)
+            .build(),
+    )
 }
 
 /// A running in-process backend.

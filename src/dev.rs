@@ -32,6 +32,9 @@ pub struct DevArgs {
     /// `sync` (reply in the HTTP response) or `async` (reply through @connections).
     #[arg(long, env = "SOCKETLESS_DEV_REPLY_MODE", default_value = "sync")]
     pub reply_mode: String,
+    /// Your HTTP app as the handler (`serve --upstream`), e.g. http://127.0.0.1:3000.
+    #[arg(long, env = "SOCKETLESS_DEV_UPSTREAM")]
+    pub upstream: Option<String>,
     /// Run the conformance backend (for `socketless conformance`) with the template's
     /// conformance mapping and route.
     #[arg(long, env = "SOCKETLESS_DEV_CONFORMANCE", default_value_t = false)]
@@ -84,26 +87,22 @@ impl DevArgs {
             ));
         }
         p.into_result()?;
-        let secret = random_secret();
-        let serve = ServeArgs::from_flags([
-            "--listen",
-            "127.0.0.1:0",
-            "--internal-listen",
-            &self.internal_listen,
-            "--store",
-            "memory",
-            "--region",
-            "us-east-1",
-            "--reply-mode",
-            &self.reply_mode,
-            "--shared-secret",
-            &secret,
-            "--shutdown-delay",
-            "0s",
-            "--drain-timeout",
-            "5s",
-        ])
-        .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        let mut serve_flags = vec![
+            "--listen=127.0.0.1:0".to_string(),
+            format!("--internal-listen={}", self.internal_listen),
+            "--store=memory".to_string(),
+            "--region=us-east-1".to_string(),
+            format!("--reply-mode={}", self.reply_mode),
+            format!("--shared-secret={}", random_secret()),
+            "--shutdown-delay=0s".to_string(),
+            "--drain-timeout=5s".to_string(),
+        ];
+        if let Some(app) = &self.upstream {
+            serve_flags.push(format!("--upstream={app}"));
+        }
+        let serve = ServeArgs::from_flags(serve_flags).map_err(|e| ConfigError(vec![e.to_string()]))?;
+        // Checked here, so a bad value is reported with every other problem at start.
+        serve.validate()?;
         let mut gateway_flags = vec!["--shutdown-delay=0s".to_string(), "--drain-timeout=5s".to_string()];
         for (flag, value) in [
             ("integration-timeout", &self.integration_timeout),
@@ -165,6 +164,7 @@ pub async fn start(
         crate::aws::static_config("socketless-dev", "socketless-dev", Duration::from_secs(3)),
     )
     .await?;
+    prepared.set_ready();
     let backend_addr = prepared
         .public
         .local_addr()
@@ -204,7 +204,6 @@ pub async fn run(config: DevConfig, handler: Arc<dyn MessageHandler>) -> Result<
         .spawn_signal_handler(Duration::ZERO)
         .map_err(DevError::Signals)?;
     let started = start(config, handler, lifecycle.clone()).await?;
-    lifecycle.set_ready();
     // A closed stdout must not stop the servers.
     let mut out = std::io::stdout();
     let _ = writeln!(out, "socketless dev: connect with  wscat -c {}", started.url);

@@ -37,6 +37,8 @@ pub struct RequestContext {
 pub struct Rejection {
     pub status: StatusCode,
     pub message: String,
+    /// The answer's body as it is (an upstream app's); `None` answers `{"error": message}`.
+    pub body: Option<Bytes>,
 }
 
 impl Rejection {
@@ -44,6 +46,16 @@ impl Rejection {
         Rejection {
             status,
             message: message.into(),
+            body: None,
+        }
+    }
+
+    /// A refusal whose answer is this status and body, unchanged.
+    pub fn with_body(status: StatusCode, body: Bytes) -> Self {
+        Rejection {
+            status,
+            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            body: Some(body),
         }
     }
 }
@@ -70,7 +82,7 @@ pub trait MessageHandler: Send + Sync + 'static {
         body: Bytes,
     ) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>>;
 
-    /// Runs after the connection closed, before the session is deleted. Best effort.
+    /// Runs after the connection closed and its session was deleted. Best effort.
     fn on_disconnect<'a>(&'a self, _ctx: &'a RequestContext) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }

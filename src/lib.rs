@@ -26,3 +26,4 @@ pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod timefmt;
+pub mod upstream;

@@ -19,6 +19,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::BackendMetrics;
 use crate::push::Pusher;
 use crate::store::{self, StoreError};
+use crate::upstream::Upstream;
 
 /// Why `serve` could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ pub struct Prepared {
     pub lifecycle: Lifecycle,
     pub http: HttpLimits,
     pub drain_timeout: Duration,
+    /// The upstream app, when it is the handler: readiness waits for it.
+    pub upstream: Option<Arc<Upstream>>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -70,6 +73,14 @@ pub async fn prepare_with_sdk(
     sdk: aws_config::SdkConfig,
 ) -> Result<Prepared, ServeError> {
     let mut registry = Registry::default();
+    let upstream = config
+        .upstream
+        .clone()
+        .map(|settings| Upstream::new(settings, &mut registry));
+    let handler: Arc<dyn MessageHandler> = match &upstream {
+        Some(app) => app.clone(),
+        None => handler,
+    };
     let metrics = BackendMetrics::register(
         &mut registry,
         &[
@@ -102,10 +113,26 @@ pub async fn prepare_with_sdk(
         lifecycle,
         http: config.http,
         drain_timeout: config.drain_timeout,
+        upstream,
     })
 }
 
 impl Prepared {
+    /// Marks the backend ready: at once, or in upstream mode once the app has answered (until
+    /// then `/readyz` says 503, so no load balancer sends events the app cannot take).
+    pub fn set_ready(&self) {
+        let lifecycle = self.lifecycle.clone();
+        match self.upstream.clone() {
+            None => lifecycle.set_ready(),
+            Some(app) => {
+                tokio::spawn(async move {
+                    app.wait_until_answering(&lifecycle).await;
+                    lifecycle.set_ready();
+                });
+            }
+        }
+    }
+
     /// Serves both listeners until the lifecycle stops them, drains, and flushes pending counts.
     pub async fn run(self) -> Drain {
         let public_backend = self.backend.clone();
@@ -138,7 +165,7 @@ pub async fn run(config: ServeConfig, handler: Arc<dyn MessageHandler>) -> Resul
         .map_err(ServeError::Signals)?;
     let (listen, internal, store) = (config.listen, config.internal_listen, config.store.kind);
     let prepared = prepare(config, handler, lifecycle.clone()).await?;
-    lifecycle.set_ready();
+    prepared.set_ready();
     tracing::info!(
         public = %prepared.public.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.to_string()),
         internal = %prepared.internal.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| internal.to_string()),

@@ -94,6 +94,14 @@ impl ApiError {
     }
 
     pub fn response(&self) -> Response<Body> {
+        if let ApiError::Rejected(Rejection {
+            status,
+            body: Some(body),
+            ..
+        }) = self
+        {
+            return http_server::with_body(*status, "text/plain; charset=utf-8", body.clone());
+        }
         let (status, message) = self.status();
         http_server::error(status, &message)
     }

@@ -134,13 +134,13 @@ impl Backend {
     }
 
     async fn disconnect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
-        self.handler.on_disconnect(&ctx).await;
         self.cache.remove(&ctx.connection_id);
         let existed = self
             .store
             .delete(&ctx.connection_id)
             .await
             .map_err(|e| ApiError::store(e, &ctx.connection_id, Some(&ctx.request_id)))?;
+        self.handler.on_disconnect(&ctx).await;
         tracing::info!(
             connection_id = %ctx.connection_id,
             request_id = %ctx.request_id,

@@ -9,6 +9,7 @@ use crate::config::{ConfigError, Labels, Problems};
 use crate::contract;
 use crate::http_server::{BodyPolicy, HttpLimits};
 use crate::store::{StoreKind, StoreSettings};
+use crate::upstream::UpstreamSettings;
 
 /// How replies reach the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +115,19 @@ pub struct ServeArgs {
     /// Concurrent @connections posts per broadcast.
     #[arg(long, env = "SOCKETLESS_BROADCAST_CONCURRENCY", default_value = "32")]
     pub broadcast_concurrency: String,
+    /// Your HTTP app, in any language: `serve` calls POST {upstream}/connect, /message and
+    /// /disconnect with the x-socketless-* headers, and the app's answers are the replies.
+    #[arg(long, env = "SOCKETLESS_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Bound on one call to the upstream app, connecting included.
+    #[arg(long, env = "SOCKETLESS_UPSTREAM_TIMEOUT", default_value = "10s")]
+    pub upstream_timeout: String,
+    /// Calls in flight to the upstream app at most (the connection pool's size).
+    #[arg(long, env = "SOCKETLESS_UPSTREAM_CONCURRENCY", default_value = "256")]
+    pub upstream_concurrency: String,
+    /// Polled on the upstream app until it answers (any status); not ready until then.
+    #[arg(long, env = "SOCKETLESS_UPSTREAM_HEALTH_PATH", default_value = "/healthz")]
+    pub upstream_health_path: String,
     /// Run the conformance backend (for `socketless conformance`) instead of the handler.
     #[arg(long, env = "SOCKETLESS_CONFORMANCE", default_value_t = false)]
     pub conformance: bool,
@@ -137,6 +151,8 @@ pub struct ServeConfig {
     pub backend: BackendSettings,
     /// The conformance backend instead of the handler.
     pub conformance: bool,
+    /// The team's own app as the handler.
+    pub upstream: Option<UpstreamSettings>,
 }
 
 /// Region used for SigV4 when nothing else names one and no AWS service needs the real one.
@@ -251,7 +267,35 @@ impl ServeArgs {
             p.push(format!("{}: must be at least 100ms", l.get("aws_timeout")));
         }
         let concurrency = p.count(l.get("broadcast_concurrency"), &self.broadcast_concurrency, 1024);
+        let upstream_timeout = p.duration(l.get("upstream_timeout"), &self.upstream_timeout);
+        let upstream_concurrency = p.count(l.get("upstream_concurrency"), &self.upstream_concurrency, 10_000);
+        let upstream_base = self.upstream.as_deref().and_then(|u| {
+            let uri = p.url(l.get("upstream"), u)?;
+            if uri.path() != "/" || uri.query().is_some() {
+                p.push(format!(
+                    "{}: {u:?} must be a base URL like http://127.0.0.1:3000",
+                    l.get("upstream")
+                ));
+            }
+            Some(u.trim().trim_end_matches('/').to_string())
+        });
+        if !self.upstream_health_path.starts_with('/') {
+            p.push(format!("{}: must start with /", l.get("upstream_health_path")));
+        }
+        if self.upstream.is_some() && self.conformance {
+            p.push(format!(
+                "{} and {}: choose one handler",
+                l.get("upstream"),
+                l.get("conformance")
+            ));
+        }
         p.into_result()?;
+        let upstream = upstream_base.map(|base| UpstreamSettings {
+            base,
+            timeout: upstream_timeout.unwrap_or_default(),
+            concurrency: upstream_concurrency.unwrap_or(1) as usize,
+            health_path: self.upstream_health_path.clone(),
+        });
         // Every value was checked above; the fallbacks below are never used.
         Ok(ServeConfig {
             listen: listen.unwrap_or_else(|| ([0, 0, 0, 0], 8080).into()),
@@ -282,6 +326,7 @@ impl ServeArgs {
                 broadcast_concurrency: concurrency.unwrap_or(1) as usize,
             },
             conformance: self.conformance,
+            upstream,
         })
     }
 }

@@ -125,7 +125,7 @@ pub async fn start_with(args: ServeArgs, handler: Arc<dyn MessageHandler>) -> Ba
     .expect("backend starts");
     let public = prepared.public.local_addr().unwrap();
     let internal = prepared.internal.local_addr().unwrap();
-    lifecycle.set_ready();
+    prepared.set_ready();
     let task = tokio::spawn(prepared.run());
     Backend {
         public,

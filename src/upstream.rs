@@ -1,0 +1,266 @@
+//! Upstream mode (`serve --upstream URL`): the team's own HTTP app, in any language, handles the
+//! events while `serve` keeps the runtime (sessions behind the cache, metrics, drain, the
+//! internal push API with the pod's AWS credentials). The app receives the same calls `serve`
+//! does: `POST {upstream}/connect`, `/message` (the frame as the body) and `/disconnect`, with
+//! the gateway's context in the same `x-socketless-*` headers. Centrifugo's proxy mode, Pushpin's
+//! WebSocket-over-HTTP and Azure Web PubSub's event handlers work the same way.
+//!
+//! What the app's answers do:
+//! - connect: 2xx accepts; any other status refuses the handshake with that status (and its
+//!   body), and no session is created;
+//! - message: a 2xx body is the reply (or is pushed, in asynchronous mode); an empty body sends
+//!   nothing; any other status and body are passed back as they are, as a backend's would be;
+//! - disconnect: told after the session is deleted, best effort, within the timeout;
+//! - an app that does not answer in time or cannot be reached gives 504 or 502 (the gateway
+//!   then sends its `Endpoint request timed out` or passes the error on), is counted in
+//!   `socketless_upstream_calls_total`, and never costs a session.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
+
+use crate::contract;
+use crate::handler::{MessageHandler, Rejection, RequestContext};
+use crate::lifecycle::Lifecycle;
+use crate::metrics::latency_histogram;
+use crate::store::BoxFuture;
+use crate::telemetry::LogThrottle;
+
+/// Largest answer read from the app: a reply is at most one message.
+const MAX_ANSWER_BYTES: usize = contract::MAX_MESSAGE_BYTES;
+
+/// Where the app is and how it is called.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Base URL, e.g. `http://127.0.0.1:3000` (no trailing slash).
+    pub base: String,
+    /// Bound on one call, connecting included.
+    pub timeout: Duration,
+    /// Calls in flight to the app at most; more wait for a free slot within the timeout.
+    pub concurrency: usize,
+    /// Polled until the app answers (any status) before `serve` turns ready.
+    pub health_path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    event: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
+/// The app as a [`MessageHandler`].
+pub struct Upstream {
+    settings: UpstreamSettings,
+    client: Client<HttpConnector, Full<Bytes>>,
+    slots: Semaphore,
+    calls: Family<CallLabels, Counter>,
+    latency: Family<EventLabel, Histogram, fn() -> Histogram>,
+    warnings: LogThrottle,
+}
+
+/// How one call to the app ended.
+enum Answer {
+    Status(StatusCode, Bytes),
+    TimedOut,
+    Unreachable(String),
+}
+
+impl Upstream {
+    pub fn new(settings: UpstreamSettings, registry: &mut Registry) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(settings.timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(settings.concurrency)
+            .build(connector);
+        let calls = Family::<CallLabels, Counter>::default();
+        let latency = Family::<EventLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "socketless_upstream_calls",
+            "Calls to the upstream app, by event and outcome (ok, status_4xx, status_5xx, timeout, unreachable)",
+            calls.clone(),
+        );
+        registry.register(
+            "socketless_upstream_latency_seconds",
+            "Latency of calls to the upstream app, by event",
+            latency.clone(),
+        );
+        Arc::new(Upstream {
+            slots: Semaphore::new(settings.concurrency.max(1)),
+            settings,
+            client,
+            calls,
+            latency,
+            warnings: LogThrottle::default(),
+        })
+    }
+
+    /// Waits until the app answers its health path (any HTTP status counts: the app is up), so
+    /// `serve` turns ready only once it can hand events over. Returns early if shutdown begins.
+    pub async fn wait_until_answering(&self, lifecycle: &Lifecycle) {
+        let url = format!("{}{}", self.settings.base, self.settings.health_path);
+        let started = Instant::now();
+        let mut logged = Instant::now();
+        loop {
+            if lifecycle.is_draining() {
+                return;
+            }
+            let Ok(uri) = url.parse::<http::Uri>() else { return };
+            let mut req = Request::new(Full::new(Bytes::new()));
+            *req.uri_mut() = uri;
+            if let Ok(Ok(_)) = tokio::time::timeout(self.settings.timeout, self.client.request(req)).await {
+                tracing::info!(upstream = %self.settings.base, waited_ms = started.elapsed().as_millis() as u64, "the upstream app answers");
+                return;
+            }
+            if logged.elapsed() >= Duration::from_secs(5) {
+                tracing::warn!(upstream = %url, "waiting for the upstream app to answer; not ready until it does");
+                logged = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn call(&self, event: &'static str, path: &str, ctx: &RequestContext, body: Bytes) -> Answer {
+        let started = Instant::now();
+        let answer = match tokio::time::timeout(self.settings.timeout, self.send(path, ctx, body)).await {
+            Ok(answer) => answer,
+            Err(_) => Answer::TimedOut,
+        };
+        let outcome = match &answer {
+            Answer::Status(s, _) if s.is_success() => "ok",
+            Answer::Status(s, _) if s.is_client_error() => "status_4xx",
+            Answer::Status(..) => "status_5xx",
+            Answer::TimedOut => "timeout",
+            Answer::Unreachable(_) => "unreachable",
+        };
+        self.calls.get_or_create(&CallLabels { event, outcome }).inc();
+        self.latency
+            .get_or_create(&EventLabel { event })
+            .observe(started.elapsed().as_secs_f64());
+        match &answer {
+            Answer::TimedOut | Answer::Unreachable(_) => {
+                if let Some(alike) = self.warnings.admit() {
+                    let reason = match &answer {
+                        Answer::Unreachable(r) => r.as_str(),
+                        _ => "no answer within the timeout",
+                    };
+                    tracing::warn!(event, connection_id = %ctx.connection_id, reason, alike_since_last = alike, "upstream app call failed");
+                }
+            }
+            Answer::Status(..) => {}
+        }
+        answer
+    }
+
+    async fn send(&self, path: &str, ctx: &RequestContext, body: Bytes) -> Answer {
+        let Ok(_slot) = self.slots.acquire().await else {
+            return Answer::Unreachable("shutting down".into());
+        };
+        let uri = match format!("{}{path}", self.settings.base).parse::<http::Uri>() {
+            Ok(u) => u,
+            Err(e) => return Answer::Unreachable(e.to_string()),
+        };
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        for (name, value) in context_headers(ctx) {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                req.headers_mut().insert(name, v);
+            }
+        }
+        let resp = match self.client.request(req).await {
+            Ok(r) => r,
+            Err(e) => return Answer::Unreachable(format!("{e:?}")),
+        };
+        let status = resp.status();
+        match Limited::new(resp.into_body(), MAX_ANSWER_BYTES).collect().await {
+            Ok(b) => Answer::Status(status, b.to_bytes()),
+            Err(e) => Answer::Unreachable(format!("reading the answer: {e}")),
+        }
+    }
+}
+
+/// The context as the `x-socketless-*` headers the app receives (the shared secret stays with
+/// `serve`).
+fn context_headers(ctx: &RequestContext) -> Vec<(&'static str, String)> {
+    let mut h = vec![
+        (contract::CONNECTION_ID, ctx.connection_id.clone()),
+        (contract::ROUTE_KEY, ctx.route_key.clone()),
+        (contract::EVENT_TYPE, ctx.event_type.clone()),
+        (contract::REQUEST_ID, ctx.request_id.clone()),
+        (contract::DOMAIN_NAME, ctx.domain.clone()),
+        (contract::STAGE, ctx.stage.clone()),
+        (contract::SOURCE_IP, ctx.source_ip.clone()),
+        (contract::USER_AGENT, ctx.user_agent.clone()),
+    ];
+    if let Some(at) = ctx.connected_at {
+        h.push((contract::CONNECTED_AT, at.to_string()));
+    }
+    if let Some(status) = ctx.disconnect_status {
+        h.push((contract::DISCONNECT_STATUS, status.to_string()));
+    }
+    if let Some(reason) = &ctx.disconnect_reason {
+        h.push((contract::DISCONNECT_REASON, reason.clone()));
+    }
+    h.retain(|(_, v)| !v.is_empty());
+    h
+}
+
+/// The refusal for an app that did not answer.
+fn failed(answer: Answer) -> Rejection {
+    match answer {
+        Answer::TimedOut => Rejection::new(StatusCode::GATEWAY_TIMEOUT, "the upstream app did not answer in time"),
+        Answer::Unreachable(_) => Rejection::new(StatusCode::BAD_GATEWAY, "the upstream app could not be reached"),
+        Answer::Status(status, body) => Rejection::with_body(status, body),
+    }
+}
+
+impl MessageHandler for Upstream {
+    fn on_connect<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<(), Rejection>> {
+        Box::pin(async move {
+            match self.call("connect", contract::PATH_CONNECT, ctx, Bytes::new()).await {
+                Answer::Status(s, _) if s.is_success() => Ok(()),
+                other => Err(failed(other)),
+            }
+        })
+    }
+
+    fn on_message<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>> {
+        Box::pin(async move {
+            match self.call("message", contract::PATH_MESSAGE, ctx, body).await {
+                Answer::Status(s, reply) if s.is_success() => Ok((!reply.is_empty()).then_some(reply)),
+                other => Err(failed(other)),
+            }
+        })
+    }
+
+    fn on_disconnect<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let _ = self
+                .call("disconnect", contract::PATH_DISCONNECT, ctx, Bytes::new())
+                .await;
+        })
+    }
+}

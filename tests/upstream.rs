@@ -1,0 +1,199 @@
+//! Upstream mode: `serve --upstream` hands each connect, message and disconnect to an HTTP app
+//! (here a recording fake) with the same `x-socketless-*` headers, keeps the sessions itself,
+//! maps the app's answers, survives the app going down without losing a session, and stays
+//! unready until the app has answered once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::gw::{Answer, FakeBackend};
+use common::*;
+use http::StatusCode;
+
+async fn serve_in_front_of(app: &FakeBackend, extra: &[&str]) -> Backend {
+    let mut flags = vec![
+        "--listen=127.0.0.1:0".to_string(),
+        "--internal-listen=127.0.0.1:0".to_string(),
+        "--region=us-east-1".to_string(),
+        "--shutdown-delay=0s".to_string(),
+        format!("--upstream={}", app.uri()),
+        "--upstream-timeout=1s".to_string(),
+    ];
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let backend = start(socketless::serve::ServeArgs::from_flags(flags).expect("flags")).await;
+    // Ready once the app has answered its health path.
+    within(async {
+        while get(&backend.internal_url("/readyz")).await.0 != StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    backend
+}
+
+async fn session(backend: &Backend, id: &str) -> StatusCode {
+    get(&backend.internal_url(&format!("/v1/connections/{}", id.replace('=', "%3D"))))
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn the_app_gets_every_event_with_the_context_and_its_answers_are_the_replies() {
+    let app = FakeBackend::start().await;
+    let backend = serve_in_front_of(&app, &["--shared-secret=upstream-shared-secret-1"]).await;
+    let secret = ("x-socketless-secret", "upstream-shared-secret-1".to_string());
+    let post = |path: &'static str, id: &'static str, body: &'static str| {
+        let mut headers = ctx(id);
+        headers.push(secret.clone());
+        let url = backend.url(path);
+        async move {
+            let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (s, _, b) = send("POST", &url, &refs, body).await;
+            (s, b)
+        }
+    };
+
+    assert_eq!(post("/connect", "AAAAAAAAAAAAAAA=", "").await.0, StatusCode::OK);
+    let seen = app.wait_for("/connect", 1).await;
+    assert_eq!(seen[0].headers["x-socketless-connection-id"], "AAAAAAAAAAAAAAA=");
+    assert_eq!(seen[0].headers["x-socketless-user-agent"], "test-agent");
+    assert!(
+        seen[0].headers.get("x-socketless-secret").is_none(),
+        "the secret stays with serve"
+    );
+    assert_eq!(session(&backend, "AAAAAAAAAAAAAAA=").await, StatusCode::OK);
+
+    // The frame reaches the app unchanged; its 2xx body is the reply (the fake echoes).
+    let (status, reply) = post("/message", "AAAAAAAAAAAAAAA=", "{\"action\":\"x\",\"n\":1}").await;
+    assert_eq!((status, reply.as_str()), (StatusCode::OK, "{\"action\":\"x\",\"n\":1}"));
+    assert_eq!(app.wait_for("/message", 1).await[0].body, "{\"action\":\"x\",\"n\":1}");
+
+    // An empty 2xx body sends nothing; an error status and body come back as they are.
+    app.answer(
+        "/message",
+        Answer {
+            body: Some(String::new()),
+            ..Default::default()
+        },
+    );
+    let (status, reply) = post("/message", "AAAAAAAAAAAAAAA=", "quiet").await;
+    assert_eq!((status, reply.as_str()), (StatusCode::OK, ""));
+    app.answer(
+        "/message",
+        Answer {
+            status: 422,
+            body: Some("no such command".into()),
+            ..Default::default()
+        },
+    );
+    let (status, reply) = post("/message", "AAAAAAAAAAAAAAA=", "bogus").await;
+    assert_eq!((status.as_u16(), reply.as_str()), (422, "no such command"));
+
+    // A refused connect: the app's status and body, and no session.
+    app.answer(
+        "/connect",
+        Answer {
+            status: 403,
+            body: Some("not you".into()),
+            ..Default::default()
+        },
+    );
+    let (status, body) = post("/connect", "BBBBBBBBBBBBBBB=", "").await;
+    assert_eq!((status.as_u16(), body.as_str()), (403, "not you"));
+    assert_eq!(session(&backend, "BBBBBBBBBBBBBBB=").await, StatusCode::NOT_FOUND);
+
+    // Disconnect: the session is deleted, then the app is told.
+    assert_eq!(post("/disconnect", "AAAAAAAAAAAAAAA=", "").await.0, StatusCode::OK);
+    app.wait_for("/disconnect", 1).await;
+    assert_eq!(session(&backend, "AAAAAAAAAAAAAAA=").await, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_app_that_is_down_or_slow_costs_no_session_and_is_counted() {
+    let app = FakeBackend::start().await;
+    let backend = serve_in_front_of(&app, &[]).await;
+    assert_eq!(
+        call(&backend, "/connect", "CCCCCCCCCCCCCCC=", "").await.0,
+        StatusCode::OK
+    );
+
+    app.answer(
+        "/message",
+        Answer {
+            delay: Duration::from_secs(3),
+            ..Default::default()
+        },
+    );
+    let (status, body) = call(&backend, "/message", "CCCCCCCCCCCCCCC=", "slow").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+
+    app.stop();
+    let (status, body) = call(&backend, "/message", "CCCCCCCCCCCCCCC=", "anyone?").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(body.contains("could not be reached"), "{body}");
+    // The session outlives the outage.
+    assert_eq!(session(&backend, "CCCCCCCCCCCCCCC=").await, StatusCode::OK);
+    let (_, metrics) = get(&backend.internal_url("/metrics")).await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"socketless_upstream_calls_total{event="message",outcome="unreachable"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"socketless_upstream_calls_total{event="message",outcome="timeout"}"#
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn not_ready_until_the_app_answers() {
+    let port = free_port();
+    let flags = [
+        "--listen=127.0.0.1:0".to_string(),
+        "--internal-listen=127.0.0.1:0".to_string(),
+        "--region=us-east-1".to_string(),
+        format!("--upstream=http://127.0.0.1:{port}"),
+    ];
+    let backend = start(socketless::serve::ServeArgs::from_flags(flags).unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        get(&backend.internal_url("/readyz")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let _app = FakeBackend::start_on(&format!("127.0.0.1:{port}")).await;
+    within(async {
+        while get(&backend.internal_url("/readyz")).await.0 != StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn in_async_mode_the_apps_answer_is_pushed() {
+    let app = FakeBackend::start().await;
+    let connections = FakeConnections::start().await;
+    let backend = serve_in_front_of(
+        &app,
+        &[
+            "--reply-mode=async",
+            &format!("--push-endpoint={}", connections.endpoint()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        call(&backend, "/connect", "DDDDDDDDDDDDDDD=", "").await.0,
+        StatusCode::OK
+    );
+    let (status, body) = call(&backend, "/message", "DDDDDDDDDDDDDDD=", "push me").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+    let calls = connections.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].body, "push me");
+}

@@ -55,7 +55,7 @@ static_check() {
   bash ci/check-rootfs.sh "$root" /socketless || { rm -rf "$root"; return 1; }
   rm -rf "$root"
 }
-step "full path with processes (gateway → haproxy → 3 × serve → moto)" bash ci/e2e-local.sh
+step "full path with processes (gateway → ALB twin → 3 × serve → moto)" bash ci/e2e-local.sh
 step "static musl build" static_check
 step "scratch image" bash ci/check-image.sh
 

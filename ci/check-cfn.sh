@@ -7,6 +7,7 @@
 # parameters the local gateway needs), with its own mutations. Expects cfn-lint and the tool
 # venv's Python on PATH (ci/test.sh installs them).
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 

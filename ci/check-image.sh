@@ -7,6 +7,7 @@
 # through sudo with CHECK_IMAGE_BIN set. The image store under .ci-cache/containers is then
 # root's; nothing else touches it.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 

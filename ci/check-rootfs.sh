@@ -5,6 +5,7 @@
 # Needs root (unshare --root and --setuid): it re-runs itself through sudo when not root.
 # Usage: ci/check-rootfs.sh ROOTFS [PATH_OF_BINARY_INSIDE]
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 reexec_as_root "$0" "$@"
 

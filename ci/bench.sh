@@ -3,6 +3,7 @@
 # markdown table, every row measured in this run next to its limit or peer, and appends it with
 # the date and core count to bench/RESULTS.md. See README, "Benchmarks".
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 

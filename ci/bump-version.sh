@@ -3,6 +3,7 @@
 # appVersion, the Dockerfile's VERSION default and the example image tags.
 # Usage: ci/bump-version.sh 0.2.0
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 new="${1:?usage: ci/bump-version.sh X.Y.Z}"

@@ -4,11 +4,13 @@
 # ProtocolType or IntegrationType on ApiGatewayV2. Then it proves the custom rules bite, on
 # mutated copies of the template. Last, ci/check-cfn.py checks what neither can (least-privilege
 # grants, the SharedSecret and OidcIssuer patterns against real values, the KEDA role, the
-# parameters the local gateway needs), with its own mutations. Expects cfn-lint and the tool
-# venv's Python on PATH (ci/test.sh installs them).
+# parameters the local gateway needs), with its own mutations. cfn-lint comes from the tool venv
+# (ci/requirements.txt), installed on first use.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+need_venv
 
 template=cfn/websocket-api.yml
 rules=ci/cfn/rules.txt

@@ -280,6 +280,9 @@ check("probes on /healthz and /readyz, topology spread",
       c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
       and len(dep["topologySpreadConstraints"]) == 2)
 check("every container is hardened", not hardened(docs), hardened(docs))
+docs = render(merge(BASE, {"gateway": {"enabled": True}, "serviceAccount": {"irsa": {"roleArn": ROLE}}}))
+check("no pod mounts a Kubernetes API token (IRSA mounts its own AWS token)",
+      all(spec.get("automountServiceAccountToken") is False for spec in pod_specs(docs).values()) and len(pod_specs(docs)) == 3)
 
 # The gateway on three replicas: a StatefulSet whose pods know their ordinal and every peer.
 docs = render(merge(BASE, {"gateway": {"enabled": True, "replicaCount": 3, "stage": "dev"}, "config": {"replyMode": "async"},
@@ -524,6 +527,50 @@ for example in sorted(os.listdir(os.path.join(CHART_DIR, "examples"))):
         check("EKS example: ClusterIP Service for IP targets, HTTPS-only listener, the secret from an existing Secret",
               public["spec"]["type"] == "ClusterIP" and ing["alb.ingress.kubernetes.io/target-type"] == "ip"
               and ing.get("alb.ingress.kubernetes.io/listen-ports") == '[{"HTTPS":443}]' and not kinds(docs, "Secret"))
+
+# 4b. What ci/kind-e2e.sh installs: the kind example with ci/kind/values.yaml over it, and the
+# DynamoDB manifests it applies (either one serves dynamodb.dynamodb.svc:8000).
+KIND_DIR = os.path.join(ROOT, "ci", "kind")
+with open(os.path.join(CHART_DIR, "examples", "kind-nodeport-gateway.yaml")) as f:
+    kind_values = yaml.safe_load(f)
+with open(os.path.join(KIND_DIR, "values.yaml")) as f:
+    kind_values = merge(kind_values, yaml.safe_load(f))
+kind_values = merge(kind_values, {"image": {"repository": "socketless", "tag": "e2e", "pullPolicy": "Never"}})
+docs = render(kind_values, keda_crd=True)
+gw = [d for d in kinds(docs, "Deployment") if d["metadata"]["name"].endswith("-gateway")]
+be = [d for d in kinds(docs, "Deployment") if not d["metadata"]["name"].endswith("-gateway")]
+env = env_of(docs)
+so = kinds(docs, "ScaledObject")
+trig = so[0]["spec"]["triggers"] if so else []
+check("kind e2e values render and validate: 2 gateways, async replies, DynamoDB at dynamodb.dynamodb.svc:8000",
+      validate_all("kind-e2e", docs) and not hardened(docs) and gw and gw[0]["spec"].get("replicas") == 2
+      and env["SOCKETLESS_REPLY_MODE"].get("value") == "async"
+      and env["SOCKETLESS_DYNAMODB_ENDPOINT"].get("value") == "http://dynamodb.dynamodb.svc:8000"
+      and any(s["metadata"]["name"].endswith("-gateway") and s["spec"]["type"] == "NodePort"
+              and s["spec"]["ports"][0].get("nodePort") == 30081 for s in kinds(docs, "Service")),
+      json.dumps({"gateway": gw[0]["spec"].get("replicas") if gw else None}))
+check("kind e2e values: KEDA owns the backend's replicas with a cron trigger only (no cloud access)",
+      so and "replicas" not in be[0]["spec"] and [t["type"] for t in trig] == ["cron"]
+      and trig[0]["metadata"]["desiredReplicas"] == "3" and so[0]["spec"]["minReplicaCount"] == 1
+      and not kinds(docs, "TriggerAuthentication") and not kinds(docs, "HorizontalPodAutoscaler"), json.dumps(trig))
+for manifest in ("dynamodb-local.yaml", "localstack.yaml"):
+    with open(os.path.join(KIND_DIR, manifest)) as f:
+        mdocs = [d for d in yaml.safe_load_all(f) if d]
+    ok = True
+    for d in mdocs:
+        try:
+            kubernetes_validate.validate(d, KUBE, strict=True)
+        except Exception as e:  # noqa: BLE001 - any validation failure is a test failure
+            ok = False
+            print(f"   {manifest}: {d['kind']}/{d['metadata']['name']} invalid: {e}")
+    dep = [d for d in mdocs if d["kind"] == "Deployment"]
+    svc = [d for d in mdocs if d["kind"] == "Service"]
+    ctr = dep[0]["spec"]["template"]["spec"]["containers"][0] if dep else {}
+    tag = ctr.get("image", "").rpartition(":")[2]
+    check(f"ci/kind/{manifest}: valid, a pinned image, a readiness probe, Service dynamodb.dynamodb:8000",
+          ok and dep and svc and "readinessProbe" in ctr and tag and tag[0].isdigit()
+          and svc[0]["metadata"]["name"] == "dynamodb" and svc[0]["metadata"]["namespace"] == "dynamodb"
+          and svc[0]["spec"]["ports"][0]["port"] == 8000, ctr.get("image", ""))
 
 # 5. One version everywhere.
 with open(os.path.join(ROOT, "Cargo.toml")) as f:

@@ -2,11 +2,19 @@
 # Builds the scratch image offline (Dockerfile.scratch, target runtime-prebuilt, from the static
 # binary built here), checks its metadata, extracts its filesystem and runs it with nothing else
 # in the root as uid 65532: /healthz, a message, `probe` against `dev`, and exit 0 on SIGTERM.
-# Reports the image size. Needs root (podman with the vfs driver, unshare).
+# Reports the image size. Needs root (podman and buildah with their own --root storage,
+# unshare): as another user it builds the binary first, as that user, then re-runs itself
+# through sudo with CHECK_IMAGE_BIN set. The image store under .ci-cache/containers is then
+# root's; nothing else touches it.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
+if [ -z "${CHECK_IMAGE_BIN:-}" ] && [ "$(id -u)" -ne 0 ]; then
+  bin="$(build_static)"
+  reexec_as_root "CHECK_IMAGE_BIN=$bin" -- "$0" "$@"
+fi
 need_apt podman podman buildah buildah
 store="$CACHE/containers"
 pm=(podman --root "$store/storage" --runroot "$store/run" --storage-driver vfs)
@@ -14,7 +22,7 @@ bh=(buildah --root "$store/storage" --runroot "$store/run" --storage-driver vfs)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 image="localhost/socketless:$version"
 
-bin="$(build_static)"
+bin="${CHECK_IMAGE_BIN:-$(build_static)}"
 ctx="$(mktemp -d)"
 ctr=""
 cleanup() {

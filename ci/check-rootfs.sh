@@ -2,9 +2,12 @@
 # Runs socketless from a root filesystem that holds nothing but what is given (an empty
 # directory with the binary, or an extracted image), as uid 65532, and checks that it serves,
 # answers /healthz and /message, and exits 0 on SIGTERM.
+# Needs root (unshare --root and --setuid): it re-runs itself through sudo when not root.
 # Usage: ci/check-rootfs.sh ROOTFS [PATH_OF_BINARY_INSIDE]
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
+reexec_as_root "$0" "$@"
 
 rootfs="$(cd "$1" && pwd)"
 inside="${2:-/socketless}"

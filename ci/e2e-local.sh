@@ -24,6 +24,7 @@
 #
 # Everything listens on 127.0.0.1 and is stopped by PID at the end.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -82,15 +83,15 @@ TABLE=e2e-sessions
 log "backends with $TIMINGS timings: shutdown delay $shutdown_delay, drain $drain_timeout, keep-alive $keep_alive"
 declare -a bport iport bpid
 for i in 0 1 2; do
-  bport[$i]=$(free_port)
-  iport[$i]=$(free_port)
+  bport[i]=$(free_port)
+  iport[i]=$(free_port)
   SOCKETLESS_SHUTDOWN_DELAY="$shutdown_delay" SOCKETLESS_DRAIN_TIMEOUT="$drain_timeout" \
     SOCKETLESS_KEEP_ALIVE_TIMEOUT="$keep_alive" SOCKETLESS_SHARED_SECRET="$SECRET" \
     "$BIN" serve --listen "127.0.0.1:${bport[$i]}" --internal-listen "127.0.0.1:${iport[$i]}" \
     --store dynamodb --table "$TABLE" --dynamodb-endpoint "http://127.0.0.1:$moto_port" --create-table \
     >"$work/serve$i.log" 2>&1 &
-  bpid[$i]=$!
-  pids+=(${bpid[$i]})
+  bpid[i]=$!
+  pids+=("${bpid[i]}")
 done
 for i in 0 1 2; do wait_http "http://127.0.0.1:${iport[$i]}/readyz"; done
 
@@ -99,7 +100,7 @@ twin_port=$(free_port)
   --target "127.0.0.1:${bport[2]}" --deregistration-lag "$LAG" --idle-timeout "$alb_idle" --health-interval 1s \
   >"$work/twin.log" 2>&1 &
 twin=$!
-pids+=($twin)
+pids+=("$twin")
 
 gw_port=$(free_port)
 "$BIN" gateway --listen "127.0.0.1:$gw_port" --param "IntegrationUri=http://127.0.0.1:$twin_port" \

@@ -9,6 +9,7 @@
 # The toolchain here is stable: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags, and the
 # sanitizer is off (coverage guidance still works).
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT/fuzz"
 

@@ -18,14 +18,40 @@ need_apt() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]} (apt)"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   if [ ! -f "$CACHE/apt-updated" ]; then
-    $sudo apt-get update -qq || die "apt-get update failed"
+    as_root apt-get update -qq || die "apt-get update failed"
     touch "$CACHE/apt-updated"
   fi
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
     || die "apt-get install ${missing[*]} failed"
+}
+
+# Runs a command as root: directly when already root, else through sudo (passwordless on
+# GitHub-hosted runners, where jobs run as the user `runner`).
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  else
+    command -v sudo >/dev/null 2>&1 || die "root is needed for: $* (run as root, or install sudo)"
+    sudo -n "$@"
+  fi
+}
+
+# Re-executes the calling script as root when it is not (unshare --root/--setuid and podman with
+# its own --root storage need root). VAR=value arguments are passed into the new environment.
+# Never build with cargo after this: as root it would write root-owned files into target/.
+# Usage: reexec_as_root "$0" "$@"          or    reexec_as_root VAR=value ... -- "$0" "$@"
+reexec_as_root() {
+  [ "$(id -u)" -eq 0 ] && return 0
+  local vars=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ] && [[ "$1" == *=* ]]; do
+    vars+=("$1")
+    shift
+  done
+  [ "${1:-}" = "--" ] && shift
+  command -v sudo >/dev/null 2>&1 || die "$1 needs root (run it as root, or install sudo)"
+  log "re-running $(basename "$1") as root (sudo)"
+  exec sudo -n env "PATH=$PATH" "${vars[@]}" bash "$@"
 }
 
 # Creates the Python tool venv from ci/requirements.txt (once per requirements change).

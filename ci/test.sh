@@ -3,6 +3,7 @@
 # static build. It installs what it needs (Debian packages, a Python tool venv, the musl target)
 # and starts the servers the tests use itself. Run it from anywhere: bash ci/test.sh
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -37,6 +38,7 @@ licenses_and_bans() {
 step "licenses and duplicate dependencies (cargo deny)" licenses_and_bans
 step "cfn-lint + custom rules" bash ci/check-cfn.sh
 step "Helm chart" bash ci/check-chart.sh
+step "static checks (actionlint, shellcheck, checkov)" bash ci/check-static.sh
 step "boto3 against @connections" python3 ci/check-boto3.py target/debug/socketless
 step "conformance suite against gateway and dev; Node AWS SDK v3 against @connections" bash ci/check-conformance.sh
 browser() {
@@ -61,7 +63,7 @@ static_check() {
   bash ci/check-rootfs.sh "$root" /socketless || { rm -rf "$root"; return 1; }
   rm -rf "$root"
 }
-step "full path with processes (gateway → haproxy → 3 × serve → moto)" bash ci/e2e-local.sh
+step "full path with processes (gateway → ALB twin → 3 × serve → moto)" bash ci/e2e-local.sh
 step "static musl build" static_check
 step "scratch image" bash ci/check-image.sh
 

@@ -21,8 +21,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # wait_port PORT PID: until PORT accepts connections (20 s at most) or PID exits.
 wait_port() {
-  local i
-  for i in $(seq 1 200); do
+  for _ in $(seq 1 200); do
     kill -0 "$2" 2>/dev/null || return 1
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
@@ -32,7 +31,11 @@ wait_port() {
 
 logs="$(mktemp -d)"
 pids=()
-cleanup() { kill_pids "${pids[@]}"; rm -rf "$logs"; }
+# shellcheck disable=SC2329 # invoked by the EXIT trap below
+cleanup() {
+  kill_pids "${pids[@]}"
+  rm -rf "$logs"
+}
 trap cleanup EXIT
 
 # The kit signs with the default credential chain: only these static keys.

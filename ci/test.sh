@@ -46,6 +46,7 @@ browser() {
   python3 ci/check-browser.py target/debug/socketless
 }
 step "headless Chromium against dev: round trip and a clean close" browser
+step "example apps (Python, Node) through gateway → serve --upstream → app" python3 ci/check-examples.py target/debug/socketless
 
 static_check() {
   local bin
@@ -63,7 +64,7 @@ static_check() {
   bash ci/check-rootfs.sh "$root" /socketless || { rm -rf "$root"; return 1; }
   rm -rf "$root"
 }
-step "full path with processes (gateway → ALB twin → 3 × serve → moto)" bash ci/e2e-local.sh
+step "full path with processes (gateway → ALB twin → 3 × serve → moto; then 3 gateways)" bash ci/e2e-local.sh
 step "static musl build" static_check
 step "scratch image" bash ci/check-image.sh
 

@@ -315,6 +315,29 @@ check("gateway.replicaCount=1: one peer (itself), no spread constraints",
       genv["SOCKETLESS_GATEWAY_PEERS"]["value"] == "http://rel-socketless-gateway-0.rel-socketless-gateway-peers.prod.svc:8081"
       and "topologySpreadConstraints" not in sts[0]["spec"]["template"]["spec"])
 
+# Upstream mode: the team's app as a native sidecar of serve.
+APP = {"app": {"enabled": True, "image": {"repository": "registry.example.com/chat-app", "tag": "1.4.2"}, "port": 3000,
+               "env": [{"name": "APP_MODE", "value": "prod"}]}}
+docs = render(merge(BASE, APP))
+spec = kinds(docs, "Deployment")[0]["spec"]["template"]["spec"]
+inits = spec.get("initContainers", [])
+app = inits[0] if inits else {}
+aenv = {e["name"]: e.get("value") for e in app.get("env", [])}
+check("app: a native sidecar (restartPolicy Always) started before serve, with a startup probe; serve calls it on localhost",
+      validate_all("app", docs) and len(inits) == 1 and app.get("restartPolicy") == "Always"
+      and app["image"] == "registry.example.com/chat-app:1.4.2" and app["ports"][0]["containerPort"] == 3000
+      and app["startupProbe"]["httpGet"]["path"] == "/healthz"
+      and aenv.get("SOCKETLESS_INTERNAL_URL") == "http://127.0.0.1:9090" and aenv.get("APP_MODE") == "prod"
+      and env_of(docs)["SOCKETLESS_UPSTREAM"]["value"] == "http://127.0.0.1:3000"
+      and app.get("securityContext", {}).get("readOnlyRootFilesystem") is True,
+      json.dumps(app)[:300])
+check("no app: no init container, no SOCKETLESS_UPSTREAM",
+      "initContainers" not in kinds(render(BASE), "Deployment")[0]["spec"]["template"]["spec"]
+      and "SOCKETLESS_UPSTREAM" not in env_of(render(BASE)))
+err = render_error(merge(BASE, {"app": {"enabled": True}}))
+check("render fails: app without an image, saying what to set", err is not None and "app.image.repository" in err, err or "rendered")
+check("checksum/config changes with the app", checksum(render(merge(BASE, APP))) != checksum(render(merge(BASE, merge(APP, {"app": {"port": 3001}})))))
+
 # 3. Bad values are rejected: by the schema...
 bad_values = {
     "service.type Bogus": {"service": {"type": "Bogus"}},
@@ -537,7 +560,7 @@ with open(os.path.join(KIND_DIR, "values.yaml")) as f:
     kind_values = merge(kind_values, yaml.safe_load(f))
 kind_values = merge(kind_values, {"image": {"repository": "socketless", "tag": "e2e", "pullPolicy": "Never"}})
 docs = render(kind_values, keda_crd=True)
-gw = [d for d in kinds(docs, "Deployment") if d["metadata"]["name"].endswith("-gateway")]
+gw = [d for d in kinds(docs, "StatefulSet") if d["metadata"]["name"].endswith("-gateway")]
 be = [d for d in kinds(docs, "Deployment") if not d["metadata"]["name"].endswith("-gateway")]
 env = env_of(docs)
 so = kinds(docs, "ScaledObject")

@@ -223,14 +223,14 @@ helm install "$RELEASE" chart/socketless -n "$NS" --create-namespace \
 
 step "KEDA: the ScaledObject is Ready and KEDA raises the backend from 1 to 3"
 kubectl -n "$NS" wait --for=condition=Ready "scaledobject/$RELEASE" --timeout=180s
-ready_replicas() { # DEPLOYMENT N: N replicas wanted, N ready, nothing else left
+ready_replicas() { # KIND/NAME N: N replicas wanted, N ready, nothing else left
   local out
-  out=$(kubectl -n "$NS" get "deployment/$1" \
+  out=$(kubectl -n "$NS" get "$1" \
     -o jsonpath='{.spec.replicas} {.status.replicas} {.status.readyReplicas} {.status.updatedReplicas}') || return 1
   [ "$out" = "$2 $2 $2 $2" ]
 }
-wait_until 180 "3 ready backend replicas (KEDA's cron trigger)" ready_replicas "$RELEASE" 3
-wait_until 120 "2 ready gateway replicas" ready_replicas "$RELEASE-gateway" 2
+wait_until 180 "3 ready backend replicas (KEDA's cron trigger)" ready_replicas "deployment/$RELEASE" 3
+wait_until 120 "2 ready gateway replicas" ready_replicas "statefulset/$RELEASE-gateway" 2
 echo "KEDA scaled deployment/$RELEASE to 3; gateways: 2"
 
 step "helm test (its pod's logs included)"
@@ -268,7 +268,7 @@ bg_pids+=("$load")
 sleep 10
 # paused-replicas: KEDA scales the target to this count and holds it there.
 kubectl -n "$NS" annotate "scaledobject/$RELEASE" autoscaling.keda.sh/paused-replicas=1 --overwrite
-wait_until 120 "KEDA to scale the backend to 1 ready replica" ready_replicas "$RELEASE" 1
+wait_until 120 "KEDA to scale the backend to 1 ready replica" ready_replicas "deployment/$RELEASE" 1
 wait "$load" || die "the load generator failed"
 cat "$load_out"
 python3 - "$load_out" <<'PY'

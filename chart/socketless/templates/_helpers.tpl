@@ -97,8 +97,18 @@ read only at start. An existing Secret's content is not visible to Helm: rename 
 (or use a reloader) when you rotate it.
 */}}
 {{- define "socketless.configChecksum" -}}
-{{- $in := dict "secret" (include (print .Template.BasePath "/secret.yaml") .) "existing" .Values.sharedSecret.existingSecret "config" .Values.config "extraEnv" .Values.extraEnv "gateway" .Values.gateway }}
+{{- $in := dict "secret" (include (print .Template.BasePath "/secret.yaml") .) "existing" .Values.sharedSecret.existingSecret "config" .Values.config "extraEnv" .Values.extraEnv "gateway" .Values.gateway "app" .Values.app }}
 {{- toJson $in | sha256sum }}
+{{- end }}
+
+{{/* The upstream app's image: repository@digest, or repository:tag. */}}
+{{- define "socketless.appImage" -}}
+{{- $i := .Values.app.image }}
+{{- if $i.digest }}
+{{- printf "%s@%s" $i.repository $i.digest }}
+{{- else }}
+{{- printf "%s:%s" $i.repository $i.tag }}
+{{- end }}
 {{- end }}
 
 {{/* The gateway's in-cluster ws:// URL. */}}
@@ -115,6 +125,9 @@ read only at start. An existing Secret's content is not visible to Helm: rename 
 
 {{/* Render-time checks that the schema cannot express; each message says what to do. */}}
 {{- define "socketless.checks" -}}
+{{- if and .Values.app.enabled (not .Values.app.image.repository) }}
+{{- fail "app.enabled=true needs app.image.repository: the image of your HTTP app (serve calls it on app.port)" }}
+{{- end }}
 {{- $c := .Values.config }}
 {{- $needed := add $c.shutdownDelaySeconds $c.drainTimeoutSeconds 5 }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $needed) }}

@@ -15,10 +15,10 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::lifecycle::Lifecycle;
 use crate::timefmt::now_ms;
@@ -172,7 +172,7 @@ pub struct Limits {
 }
 
 /// The event pipeline's answer to one message: the frame to send back, if any.
-pub type Reply = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+pub type Reply = Pin<Box<dyn Future<Output = Option<Utf8Bytes>> + Send>>;
 
 /// Serves the connection until it ends: reads frames, starts `on_message` for each text
 /// message (the next is read only once it answered), writes its reply and the queued frames.
@@ -182,7 +182,7 @@ pub async fn run(
     handle: &ConnHandle,
     lifecycle: &Lifecycle,
     limits: Limits,
-    on_message: impl Fn(String) -> Reply,
+    on_message: impl Fn(Utf8Bytes) -> Reply,
 ) -> Ending {
     let idle = limits.idle;
     let max_deadline = tokio::time::Instant::now() + limits.max_duration;
@@ -218,7 +218,7 @@ pub async fn run(
                 inflight = None;
                 if let Some(frame) = reply {
                     handle.touch();
-                    if let Err(e) = write(ws, Message::text(frame), limits.write_timeout).await {
+                    if let Err(e) = write(ws, Message::Text(frame), limits.write_timeout).await {
                         break e;
                     }
                 }
@@ -226,7 +226,7 @@ pub async fn run(
             frame = ws.next(), if inflight.is_none() => match frame {
                 Some(Ok(Message::Text(t))) => {
                     handle.touch();
-                    inflight = Some(on_message(t.as_str().to_string()));
+                    inflight = Some(on_message(t));
                 }
                 Some(Ok(Message::Binary(_))) => break Ending::by_us(UNSUPPORTED),
                 Some(Ok(Message::Close(frame))) => {

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
@@ -183,7 +184,7 @@ async fn open(gw: Arc<Shared>, mut ws: Socket, ctx: Arc<Ctx>, lifecycle: Lifecyc
         max_duration: gw.config.max_connection_duration,
         write_timeout: gw.config.write_timeout,
     };
-    let on_message = |text: String| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), text)) };
+    let on_message = |text: Utf8Bytes| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), text)) };
     let ending = connection::run(&mut ws, &handle, &lifecycle, limits, on_message).await;
     // Unregister first: from here on @connections answers 410.
     gw.connections.unregister(handle.id());

@@ -187,11 +187,21 @@ pub async fn run(
     let idle = limits.idle;
     let max_deadline = tokio::time::Instant::now() + limits.max_duration;
     let mut inflight: Option<Reply> = None;
+    // One timer for both the idle limit and the maximum duration, and one shutdown watch, made
+    // once and re-armed rather than made anew for every frame.
+    let stopped = lifecycle.stopped();
+    tokio::pin!(stopped);
+    let timer = tokio::time::sleep_until(max_deadline);
+    tokio::pin!(timer);
     loop {
         let idle_deadline = {
             let since = (now_ms() - handle.last_active()).max(0) as u64;
             tokio::time::Instant::now() + idle.saturating_sub(Duration::from_millis(since))
         };
+        let deadline = idle_deadline.min(max_deadline);
+        if timer.deadline() != deadline || timer.is_elapsed() {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
             _ = handle.close_notify.notified() => {
@@ -199,8 +209,7 @@ pub async fn run(
                     break Ending::ByUs(c, r);
                 }
             }
-            _ = lifecycle.stopped() => break Ending::by_us(GOING_AWAY),
-            _ = tokio::time::sleep_until(max_deadline) => break Ending::by_us(GOING_AWAY),
+            _ = &mut stopped => break Ending::by_us(GOING_AWAY),
             _ = handle.outbound_notify.notified() => {
                 let mut failed = None;
                 while let Some(msg) = handle.pop() {
@@ -237,7 +246,10 @@ pub async fn run(
                 Some(Err(err)) => break Ending::from_read_error(err),
                 None => break Ending::Dropped,
             },
-            _ = tokio::time::sleep_until(idle_deadline) => {
+            _ = &mut timer => {
+                if tokio::time::Instant::now() >= max_deadline {
+                    break Ending::by_us(GOING_AWAY);
+                }
                 if (now_ms() - handle.last_active()).max(0) as u128 >= idle.as_millis() {
                     break Ending::ByUs(GOING_AWAY.0, "Idle timeout".to_string());
                 }

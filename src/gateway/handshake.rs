@@ -142,9 +142,11 @@ pub async fn handshake(
     // a connection that `$connect` accepted but that never opened gets its `$disconnect`, so
     // no session is left behind.
     let (answer, answered) = oneshot::channel::<Response<Body>>();
-    tokio::spawn(async move {
+    // The connect and disconnect calls are boxed: awaited inline they would size this task,
+    // which lives as long as the connection, by the largest of them.
+    let fut = async move {
         let _slot = slot;
-        let subprotocol = match events::connect(&gw, &ctx, &handshake_headers, &query).await {
+        let subprotocol = match Box::pin(events::connect(&gw, &ctx, &handshake_headers, &query)).await {
             Ok(subprotocol) => subprotocol,
             Err(refusal) => {
                 let _ = answer.send(refusal);
@@ -155,7 +157,13 @@ pub async fn handshake(
         gw.metrics.connect("accepted");
         if answer.send(switching_protocols(&key, subprotocol)).is_err() {
             tracing::debug!(connection_id = %ctx.id, "client left during $connect");
-            events::disconnect(&gw, &ctx, ABNORMAL, "Client left during the handshake").await;
+            Box::pin(events::disconnect(
+                &gw,
+                &ctx,
+                ABNORMAL,
+                "Client left during the handshake",
+            ))
+            .await;
             return;
         }
         match on_upgrade.await {
@@ -166,10 +174,11 @@ pub async fn handshake(
             }
             Err(err) => {
                 tracing::debug!(error = %err, "upgrade failed after $connect");
-                events::disconnect(&gw, &ctx, ABNORMAL, "Upgrade failed").await;
+                Box::pin(events::disconnect(&gw, &ctx, ABNORMAL, "Upgrade failed")).await;
             }
         }
-    });
+    };
+    tokio::spawn(fut);
     answered
         .await
         .unwrap_or_else(|_| http_server::error(StatusCode::INTERNAL_SERVER_ERROR, "handshake failed"))
@@ -194,5 +203,5 @@ async fn open(gw: Arc<Shared>, mut ws: Socket, ctx: Arc<Ctx>, lifecycle: Lifecyc
     // frame just sent is not lost to a reset.
     drop(ws);
     tracing::debug!(connection_id = %ctx.id, code, reason = %reason, "connection closed");
-    events::disconnect(&gw, &ctx, code, &reason).await;
+    Box::pin(events::disconnect(&gw, &ctx, code, &reason)).await;
 }

@@ -84,7 +84,7 @@ fn sign(url: &str, body: &[u8], with_hash_header: bool) -> Vec<(String, String)>
     }
     let params = v4::SigningParams::builder()
         .identity(&identity)
-        .region("us-east-1")
+        .region(socketless::defaults::REGION)
         .name("execute-api")
         .time(SystemTime::now())
         .settings(settings)

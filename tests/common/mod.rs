@@ -32,11 +32,12 @@ pub async fn within<F: Future>(f: F) -> F::Output {
 
 /// `ServeArgs` with test defaults: ephemeral loopback ports, memory store.
 pub fn args() -> ServeArgs {
+    let region = format!("--region={}", socketless::defaults::REGION);
     ServeArgs::from_flags([
         "--listen=127.0.0.1:0",
         "--internal-listen=127.0.0.1:0",
         "--table=socketless-test",
-        "--region=us-east-1",
+        region.as_str(),
         "--cache-capacity=1000",
         "--shutdown-delay=0s",
         "--drain-timeout=5s",

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::aws;
-use crate::config::{ConfigError, Labels, Problems};
+use crate::config::{self, ConfigError, Labels, Problems};
 use crate::contract;
 use crate::defaults;
 use crate::http_server::{BodyPolicy, HttpLimits};
@@ -240,27 +240,15 @@ impl ServeArgs {
         let shutdown_delay = p.duration(l.get("shutdown_delay"), &self.shutdown_delay);
         let drain_timeout = p.duration(l.get("drain_timeout"), &self.drain_timeout);
         let aws_timeout = p.duration(l.get("aws_timeout"), &self.aws_timeout);
-        let keep_alive = p.duration(l.get("keep_alive_timeout"), &self.keep_alive_timeout);
-        let max_header = p.count(l.get("max_header_bytes"), &self.max_header_bytes, 1024 * 1024);
-        if max_header.is_some_and(|m| m < 1024) {
-            p.push(format!("{}: must be at least 1024", l.get("max_header_bytes")));
-        }
-        let body_timeout = p.duration(l.get("body_timeout"), &self.body_timeout);
-        let body_budget = p.count(
-            l.get("max_buffered_body_bytes"),
+        let limits = config::http_limits(
+            &mut p,
+            &l,
+            &self.keep_alive_timeout,
+            &self.max_header_bytes,
+            &self.body_timeout,
             &self.max_buffered_body_bytes,
-            u32::MAX as u64,
+            max_body.map(|body| (body, l.get("max_body_bytes"))),
         );
-        if let (Some(budget), Some(body)) = (body_budget, max_body) {
-            if budget < body {
-                p.push("--max-buffered-body-bytes: must be at least --max-body-bytes");
-            }
-        }
-        for (name, d) in [("--keep-alive-timeout", keep_alive), ("--body-timeout", body_timeout)] {
-            if d.is_some_and(|d| d.is_zero()) {
-                p.push(format!("{name}: must be more than zero"));
-            }
-        }
         if aws_timeout.is_some_and(|t| t < Duration::from_millis(100)) {
             p.push(format!("{}: must be at least 100ms", l.get("aws_timeout")));
         }
@@ -288,7 +276,7 @@ impl ServeArgs {
             ));
         }
         p.into_result()?;
-        let (Some(listen), Some(internal_listen)) = (listen, internal_listen) else {
+        let (Some(listen), Some(internal_listen), Some((http, body))) = (listen, internal_listen, limits) else {
             return Err(ConfigError(vec!["internal: validated settings missing".into()]));
         };
         let upstream = upstream_base.map(|base| UpstreamSettings {
@@ -314,11 +302,8 @@ impl ServeArgs {
             shutdown_delay: shutdown_delay.unwrap_or_default(),
             drain_timeout: drain_timeout.unwrap_or_default(),
             aws_timeout: aws_timeout.unwrap_or_default(),
-            http: HttpLimits {
-                keep_alive: keep_alive.unwrap_or_default(),
-                max_header_bytes: max_header.unwrap_or(1) as usize,
-            },
-            body: BodyPolicy::new(body_timeout.unwrap_or_default(), body_budget.unwrap_or(1) as usize),
+            http,
+            body,
             backend: BackendSettings {
                 shared_secret: self.shared_secret.clone(),
                 reply_mode: reply_mode.unwrap_or(ReplyMode::Sync),

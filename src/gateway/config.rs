@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::sigv4::Verifier;
 use super::template::{self, ApiModel, TemplateError};
-use crate::config::{ConfigError, Labels, Problems};
+use crate::config::{self, ConfigError, Labels, Problems};
 use crate::contract;
 use crate::defaults;
 use crate::http_server::{BodyPolicy, HttpLimits};
@@ -193,29 +193,20 @@ impl GatewayArgs {
         let write_timeout = p.duration(l.get("write_timeout"), &self.write_timeout);
         let shutdown_delay = p.duration(l.get("shutdown_delay"), &self.shutdown_delay);
         let drain_timeout = p.duration(l.get("drain_timeout"), &self.drain_timeout);
-        let keep_alive = p.duration(l.get("keep_alive_timeout"), &self.keep_alive_timeout);
-        let max_header = p.count(l.get("max_header_bytes"), &self.max_header_bytes, 1024 * 1024);
-        if max_header.is_some_and(|m| m < 1024) {
-            p.push(format!("{}: must be at least 1024", l.get("max_header_bytes")));
-        }
-        let body_timeout = p.duration(l.get("body_timeout"), &self.body_timeout);
-        let body_budget = p.count(
-            l.get("max_buffered_body_bytes"),
+        let one_post = format!("{} (one @connections post)", contract::MAX_POST_BYTES);
+        let limits = config::http_limits(
+            &mut p,
+            &l,
+            &self.keep_alive_timeout,
+            &self.max_header_bytes,
+            &self.body_timeout,
             &self.max_buffered_body_bytes,
-            u32::MAX as u64,
+            Some((contract::MAX_POST_BYTES as u64, &one_post)),
         );
-        if body_budget.is_some_and(|b| b < contract::MAX_POST_BYTES as u64) {
-            p.push(format!(
-                "--max-buffered-body-bytes: must be at least {} (one @connections post)",
-                contract::MAX_POST_BYTES
-            ));
-        }
         for (name, d) in [
             ("--idle-timeout", idle_timeout),
             ("--max-connection-duration", max_duration),
             ("--write-timeout", write_timeout),
-            ("--keep-alive-timeout", keep_alive),
-            ("--body-timeout", body_timeout),
         ] {
             if d.is_some_and(|d| d.is_zero()) {
                 p.push(format!("{name}: must be more than zero"));
@@ -277,7 +268,7 @@ impl GatewayArgs {
         }
         let peer_timeout = p.duration(l.get("peer_timeout"), &self.peer_timeout);
         p.into_result()?;
-        let (Some(model), Some(listen)) = (model, listen) else {
+        let (Some(model), Some(listen), Some((http, body))) = (model, listen, limits) else {
             return Err(ConfigError(vec!["internal: validated settings missing".into()]));
         };
         Ok(GatewayConfig {
@@ -294,11 +285,8 @@ impl GatewayArgs {
             write_timeout: write_timeout.unwrap_or_default(),
             shutdown_delay: shutdown_delay.unwrap_or_default(),
             drain_timeout: drain_timeout.unwrap_or_default(),
-            http: HttpLimits {
-                keep_alive: keep_alive.unwrap_or_default(),
-                max_header_bytes: max_header.unwrap_or(1) as usize,
-            },
-            body: BodyPolicy::new(body_timeout.unwrap_or_default(), body_budget.unwrap_or(1) as usize),
+            http,
+            body,
             verifier,
             ordinal: ordinal.unwrap_or(0),
             peers,

@@ -300,7 +300,10 @@ mod tests {
         assert!(http_limits(&mut p, &l, "0s", "100", "0s", "10", Some((1024, "one body"))).is_none());
         let found: Vec<&str> = p.iter().collect();
         assert_eq!(found.len(), 4, "{found:?}");
-        assert!(found[0].starts_with("--max-header-bytes (SOCKETLESS_MAX_HEADER_BYTES)"), "{found:?}");
+        assert!(
+            found[0].starts_with("--max-header-bytes (SOCKETLESS_MAX_HEADER_BYTES)"),
+            "{found:?}"
+        );
         assert!(found[1].ends_with("must be at least one body"), "{found:?}");
     }
 

@@ -241,6 +241,55 @@ impl Drop for Moto {
     }
 }
 
+/// A request as a fake server received it, its body read whole.
+pub struct Received {
+    pub method: http::Method,
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// The answer of a fake server to one request; an error drops the connection unanswered.
+pub type FakeAnswer = Result<Response<Full<Bytes>>, std::io::Error>;
+
+/// Serves HTTP/1.1 on `listener`, handing each request, read whole, to `answer`. The fake
+/// servers below record what they receive this way. Aborting the returned task closes the
+/// port and drops every open connection, since the connections' tasks live in it.
+pub fn fake_server<F, Fut>(listener: TcpListener, answer: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Received) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = FakeAnswer> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let answer = answer.clone();
+            conns.spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        answer(Received {
+                            method: parts.method,
+                            path: parts.uri.path().to_string(),
+                            headers: parts.headers,
+                            body: String::from_utf8_lossy(&body).into_owned(),
+                        })
+                        .await
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
+
 /// One call the fake `@connections` endpoint received.
 #[derive(Debug, Clone)]
 pub struct MgmtCall {
@@ -266,56 +315,37 @@ impl FakeConnections {
             ..Default::default()
         };
         let state = fake.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let state = state.clone();
-                        async move {
-                            let method = req.method().to_string();
-                            let path = percent_encoding::percent_decode_str(req.uri().path())
-                                .decode_utf8_lossy()
-                                .into_owned();
-                            let signed = req
-                                .headers()
-                                .get("authorization")
-                                .is_some_and(|v| v.to_str().unwrap_or("").starts_with("AWS4-HMAC-SHA256"));
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let id = path.rsplit('/').next().unwrap_or("").to_string();
-                            state.calls.lock().unwrap().push(MgmtCall {
-                                method: method.clone(),
-                                path,
-                                body: String::from_utf8_lossy(&body).into_owned(),
-                                signed,
-                            });
-                            let gone = state.gone.lock().unwrap().contains(&id);
-                            let resp = if gone {
-                                Response::builder()
-                                    .status(410)
-                                    .header("x-amzn-errortype", "GoneException")
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from_static(b"{\"message\":\"gone\"}")))
-                            } else if method == "DELETE" {
-                                Response::builder().status(204).body(Full::new(Bytes::new()))
-                            } else {
-                                Response::builder().status(200).body(Full::new(Bytes::new()))
-                            };
-                            Ok::<_, std::convert::Infallible>(resp.unwrap())
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+        fake_server(listener, move |req| {
+            let state = state.clone();
+            async move {
+                let method = req.method.to_string();
+                let path = percent_encoding::percent_decode_str(&req.path)
+                    .decode_utf8_lossy()
+                    .into_owned();
+                let signed = req
+                    .headers
+                    .get("authorization")
+                    .is_some_and(|v| v.to_str().unwrap_or("").starts_with("AWS4-HMAC-SHA256"));
+                let id = path.rsplit('/').next().unwrap_or("").to_string();
+                state.calls.lock().unwrap().push(MgmtCall {
+                    method: method.clone(),
+                    path,
+                    body: req.body,
+                    signed,
                 });
+                let gone = state.gone.lock().unwrap().contains(&id);
+                let resp = if gone {
+                    Response::builder()
+                        .status(410)
+                        .header("x-amzn-errortype", "GoneException")
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(b"{\"message\":\"gone\"}")))
+                } else if method == "DELETE" {
+                    Response::builder().status(204).body(Full::new(Bytes::new()))
+                } else {
+                    Response::builder().status(200).body(Full::new(Bytes::new()))
+                };
+                Ok(resp.unwrap())
             }
         });
         fake

@@ -8,18 +8,21 @@ use std::time::Duration;
 
 use crate::http_server::{BodyPolicy, HttpLimits};
 
-/// Parses one verb's flags from words (no program name), the way the command line would: every
+/// Any verb's flags, parsed from words (no program name) the way the command line would: every
 /// flag not given takes its variable, then its default. `dev` and tests build settings this
-/// way, so every default lives only in the clap attribute that declares it.
-pub fn from_flags<A, I, T>(flags: I) -> Result<A, clap::Error>
-where
-    A: clap::Args + clap::FromArgMatches,
-    I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
-{
-    let command = A::augment_args(clap::Command::new("flags").no_binary_name(true));
-    A::from_arg_matches(&command.try_get_matches_from(flags)?)
+/// way, so every default is read from [`crate::defaults`] by the clap attribute that declares it.
+pub trait FromFlags: clap::Args + clap::FromArgMatches + Sized {
+    fn from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = Self::augment_args(clap::Command::new("flags").no_binary_name(true));
+        Self::from_arg_matches(&command.try_get_matches_from(flags)?)
+    }
 }
+
+impl<A: clap::Args + clap::FromArgMatches> FromFlags for A {}
 
 /// Every invalid setting found at start, reported together.
 #[derive(Debug, Default)]

@@ -83,7 +83,7 @@ pub const WAIT: &str = "10s";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_duration;
+    use crate::config::{FromFlags, parse_duration};
     use crate::contract;
 
     fn secs(text: &str) -> u64 {
@@ -110,7 +110,7 @@ mod tests {
     fn every_default_is_valid() {
         let serve = crate::serve::ServeArgs::from_flags(Vec::<String>::new()).unwrap();
         assert!(serve.validate().is_ok(), "{:?}", serve.validate().err());
-        let dev: crate::dev::DevArgs = crate::config::from_flags(Vec::<String>::new()).unwrap();
+        let dev = crate::dev::DevArgs::from_flags(Vec::<String>::new()).unwrap();
         assert!(dev.validate().is_ok());
     }
 }

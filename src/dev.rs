@@ -10,7 +10,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::config::{ConfigError, Labels, Problems};
+use crate::config::{ConfigError, FromFlags, Labels, Problems};
 use crate::defaults;
 use crate::gateway::{EMBEDDED_TEMPLATE, Gateway, GatewayConfig};
 use crate::handler::MessageHandler;

@@ -39,39 +39,23 @@ fn unsupported_template_constructs_are_start_up_errors_naming_the_resource() {
         "  Authorizer2:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties:\n      ApiId: !Ref Api\n\nOutputs:",
     );
     let path = write_template("bad", &bad);
-    let err = refused(
-        command()
-            .args([
-                "gateway",
-                "--cfn",
-                path.to_str().unwrap(),
-                "--param",
-                "IntegrationUri=http://127.0.0.1:1",
-            ])
-            .args([
-                "--param",
-                "SharedSecret=0123456789abcdef",
-                "--param",
-                "NoSuchParam=1",
-                "--listen",
-                "127.0.0.1:0",
-            ]),
-    );
+    // The gateway on this template, with `extra` flags.
+    let gateway = |extra: &[&str]| {
+        let template = ["gateway", "--cfn", path.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+        let params = [
+            "--param",
+            "IntegrationUri=http://127.0.0.1:1",
+            "--param",
+            "SharedSecret=0123456789abcdef",
+        ];
+        refused(command().args(template).args(params).args(extra))
+    };
+    let err = gateway(&["--param", "NoSuchParam=1"]);
     assert!(
         err.contains("--param NoSuchParam: the template has no such parameter"),
         "{err}"
     );
-    let err = refused(
-        command()
-            .args([
-                "gateway",
-                "--cfn",
-                path.to_str().unwrap(),
-                "--param",
-                "IntegrationUri=http://127.0.0.1:1",
-            ])
-            .args(["--param", "SharedSecret=0123456789abcdef", "--listen", "127.0.0.1:0"]),
-    );
+    let err = gateway(&[]);
     assert!(
         err.contains("resource MessageIntegration: property RequestTemplates"),
         "{err}"

@@ -157,16 +157,6 @@ pub struct ServeConfig {
 }
 
 impl ServeArgs {
-    /// Settings from flags, as the command line gives them (for `dev` and tests, which set a
-    /// few and take every other default from the one place clap reads it).
-    pub fn from_flags<I, T>(flags: I) -> Result<ServeArgs, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        crate::config::from_flags(flags)
-    }
-
     /// Checks every setting and reports all problems at once.
     pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
         let mut p = Problems::new();

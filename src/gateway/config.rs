@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::sigv4::Verifier;
 use super::template::{self, ApiModel, TemplateError};
-use crate::config::{self, ConfigError, Labels, Problems};
+use crate::config::{self, ConfigError, FromFlags, Labels, Problems};
 use crate::contract;
 use crate::defaults;
 use crate::http_server::{BodyPolicy, HttpLimits};
@@ -292,18 +292,6 @@ impl GatewayArgs {
             peers,
             peer_timeout: peer_timeout.unwrap_or_default(),
         })
-    }
-}
-
-impl GatewayArgs {
-    /// Settings from flags, as the command line gives them; every flag not given takes its
-    /// variable, then its default.
-    pub fn from_flags<I, T>(flags: I) -> Result<GatewayArgs, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        crate::config::from_flags(flags)
     }
 }
 

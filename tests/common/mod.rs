@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+pub use socketless::config::FromFlags;
 use socketless::handler::{Echo, MessageHandler};
 use socketless::lifecycle::Lifecycle;
 use socketless::serve::{Prepared, ServeArgs, ServeConfig};

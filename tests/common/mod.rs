@@ -261,32 +261,44 @@ where
     F: Fn(Received) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = FakeAnswer> + Send + 'static,
 {
+    accept_each(listener, move |stream| {
+        let answer = answer.clone();
+        async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let answer = answer.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    answer(Received {
+                        method: parts.method,
+                        path: parts.uri.path().to_string(),
+                        headers: parts.headers,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    })
+                    .await
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        }
+    })
+}
+
+/// Accepts on `listener` and runs `serve` on each connection, until the returned task is
+/// aborted; the connections' tasks live in it, so aborting it drops them too.
+pub fn accept_each<F, Fut>(listener: TcpListener, serve: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let answer = answer.clone();
-            conns.spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let answer = answer.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        answer(Received {
-                            method: parts.method,
-                            path: parts.uri.path().to_string(),
-                            headers: parts.headers,
-                            body: String::from_utf8_lossy(&body).into_owned(),
-                        })
-                        .await
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+            conns.spawn(serve(stream));
         }
     })
 }
@@ -374,54 +386,21 @@ pub struct DelayProxy {
 
 impl DelayProxy {
     pub async fn start(upstream: SocketAddr) -> DelayProxy {
-        use std::sync::atomic::Ordering;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let d = delay_ms.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
+        let task = accept_each(listener, move |client| {
+            let d = d.clone();
+            async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                     return;
                 };
-                let d = d.clone();
-                conns.spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let d2 = d.clone();
-                    let up = async move {
-                        let mut buf = vec![0u8; 16384];
-                        while let Ok(n) = cr.read(&mut buf).await {
-                            if n == 0 {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(d2.load(Ordering::Relaxed))).await;
-                            if sw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                        let _ = sw.shutdown().await;
-                    };
-                    let down = async move {
-                        let mut buf = vec![0u8; 16384];
-                        while let Ok(n) = sr.read(&mut buf).await {
-                            if n == 0 {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(d.load(Ordering::Relaxed))).await;
-                            if cw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                        let _ = cw.shutdown().await;
-                    };
-                    tokio::join!(up, down);
-                });
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let up = forward(cr, sw, d.clone());
+                let down = forward(sr, cw, d);
+                tokio::join!(up, down);
             }
         });
         DelayProxy { addr, delay_ms, task }
@@ -436,4 +415,25 @@ impl Drop for DelayProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Copies `from` to `to`, each chunk after the delay set at that moment, then shuts `to` down.
+async fn forward(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16384];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let delay = delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

@@ -66,7 +66,7 @@ pub fn static_config(access_key_id: &str, secret_access_key: &str, timeout: Dura
     use aws_credential_types::provider::SharedCredentialsProvider;
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
+        .region(Region::new(crate::defaults::REGION))
         .http_client(http_client())
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             access_key_id,

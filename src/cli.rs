@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Labels, Problems};
 use crate::conformance::ConformanceArgs;
+use crate::defaults;
 use crate::dev::{DevArgs, DevConfig};
 use crate::gateway::{GatewayArgs, GatewayConfig};
 use crate::handler::{Echo, MessageHandler};
@@ -24,10 +25,10 @@ use crate::telemetry::{self, LogFormat};
 )]
 pub struct Cli {
     /// Log format: `json`, `text`, or `auto` (json for serve and gateway, text otherwise).
-    #[arg(long, global = true, env = "SOCKETLESS_LOG_FORMAT", default_value = "auto")]
+    #[arg(long, global = true, env = "SOCKETLESS_LOG_FORMAT", default_value = defaults::LOG_FORMAT)]
     pub log_format: String,
     /// Log filter, e.g. `info` or `socketless=debug,info`.
-    #[arg(long, global = true, env = "SOCKETLESS_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "SOCKETLESS_LOG", default_value = defaults::LOG)]
     pub log: String,
     #[command(subcommand)]
     pub command: Command,

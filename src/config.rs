@@ -6,18 +6,23 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Parses one verb's flags from words (no program name), the way the command line would: every
+use crate::http_server::{BodyPolicy, HttpLimits};
+
+/// Any verb's flags, parsed from words (no program name) the way the command line would: every
 /// flag not given takes its variable, then its default. `dev` and tests build settings this
-/// way, so every default lives only in the clap attribute that declares it.
-pub fn from_flags<A, I, T>(flags: I) -> Result<A, clap::Error>
-where
-    A: clap::Args + clap::FromArgMatches,
-    I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
-{
-    let command = A::augment_args(clap::Command::new("flags").no_binary_name(true));
-    A::from_arg_matches(&command.try_get_matches_from(flags)?)
+/// way, so every default is read from [`crate::defaults`] by the clap attribute that declares it.
+pub trait FromFlags: clap::Args + clap::FromArgMatches + Sized {
+    fn from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = Self::augment_args(clap::Command::new("flags").no_binary_name(true));
+        Self::from_arg_matches(&command.try_get_matches_from(flags)?)
+    }
 }
+
+impl<A: clap::Args + clap::FromArgMatches> FromFlags for A {}
 
 /// Every invalid setting found at start, reported together.
 #[derive(Debug, Default)]
@@ -173,6 +178,46 @@ impl Labels {
     }
 }
 
+/// Checks the request limits every listener shares, given as their flags give them (the
+/// arguments `keep_alive_timeout`, `max_header_bytes`, `body_timeout` and
+/// `max_buffered_body_bytes`, labelled by `l`). The buffered-body budget must hold at least
+/// `min_budget`, a number of bytes and what it stands for. `None` when any value is invalid.
+pub fn http_limits(
+    p: &mut Problems,
+    l: &Labels,
+    keep_alive_timeout: &str,
+    max_header_bytes: &str,
+    body_timeout: &str,
+    max_buffered_body_bytes: &str,
+    min_budget: Option<(u64, &str)>,
+) -> Option<(HttpLimits, BodyPolicy)> {
+    let keep_alive = p.duration(l.get("keep_alive_timeout"), keep_alive_timeout);
+    let max_header = p.count(l.get("max_header_bytes"), max_header_bytes, 1024 * 1024);
+    if max_header.is_some_and(|m| m < 1024) {
+        p.push(format!("{}: must be at least 1024", l.get("max_header_bytes")));
+    }
+    let body_timeout = p.duration(l.get("body_timeout"), body_timeout);
+    let budget_label = l.get("max_buffered_body_bytes");
+    let budget = p.count(budget_label, max_buffered_body_bytes, u32::MAX as u64);
+    if let (Some(budget), Some((least, what))) = (budget, min_budget) {
+        if budget < least {
+            p.push(format!("{budget_label}: must be at least {what}"));
+        }
+    }
+    for (id, d) in [("keep_alive_timeout", keep_alive), ("body_timeout", body_timeout)] {
+        if d.is_some_and(|d| d.is_zero()) {
+            p.push(format!("{}: must be more than zero", l.get(id)));
+        }
+    }
+    let keep_alive = keep_alive.filter(|d| !d.is_zero())?;
+    let body_timeout = body_timeout.filter(|d| !d.is_zero())?;
+    let http = HttpLimits {
+        keep_alive,
+        max_header_bytes: max_header.filter(|m| *m >= 1024)? as usize,
+    };
+    Some((http, BodyPolicy::new(body_timeout, budget? as usize)))
+}
+
 /// Invalid configuration: every problem found.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError(pub Vec<String>);
@@ -243,6 +288,26 @@ mod tests {
             "--sync-interval (SOCKETLESS_SYNC_INTERVAL)"
         );
         assert_eq!(labels.get("no_such_flag"), "no_such_flag");
+    }
+
+    #[test]
+    fn http_limits_are_checked_together() {
+        let l = Labels::of::<crate::serve::ServeArgs>();
+        let mut p = Problems::new();
+        let ok = http_limits(&mut p, &l, "75s", "10240", "10s", "4096", Some((1024, "one body")));
+        let (http, body) = ok.expect("valid limits");
+        assert_eq!(http.keep_alive, Duration::from_secs(75));
+        assert_eq!(http.max_header_bytes, 10240);
+        assert_eq!(body.timeout, Duration::from_secs(10));
+        assert!(p.is_empty());
+        assert!(http_limits(&mut p, &l, "0s", "100", "0s", "10", Some((1024, "one body"))).is_none());
+        let found: Vec<&str> = p.iter().collect();
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(
+            found[0].starts_with("--max-header-bytes (SOCKETLESS_MAX_HEADER_BYTES)"),
+            "{found:?}"
+        );
+        assert!(found[1].ends_with("must be at least one body"), "{found:?}");
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::config::{ConfigError, Labels, Problems};
+use crate::config::{ConfigError, FromFlags, Labels, Problems};
+use crate::defaults;
 use crate::gateway::{EMBEDDED_TEMPLATE, Gateway, GatewayConfig};
 use crate::handler::MessageHandler;
 use crate::http_server::Drain;
@@ -21,16 +22,16 @@ use crate::serve::{self, ServeArgs};
 #[derive(clap::Args, Debug, Clone)]
 pub struct DevArgs {
     /// Where clients connect (the gateway).
-    #[arg(long, env = "SOCKETLESS_DEV_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(long, env = "SOCKETLESS_DEV_LISTEN", default_value = defaults::DEV_LISTEN)]
     pub listen: String,
     /// The backend's internal API (/v1, /metrics); the public port is picked automatically.
-    #[arg(long, env = "SOCKETLESS_DEV_INTERNAL_LISTEN", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "SOCKETLESS_DEV_INTERNAL_LISTEN", default_value = defaults::DEV_INTERNAL_LISTEN)]
     pub internal_listen: String,
     /// Stage name: clients connect to ws://HOST:PORT/{stage}.
-    #[arg(long, env = "SOCKETLESS_DEV_STAGE", default_value = "dev")]
+    #[arg(long, env = "SOCKETLESS_DEV_STAGE", default_value = defaults::DEV_STAGE)]
     pub stage: String,
     /// `sync` (reply in the HTTP response) or `async` (reply through @connections).
-    #[arg(long, env = "SOCKETLESS_DEV_REPLY_MODE", default_value = "sync")]
+    #[arg(long, env = "SOCKETLESS_DEV_REPLY_MODE", default_value = defaults::REPLY_MODE)]
     pub reply_mode: String,
     /// Your HTTP app as the handler (`serve --upstream`), e.g. http://127.0.0.1:3000.
     #[arg(long, env = "SOCKETLESS_DEV_UPSTREAM")]
@@ -87,15 +88,18 @@ impl DevArgs {
             ));
         }
         p.into_result()?;
+        let Some(listen) = listen else {
+            return Err(ConfigError(vec!["internal: validated settings missing".into()]));
+        };
         let mut serve_flags = vec![
             "--listen=127.0.0.1:0".to_string(),
             format!("--internal-listen={}", self.internal_listen),
             "--store=memory".to_string(),
-            "--region=us-east-1".to_string(),
+            format!("--region={}", defaults::REGION),
             format!("--reply-mode={}", self.reply_mode),
             format!("--shared-secret={}", random_secret()),
-            "--shutdown-delay=0s".to_string(),
-            "--drain-timeout=5s".to_string(),
+            format!("--shutdown-delay={}", defaults::DEV_SHUTDOWN_DELAY),
+            format!("--drain-timeout={}", defaults::DEV_DRAIN_TIMEOUT),
         ];
         if let Some(app) = &self.upstream {
             serve_flags.push(format!("--upstream={app}"));
@@ -103,7 +107,10 @@ impl DevArgs {
         let serve = ServeArgs::from_flags(serve_flags).map_err(|e| ConfigError(vec![e.to_string()]))?;
         // Checked here, so a bad value is reported with every other problem at start.
         serve.validate()?;
-        let mut gateway_flags = vec!["--shutdown-delay=0s".to_string(), "--drain-timeout=5s".to_string()];
+        let mut gateway_flags = vec![
+            format!("--shutdown-delay={}", defaults::DEV_SHUTDOWN_DELAY),
+            format!("--drain-timeout={}", defaults::DEV_DRAIN_TIMEOUT),
+        ];
         for (flag, value) in [
             ("integration-timeout", &self.integration_timeout),
             ("idle-timeout", &self.idle_timeout),
@@ -114,7 +121,7 @@ impl DevArgs {
             }
         }
         Ok(DevConfig {
-            listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 8081).into()),
+            listen,
             serve,
             stage: self.stage.clone(),
             gateway_flags,

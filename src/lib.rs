@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod conformance;
 pub mod contract;
+pub mod defaults;
 pub mod dev;
 pub mod gateway;
 pub mod handler;

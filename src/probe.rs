@@ -14,19 +14,21 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::defaults;
+
 /// Flags of `socketless probe`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProbeArgs {
     /// ws:// or wss:// URL, e.g. ws://127.0.0.1:8081/dev or the API Gateway stage URL.
     pub url: String,
     /// Text to send.
-    #[arg(long, default_value = "hello")]
+    #[arg(long, default_value = defaults::PROBE_MESSAGE)]
     pub message: String,
     /// Reply to wait for (exact text). Default: the message itself (an echo).
     #[arg(long)]
     pub expect: Option<String>,
     /// Give up after this long (connect, send and reply together).
-    #[arg(long, default_value = "10s")]
+    #[arg(long, default_value = defaults::WAIT)]
     pub timeout: String,
     /// Extra handshake header, Name=Value (repeatable).
     #[arg(long = "header")]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use socketless::config::FromFlags;
 use socketless::conformance::backend::Conformance;
 use socketless::dev::{self, DevArgs};
 use socketless::lifecycle::Lifecycle;
@@ -15,7 +16,7 @@ use tokio_tungstenite::tungstenite::{Error, Message};
 const T: Duration = Duration::from_secs(20);
 
 async fn start() -> (String, Lifecycle) {
-    let args: DevArgs = socketless::config::from_flags([
+    let args = DevArgs::from_flags([
         "--listen=127.0.0.1:0",
         "--internal-listen=127.0.0.1:0",
         "--stage=conf",

@@ -1,28 +1,14 @@
 //! The real binary: `gateway` start-up errors name the template resource, `dev` prints its URL
 //! and serves the round trip, and `probe` exits 0 on the expected reply and 1 otherwise.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_socketless");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
+use common::proc::{Proc, command, refused};
 
 fn write_template(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("socketless-test-{}-{name}", std::process::id()));
@@ -53,43 +39,23 @@ fn unsupported_template_constructs_are_start_up_errors_naming_the_resource() {
         "  Authorizer2:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties:\n      ApiId: !Ref Api\n\nOutputs:",
     );
     let path = write_template("bad", &bad);
-    let out = Command::new(BIN)
-        .args([
-            "gateway",
-            "--cfn",
-            path.to_str().unwrap(),
+    // The gateway on this template, with `extra` flags.
+    let gateway = |extra: &[&str]| {
+        let template = ["gateway", "--cfn", path.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+        let params = [
             "--param",
             "IntegrationUri=http://127.0.0.1:1",
-        ])
-        .args([
             "--param",
             "SharedSecret=0123456789abcdef",
-            "--param",
-            "NoSuchParam=1",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+        ];
+        refused(command().args(template).args(params).args(extra))
+    };
+    let err = gateway(&["--param", "NoSuchParam=1"]);
     assert!(
         err.contains("--param NoSuchParam: the template has no such parameter"),
         "{err}"
     );
-    let out = Command::new(BIN)
-        .args([
-            "gateway",
-            "--cfn",
-            path.to_str().unwrap(),
-            "--param",
-            "IntegrationUri=http://127.0.0.1:1",
-        ])
-        .args(["--param", "SharedSecret=0123456789abcdef", "--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = gateway(&[]);
     assert!(
         err.contains("resource MessageIntegration: property RequestTemplates"),
         "{err}"
@@ -102,21 +68,19 @@ fn unsupported_template_constructs_are_start_up_errors_naming_the_resource() {
 
 #[test]
 fn required_parameters_and_bad_flags_are_reported_together() {
-    let out = Command::new(BIN)
-        .args([
-            "gateway",
-            "--listen",
-            "nowhere",
-            "--idle-timeout",
-            "0s",
-            "--param",
-            "oops",
-        ])
-        .args(["--cfn", "/nonexistent/template.yml"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(
+        command()
+            .args([
+                "gateway",
+                "--listen",
+                "nowhere",
+                "--idle-timeout",
+                "0s",
+                "--param",
+                "oops",
+            ])
+            .args(["--cfn", "/nonexistent/template.yml"]),
+    );
     for needle in [
         "--listen (SOCKETLESS_GATEWAY_LISTEN)",
         "--idle-timeout: must be more than zero",
@@ -126,12 +90,7 @@ fn required_parameters_and_bad_flags_are_reported_together() {
         assert!(err.contains(needle), "missing {needle:?} in {err}");
     }
     // The built-in template needs IntegrationUri and SharedSecret.
-    let out = Command::new(BIN)
-        .args(["gateway", "--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(command().args(["gateway", "--listen", "127.0.0.1:0"]));
     assert!(err.contains("parameter IntegrationUri has no Default"), "{err}");
     assert!(err.contains("parameter SharedSecret has no Default"), "{err}");
 }
@@ -147,8 +106,8 @@ fn assert_probe_failed(out: &std::process::Output, reason: &str) {
 fn dev_prints_its_url_and_probe_round_trips() {
     let port = free_port();
     let iport = free_port();
-    let mut dev = Proc(
-        Command::new(BIN)
+    let mut dev = Proc::spawn(
+        command()
             .args([
                 "dev",
                 "--listen",
@@ -157,9 +116,7 @@ fn dev_prints_its_url_and_probe_round_trips() {
                 &format!("127.0.0.1:{iport}"),
             ])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
     let mut line = String::new();
     let mut stdout = BufReader::new(dev.0.stdout.take().unwrap());
@@ -167,7 +124,7 @@ fn dev_prints_its_url_and_probe_round_trips() {
     let url = line.split_whitespace().last().unwrap().to_string();
     assert_eq!(url, format!("ws://127.0.0.1:{port}/dev"), "{line}");
 
-    let probe = |extra: &[&str]| Command::new(BIN).arg("probe").arg(&url).args(extra).output().unwrap();
+    let probe = |extra: &[&str]| command().arg("probe").arg(&url).args(extra).output().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let ok = loop {
         let out = probe(&["--message", "hello"]);
@@ -182,7 +139,7 @@ fn dev_prints_its_url_and_probe_round_trips() {
     let out = probe(&["--message", "hello", "--expect", "something else", "--timeout", "500ms"]);
     assert_probe_failed(&out, "no expected reply within");
 
-    let out = Command::new(BIN)
+    let out = command()
         .args([
             "probe",
             &format!("ws://127.0.0.1:{}/dev", free_port()),
@@ -193,25 +150,11 @@ fn dev_prints_its_url_and_probe_round_trips() {
         .unwrap();
     assert_probe_failed(&out, "cannot connect");
 
-    let out = Command::new(BIN)
-        .args(["probe", "http://example.invalid/"])
-        .output()
-        .unwrap();
+    let out = command().args(["probe", "http://example.invalid/"]).output().unwrap();
     assert_probe_failed(&out, "must start with ws:// or wss://");
 
     // Ctrl-C: dev shuts down cleanly.
-    let ok = Command::new("kill")
-        .args(["-INT", &dev.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = dev.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "dev did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    dev.signal("INT");
+    let status = dev.wait_exit(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0));
 }

@@ -36,7 +36,7 @@ async fn replicas(backend: &FakeBackend, ports: &[u16], extra_peers: &[u16], sig
                     c.verifier = Some(Verifier {
                         access_key_id: KEY.into(),
                         secret_access_key: SECRET.into(),
-                        region: "us-east-1".into(),
+                        region: socketless::defaults::REGION.into(),
                     });
                 }
             })

@@ -15,7 +15,7 @@ async fn sigv4_from_the_real_sdk_is_accepted_and_wrong_keys_are_refused() {
         c.verifier = Some(Verifier {
             access_key_id: "AKIDSOCKETLESS".into(),
             secret_access_key: "right-secret".into(),
-            region: "us-east-1".into(),
+            region: socketless::defaults::REGION.into(),
         })
     })
     .await;

@@ -3,48 +3,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::gw::*;
+use common::proc::{Proc, command, refused, rss_kib, wait_ready};
 use common::*;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
-
-const BIN: &str = env!("CARGO_BIN_EXE_socketless");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
-async fn wait_ready(port: u16) {
-    within(async {
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-                && send("GET", &format!("http://127.0.0.1:{port}/readyz"), &[], "").await.0 == http::StatusCode::OK
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
 
 async fn active(port: u16) -> f64 {
     let (_, _, text) = send("GET", &format!("http://127.0.0.1:{port}/metrics"), &[], "").await;
@@ -57,27 +23,20 @@ async fn a_flood_past_the_maximum_is_refused_cleanly_with_bounded_memory() {
     const FLOOD: usize = 10_000;
     let backend = FakeBackend::start().await;
     let port = free_port();
-    let gw = Proc(
-        Command::new(BIN)
-            .args([
-                "gateway",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--max-connections",
-                &MAX.to_string(),
-            ])
-            .args([
-                "--param",
-                &format!("IntegrationUri={}", backend.uri()),
-                "--param",
-                "SharedSecret=0123456789abcdef",
-            ])
-            .args(["--log", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let args = [
+        "gateway".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--max-connections".into(),
+        MAX.to_string(),
+        "--param".into(),
+        format!("IntegrationUri={}", backend.uri()),
+        "--param".into(),
+        "SharedSecret=0123456789abcdef".into(),
+        "--log".into(),
+        "warn".into(),
+    ];
+    let gw = Proc::start(&args, None);
     wait_ready(port).await;
     let url = format!("ws://127.0.0.1:{port}/dev");
     let baseline = rss_kib(gw.0.id());
@@ -168,45 +127,39 @@ async fn secrets_never_reach_the_logs() {
     let dir = std::env::temp_dir().join(format!("socketless-logs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (bport, iport, gport) = (free_port(), free_port(), free_port());
-    let serve_log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let gw_log = std::fs::File::create(dir.join("gateway.log")).unwrap();
-    let serve = Proc(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{bport}"),
-                "--internal-listen",
-                &format!("127.0.0.1:{iport}"),
-            ])
-            .args(["--log", "trace", "--shared-secret", SHARED, "--shutdown-delay", "0s"])
-            .stdout(serve_log.try_clone().unwrap())
-            .stderr(serve_log)
-            .spawn()
-            .unwrap(),
-    );
-    let gw = Proc(
-        Command::new(BIN)
-            .args(["gateway", "--listen", &format!("127.0.0.1:{gport}"), "--log", "trace"])
-            .args([
-                "--param",
-                &format!("IntegrationUri=http://127.0.0.1:{bport}"),
-                "--param",
-                &format!("SharedSecret={SHARED}"),
-            ])
-            .args([
-                "--sigv4-access-key-id",
-                "AKIDLOGS",
-                "--sigv4-secret-access-key",
-                SIGV4,
-                "--shutdown-delay",
-                "0s",
-            ])
-            .stdout(gw_log.try_clone().unwrap())
-            .stderr(gw_log)
-            .spawn()
-            .unwrap(),
-    );
+    let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+    let mut serve_args = words(&[
+        "serve",
+        "--log",
+        "trace",
+        "--shared-secret",
+        SHARED,
+        "--shutdown-delay",
+        "0s",
+    ]);
+    serve_args.extend([
+        "--listen".into(),
+        format!("127.0.0.1:{bport}"),
+        "--internal-listen".into(),
+        format!("127.0.0.1:{iport}"),
+    ]);
+    let serve = Proc::start(&serve_args, Some(&dir.join("serve.log")));
+    let mut gw_args = words(&["gateway", "--log", "trace", "--shutdown-delay", "0s"]);
+    gw_args.extend(words(&[
+        "--sigv4-access-key-id",
+        "AKIDLOGS",
+        "--sigv4-secret-access-key",
+        SIGV4,
+    ]));
+    gw_args.extend([
+        "--listen".into(),
+        format!("127.0.0.1:{gport}"),
+        "--param".into(),
+        format!("IntegrationUri=http://127.0.0.1:{bport}"),
+        "--param".into(),
+        format!("SharedSecret={SHARED}"),
+    ]);
+    let gw = Proc::start(&gw_args, Some(&dir.join("gateway.log")));
     wait_ready(iport).await;
     wait_ready(gport).await;
     // Traffic that touches every secret: integration calls carrying the shared secret, direct
@@ -230,17 +183,13 @@ async fn secrets_never_reach_the_logs() {
     assert_eq!(status, http::StatusCode::FORBIDDEN);
     drop(ws);
     // Invalid settings with a secret in them.
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--shared-secret",
-            "short secret with spaces",
-            "--listen",
-            "bad",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let refusal = refused(command().args([
+        "serve",
+        "--shared-secret",
+        "short secret with spaces",
+        "--listen",
+        "bad",
+    ]));
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(gw);
     drop(serve);
@@ -248,7 +197,7 @@ async fn secrets_never_reach_the_logs() {
         "{}\n{}\n{}",
         std::fs::read_to_string(dir.join("serve.log")).unwrap(),
         std::fs::read_to_string(dir.join("gateway.log")).unwrap(),
-        String::from_utf8_lossy(&out.stderr)
+        refusal
     );
     assert!(
         logs.lines().count() > 10,

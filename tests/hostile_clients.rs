@@ -84,7 +84,7 @@ fn sign(url: &str, body: &[u8], with_hash_header: bool) -> Vec<(String, String)>
     }
     let params = v4::SigningParams::builder()
         .identity(&identity)
-        .region("us-east-1")
+        .region(socketless::defaults::REGION)
         .name("execute-api")
         .time(SystemTime::now())
         .settings(settings)
@@ -262,13 +262,7 @@ async fn handshakes_reset_during_connect_leave_no_session_behind() {
     let mut tasks = Vec::new();
     for _ in 0..ATTEMPTS {
         tasks.push(tokio::spawn(async move {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-            s.write_all(
-                b"GET /dev HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            )
-            .await
-            .unwrap();
+            let s = send_handshake(port).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
             // A reset, not a close.
             s.set_zero_linger().unwrap();
@@ -410,9 +404,8 @@ fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
     out
 }
 
-/// Opens a raw WebSocket, sends `bytes`, and returns the close status the server sends (0 when
-/// it closes without a Close frame).
-async fn close_status_after(port: u16, bytes: &[u8]) -> u16 {
+/// Connects and sends a WebSocket handshake for `/dev`; the stream is left for the test to use.
+async fn send_handshake(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(
         b"GET /dev HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -420,6 +413,13 @@ async fn close_status_after(port: u16, bytes: &[u8]) -> u16 {
     )
     .await
     .unwrap();
+    s
+}
+
+/// Opens a raw WebSocket, sends `bytes`, and returns the close status the server sends (0 when
+/// it closes without a Close frame).
+async fn close_status_after(port: u16, bytes: &[u8]) -> u16 {
+    let mut s = send_handshake(port).await;
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];

@@ -1,30 +1,14 @@
 //! The real `socketless` binary: graceful shutdown on SIGTERM and start-up validation.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_socketless");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::free_port;
+use common::proc::{Proc, command, refused, wait_for};
 
 /// One blocking HTTP/1.1 GET with `Connection: close`; returns the status code.
 fn status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
@@ -39,38 +23,19 @@ fn status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
         .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))
 }
 
-fn kill(child: &Child, signal: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill -{signal} failed");
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let (public, internal) = (free_port(), free_port());
     let public_addr: SocketAddr = ([127, 0, 0, 1], public).into();
     let internal_addr: SocketAddr = ([127, 0, 0, 1], internal).into();
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{public}")])
-        .args(["--internal-listen", &format!("127.0.0.1:{internal}")])
-        .args(["--shutdown-delay", "1500ms", "--drain-timeout", "10s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let mut proc = Proc(child);
+    let mut proc = Proc::spawn(
+        command()
+            .args(["serve", "--listen", &format!("127.0.0.1:{public}")])
+            .args(["--internal-listen", &format!("127.0.0.1:{internal}")])
+            .args(["--shutdown-delay", "1500ms", "--drain-timeout", "10s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     wait_for("readiness", Duration::from_secs(20), || {
         (status(internal_addr, "/readyz").ok() == Some(200)).then_some(())
     });
@@ -87,7 +52,7 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
     std::thread::sleep(Duration::from_millis(100)); // let the server start reading it
 
     let signalled = Instant::now();
-    kill(&proc.0, "TERM");
+    proc.signal("TERM");
     // Readiness turns 503 at once, while the process still serves.
     let ready = wait_for("readiness to turn 503", Duration::from_secs(1), || {
         status(internal_addr, "/readyz").ok().filter(|s| *s == 503)
@@ -122,7 +87,7 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("helloworld"), "{response}");
 
-    let status = wait_for("exit", Duration::from_secs(15), || proc.0.try_wait().unwrap());
+    let status = proc.wait_exit(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
     let mut logs = String::new();
     proc.0.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
@@ -133,48 +98,45 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
 fn second_signal_exits_at_once() {
     let (public, internal) = (free_port(), free_port());
     let internal_addr: SocketAddr = ([127, 0, 0, 1], internal).into();
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{public}")])
-        .args(["--internal-listen", &format!("127.0.0.1:{internal}")])
-        .args(["--shutdown-delay", "60s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut proc = Proc(child);
+    let mut proc = Proc::spawn(
+        command()
+            .args(["serve", "--listen", &format!("127.0.0.1:{public}")])
+            .args(["--internal-listen", &format!("127.0.0.1:{internal}")])
+            .args(["--shutdown-delay", "60s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     wait_for("readiness", Duration::from_secs(20), || {
         (status(internal_addr, "/readyz").ok() == Some(200)).then_some(())
     });
-    kill(&proc.0, "TERM");
+    proc.signal("TERM");
     wait_for("not ready", Duration::from_secs(5), || {
         (status(internal_addr, "/readyz").ok() == Some(503)).then_some(())
     });
-    kill(&proc.0, "INT");
-    let status = wait_for("exit", Duration::from_secs(5), || proc.0.try_wait().unwrap());
+    proc.signal("INT");
+    let status = proc.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(130), "the second signal cuts the 60 s delay short");
 }
 
 #[test]
 fn every_bad_setting_is_reported_in_one_run() {
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "not-an-address", "--store", "postgres"])
-        .args([
-            "--sync-interval",
-            "soon",
-            "--cache-capacity",
-            "0",
-            "--session-ttl",
-            "1h",
-        ])
-        .env("SOCKETLESS_REPLY_MODE", "carrier-pigeon")
-        .env("SOCKETLESS_PUSH_ENDPOINT", "ftp://example")
-        .env("SOCKETLESS_SHARED_SECRET", "short")
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_DEFAULT_REGION")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(
+        command()
+            .args(["serve", "--listen", "not-an-address", "--store", "postgres"])
+            .args([
+                "--sync-interval",
+                "soon",
+                "--cache-capacity",
+                "0",
+                "--session-ttl",
+                "1h",
+            ])
+            .env("SOCKETLESS_REPLY_MODE", "carrier-pigeon")
+            .env("SOCKETLESS_PUSH_ENDPOINT", "ftp://example")
+            .env("SOCKETLESS_SHARED_SECRET", "short")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION"),
+    );
     for needle in [
         "8 invalid setting(s)",
         "--listen (SOCKETLESS_LISTEN): \"not-an-address\"",
@@ -196,27 +158,25 @@ fn every_bad_setting_is_reported_in_one_run() {
 
 #[test]
 fn dynamodb_without_a_region_is_refused() {
-    let out = Command::new(BIN)
-        .args(["serve", "--store", "dynamodb", "--log", "info,,=bad="])
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_DEFAULT_REGION")
-        .env_remove("SOCKETLESS_REGION")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(
+        command()
+            .args(["serve", "--store", "dynamodb", "--log", "info,,=bad="])
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("SOCKETLESS_REGION"),
+    );
     assert!(err.contains("--region (SOCKETLESS_REGION): required"), "{err}");
 }
 
 #[test]
 fn version_and_help() {
-    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let out = command().arg("--version").output().unwrap();
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("socketless {}", env!("CARGO_PKG_VERSION"))
     );
-    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    let out = command().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("[env: SOCKETLESS_LISTEN="), "{help}");
 }

@@ -15,7 +15,7 @@ async fn serve_in_front_of(app: &FakeBackend, extra: &[&str]) -> Backend {
     let mut flags = vec![
         "--listen=127.0.0.1:0".to_string(),
         "--internal-listen=127.0.0.1:0".to_string(),
-        "--region=us-east-1".to_string(),
+        format!("--region={}", socketless::defaults::REGION),
         "--shutdown-delay=0s".to_string(),
         format!("--upstream={}", app.uri()),
         "--upstream-timeout=1s".to_string(),
@@ -157,7 +157,7 @@ async fn not_ready_until_the_app_answers() {
     let flags = [
         "--listen=127.0.0.1:0".to_string(),
         "--internal-listen=127.0.0.1:0".to_string(),
-        "--region=us-east-1".to_string(),
+        format!("--region={}", socketless::defaults::REGION),
         format!("--upstream=http://127.0.0.1:{port}"),
     ];
     let backend = start(socketless::serve::ServeArgs::from_flags(flags).unwrap()).await;

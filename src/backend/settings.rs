@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::aws;
-use crate::config::{ConfigError, Labels, Problems};
+use crate::config::{self, ConfigError, Labels, Problems};
 use crate::contract;
+use crate::defaults;
 use crate::http_server::{BodyPolicy, HttpLimits};
 use crate::store::{StoreKind, StoreSettings};
 use crate::upstream::UpstreamSettings;
@@ -48,16 +49,16 @@ impl std::fmt::Debug for BackendSettings {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Public listener: the integration target of the WebSocket API (/connect, /message, /disconnect).
-    #[arg(long, env = "SOCKETLESS_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "SOCKETLESS_LISTEN", default_value = defaults::SERVE_LISTEN)]
     pub listen: String,
     /// Internal listener: /v1 API, /healthz, /readyz, /metrics. Never expose it through an ingress.
-    #[arg(long, env = "SOCKETLESS_INTERNAL_LISTEN", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = "SOCKETLESS_INTERNAL_LISTEN", default_value = defaults::SERVE_INTERNAL_LISTEN)]
     pub internal_listen: String,
     /// Session store: `memory` (one process only) or `dynamodb`.
-    #[arg(long, env = "SOCKETLESS_STORE", default_value = "memory")]
+    #[arg(long, env = "SOCKETLESS_STORE", default_value = defaults::STORE)]
     pub store: String,
     /// DynamoDB table holding the sessions.
-    #[arg(long, env = "SOCKETLESS_TABLE", default_value = "socketless-sessions")]
+    #[arg(long, env = "SOCKETLESS_TABLE", default_value = defaults::TABLE)]
     pub table: String,
     /// AWS region; falls back to AWS_REGION / AWS_DEFAULT_REGION. Required for dynamodb and async replies.
     #[arg(long, env = "SOCKETLESS_REGION")]
@@ -69,7 +70,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SOCKETLESS_CREATE_TABLE", default_value_t = false)]
     pub create_table: bool,
     /// How replies reach the client: `sync` (HTTP response) or `async` (@connections push).
-    #[arg(long, env = "SOCKETLESS_REPLY_MODE", default_value = "sync")]
+    #[arg(long, env = "SOCKETLESS_REPLY_MODE", default_value = defaults::REPLY_MODE)]
     pub reply_mode: String,
     /// @connections endpoint for every push (custom domains, the local gateway; http allowed).
     /// Default: https://{domain}/{stage} from the request or session.
@@ -79,54 +80,54 @@ pub struct ServeArgs {
     #[arg(long, env = "SOCKETLESS_SHARED_SECRET", hide_env_values = true)]
     pub shared_secret: Option<String>,
     /// Sessions kept in the per-pod cache of known-live sessions.
-    #[arg(long, env = "SOCKETLESS_CACHE_CAPACITY", default_value = "100000")]
+    #[arg(long, env = "SOCKETLESS_CACHE_CAPACITY", default_value = defaults::CACHE_CAPACITY)]
     pub cache_capacity: String,
     /// A cached session is written (lastSeenAt, message count) at most once per interval.
-    #[arg(long, env = "SOCKETLESS_SYNC_INTERVAL", default_value = "60s")]
+    #[arg(long, env = "SOCKETLESS_SYNC_INTERVAL", default_value = defaults::SYNC_INTERVAL)]
     pub sync_interval: String,
     /// Session items expire (DynamoDB TTL) this long after their connection opened.
-    #[arg(long, env = "SOCKETLESS_SESSION_TTL", default_value = "2h15m")]
+    #[arg(long, env = "SOCKETLESS_SESSION_TTL", default_value = defaults::SESSION_TTL)]
     pub session_ttl: String,
     /// Largest request body accepted on the public port.
-    #[arg(long, env = "SOCKETLESS_MAX_BODY_BYTES", default_value = "131072")]
+    #[arg(long, env = "SOCKETLESS_MAX_BODY_BYTES", default_value = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: String,
     /// Idle keep-alive connections stay open this long (and a request head must arrive within
     /// it). Keep it above the idle timeout of the load balancer in front (an ALB's is 60 s).
-    #[arg(long, env = "SOCKETLESS_KEEP_ALIVE_TIMEOUT", default_value = "75s")]
+    #[arg(long, env = "SOCKETLESS_KEEP_ALIVE_TIMEOUT", default_value = defaults::KEEP_ALIVE_TIMEOUT)]
     pub keep_alive_timeout: String,
     /// Request line and headers together at most, in bytes; larger requests get 431.
-    #[arg(long, env = "SOCKETLESS_MAX_HEADER_BYTES", default_value = "10240")]
+    #[arg(long, env = "SOCKETLESS_MAX_HEADER_BYTES", default_value = defaults::MAX_HEADER_BYTES)]
     pub max_header_bytes: String,
     /// A request body must arrive whole within this; slower bodies get 408.
-    #[arg(long, env = "SOCKETLESS_BODY_TIMEOUT", default_value = "10s")]
+    #[arg(long, env = "SOCKETLESS_BODY_TIMEOUT", default_value = defaults::BODY_TIMEOUT)]
     pub body_timeout: String,
     /// Bytes of request bodies held at once across all requests; past it requests get 503.
-    #[arg(long, env = "SOCKETLESS_MAX_BUFFERED_BODY_BYTES", default_value = "67108864")]
+    #[arg(long, env = "SOCKETLESS_MAX_BUFFERED_BODY_BYTES", default_value = defaults::MAX_BUFFERED_BODY_BYTES)]
     pub max_buffered_body_bytes: String,
     /// After SIGTERM, keep serving (not ready) this long so load balancers deregister the pod.
-    #[arg(long, env = "SOCKETLESS_SHUTDOWN_DELAY", default_value = "5s")]
+    #[arg(long, env = "SOCKETLESS_SHUTDOWN_DELAY", default_value = defaults::SHUTDOWN_DELAY)]
     pub shutdown_delay: String,
     /// Then wait at most this long for requests in flight.
-    #[arg(long, env = "SOCKETLESS_DRAIN_TIMEOUT", default_value = "20s")]
+    #[arg(long, env = "SOCKETLESS_DRAIN_TIMEOUT", default_value = defaults::DRAIN_TIMEOUT)]
     pub drain_timeout: String,
     /// Bound on one AWS call, retries included; past it the request answers 503.
-    #[arg(long, env = "SOCKETLESS_AWS_TIMEOUT", default_value = "3s")]
+    #[arg(long, env = "SOCKETLESS_AWS_TIMEOUT", default_value = defaults::AWS_TIMEOUT)]
     pub aws_timeout: String,
     /// Concurrent @connections posts per broadcast.
-    #[arg(long, env = "SOCKETLESS_BROADCAST_CONCURRENCY", default_value = "32")]
+    #[arg(long, env = "SOCKETLESS_BROADCAST_CONCURRENCY", default_value = defaults::BROADCAST_CONCURRENCY)]
     pub broadcast_concurrency: String,
     /// Your HTTP app, in any language: `serve` calls POST {upstream}/connect, /message and
     /// /disconnect with the x-socketless-* headers, and the app's answers are the replies.
     #[arg(long, env = "SOCKETLESS_UPSTREAM")]
     pub upstream: Option<String>,
     /// Bound on one call to the upstream app, connecting included.
-    #[arg(long, env = "SOCKETLESS_UPSTREAM_TIMEOUT", default_value = "10s")]
+    #[arg(long, env = "SOCKETLESS_UPSTREAM_TIMEOUT", default_value = defaults::UPSTREAM_TIMEOUT)]
     pub upstream_timeout: String,
     /// Calls in flight to the upstream app at most (the connection pool's size).
-    #[arg(long, env = "SOCKETLESS_UPSTREAM_CONCURRENCY", default_value = "256")]
+    #[arg(long, env = "SOCKETLESS_UPSTREAM_CONCURRENCY", default_value = defaults::UPSTREAM_CONCURRENCY)]
     pub upstream_concurrency: String,
     /// Polled on the upstream app until it answers (any status); not ready until then.
-    #[arg(long, env = "SOCKETLESS_UPSTREAM_HEALTH_PATH", default_value = "/healthz")]
+    #[arg(long, env = "SOCKETLESS_UPSTREAM_HEALTH_PATH", default_value = defaults::UPSTREAM_HEALTH_PATH)]
     pub upstream_health_path: String,
     /// Run the conformance backend (for `socketless conformance`) instead of the handler.
     #[arg(long, env = "SOCKETLESS_CONFORMANCE", default_value_t = false)]
@@ -155,20 +156,7 @@ pub struct ServeConfig {
     pub upstream: Option<UpstreamSettings>,
 }
 
-/// Region used for SigV4 when nothing else names one and no AWS service needs the real one.
-const FALLBACK_REGION: &str = "us-east-1";
-
 impl ServeArgs {
-    /// Settings from flags, as the command line gives them (for `dev` and tests, which set a
-    /// few and take every other default from the one place clap reads it).
-    pub fn from_flags<I, T>(flags: I) -> Result<ServeArgs, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        crate::config::from_flags(flags)
-    }
-
     /// Checks every setting and reports all problems at once.
     pub fn validate(&self) -> Result<ServeConfig, ConfigError> {
         let mut p = Problems::new();
@@ -242,27 +230,15 @@ impl ServeArgs {
         let shutdown_delay = p.duration(l.get("shutdown_delay"), &self.shutdown_delay);
         let drain_timeout = p.duration(l.get("drain_timeout"), &self.drain_timeout);
         let aws_timeout = p.duration(l.get("aws_timeout"), &self.aws_timeout);
-        let keep_alive = p.duration(l.get("keep_alive_timeout"), &self.keep_alive_timeout);
-        let max_header = p.count(l.get("max_header_bytes"), &self.max_header_bytes, 1024 * 1024);
-        if max_header.is_some_and(|m| m < 1024) {
-            p.push(format!("{}: must be at least 1024", l.get("max_header_bytes")));
-        }
-        let body_timeout = p.duration(l.get("body_timeout"), &self.body_timeout);
-        let body_budget = p.count(
-            l.get("max_buffered_body_bytes"),
+        let limits = config::http_limits(
+            &mut p,
+            &l,
+            &self.keep_alive_timeout,
+            &self.max_header_bytes,
+            &self.body_timeout,
             &self.max_buffered_body_bytes,
-            u32::MAX as u64,
+            max_body.map(|body| (body, l.get("max_body_bytes"))),
         );
-        if let (Some(budget), Some(body)) = (body_budget, max_body) {
-            if budget < body {
-                p.push("--max-buffered-body-bytes: must be at least --max-body-bytes");
-            }
-        }
-        for (name, d) in [("--keep-alive-timeout", keep_alive), ("--body-timeout", body_timeout)] {
-            if d.is_some_and(|d| d.is_zero()) {
-                p.push(format!("{name}: must be more than zero"));
-            }
-        }
         if aws_timeout.is_some_and(|t| t < Duration::from_millis(100)) {
             p.push(format!("{}: must be at least 100ms", l.get("aws_timeout")));
         }
@@ -290,6 +266,9 @@ impl ServeArgs {
             ));
         }
         p.into_result()?;
+        let (Some(listen), Some(internal_listen), Some((http, body))) = (listen, internal_listen, limits) else {
+            return Err(ConfigError(vec!["internal: validated settings missing".into()]));
+        };
         let upstream = upstream_base.map(|base| UpstreamSettings {
             base,
             timeout: upstream_timeout.unwrap_or_default(),
@@ -298,26 +277,23 @@ impl ServeArgs {
         });
         // Every value was checked above; the fallbacks below are never used.
         Ok(ServeConfig {
-            listen: listen.unwrap_or_else(|| ([0, 0, 0, 0], 8080).into()),
-            internal_listen: internal_listen.unwrap_or_else(|| ([0, 0, 0, 0], 9090).into()),
+            listen,
+            internal_listen,
             store: StoreSettings {
                 kind: store.unwrap_or(StoreKind::Memory),
                 table,
                 endpoint: self.dynamodb_endpoint.clone(),
                 create_table: self.create_table,
             },
-            region: region.unwrap_or_else(|| FALLBACK_REGION.to_string()),
+            region: region.unwrap_or_else(|| defaults::REGION.to_string()),
             push_endpoint: self.push_endpoint.clone(),
             cache_capacity: cache_capacity.unwrap_or(1) as usize,
             sync_interval: sync_interval.unwrap_or_default(),
             shutdown_delay: shutdown_delay.unwrap_or_default(),
             drain_timeout: drain_timeout.unwrap_or_default(),
             aws_timeout: aws_timeout.unwrap_or_default(),
-            http: HttpLimits {
-                keep_alive: keep_alive.unwrap_or_default(),
-                max_header_bytes: max_header.unwrap_or(1) as usize,
-            },
-            body: BodyPolicy::new(body_timeout.unwrap_or_default(), body_budget.unwrap_or(1) as usize),
+            http,
+            body,
             backend: BackendSettings {
                 shared_secret: self.shared_secret.clone(),
                 reply_mode: reply_mode.unwrap_or(ReplyMode::Sync),

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::parse_duration;
+use crate::defaults;
 
 /// Flags of `socketless conformance`.
 #[derive(clap::Args, Debug, Clone)]
@@ -38,13 +39,13 @@ pub struct ConformanceArgs {
     pub region: Option<String>,
     /// The integration timeout the target applies (the template's IntegrationTimeoutMs, or the
     /// local gateway's --integration-timeout).
-    #[arg(long, default_value = "29s")]
+    #[arg(long, default_value = defaults::INTEGRATION_TIMEOUT)]
     pub integration_timeout: String,
     /// The target's idle timeout (API Gateway: 10 minutes).
-    #[arg(long, default_value = "10m")]
+    #[arg(long, default_value = defaults::IDLE_TIMEOUT)]
     pub idle_timeout: String,
     /// The target's maximum connection duration (API Gateway: 2 hours).
-    #[arg(long, default_value = "2h")]
+    #[arg(long, default_value = defaults::MAX_CONNECTION_DURATION)]
     pub max_duration: String,
     /// Also run cases that wait longer than a minute (the idle and duration timeouts at AWS's
     /// values). Without it they are reported as not run.
@@ -58,7 +59,7 @@ pub struct ConformanceArgs {
     #[arg(long)]
     pub no_custom_route: bool,
     /// How long to wait for each reply, close or API answer.
-    #[arg(long, default_value = "10s")]
+    #[arg(long, default_value = defaults::WAIT)]
     pub wait: String,
     /// Run only the cases whose name starts with one of these (repeatable).
     #[arg(long)]
@@ -207,7 +208,7 @@ pub async fn run(args: ConformanceArgs) -> ExitCode {
         .region
         .clone()
         .or_else(crate::aws::region_from_env)
-        .unwrap_or_else(|| "us-east-1".to_string());
+        .unwrap_or_else(|| defaults::REGION.to_string());
     let sdk = crate::aws::load(&crate::aws::AwsSettings { region, timeout: wait }).await;
     let cx = Ctx {
         url,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::sigv4::Verifier;
 use super::template::{self, ApiModel, TemplateError};
-use crate::config::{ConfigError, Labels, Problems};
+use crate::config::{self, ConfigError, FromFlags, Labels, Problems};
 use crate::contract;
+use crate::defaults;
 use crate::http_server::{BodyPolicy, HttpLimits};
 
 /// The repository's template, built into the binary so `gateway` and `dev` work anywhere.
@@ -24,57 +25,57 @@ pub struct GatewayArgs {
     #[arg(long = "param", env = "SOCKETLESS_GATEWAY_PARAMS", value_delimiter = ',')]
     pub params: Vec<String>,
     /// Listener for WebSocket clients, @connections, /healthz, /readyz and /metrics.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_LISTEN", default_value = "0.0.0.0:8081")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_LISTEN", default_value = defaults::GATEWAY_LISTEN)]
     pub listen: String,
     /// Region the gateway pretends to be in (AWS::Region, and the SigV4 scope).
-    #[arg(long, env = "SOCKETLESS_GATEWAY_REGION", default_value = "us-east-1")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_REGION", default_value = defaults::REGION)]
     pub region: String,
     /// Value of context.domainName. Default: the Host header of the client's handshake.
     #[arg(long, env = "SOCKETLESS_GATEWAY_DOMAIN_NAME")]
     pub domain_name: Option<String>,
     /// Open connections at most; further handshakes get 429.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_CONNECTIONS", default_value = "10000")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_CONNECTIONS", default_value = defaults::MAX_CONNECTIONS)]
     pub max_connections: String,
     /// Close a connection after this long without a message in either direction.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_IDLE_TIMEOUT", default_value = "10m")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_IDLE_TIMEOUT", default_value = defaults::IDLE_TIMEOUT)]
     pub idle_timeout: String,
     /// Close every connection after this long.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_CONNECTION_DURATION", default_value = "2h")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_CONNECTION_DURATION", default_value = defaults::MAX_CONNECTION_DURATION)]
     pub max_connection_duration: String,
     /// Largest message (after frames are reassembled); larger closes with 1009.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_MESSAGE_BYTES", default_value = "131072")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_MESSAGE_BYTES", default_value = defaults::MAX_MESSAGE_BYTES)]
     pub max_message_bytes: String,
     /// Largest single frame; larger closes with 1009.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_FRAME_BYTES", default_value = "32768")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_FRAME_BYTES", default_value = defaults::MAX_FRAME_BYTES)]
     pub max_frame_bytes: String,
     /// Overrides every integration's timeout. Default: the template's TimeoutInMillis, else 29s.
     #[arg(long, env = "SOCKETLESS_GATEWAY_INTEGRATION_TIMEOUT")]
     pub integration_timeout: Option<String>,
     /// Messages queued for one client before @connections posts get 429.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_OUTBOUND_QUEUE", default_value = "32")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_OUTBOUND_QUEUE", default_value = defaults::OUTBOUND_QUEUE)]
     pub outbound_queue: String,
     /// A client that does not take a frame within this long is closed.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_WRITE_TIMEOUT", default_value = "30s")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_WRITE_TIMEOUT", default_value = defaults::WRITE_TIMEOUT)]
     pub write_timeout: String,
     /// After SIGTERM, keep serving (not ready) this long before closing connections with 1001.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_SHUTDOWN_DELAY", default_value = "5s")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_SHUTDOWN_DELAY", default_value = defaults::SHUTDOWN_DELAY)]
     pub shutdown_delay: String,
     /// Then wait at most this long for closes and their $disconnect calls.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_DRAIN_TIMEOUT", default_value = "20s")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_DRAIN_TIMEOUT", default_value = defaults::DRAIN_TIMEOUT)]
     pub drain_timeout: String,
     /// Idle keep-alive connections (@connections callers) stay open this long, and a request
     /// head (a handshake too) must arrive within it.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_KEEP_ALIVE_TIMEOUT", default_value = "75s")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_KEEP_ALIVE_TIMEOUT", default_value = defaults::KEEP_ALIVE_TIMEOUT)]
     pub keep_alive_timeout: String,
     /// Request line and headers together at most, in bytes (handshakes and @connections);
     /// larger requests get 431.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_HEADER_BYTES", default_value = "10240")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_HEADER_BYTES", default_value = defaults::MAX_HEADER_BYTES)]
     pub max_header_bytes: String,
     /// An @connections body must arrive whole within this; slower bodies get 408.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_BODY_TIMEOUT", default_value = "10s")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_BODY_TIMEOUT", default_value = defaults::BODY_TIMEOUT)]
     pub body_timeout: String,
     /// Bytes of @connections bodies held at once; past it calls get 429 LimitExceededException.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_BUFFERED_BODY_BYTES", default_value = "67108864")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_BUFFERED_BODY_BYTES", default_value = defaults::MAX_BUFFERED_BODY_BYTES)]
     pub max_buffered_body_bytes: String,
     /// Require SigV4 on @connections, signed with this access key id.
     #[arg(
@@ -93,14 +94,14 @@ pub struct GatewayArgs {
     pub sigv4_secret_access_key: Option<String>,
     /// This replica's ordinal among its peers: a number, or a StatefulSet pod's name ending in
     /// one (`socketless-gateway-2`). Its connection ids carry it.
-    #[arg(long, env = "SOCKETLESS_GATEWAY_ORDINAL", default_value = "0")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_ORDINAL", default_value = defaults::ORDINAL)]
     pub ordinal: String,
     /// Every replica's base URL, this one's included, in ordinal order (comma-separated in the
     /// variable). An @connections call for a connection another replica holds is forwarded to it.
     #[arg(long, env = "SOCKETLESS_GATEWAY_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
     /// A peer that does not answer a forwarded call within this long is gone (410).
-    #[arg(long, env = "SOCKETLESS_GATEWAY_PEER_TIMEOUT", default_value = "2s")]
+    #[arg(long, env = "SOCKETLESS_GATEWAY_PEER_TIMEOUT", default_value = defaults::PEER_TIMEOUT)]
     pub peer_timeout: String,
 }
 
@@ -192,29 +193,20 @@ impl GatewayArgs {
         let write_timeout = p.duration(l.get("write_timeout"), &self.write_timeout);
         let shutdown_delay = p.duration(l.get("shutdown_delay"), &self.shutdown_delay);
         let drain_timeout = p.duration(l.get("drain_timeout"), &self.drain_timeout);
-        let keep_alive = p.duration(l.get("keep_alive_timeout"), &self.keep_alive_timeout);
-        let max_header = p.count(l.get("max_header_bytes"), &self.max_header_bytes, 1024 * 1024);
-        if max_header.is_some_and(|m| m < 1024) {
-            p.push(format!("{}: must be at least 1024", l.get("max_header_bytes")));
-        }
-        let body_timeout = p.duration(l.get("body_timeout"), &self.body_timeout);
-        let body_budget = p.count(
-            l.get("max_buffered_body_bytes"),
+        let one_post = format!("{} (one @connections post)", contract::MAX_POST_BYTES);
+        let limits = config::http_limits(
+            &mut p,
+            &l,
+            &self.keep_alive_timeout,
+            &self.max_header_bytes,
+            &self.body_timeout,
             &self.max_buffered_body_bytes,
-            u32::MAX as u64,
+            Some((contract::MAX_POST_BYTES as u64, &one_post)),
         );
-        if body_budget.is_some_and(|b| b < contract::MAX_POST_BYTES as u64) {
-            p.push(format!(
-                "--max-buffered-body-bytes: must be at least {} (one @connections post)",
-                contract::MAX_POST_BYTES
-            ));
-        }
         for (name, d) in [
             ("--idle-timeout", idle_timeout),
             ("--max-connection-duration", max_duration),
             ("--write-timeout", write_timeout),
-            ("--keep-alive-timeout", keep_alive),
-            ("--body-timeout", body_timeout),
         ] {
             if d.is_some_and(|d| d.is_zero()) {
                 p.push(format!("{name}: must be more than zero"));
@@ -276,7 +268,7 @@ impl GatewayArgs {
         }
         let peer_timeout = p.duration(l.get("peer_timeout"), &self.peer_timeout);
         p.into_result()?;
-        let (Some(model), Some(listen)) = (model, listen) else {
+        let (Some(model), Some(listen), Some((http, body))) = (model, listen, limits) else {
             return Err(ConfigError(vec!["internal: validated settings missing".into()]));
         };
         Ok(GatewayConfig {
@@ -293,28 +285,13 @@ impl GatewayArgs {
             write_timeout: write_timeout.unwrap_or_default(),
             shutdown_delay: shutdown_delay.unwrap_or_default(),
             drain_timeout: drain_timeout.unwrap_or_default(),
-            http: HttpLimits {
-                keep_alive: keep_alive.unwrap_or_default(),
-                max_header_bytes: max_header.unwrap_or(1) as usize,
-            },
-            body: BodyPolicy::new(body_timeout.unwrap_or_default(), body_budget.unwrap_or(1) as usize),
+            http,
+            body,
             verifier,
             ordinal: ordinal.unwrap_or(0),
             peers,
             peer_timeout: peer_timeout.unwrap_or_default(),
         })
-    }
-}
-
-impl GatewayArgs {
-    /// Settings from flags, as the command line gives them; every flag not given takes its
-    /// variable, then its default.
-    pub fn from_flags<I, T>(flags: I) -> Result<GatewayArgs, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        crate::config::from_flags(flags)
     }
 }
 
@@ -332,7 +309,10 @@ impl GatewayConfig {
         params: &BTreeMap<String, String>,
         extra: &[String],
     ) -> Result<GatewayConfig, Vec<TemplateError>> {
-        let mut flags = vec!["--listen=127.0.0.1:0".to_string(), "--region=us-east-1".to_string()];
+        let mut flags = vec![
+            "--listen=127.0.0.1:0".to_string(),
+            format!("--region={}", defaults::REGION),
+        ];
         flags.extend(params.iter().map(|(k, v)| format!("--param={k}={v}")));
         flags.extend(extra.iter().cloned());
         let args = GatewayArgs::from_flags(flags).map_err(|e| vec![TemplateError(e.to_string())])?;

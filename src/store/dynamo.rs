@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType,
     TimeToLiveSpecification,
@@ -90,13 +92,7 @@ impl DynamoStore {
             )
             .send()
             .await;
-        match ttl {
-            Ok(_) => {
-                self.metrics.dynamodb("UpdateTimeToLive", "ok");
-                Ok(())
-            }
-            Err(err) => Err(self.fail("UpdateTimeToLive", err)),
-        }
+        self.record("UpdateTimeToLive", ttl).map(drop)
     }
 
     fn fail<E, R>(&self, operation: &'static str, err: SdkError<E, R>) -> StoreError
@@ -111,6 +107,42 @@ impl DynamoStore {
         };
         self.metrics.dynamodb(operation, outcome);
         out
+    }
+
+    /// A call's result, its outcome counted: `ok`, or the error's kind through [`Self::fail`].
+    fn record<T, E, R>(&self, operation: &'static str, res: Result<T, SdkError<E, R>>) -> Result<T, StoreError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        match res {
+            Ok(out) => {
+                self.metrics.dynamodb(operation, "ok");
+                Ok(out)
+            }
+            Err(err) => Err(self.fail(operation, err)),
+        }
+    }
+
+    /// [`Self::record`] for a conditional write: whether it was made, `false` when its condition
+    /// did not hold.
+    fn record_conditional<T, E, R>(
+        &self,
+        operation: &'static str,
+        res: Result<T, SdkError<E, R>>,
+        condition_failed: fn(&E) -> bool,
+    ) -> Result<bool, StoreError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        match res {
+            Err(err) if err.as_service_error().is_some_and(condition_failed) => {
+                self.metrics.dynamodb(operation, "condition_failed");
+                Ok(false)
+            }
+            res => self.record(operation, res).map(|_| true),
+        }
     }
 }
 
@@ -195,21 +227,8 @@ impl SessionStore for DynamoStore {
                 .expression_attribute_names("#k", KEY)
                 .send()
                 .await;
-            match res {
-                Ok(_) => {
-                    self.metrics.dynamodb("PutItem", "ok");
-                    Ok(Created::Created)
-                }
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    self.metrics.dynamodb("PutItem", "condition_failed");
-                    Ok(Created::AlreadyExists)
-                }
-                Err(err) => Err(self.fail("PutItem", err)),
-            }
+            let made = self.record_conditional("PutItem", res, PutItemError::is_conditional_check_failed_exception)?;
+            Ok(if made { Created::Created } else { Created::AlreadyExists })
         })
     }
 
@@ -243,13 +262,7 @@ impl SessionStore for DynamoStore {
                 .expression_attribute_values(":n", n(add_messages))
                 .send()
                 .await;
-            match res {
-                Ok(_) => {
-                    self.metrics.dynamodb("UpdateItem", "ok");
-                    Ok(())
-                }
-                Err(err) => Err(self.fail("UpdateItem", err)),
-            }
+            self.record("UpdateItem", res).map(drop)
         })
     }
 
@@ -274,21 +287,11 @@ impl SessionStore for DynamoStore {
                 .expression_attribute_values(":n", n(add_messages))
                 .send()
                 .await;
-            match res {
-                Ok(_) => {
-                    self.metrics.dynamodb("UpdateItem", "ok");
-                    Ok(true)
-                }
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    self.metrics.dynamodb("UpdateItem", "condition_failed");
-                    Ok(false)
-                }
-                Err(err) => Err(self.fail("UpdateItem", err)),
-            }
+            self.record_conditional(
+                "UpdateItem",
+                res,
+                UpdateItemError::is_conditional_check_failed_exception,
+            )
         })
     }
 
@@ -302,13 +305,7 @@ impl SessionStore for DynamoStore {
                 .consistent_read(true)
                 .send()
                 .await;
-            match res {
-                Ok(out) => {
-                    self.metrics.dynamodb("GetItem", "ok");
-                    Ok(out.item().and_then(from_item))
-                }
-                Err(err) => Err(self.fail("GetItem", err)),
-            }
+            Ok(self.record("GetItem", res)?.item().and_then(from_item))
         })
     }
 
@@ -322,13 +319,8 @@ impl SessionStore for DynamoStore {
                 .return_values(ReturnValue::AllOld)
                 .send()
                 .await;
-            match res {
-                Ok(out) => {
-                    self.metrics.dynamodb("DeleteItem", "ok");
-                    Ok(out.attributes().is_some_and(|a| !a.is_empty()))
-                }
-                Err(err) => Err(self.fail("DeleteItem", err)),
-            }
+            let out = self.record("DeleteItem", res)?;
+            Ok(out.attributes().is_some_and(|a| !a.is_empty()))
         })
     }
 
@@ -343,19 +335,14 @@ impl SessionStore for DynamoStore {
                 .set_exclusive_start_key(start.map(|k| HashMap::from([(KEY.to_string(), s(&k))])))
                 .send()
                 .await;
-            match res {
-                Ok(out) => {
-                    self.metrics.dynamodb("Scan", "ok");
-                    let sessions = out.items().iter().filter_map(from_item).collect();
-                    let next = out
-                        .last_evaluated_key()
-                        .and_then(|k| k.get(KEY))
-                        .and_then(|v| v.as_s().ok())
-                        .cloned();
-                    Ok(Page { sessions, next })
-                }
-                Err(err) => Err(self.fail("Scan", err)),
-            }
+            let out = self.record("Scan", res)?;
+            let sessions = out.items().iter().filter_map(from_item).collect();
+            let next = out
+                .last_evaluated_key()
+                .and_then(|k| k.get(KEY))
+                .and_then(|v| v.as_s().ok())
+                .cloned();
+            Ok(Page { sessions, next })
         })
     }
 }

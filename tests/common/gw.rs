@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderMap, Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http::{HeaderMap, Response};
+use http_body_util::Full;
 use prometheus_client::registry::Registry;
 use socketless::gateway::{EMBEDDED_TEMPLATE, Gateway, GatewayConfig};
 use socketless::lifecycle::Lifecycle;
@@ -18,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::within;
+use super::{Received, fake_server, within};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -73,58 +72,35 @@ impl FakeBackend {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let answers: Arc<Mutex<BTreeMap<String, Answer>>> = Arc::default();
         let (s, a) = (seen.clone(), answers.clone());
-        let task = tokio::spawn(async move {
-            // Connection tasks live in this set, so stopping the backend ends them too.
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (s, a) = (s.clone(), a.clone());
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (s, a) = (s.clone(), a.clone());
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let headers = req.headers().clone();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let body = String::from_utf8_lossy(&body).into_owned();
-                            s.lock().unwrap().push(Seen {
-                                path: path.clone(),
-                                headers,
-                                body: body.clone(),
-                            });
-                            let answer = a.lock().unwrap().get(&path).cloned().unwrap_or_default();
-                            if let Some(ms) = body
-                                .split("sleep:")
-                                .nth(1)
-                                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                                .and_then(|n| n.parse::<u64>().ok())
-                            {
-                                tokio::time::sleep(Duration::from_millis(ms)).await;
-                            }
-                            tokio::time::sleep(answer.delay).await;
-                            if answer.hang_up {
-                                return Err(std::io::Error::other("hang up"));
-                            }
-                            let out = answer.body.unwrap_or(body);
-                            Ok::<_, std::io::Error>(
-                                Response::builder()
-                                    .status(answer.status)
-                                    .body(Full::new(Bytes::from(out)))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+        let task = fake_server(listener, move |req| {
+            let (s, a) = (s.clone(), a.clone());
+            async move {
+                let Received {
+                    path, headers, body, ..
+                } = req;
+                s.lock().unwrap().push(Seen {
+                    path: path.clone(),
+                    headers,
+                    body: body.clone(),
                 });
+                let answer = a.lock().unwrap().get(&path).cloned().unwrap_or_default();
+                if let Some(ms) = body
+                    .split("sleep:")
+                    .nth(1)
+                    .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                tokio::time::sleep(answer.delay).await;
+                if answer.hang_up {
+                    return Err(std::io::Error::other("hang up"));
+                }
+                let out = answer.body.unwrap_or(body);
+                Ok(Response::builder()
+                    .status(answer.status)
+                    .body(Full::new(Bytes::from(out)))
+                    .unwrap())
             }
         });
         FakeBackend {

@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+pub use socketless::config::FromFlags;
 use socketless::handler::{Echo, MessageHandler};
 use socketless::lifecycle::Lifecycle;
 use socketless::serve::{Prepared, ServeArgs, ServeConfig};
@@ -32,11 +33,12 @@ pub async fn within<F: Future>(f: F) -> F::Output {
 
 /// `ServeArgs` with test defaults: ephemeral loopback ports, memory store.
 pub fn args() -> ServeArgs {
+    let region = format!("--region={}", socketless::defaults::REGION);
     ServeArgs::from_flags([
         "--listen=127.0.0.1:0",
         "--internal-listen=127.0.0.1:0",
         "--table=socketless-test",
-        "--region=us-east-1",
+        region.as_str(),
         "--cache-capacity=1000",
         "--shutdown-delay=0s",
         "--drain-timeout=5s",
@@ -240,6 +242,67 @@ impl Drop for Moto {
     }
 }
 
+/// A request as a fake server received it, its body read whole.
+pub struct Received {
+    pub method: http::Method,
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// The answer of a fake server to one request; an error drops the connection unanswered.
+pub type FakeAnswer = Result<Response<Full<Bytes>>, std::io::Error>;
+
+/// Serves HTTP/1.1 on `listener`, handing each request, read whole, to `answer`. The fake
+/// servers below record what they receive this way. Aborting the returned task closes the
+/// port and drops every open connection, since the connections' tasks live in it.
+pub fn fake_server<F, Fut>(listener: TcpListener, answer: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Received) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = FakeAnswer> + Send + 'static,
+{
+    accept_each(listener, move |stream| {
+        let answer = answer.clone();
+        async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let answer = answer.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    answer(Received {
+                        method: parts.method,
+                        path: parts.uri.path().to_string(),
+                        headers: parts.headers,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    })
+                    .await
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        }
+    })
+}
+
+/// Accepts on `listener` and runs `serve` on each connection, until the returned task is
+/// aborted; the connections' tasks live in it, so aborting it drops them too.
+pub fn accept_each<F, Fut>(listener: TcpListener, serve: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            conns.spawn(serve(stream));
+        }
+    })
+}
+
 /// One call the fake `@connections` endpoint received.
 #[derive(Debug, Clone)]
 pub struct MgmtCall {
@@ -265,56 +328,37 @@ impl FakeConnections {
             ..Default::default()
         };
         let state = fake.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let state = state.clone();
-                        async move {
-                            let method = req.method().to_string();
-                            let path = percent_encoding::percent_decode_str(req.uri().path())
-                                .decode_utf8_lossy()
-                                .into_owned();
-                            let signed = req
-                                .headers()
-                                .get("authorization")
-                                .is_some_and(|v| v.to_str().unwrap_or("").starts_with("AWS4-HMAC-SHA256"));
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let id = path.rsplit('/').next().unwrap_or("").to_string();
-                            state.calls.lock().unwrap().push(MgmtCall {
-                                method: method.clone(),
-                                path,
-                                body: String::from_utf8_lossy(&body).into_owned(),
-                                signed,
-                            });
-                            let gone = state.gone.lock().unwrap().contains(&id);
-                            let resp = if gone {
-                                Response::builder()
-                                    .status(410)
-                                    .header("x-amzn-errortype", "GoneException")
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from_static(b"{\"message\":\"gone\"}")))
-                            } else if method == "DELETE" {
-                                Response::builder().status(204).body(Full::new(Bytes::new()))
-                            } else {
-                                Response::builder().status(200).body(Full::new(Bytes::new()))
-                            };
-                            Ok::<_, std::convert::Infallible>(resp.unwrap())
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+        fake_server(listener, move |req| {
+            let state = state.clone();
+            async move {
+                let method = req.method.to_string();
+                let path = percent_encoding::percent_decode_str(&req.path)
+                    .decode_utf8_lossy()
+                    .into_owned();
+                let signed = req
+                    .headers
+                    .get("authorization")
+                    .is_some_and(|v| v.to_str().unwrap_or("").starts_with("AWS4-HMAC-SHA256"));
+                let id = path.rsplit('/').next().unwrap_or("").to_string();
+                state.calls.lock().unwrap().push(MgmtCall {
+                    method: method.clone(),
+                    path,
+                    body: req.body,
+                    signed,
                 });
+                let gone = state.gone.lock().unwrap().contains(&id);
+                let resp = if gone {
+                    Response::builder()
+                        .status(410)
+                        .header("x-amzn-errortype", "GoneException")
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(b"{\"message\":\"gone\"}")))
+                } else if method == "DELETE" {
+                    Response::builder().status(204).body(Full::new(Bytes::new()))
+                } else {
+                    Response::builder().status(200).body(Full::new(Bytes::new()))
+                };
+                Ok(resp.unwrap())
             }
         });
         fake
@@ -342,54 +386,21 @@ pub struct DelayProxy {
 
 impl DelayProxy {
     pub async fn start(upstream: SocketAddr) -> DelayProxy {
-        use std::sync::atomic::Ordering;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let d = delay_ms.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
+        let task = accept_each(listener, move |client| {
+            let d = d.clone();
+            async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
                     return;
                 };
-                let d = d.clone();
-                conns.spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let d2 = d.clone();
-                    let up = async move {
-                        let mut buf = vec![0u8; 16384];
-                        while let Ok(n) = cr.read(&mut buf).await {
-                            if n == 0 {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(d2.load(Ordering::Relaxed))).await;
-                            if sw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                        let _ = sw.shutdown().await;
-                    };
-                    let down = async move {
-                        let mut buf = vec![0u8; 16384];
-                        while let Ok(n) = sr.read(&mut buf).await {
-                            if n == 0 {
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(d.load(Ordering::Relaxed))).await;
-                            if cw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                        let _ = cw.shutdown().await;
-                    };
-                    tokio::join!(up, down);
-                });
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let up = forward(cr, sw, d.clone());
+                let down = forward(sr, cw, d);
+                tokio::join!(up, down);
             }
         });
         DelayProxy { addr, delay_ms, task }
@@ -404,4 +415,25 @@ impl Drop for DelayProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Copies `from` to `to`, each chunk after the delay set at that moment, then shuts `to` down.
+async fn forward(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16384];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let delay = delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::eval::{Template, as_bool, scalar};
 use super::{TemplateError, err};
+use crate::contract::INTEGRATION_TIMEOUT_MS;
 use crate::gateway::mapping::{Mapping, MappingError};
 use crate::gateway::selection::Expression;
 
@@ -256,8 +257,13 @@ fn integration(id: &str, p: &Map<String, Value>) -> Result<Integration, Template
         Some(v) => {
             let ms = scalar(v)
                 .and_then(|s| s.parse::<u64>().ok())
-                .filter(|ms| (50..=29_000).contains(ms))
-                .ok_or_else(|| err(format!("resource {id}: TimeoutInMillis must be 50 to 29000")))?;
+                .filter(|ms| (50..=INTEGRATION_TIMEOUT_MS).contains(ms))
+                .ok_or_else(|| {
+                    err(format!(
+                        "resource {id}: TimeoutInMillis must be 50 to {}",
+                        INTEGRATION_TIMEOUT_MS
+                    ))
+                })?;
             Some(ms)
         }
     };

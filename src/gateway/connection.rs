@@ -15,10 +15,10 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::lifecycle::Lifecycle;
 use crate::timefmt::now_ms;
@@ -172,7 +172,7 @@ pub struct Limits {
 }
 
 /// The event pipeline's answer to one message: the frame to send back, if any.
-pub type Reply = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+pub type Reply = Pin<Box<dyn Future<Output = Option<Utf8Bytes>> + Send>>;
 
 /// Serves the connection until it ends: reads frames, starts `on_message` for each text
 /// message (the next is read only once it answered), writes its reply and the queued frames.
@@ -182,16 +182,26 @@ pub async fn run(
     handle: &ConnHandle,
     lifecycle: &Lifecycle,
     limits: Limits,
-    on_message: impl Fn(String) -> Reply,
+    on_message: impl Fn(Utf8Bytes) -> Reply,
 ) -> Ending {
     let idle = limits.idle;
     let max_deadline = tokio::time::Instant::now() + limits.max_duration;
     let mut inflight: Option<Reply> = None;
+    // One timer for both the idle limit and the maximum duration, and one shutdown watch, made
+    // once and re-armed rather than made anew for every frame.
+    let stopped = lifecycle.stopped();
+    tokio::pin!(stopped);
+    let timer = tokio::time::sleep_until(max_deadline);
+    tokio::pin!(timer);
     loop {
         let idle_deadline = {
             let since = (now_ms() - handle.last_active()).max(0) as u64;
             tokio::time::Instant::now() + idle.saturating_sub(Duration::from_millis(since))
         };
+        let deadline = idle_deadline.min(max_deadline);
+        if timer.deadline() != deadline || timer.is_elapsed() {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
             _ = handle.close_notify.notified() => {
@@ -199,8 +209,7 @@ pub async fn run(
                     break Ending::ByUs(c, r);
                 }
             }
-            _ = lifecycle.stopped() => break Ending::by_us(GOING_AWAY),
-            _ = tokio::time::sleep_until(max_deadline) => break Ending::by_us(GOING_AWAY),
+            _ = &mut stopped => break Ending::by_us(GOING_AWAY),
             _ = handle.outbound_notify.notified() => {
                 let mut failed = None;
                 while let Some(msg) = handle.pop() {
@@ -218,7 +227,7 @@ pub async fn run(
                 inflight = None;
                 if let Some(frame) = reply {
                     handle.touch();
-                    if let Err(e) = write(ws, Message::text(frame), limits.write_timeout).await {
+                    if let Err(e) = write(ws, Message::Text(frame), limits.write_timeout).await {
                         break e;
                     }
                 }
@@ -226,7 +235,7 @@ pub async fn run(
             frame = ws.next(), if inflight.is_none() => match frame {
                 Some(Ok(Message::Text(t))) => {
                     handle.touch();
-                    inflight = Some(on_message(t.as_str().to_string()));
+                    inflight = Some(on_message(t));
                 }
                 Some(Ok(Message::Binary(_))) => break Ending::by_us(UNSUPPORTED),
                 Some(Ok(Message::Close(frame))) => {
@@ -237,7 +246,10 @@ pub async fn run(
                 Some(Err(err)) => break Ending::from_read_error(err),
                 None => break Ending::Dropped,
             },
-            _ = tokio::time::sleep_until(idle_deadline) => {
+            _ = &mut timer => {
+                if tokio::time::Instant::now() >= max_deadline {
+                    break Ending::by_us(GOING_AWAY);
+                }
                 if (now_ms() - handle.last_active()).max(0) as u128 >= idle.as_millis() {
                     break Ending::ByUs(GOING_AWAY.0, "Idle timeout".to_string());
                 }

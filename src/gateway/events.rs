@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::connection::Ctx;
 use super::ids;
 use super::integration::{self, Outcome};
-use super::mapping::{self, Inputs};
+use super::mapping::{self, Inputs, Mapping, Source};
 use super::selection;
 use super::shared::Shared;
 use super::template::{Integration, Route};
@@ -26,18 +27,27 @@ struct Event<'a> {
     kind: &'static str,
     route: &'a str,
     request_id: &'a str,
-    /// Messages only.
-    message_id: Option<String>,
+    /// Messages only (an id is drawn only if a mapping reads it).
+    message: bool,
     /// `$disconnect` only: status and reason.
     close: Option<(u16, &'a str)>,
 }
 
-/// Context variables for one event, one per row of the contract's table that has a value.
-fn context(gw: &Shared, c: &Ctx, e: &Event<'_>) -> BTreeMap<&'static str, String> {
+/// Context variables for one event: one per row of the contract's table that has a value and
+/// that one of `mappings` reads (the rest would be formatted for nothing).
+fn context(gw: &Shared, c: &Ctx, e: &Event<'_>, mappings: &[Mapping]) -> BTreeMap<&'static str, String> {
     let now = now_ms();
     let model = &gw.config.model;
     let mut m = BTreeMap::new();
+    let read = |variable: &str| {
+        mappings
+            .iter()
+            .any(|p| matches!(&p.source, Source::Context(v) if v == variable))
+    };
     for row in contract::CONTEXT {
+        if !read(row.variable) {
+            continue;
+        }
         let value = match row.supply {
             Supply::ConnectionId => c.id.clone(),
             Supply::ConnectedAt => c.connected_at.to_string(),
@@ -51,10 +61,8 @@ fn context(gw: &Shared, c: &Ctx, e: &Event<'_>) -> BTreeMap<&'static str, String
             Supply::RequestTime => clf(now),
             Supply::RequestTimeEpoch => now.to_string(),
             Supply::Stage => model.stage.clone(),
-            Supply::MessageId => match &e.message_id {
-                Some(id) => id.clone(),
-                None => continue,
-            },
+            Supply::MessageId if e.message => ids::new_id(),
+            Supply::MessageId => continue,
             Supply::DisconnectStatus => match e.close {
                 Some((code, _)) => code.to_string(),
                 None => continue,
@@ -67,6 +75,15 @@ fn context(gw: &Shared, c: &Ctx, e: &Event<'_>) -> BTreeMap<&'static str, String
         m.insert(row.variable, value);
     }
     m
+}
+
+/// What a route's integration maps (nothing without an integration).
+fn mappings(route: &Route) -> &[Mapping] {
+    route
+        .integration
+        .as_ref()
+        .map(|i| i.parameters.as_slice())
+        .unwrap_or(&[])
 }
 
 fn timeout_for(gw: &Shared, integration: &Integration) -> Duration {
@@ -110,10 +127,10 @@ pub async fn connect(
         kind: "CONNECT",
         route: "$connect",
         request_id: &request_id,
-        message_id: None,
+        message: false,
         close: None,
     };
-    let context = context(gw, ctx, &event);
+    let context = context(gw, ctx, &event, mappings(route));
     let inputs = Inputs {
         context: &context,
         handshake: Some((headers, query)),
@@ -154,23 +171,29 @@ pub async fn connect(
 }
 
 /// The message path: route selection, the integration, and the frame to send back.
-pub async fn message(gw: Arc<Shared>, ctx: Arc<Ctx>, text: String) -> Option<String> {
+pub async fn message(gw: Arc<Shared>, ctx: Arc<Ctx>, text: Utf8Bytes) -> Option<Utf8Bytes> {
     gw.metrics.message();
     let model = &gw.config.model;
     let request_id = ids::new_id();
-    let Some(key) = selection::select(&model.selection, &text, |k| model.routes.contains_key(k), "$default") else {
-        return Some(error_frame("Forbidden", &ctx.id, &request_id));
+    // Parsed once, for route selection and for the mappings that read the body.
+    let body_json = serde_json::from_str::<serde_json::Value>(text.as_str()).ok();
+    let Some(key) = selection::select_parsed(
+        &model.selection,
+        body_json.as_ref(),
+        |k| model.routes.contains_key(k),
+        "$default",
+    ) else {
+        return Some(error_frame("Forbidden", &ctx.id, &request_id).into());
     };
     let route = model.routes.get(&key)?;
-    let body_json = serde_json::from_str::<serde_json::Value>(&text).ok();
     let event = Event {
         kind: "MESSAGE",
         route: &key,
         request_id: &request_id,
-        message_id: Some(ids::new_id()),
+        message: true,
         close: None,
     };
-    let context = context(&gw, &ctx, &event);
+    let context = context(&gw, &ctx, &event, mappings(route));
     let inputs = Inputs {
         context: &context,
         handshake: None,
@@ -182,13 +205,14 @@ pub async fn message(gw: Arc<Shared>, ctx: Arc<Ctx>, text: String) -> Option<Str
             if !route.two_way || body.is_empty() {
                 return None;
             }
-            match String::from_utf8(body.to_vec()) {
+            // The answer becomes the frame without a copy when it is UTF-8.
+            match Utf8Bytes::try_from(body) {
                 Ok(s) => Some(s),
-                Err(_) => Some(error_frame("Internal server error", &ctx.id, &request_id)),
+                Err(_) => Some(error_frame("Internal server error", &ctx.id, &request_id).into()),
             }
         }
-        Outcome::Timeout => Some(error_frame("Endpoint request timed out", &ctx.id, &request_id)),
-        Outcome::Failed(_) => Some(error_frame("Internal server error", &ctx.id, &request_id)),
+        Outcome::Timeout => Some(error_frame("Endpoint request timed out", &ctx.id, &request_id).into()),
+        Outcome::Failed(_) => Some(error_frame("Internal server error", &ctx.id, &request_id).into()),
     }
 }
 
@@ -202,10 +226,10 @@ pub async fn disconnect(gw: &Shared, ctx: &Ctx, code: u16, reason: &str) {
         kind: "DISCONNECT",
         route: "$disconnect",
         request_id: &request_id,
-        message_id: None,
+        message: false,
         close: Some((code, reason)),
     };
-    let context = context(gw, ctx, &event);
+    let context = context(gw, ctx, &event, mappings(route));
     let inputs = Inputs {
         context: &context,
         handshake: None,

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
@@ -141,9 +142,11 @@ pub async fn handshake(
     // a connection that `$connect` accepted but that never opened gets its `$disconnect`, so
     // no session is left behind.
     let (answer, answered) = oneshot::channel::<Response<Body>>();
-    tokio::spawn(async move {
+    // The connect and disconnect calls are boxed: awaited inline they would size this task,
+    // which lives as long as the connection, by the largest of them.
+    let fut = async move {
         let _slot = slot;
-        let subprotocol = match events::connect(&gw, &ctx, &handshake_headers, &query).await {
+        let subprotocol = match Box::pin(events::connect(&gw, &ctx, &handshake_headers, &query)).await {
             Ok(subprotocol) => subprotocol,
             Err(refusal) => {
                 let _ = answer.send(refusal);
@@ -154,7 +157,13 @@ pub async fn handshake(
         gw.metrics.connect("accepted");
         if answer.send(switching_protocols(&key, subprotocol)).is_err() {
             tracing::debug!(connection_id = %ctx.id, "client left during $connect");
-            events::disconnect(&gw, &ctx, ABNORMAL, "Client left during the handshake").await;
+            Box::pin(events::disconnect(
+                &gw,
+                &ctx,
+                ABNORMAL,
+                "Client left during the handshake",
+            ))
+            .await;
             return;
         }
         match on_upgrade.await {
@@ -165,10 +174,11 @@ pub async fn handshake(
             }
             Err(err) => {
                 tracing::debug!(error = %err, "upgrade failed after $connect");
-                events::disconnect(&gw, &ctx, ABNORMAL, "Upgrade failed").await;
+                Box::pin(events::disconnect(&gw, &ctx, ABNORMAL, "Upgrade failed")).await;
             }
         }
-    });
+    };
+    tokio::spawn(fut);
     answered
         .await
         .unwrap_or_else(|_| http_server::error(StatusCode::INTERNAL_SERVER_ERROR, "handshake failed"))
@@ -183,7 +193,7 @@ async fn open(gw: Arc<Shared>, mut ws: Socket, ctx: Arc<Ctx>, lifecycle: Lifecyc
         max_duration: gw.config.max_connection_duration,
         write_timeout: gw.config.write_timeout,
     };
-    let on_message = |text: String| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), text)) };
+    let on_message = |text: Utf8Bytes| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), text)) };
     let ending = connection::run(&mut ws, &handle, &lifecycle, limits, on_message).await;
     // Unregister first: from here on @connections answers 410.
     gw.connections.unregister(handle.id());
@@ -193,5 +203,5 @@ async fn open(gw: Arc<Shared>, mut ws: Socket, ctx: Arc<Ctx>, lifecycle: Lifecyc
     // frame just sent is not lost to a reset.
     drop(ws);
     tracing::debug!(connection_id = %ctx.id, code, reason = %reason, "connection closed");
-    events::disconnect(&gw, &ctx, code, &reason).await;
+    Box::pin(events::disconnect(&gw, &ctx, code, &reason)).await;
 }

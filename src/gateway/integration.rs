@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request};
+use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -61,6 +61,10 @@ fn encode(s: &str) -> String {
 
 /// Builds the backend URI: path parameters replace `{name}`, query parameters are appended.
 fn uri(integration: &Integration, mapped: &Mapped) -> Result<http::Uri, String> {
+    if mapped.path.is_empty() && mapped.query.is_empty() {
+        // The usual case: the URI as the template gave it, parsed once at load.
+        return Ok(integration.uri.clone());
+    }
     let mut text = integration.uri.to_string();
     for (name, value) in &mapped.path {
         text = text.replace(&format!("{{{name}}}"), &encode(value));
@@ -99,15 +103,13 @@ async fn send(client: &HttpClient, integration: &Integration, mapped: &Mapped, b
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = integration.method.clone();
     *req.uri_mut() = uri;
+    req.headers_mut().reserve(mapped.headers.len());
     for (name, value) in &mapped.headers {
-        match (
-            HeaderName::try_from(name.as_str()),
-            HeaderValue::try_from(value.as_str()),
-        ) {
-            (Ok(n), Ok(v)) => {
-                req.headers_mut().append(n, v);
+        match HeaderValue::try_from(value.as_str()) {
+            Ok(v) => {
+                req.headers_mut().append(name.clone(), v);
             }
-            _ => tracing::debug!(header = %name, "mapped header value is not valid in HTTP; left out"),
+            Err(_) => tracing::debug!(header = %name, "mapped header value is not valid in HTTP; left out"),
         }
     }
     let resp = match client.request(req).await {

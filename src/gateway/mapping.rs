@@ -35,6 +35,8 @@ pub enum Source {
 pub struct Mapping {
     pub target: Target,
     pub source: Source,
+    /// A header target's name, parsed once when the template loads.
+    pub header: Option<http::HeaderName>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -84,7 +86,14 @@ impl Mapping {
                 "{key}: {v:?} is not a supported mapping source (context.*, route.request.header|querystring|body.*, stageVariables.*, 'literal')"
             )));
         };
-        Ok(Mapping { target, source })
+        let header = match &target {
+            Target::Header(n) => Some(
+                http::HeaderName::from_bytes(n.as_bytes())
+                    .map_err(|_| bad(format!("RequestParameters key {key:?} is not a valid header name")))?,
+            ),
+            _ => None,
+        };
+        Ok(Mapping { target, source, header })
     }
 
     pub fn target_name(&self) -> &str {
@@ -109,7 +118,7 @@ pub struct Inputs<'a> {
 /// The mapped values, by target.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Mapped {
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(http::HeaderName, String)>,
     pub query: Vec<(String, String)>,
     pub path: Vec<(String, String)>,
 }
@@ -127,7 +136,11 @@ pub fn apply(mappings: &[Mapping], inputs: &Inputs<'_>) -> Mapped {
         };
         let Some(value) = value else { continue };
         match &m.target {
-            Target::Header(n) => out.headers.push((n.clone(), value)),
+            Target::Header(_) => {
+                if let Some(name) = &m.header {
+                    out.headers.push((name.clone(), value));
+                }
+            }
             Target::Query(n) => out.query.push((n.clone(), value)),
             Target::Path(n) => out.path.push((n.clone(), value)),
         }
@@ -197,7 +210,10 @@ mod tests {
         );
         assert_eq!(
             out.headers,
-            vec![("id".into(), "abc=".into()), ("b".into(), "1".into())]
+            vec![
+                (http::HeaderName::from_static("id"), "abc=".into()),
+                (http::HeaderName::from_static("b"), "1".into())
+            ]
         );
         assert_eq!(out.query, vec![("c".into(), "blue".into())]);
     }

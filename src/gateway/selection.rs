@@ -150,11 +150,27 @@ impl Expression {
 /// Chooses the route key for a message: non-JSON goes to `$default`; otherwise the evaluated key
 /// if a custom route has it, else `$default` if defined, else `None` (the Forbidden frame).
 pub fn select(expr: &Expression, message: &str, has_route: impl Fn(&str) -> bool, default: &str) -> Option<String> {
+    select_parsed(
+        expr,
+        serde_json::from_str::<Value>(message).ok().as_ref(),
+        has_route,
+        default,
+    )
+}
+
+/// [`select`] for a message already parsed (`None` when it is not JSON), so the message path
+/// parses each message once for selection and mapping both.
+pub fn select_parsed(
+    expr: &Expression,
+    body: Option<&Value>,
+    has_route: impl Fn(&str) -> bool,
+    default: &str,
+) -> Option<String> {
     let fallback = || has_route(default).then(|| default.to_string());
-    let Ok(body) = serde_json::from_str::<Value>(message) else {
+    let Some(body) = body else {
         return fallback();
     };
-    let key = expr.evaluate(&body);
+    let key = expr.evaluate(body);
     if !key.starts_with('$') && has_route(&key) {
         return Some(key);
     }

@@ -346,9 +346,9 @@ def storm_rows():
     return r
 
 
-def hold_idle(url, measure, n=None, sources=0, timeout=300):
+def hold_idle(url, measure, n=None, sources=0, timeout=300, shortfall=0):
     """Opens n idle clients (IDLE_CONNECTIONS by default), returns measure() before and after,
-    per connection."""
+    per connection opened. Up to `shortfall` handshakes may fail (the peer's row says how many)."""
     n = n or IDLE_CONNECTIONS
     before = measure()
     holder = start([os.path.join(EX, "ws_idle"), url, str(n)] + (["--sources", str(sources)] if sources else []),
@@ -364,16 +364,18 @@ def hold_idle(url, measure, n=None, sources=0, timeout=300):
     after = measure()
     holder.send_signal(signal.SIGTERM)
     holder.wait(timeout=120)
-    if opened != n:
+    if opened < n - shortfall:
         raise SystemExit(f"only {opened} of {n} idle connections opened on {url}")
-    return (after - before) / opened
+    if opened != n:
+        print(f"bench: {opened} of {n} idle connections opened on {url}", file=sys.stderr)
+    return (after - before) / opened, opened
 
 
 def idle_rows():
     r = {}
     b, bport, _ = serve(None, ["--shared-secret", SECRET])
     g, gport = gateway(bport)
-    r["socketless"] = hold_idle(f"ws://127.0.0.1:{gport}/bench", lambda: rss_kib(g.pid))
+    r["socketless"] = hold_idle(f"ws://127.0.0.1:{gport}/bench", lambda: rss_kib(g.pid))[0]
     stop(g)
     stop(b)
     r["large"] = idle_large_blocker()
@@ -381,14 +383,17 @@ def idle_rows():
         b, bport, _ = serve(None, ["--shared-secret", SECRET])
         g, gport = gateway(bport, max_connections=IDLE_LARGE + 1000)
         r["large"] = hold_idle(f"ws://127.0.0.1:{gport}/bench", lambda: rss_kib(g.pid), IDLE_LARGE,
-                               IDLE_LARGE_SOURCES, timeout=240)
+                               IDLE_LARGE_SOURCES, timeout=240)[0]
         stop(g)
         stop(b)
     bport = free_port()
     b = start([os.path.join(EX, "pushpin_backend"), f"127.0.0.1:{bport}"])
     wait_port(bport)
     pp, pport = pushpin(bport)
-    r["pushpin"] = hold_idle(f"ws://127.0.0.1:{pport}/", lambda: rss_kib(pp.pid, tree=True))
+    # Pushpin under this load has refused a handful of its 10,000 handshakes: its figure is per
+    # connection it actually opened, and the row gives the count when it fell short.
+    r["pushpin"], r["pushpin_opened"] = hold_idle(f"ws://127.0.0.1:{pport}/", lambda: rss_kib(pp.pid, tree=True),
+                                                  shortfall=IDLE_CONNECTIONS // 100)
     stop(pp)
     stop(b)
     return r
@@ -520,7 +525,8 @@ def main():
          f"{c['socketless']['rps'] / c['direct']['rps']:.2f}× direct", "", None),
         ("Connect storm handshake p50 / p99 ms", f"{c['socketless']['p50']:.2f} / {c['socketless']['p99']:.2f}",
          f"direct {c['direct']['p50']:.2f} / {c['direct']['p99']:.2f}", "", "", None),
-        (f"Memory per idle connection ({IDLE_CONNECTIONS:,} held)", f"{i['socketless']:.1f} KiB", f"Pushpin {i['pushpin']:.1f} KiB",
+        (f"Memory per idle connection ({IDLE_CONNECTIONS:,} held)", f"{i['socketless']:.1f} KiB", f"Pushpin {i['pushpin']:.1f} KiB"
+         + (f" ({i['pushpin_opened']:,} of {IDLE_CONNECTIONS:,} opened)" if i["pushpin_opened"] != IDLE_CONNECTIONS else ""),
          f"{i['socketless'] / i['pushpin']:.2f}× Pushpin", "≤ 4 KiB", i["socketless"] <= 4),
         (f"Memory per idle connection ({IDLE_LARGE:,} held)", large if isinstance(large, str) else f"{large:.1f} KiB",
          f"{IDLE_CONNECTIONS:,} held: {i['socketless']:.1f} KiB",

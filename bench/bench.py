@@ -6,6 +6,12 @@ Run through ci/bench.sh, which builds the binaries and installs the tools. Loads
 the load generator to core 1 (taskset).
 
 usage: bench.py SOCKETLESS_BINARY EXAMPLES_DIR VENV_PYTHON [IMAGE_SIZE_BYTES]
+
+Knobs for a quick check of the script itself (their figures are not comparable to a full run):
+BENCH_SECONDS (measured seconds per load, default 10), BENCH_WARMUP (default 2), and
+BENCH_ONLY=section,... to run only those sections (backend, full path, scale-out, upstream,
+connect storm, idle memory, DynamoDB, startup) and print their raw figures as JSON instead of the
+table; nothing is appended to bench/RESULTS.md then.
 """
 import datetime
 import json
@@ -19,15 +25,23 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN, EX, VENV_PY = sys.argv[1], sys.argv[2], sys.argv[3]
 IMAGE_SIZE = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
 SERVER_CORE, LOAD_CORE = "0", "1"
-WRK_SECONDS, WS_SECONDS, WARMUP = 10, 10, 2
-WRK_CONNECTIONS, WS_CLIENTS, IDLE_CONNECTIONS = 32, 64, 10_000
+WRK_SECONDS = WS_SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
+ONLY = [x.strip() for x in os.environ["BENCH_ONLY"].split(",")] if os.environ.get("BENCH_ONLY") else None
+WRK_CONNECTIONS, WS_CLIENTS, IDLE_CONNECTIONS, IDLE_LARGE = 32, 64, 10_000, 100_000
+STORM_CLIENTS, STORM_MAX = 32, 100_000
+# The 100,000-connection row spreads its clients over this many loopback source addresses
+# (127.0.0.1 to 127.0.0.8): one address has about 28,000 ephemeral ports.
+IDLE_LARGE_SOURCES = 8
 SECRET = "bench-shared-secret-0123456789"
 procs = []
 work = tempfile.mkdtemp(prefix="socketless-bench-")
@@ -35,6 +49,22 @@ _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
 if _hard != resource.RLIM_INFINITY and _hard < IDLE_CONNECTIONS + 1024:
     IDLE_CONNECTIONS = _hard - 1024
+# serve signs its @connections pushes (async reply mode) with these; the gateways here do not
+# check SigV4.
+os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1")
+
+
+def idle_large_blocker():
+    """Why the 100,000-connection row cannot run here, or None."""
+    need = IDLE_LARGE + 2048
+    if _hard != resource.RLIM_INFINITY and _hard < need:
+        return (f"not run: the hard limit on open files is {_hard:,} (`ulimit -Hn`, not raisable here); "
+                f"the gateway and the client each need {need:,}")
+    with open("/proc/meminfo") as f:
+        avail_kib = int(re.search(r"MemAvailable:\s+(\d+)", f.read()).group(1))
+    if avail_kib < 6 * 1024 * 1024:
+        return f"not run: {avail_kib / 1024 / 1024:.1f} GiB available, 6 GiB wanted for 100,000 client and server sockets"
+    return None
 
 
 def free_port():
@@ -95,13 +125,16 @@ def rss_kib(pid, tree=False):
     return total
 
 
-def wait_http(url, timeout=30):
+def wait_http(url, timeout=30, any_status=False):
     deadline = time.time() + timeout
     while True:
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
                     return
+        except urllib.error.HTTPError:
+            if any_status:
+                return
         except OSError:
             pass
         if time.time() > deadline:
@@ -159,11 +192,11 @@ def serve(core=None, extra=()):
     return p, port, iport
 
 
-def gateway(backend_port, core=None, extra=()):
-    port = free_port()
+def gateway(backend_port, core=None, extra=(), port=None, max_connections=20_000):
+    port = port or free_port()
     p = start([BIN, "gateway", "--listen", f"127.0.0.1:{port}", "--param", f"IntegrationUri=http://127.0.0.1:{backend_port}",
                "--param", f"SharedSecret={SECRET}", "--param", "StageName=bench", "--log", "warn",
-               "--shutdown-delay", "0s", "--max-connections", "20000", *extra], core)
+               "--shutdown-delay", "0s", "--max-connections", str(max_connections), *extra], core)
     wait_http(f"http://127.0.0.1:{port}/readyz")
     return p, port
 
@@ -196,11 +229,25 @@ def pushpin(backend_port, core=None):
     return p, port
 
 
+def upstream_app():
+    """The minimal upstream app: bench/hyper_echo.rs answers every request, /healthz included,
+    with 200 and the request's body, so /connect accepts and /message echoes."""
+    port = free_port()
+    p = start([os.path.join(EX, "hyper_echo"), f"127.0.0.1:{port}"], SERVER_CORE)
+    wait_port(port)
+    return p, port
+
+
 def backend_rows():
     r = {}
     p, port, _ = serve(SERVER_CORE)
     r["serve"] = wrk(f"http://127.0.0.1:{port}/message")
     stop(p)
+    app, app_port = upstream_app()
+    p, port, _ = serve(SERVER_CORE, ["--upstream", f"http://127.0.0.1:{app_port}"])
+    r["upstream"] = wrk(f"http://127.0.0.1:{port}/message")
+    stop(p)
+    stop(app)
     port = free_port()
     p = start([os.path.join(EX, "hyper_echo"), f"127.0.0.1:{port}"], SERVER_CORE)
     wait_port(port)
@@ -236,33 +283,117 @@ def full_path_rows():
     return r
 
 
-def hold_idle(url, measure):
-    """Opens IDLE_CONNECTIONS idle clients, returns measure() before and after, per connection."""
+def async_rows():
+    """Replies in async mode (`serve` pushes each one through @connections): one gateway, then
+    three replicas where every push lands on a replica that does not own the connection (clients
+    on gateway 0, `--push-endpoint` on gateway 1, which forwards each push to gateway 0)."""
+    r = {}
+    gport = free_port()
+    b, bport, _ = serve(SERVER_CORE, ["--shared-secret", SECRET, "--reply-mode", "async",
+                                      "--push-endpoint", f"http://127.0.0.1:{gport}/bench"])
+    g, _ = gateway(bport, SERVER_CORE, port=gport)
+    r["one gateway"] = ws_load(f"ws://127.0.0.1:{gport}/bench")
+    stop(g)
+    stop(b)
+    ports = [free_port() for _ in range(3)]
+    peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+    b, bport, _ = serve(SERVER_CORE, ["--shared-secret", SECRET, "--reply-mode", "async",
+                                      "--push-endpoint", f"http://127.0.0.1:{ports[1]}/bench"])
+    gws = [gateway(bport, SERVER_CORE, ["--ordinal", str(i), "--peers", peers], port=p)[0] for i, p in enumerate(ports)]
+    r["non-owner"] = ws_load(f"ws://127.0.0.1:{ports[0]}/bench")
+    for g in gws:
+        stop(g)
+    stop(b)
+    return r
+
+
+def upstream_rows():
+    """The full path with `serve --upstream` in front of the minimal app."""
+    app, app_port = upstream_app()
+    b, bport, _ = serve(SERVER_CORE, ["--shared-secret", SECRET, "--upstream", f"http://127.0.0.1:{app_port}"])
+    g, gport = gateway(bport, SERVER_CORE)
+    r = ws_load(f"ws://127.0.0.1:{gport}/bench")
+    stop(g)
+    stop(b)
+    stop(app)
+    return r
+
+
+def ws_connect(url):
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, os.path.join(EX, "ws_connect"), url, "--clients", str(STORM_CLIENTS),
+         "--duration", f"{WS_SECONDS}s", "--warmup", f"{WARMUP}s", "--max", str(STORM_MAX)],
+        capture_output=True, text=True, check=True, timeout=WS_SECONDS + WARMUP + 60).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    if r["errors"]:
+        raise SystemExit(f"ws_connect saw {r['errors']} failed handshakes against {url}")
+    return {"rps": r["per_sec"], "p50": r["p50_ms"], "p99": r["p99_ms"], "cycles": r["cycles"]}
+
+
+def storm_rows():
+    """Handshakes per second: each client opens, gets the 101, closes, and opens the next."""
+    r = {}
+    b, bport, _ = serve(SERVER_CORE, ["--shared-secret", SECRET])
+    g, gport = gateway(bport, SERVER_CORE)
+    r["socketless"] = ws_connect(f"ws://127.0.0.1:{gport}/bench")
+    stop(g)
+    stop(b)
+    port = free_port()
+    e = start([os.path.join(EX, "ws_echo"), f"127.0.0.1:{port}"], SERVER_CORE)
+    wait_port(port)
+    r["direct"] = ws_connect(f"ws://127.0.0.1:{port}/")
+    stop(e)
+    return r
+
+
+def hold_idle(url, measure, n=None, sources=0, timeout=300, shortfall=0):
+    """Opens n idle clients (IDLE_CONNECTIONS by default), returns measure() before and after,
+    per connection opened. Up to `shortfall` handshakes may fail (the peer's row says how many)."""
+    n = n or IDLE_CONNECTIONS
     before = measure()
-    holder = start([os.path.join(EX, "ws_idle"), url, str(IDLE_CONNECTIONS)], LOAD_CORE, stdout=subprocess.PIPE, text=True)
+    holder = start([os.path.join(EX, "ws_idle"), url, str(n)] + (["--sources", str(sources)] if sources else []),
+                   LOAD_CORE, stdout=subprocess.PIPE, text=True)
+    timer = threading.Timer(timeout, holder.kill)
+    timer.start()
     line = holder.stdout.readline()
+    timer.cancel()
+    if not line:
+        raise SystemExit(f"ws_idle did not open {n} connections on {url} within {timeout}s")
     opened = json.loads(line)["open"]
     time.sleep(2)
     after = measure()
     holder.send_signal(signal.SIGTERM)
-    holder.wait(timeout=60)
-    if opened != IDLE_CONNECTIONS:
-        raise SystemExit(f"only {opened} of {IDLE_CONNECTIONS} idle connections opened on {url}")
-    return (after - before) / opened
+    holder.wait(timeout=120)
+    if opened < n - shortfall:
+        raise SystemExit(f"only {opened} of {n} idle connections opened on {url}")
+    if opened != n:
+        print(f"bench: {opened} of {n} idle connections opened on {url}", file=sys.stderr)
+    return (after - before) / opened, opened
 
 
 def idle_rows():
     r = {}
     b, bport, _ = serve(None, ["--shared-secret", SECRET])
     g, gport = gateway(bport)
-    r["socketless"] = hold_idle(f"ws://127.0.0.1:{gport}/bench", lambda: rss_kib(g.pid))
+    r["socketless"] = hold_idle(f"ws://127.0.0.1:{gport}/bench", lambda: rss_kib(g.pid))[0]
     stop(g)
     stop(b)
+    r["large"] = idle_large_blocker()
+    if r["large"] is None:
+        b, bport, _ = serve(None, ["--shared-secret", SECRET])
+        g, gport = gateway(bport, max_connections=IDLE_LARGE + 1000)
+        r["large"] = hold_idle(f"ws://127.0.0.1:{gport}/bench", lambda: rss_kib(g.pid), IDLE_LARGE,
+                               IDLE_LARGE_SOURCES, timeout=240)[0]
+        stop(g)
+        stop(b)
     bport = free_port()
     b = start([os.path.join(EX, "pushpin_backend"), f"127.0.0.1:{bport}"])
     wait_port(bport)
     pp, pport = pushpin(bport)
-    r["pushpin"] = hold_idle(f"ws://127.0.0.1:{pport}/", lambda: rss_kib(pp.pid, tree=True))
+    # Pushpin under this load has refused a handful of its 10,000 handshakes: its figure is per
+    # connection it actually opened, and the row gives the count when it fell short.
+    r["pushpin"], r["pushpin_opened"] = hold_idle(f"ws://127.0.0.1:{pport}/", lambda: rss_kib(pp.pid, tree=True),
+                                                  shortfall=IDLE_CONNECTIONS // 100)
     stop(pp)
     stop(b)
     return r
@@ -332,11 +463,14 @@ def fmt(v, unit=""):
 
 
 def main():
-    sections = [("backend", backend_rows), ("full path", full_path_rows), ("idle memory", idle_rows),
+    sections = [("backend", backend_rows), ("full path", full_path_rows), ("scale-out", async_rows),
+                ("upstream", upstream_rows), ("connect storm", storm_rows), ("idle memory", idle_rows),
                 ("DynamoDB", dynamodb_row), ("startup", startup_rows)]
     res = {}
     try:
         for name, fn in sections:
+            if ONLY and name not in ONLY:
+                continue
             t = time.time()
             res[name] = fn()
             print(f"bench: {name} done in {time.time() - t:.0f}s", file=sys.stderr)
@@ -345,31 +479,64 @@ def main():
             if p.poll() is None:
                 stop(p)
         shutil.rmtree(work, ignore_errors=True)
-    b, f, i, d, s = (res[k] for k in ("backend", "full path", "idle memory", "DynamoDB", "startup"))
+    if ONLY:
+        print(json.dumps(res, indent=1, default=str))
+        return
+    b, f, a, u, c, i, d, s = (res[k] for k in ("backend", "full path", "scale-out", "upstream", "connect storm",
+                                                "idle memory", "DynamoDB", "startup"))
+    sync, one, hop = f["socketless"], a["one gateway"], a["non-owner"]
+    large = i["large"]
     rows = [
         ("Backend `POST /message` req/s (memory store, wrk -c32)", fmt(b["serve"]["rps"]),
          f"bare hyper {fmt(b['hyper']['rps'])}; Flask {fmt(b['flask']['rps'])}",
          f"{b['serve']['rps'] / b['hyper']['rps']:.2f}× hyper; {b['serve']['rps'] / b['flask']['rps']:.1f}× Flask",
-         "≥ 0.8× hyper; ≥ 30× Flask",
-         b["serve"]["rps"] >= 0.8 * b["hyper"]["rps"] and b["serve"]["rps"] >= 30 * b["flask"]["rps"]),
+         "≥ 0.9× hyper", b["serve"]["rps"] >= 0.9 * b["hyper"]["rps"]),
         ("Backend p50 / p99 ms", f"{b['serve']['p50']:.3f} / {b['serve']['p99']:.3f}",
          f"hyper {b['hyper']['p50']:.3f} / {b['hyper']['p99']:.3f}; Flask {b['flask']['p50']:.3f} / {b['flask']['p99']:.3f}", "", "", None),
-        ("Full path WebSocket echo msg/s (64 clients)", fmt(f["socketless"]["rps"]),
+        ("Backend with `--upstream` (bare hyper app) req/s (wrk -c32)", fmt(b["upstream"]["rps"]),
+         f"built-in handler {fmt(b['serve']['rps'])}; bare hyper {fmt(b['hyper']['rps'])}",
+         f"{b['upstream']['rps'] / b['serve']['rps']:.2f}× built-in; {b['upstream']['rps'] / b['hyper']['rps']:.2f}× hyper", "", None),
+        ("Backend with `--upstream` p50 / p99 ms", f"{b['upstream']['p50']:.3f} / {b['upstream']['p99']:.3f}",
+         f"built-in {b['serve']['p50']:.3f} / {b['serve']['p99']:.3f}", "", "", None),
+        ("Full path WebSocket echo msg/s (64 clients)", fmt(sync["rps"]),
          f"Pushpin {fmt(f['pushpin']['rps'])}; direct echo {fmt(f['direct']['rps'])}",
-         f"{f['socketless']['rps'] / f['pushpin']['rps']:.2f}× Pushpin; {f['socketless']['rps'] / f['direct']['rps']:.2f}× direct",
-         "≥ 2× Pushpin", f["socketless"]["rps"] >= 2 * f["pushpin"]["rps"]),
-        ("Full path p50 / p99 ms", f"{f['socketless']['p50']:.2f} / {f['socketless']['p99']:.2f}",
+         f"{sync['rps'] / f['pushpin']['rps']:.2f}× Pushpin; {sync['rps'] / f['direct']['rps']:.2f}× direct",
+         "≥ 0.4× direct", sync["rps"] >= 0.4 * f["direct"]["rps"]),
+        ("Full path p50 / p99 ms", f"{sync['p50']:.2f} / {sync['p99']:.2f}",
          f"Pushpin {f['pushpin']['p50']:.2f} / {f['pushpin']['p99']:.2f}; direct {f['direct']['p50']:.2f} / {f['direct']['p99']:.2f}",
-         f"p99 {f['socketless']['p99'] / f['pushpin']['p99']:.2f}× Pushpin", "p99 ≤ 0.5× Pushpin",
-         f["socketless"]["p99"] <= 0.5 * f["pushpin"]["p99"]),
-        (f"Memory per idle connection ({IDLE_CONNECTIONS:,} held)", f"{i['socketless']:.1f} KiB", f"Pushpin {i['pushpin']:.1f} KiB",
-         f"{i['socketless'] / i['pushpin']:.2f}× Pushpin", "≤ 8 KiB", i["socketless"] <= 8),
+         f"p99 {sync['p99'] / f['direct']['p99']:.2f}× direct; {sync['p99'] / f['pushpin']['p99']:.2f}× Pushpin",
+         "p99 ≤ 3× direct", sync["p99"] <= 3 * f["direct"]["p99"]),
+        ("Full path, async replies (`--reply-mode async`), one gateway, msg/s", fmt(one["rps"]),
+         f"sync replies {fmt(sync['rps'])}", f"{one['rps'] / sync['rps']:.2f}× sync", "", None),
+        ("Full path, async replies, one gateway, p50 / p99 ms", f"{one['p50']:.2f} / {one['p99']:.2f}",
+         f"sync {sync['p50']:.2f} / {sync['p99']:.2f}", "", "", None),
+        ("Scale-out: 3 gateways, every push through a non-owner replica, msg/s", fmt(hop["rps"]),
+         f"one gateway async {fmt(one['rps'])}; sync {fmt(sync['rps'])}",
+         f"{hop['rps'] / one['rps']:.2f}× one gateway async; {hop['rps'] / sync['rps']:.2f}× sync", "", None),
+        ("Scale-out p50 / p99 ms", f"{hop['p50']:.2f} / {hop['p99']:.2f}",
+         f"one gateway async {one['p50']:.2f} / {one['p99']:.2f}; sync {sync['p50']:.2f} / {sync['p99']:.2f}",
+         f"p99 {hop['p99'] / one['p99']:.2f}× one gateway async", "", None),
+        ("Full path with `--upstream` (bare hyper app) msg/s", fmt(u["rps"]), f"built-in handler {fmt(sync['rps'])}",
+         f"{u['rps'] / sync['rps']:.2f}× built-in", "", None),
+        ("Full path with `--upstream` p50 / p99 ms", f"{u['p50']:.2f} / {u['p99']:.2f}",
+         f"built-in {sync['p50']:.2f} / {sync['p99']:.2f}", "", "", None),
+        (f"Connect storm: handshakes/s through `$connect` ({STORM_CLIENTS} clients: open, 101, close)",
+         fmt(c["socketless"]["rps"]), f"direct echo's accept rate {fmt(c['direct']['rps'])}",
+         f"{c['socketless']['rps'] / c['direct']['rps']:.2f}× direct", "", None),
+        ("Connect storm handshake p50 / p99 ms", f"{c['socketless']['p50']:.2f} / {c['socketless']['p99']:.2f}",
+         f"direct {c['direct']['p50']:.2f} / {c['direct']['p99']:.2f}", "", "", None),
+        (f"Memory per idle connection ({IDLE_CONNECTIONS:,} held)", f"{i['socketless']:.1f} KiB", f"Pushpin {i['pushpin']:.1f} KiB"
+         + (f" ({i['pushpin_opened']:,} of {IDLE_CONNECTIONS:,} opened)" if i["pushpin_opened"] != IDLE_CONNECTIONS else ""),
+         f"{i['socketless'] / i['pushpin']:.2f}× Pushpin", "≤ 4 KiB", i["socketless"] <= 4),
+        (f"Memory per idle connection ({IDLE_LARGE:,} held)", large if isinstance(large, str) else f"{large:.1f} KiB",
+         f"{IDLE_CONNECTIONS:,} held: {i['socketless']:.1f} KiB",
+         "" if isinstance(large, str) else f"{large / i['socketless']:.2f}× at {IDLE_CONNECTIONS:,}", "", None),
         ("DynamoDB calls per steady-state message (moto)", f"{d['per_message']:.4f}",
          f"{d['with_connects']:.4f} counting connects and disconnects; {int(d['messages']):,} messages", "", "≤ 0.1", d["per_message"] <= 0.1),
         ("Static binary (musl, stripped)", f"{s['binary'] / 1e6:.1f} MB", "", "", "", None),
         ("Scratch image", f"{IMAGE_SIZE / 1e6:.1f} MB" if IMAGE_SIZE else "not built (no podman)", "", "", "≤ 8 MB",
          IMAGE_SIZE is not None and IMAGE_SIZE <= 8_000_000),
-        ("Idle RSS of `serve`", f"{s['idle_rss_mib']:.1f} MiB", "", "", "", None),
+        ("Idle RSS of `serve`", f"{s['idle_rss_mib']:.1f} MiB", "", "", "≤ 10 MiB", s["idle_rss_mib"] <= 10),
         ("exec → first 200 from /readyz (median of 7)", f"{s['ready_ms']:.1f} ms", "", "", "≤ 50 ms", s["ready_ms"] <= 50),
     ]
     lines = ["| Measurement | socketless | Limit / peers (same run) | Ratio | Goal | Holds |", "|---|---|---|---|---|---|"]

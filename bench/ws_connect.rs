@@ -6,8 +6,8 @@
 //!
 //! ws_connect URL [--clients 32] [--duration 10s] [--warmup 2s] [--max 200000]
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -33,10 +33,14 @@ async fn client(url: String, measure_from: Instant, end: Instant, budget: Arc<At
         };
         let handshake = t0.elapsed();
         let _ = ws.close(None).await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = ws.next().await {} }).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
         if t0 >= measure_from {
             out.cycles += 1;
-            out.latencies_us.push(handshake.as_micros().min(u32::MAX as u128) as u32);
+            out.latencies_us
+                .push(handshake.as_micros().min(u32::MAX as u128) as u32);
         }
     }
     out
@@ -45,8 +49,13 @@ async fn client(url: String, measure_from: Instant, end: Instant, budget: Arc<At
 #[tokio::main]
 async fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let (mut url, mut clients, mut duration, mut warmup, mut max) =
-        (String::new(), 32usize, Duration::from_secs(10), Duration::from_secs(2), 200_000u64);
+    let (mut url, mut clients, mut duration, mut warmup, mut max) = (
+        String::new(),
+        32usize,
+        Duration::from_secs(10),
+        Duration::from_secs(2),
+        200_000u64,
+    );
     let mut i = 0;
     while i < argv.len() {
         let v = argv.get(i + 1).cloned().unwrap_or_default();
@@ -85,7 +94,11 @@ async fn main() {
             Err(_) => errors += 1,
         }
     }
-    let measured = Instant::now().min(end).saturating_duration_since(measure_from).as_secs_f64().max(1e-9);
+    let measured = Instant::now()
+        .min(end)
+        .saturating_duration_since(measure_from)
+        .as_secs_f64()
+        .max(1e-9);
     all.sort_unstable();
     let pct = |p: f64| {
         if all.is_empty() {

@@ -26,7 +26,10 @@ async fn open(
             socket.connect(target).await.ok()?
         }
     };
-    tokio_tungstenite::client_async(url, stream).await.ok().map(|(ws, _)| ws)
+    tokio_tungstenite::client_async(url, stream)
+        .await
+        .ok()
+        .map(|(ws, _)| ws)
 }
 
 #[tokio::main]

@@ -2,6 +2,13 @@
 # shellcheck shell=bash
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Debian installs some tools the checks start (haproxy) in /usr/sbin, which a non-root user's
+# PATH may leave out.
+case ":$PATH:" in
+  *:/usr/sbin:*) ;;
+  *) PATH="$PATH:/usr/sbin:/sbin" ;;
+esac
+export PATH
 CACHE="$ROOT/.ci-cache"
 VENV="$CACHE/venv"
 mkdir -p "$CACHE"

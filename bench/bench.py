@@ -261,13 +261,30 @@ def backend_rows():
     return r
 
 
-def full_path_rows():
-    r = {}
+def through_gateway(measure):
+    """measure(url) through the gateway and `serve` with the built-in handler, both then stopped."""
     b, bport, _ = serve(SERVER_CORE, ["--shared-secret", SECRET])
     g, gport = gateway(bport, SERVER_CORE)
-    r["socketless"] = ws_load(f"ws://127.0.0.1:{gport}/bench")
-    stop(g)
-    stop(b)
+    try:
+        return measure(f"ws://127.0.0.1:{gport}/bench")
+    finally:
+        stop(g)
+        stop(b)
+
+
+def direct_echo(measure):
+    """measure(url) against the direct WebSocket echo server (the limit), then stopped."""
+    port = free_port()
+    e = start([os.path.join(EX, "ws_echo"), f"127.0.0.1:{port}"], SERVER_CORE)
+    wait_port(port)
+    try:
+        return measure(f"ws://127.0.0.1:{port}/")
+    finally:
+        stop(e)
+
+
+def full_path_rows():
+    r = {"socketless": through_gateway(ws_load)}
     bport = free_port()
     b = start([os.path.join(EX, "pushpin_backend"), f"127.0.0.1:{bport}"], SERVER_CORE)
     wait_port(bport)
@@ -275,11 +292,7 @@ def full_path_rows():
     r["pushpin"] = ws_load(f"ws://127.0.0.1:{pport}/")
     stop(pp)
     stop(b)
-    port = free_port()
-    e = start([os.path.join(EX, "ws_echo"), f"127.0.0.1:{port}"], SERVER_CORE)
-    wait_port(port)
-    r["direct"] = ws_load(f"ws://127.0.0.1:{port}/")
-    stop(e)
+    r["direct"] = direct_echo(ws_load)
     return r
 
 
@@ -332,18 +345,7 @@ def ws_connect(url):
 
 def storm_rows():
     """Handshakes per second: each client opens, gets the 101, closes, and opens the next."""
-    r = {}
-    b, bport, _ = serve(SERVER_CORE, ["--shared-secret", SECRET])
-    g, gport = gateway(bport, SERVER_CORE)
-    r["socketless"] = ws_connect(f"ws://127.0.0.1:{gport}/bench")
-    stop(g)
-    stop(b)
-    port = free_port()
-    e = start([os.path.join(EX, "ws_echo"), f"127.0.0.1:{port}"], SERVER_CORE)
-    wait_port(port)
-    r["direct"] = ws_connect(f"ws://127.0.0.1:{port}/")
-    stop(e)
-    return r
+    return {"socketless": through_gateway(ws_connect), "direct": direct_echo(ws_connect)}
 
 
 def hold_idle(url, measure, n=None, sources=0, timeout=300, shortfall=0):

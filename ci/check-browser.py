@@ -16,9 +16,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
-from checklib import Tally, free_port, wait_http
+from checklib import Tally, free_port, stop, wait_http
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/debug/socketless"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -100,12 +99,7 @@ def main():
             except ProcessLookupError:
                 pass
             browser.wait()
-        dev.send_signal(signal.SIGTERM)
-        try:
-            dev.wait(10)
-        except subprocess.TimeoutExpired:
-            dev.kill()
-            dev.wait()
+        stop(dev)
         server.shutdown()
         shutil.rmtree(profile, ignore_errors=True)
     tally.finish()

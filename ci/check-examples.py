@@ -9,12 +9,11 @@ Usage: python3 ci/check-examples.py path/to/socketless   (needs flask, websocket
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
-from checklib import Tally, free_port, http, wait_status
+from checklib import Tally, free_port, http, stop, wait_status
 
 import websockets
 
@@ -48,16 +47,6 @@ async def refused(url):
             return None
     except websockets.InvalidStatus as e:
         return e.response.status_code
-
-
-def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def run(name, command, reply, pushed):

@@ -1,6 +1,8 @@
 """Shared plumbing for the Python checks under ci/: a pass/fail tally that prints the closing
 line CI reads (`NAME: N passed, N failed`), free loopback ports, and HTTP helpers."""
+import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -62,3 +64,14 @@ def wait_http(url, seconds=30):
     """Polls `url` until it answers 200, or exits with the reason."""
     if not wait_status(url, 200, seconds):
         sys.exit(f"{url} never answered")
+
+
+def stop(p, seconds=10):
+    """SIGTERM, then SIGKILL if the process has not exited within `seconds`."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(seconds)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

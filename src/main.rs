@@ -1,9 +1,9 @@
 //! The `socketless` binary: everything lives in the library; this only hands over to the CLI.
 
-/// mimalloc: the static musl build's own allocator is slow under concurrency; this one keeps
-/// the shipped binary as fast as a glibc build.
+/// mimalloc: see `socketless::memory` for why, and for how it is called.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: socketless::memory::MiMalloc = socketless::memory::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     socketless::cli::main()

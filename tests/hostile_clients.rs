@@ -550,3 +550,96 @@ async fn an_integration_outage_logs_a_line_a_second_not_a_line_a_message() {
         "{warnings} warning lines for {MESSAGES} failures"
     );
 }
+
+/// Reads until the server closes the connection; returns what it sent and when it closed.
+async fn closed_after(stream: &mut TcpStream, bound: Duration) -> Option<(Duration, String)> {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(started + bound), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some((started.elapsed(), String::from_utf8_lossy(&got).into_owned())),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// On one listener: an idle keep-alive connection, a connection that never finishes its request
+/// head (one byte a second), and one that keeps asking, for three keep-alive periods.
+async fn keep_alive_limits(name: &str, port: u16, request: &str, keep_alive: Duration) {
+    let bound = keep_alive * 3;
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    idle.write_all(request.as_bytes()).await.unwrap();
+    let idle = tokio::spawn(async move { closed_after(&mut idle, bound).await });
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        let head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ";
+        let opened = Instant::now();
+        let (mut rd, mut wr) = slow.split();
+        let mut bytes = head.iter().chain(std::iter::repeat(&b'a'));
+        let mut buf = [0u8; 1024];
+        while opened.elapsed() < Duration::from_secs(30) {
+            tokio::select! {
+                n = rd.read(&mut buf) => return (opened.elapsed(), matches!(n, Ok(0) | Err(_))),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if wr.write_all(&[*bytes.next().unwrap()]).await.is_err() {
+                        return (opened.elapsed(), true);
+                    }
+                }
+            }
+        }
+        (opened.elapsed(), false)
+    });
+    let mut busy = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < bound {
+        busy.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), busy.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(
+            n > 0,
+            "{name}: a connection that keeps asking was closed after {:?}",
+            started.elapsed()
+        );
+        answered += 1;
+        tokio::time::sleep(keep_alive / 3).await;
+    }
+    let (idle_closed, idle_got) = idle
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name}: the idle connection is still open after {bound:?}"));
+    let (slow_took, slow_closed) = trickle.await.unwrap();
+    println!(
+        "{name}: keep-alive {keep_alive:?}: idle connection closed after {idle_closed:?}, slow head cut off after {slow_took:?}, busy connection answered {answered} requests over {:?}",
+        started.elapsed()
+    );
+    assert!(
+        idle_got.starts_with("HTTP/1.1 200"),
+        "{name}: the idle connection's request was answered: {idle_got:?}"
+    );
+    assert!(
+        idle_closed >= keep_alive && idle_closed < keep_alive + Duration::from_secs(2),
+        "{name}: an idle connection closed after {idle_closed:?} (keep-alive {keep_alive:?})"
+    );
+    assert!(slow_closed, "{name}: the slow head's connection was not closed");
+    assert!(
+        slow_took >= keep_alive && slow_took < keep_alive + Duration::from_secs(2),
+        "{name}: a request head trickled over {slow_took:?} (keep-alive {keep_alive:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_slow_heads_are_closed_after_the_keep_alive_timeout() {
+    let keep_alive = Duration::from_secs(2);
+    let (_serve, port, _) = serve(&["--keep-alive-timeout", "2s"]).await;
+    let health = "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    keep_alive_limits("serve", port, health, keep_alive).await;
+    let backend = FakeBackend::start().await;
+    let (_gw, gport) = gateway(&backend, &["--keep-alive-timeout", "2s"], None).await;
+    keep_alive_limits("gateway", gport, health, keep_alive).await;
+}

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
+/// Randomly seeded per process; see Cargo.toml for why not SipHash.
+type Hasher = foldhash::fast::RandomState;
+
 struct Entry {
     synced_at: Instant,
     /// Messages counted since the last sync, not yet written to the store.
@@ -25,7 +28,7 @@ pub enum Lookup {
 }
 
 pub struct SessionCache {
-    entries: Mutex<LruCache<String, Entry>>,
+    entries: Mutex<LruCache<String, Entry, Hasher>>,
     sync_interval: Duration,
 }
 
@@ -33,12 +36,12 @@ impl SessionCache {
     pub fn new(capacity: usize, sync_interval: Duration) -> Self {
         let cap = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         SessionCache {
-            entries: Mutex::new(LruCache::new(cap)),
+            entries: Mutex::new(LruCache::with_hasher(cap, Hasher::default())),
             sync_interval,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, Entry, Hasher>> {
         // The cache is an optimisation; a poisoned lock still holds a usable map.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }

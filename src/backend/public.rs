@@ -2,6 +2,7 @@
 //! (shared secret, context headers, body), session bookkeeping around the handler, and the
 //! reply in the response or through `@connections`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,33 +33,90 @@ fn capped(text: &str, max: usize) -> String {
     text[..end].to_owned()
 }
 
+/// A gateway call whose head was read: what the rest of its handling needs.
+struct Call {
+    route: &'static str,
+    ctx: RequestContext,
+    body: Incoming,
+    declared: Option<u64>,
+}
+
+/// What a request's head decided.
+enum Head {
+    /// A gateway call to handle.
+    Call(Call),
+    /// Answered from the head alone, with the route its metrics count it under (none for
+    /// health checks).
+    Answered(Option<&'static str>, Response<Body>),
+}
+
 impl Backend {
     /// The public port: the gateway's integration target.
-    pub async fn public(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    ///
+    /// Everything the request's head decides happens before the returned future exists, and
+    /// the head is dropped there: the server copies that future into place for every request,
+    /// so it is kept to what the body and the handler need.
+    pub fn public(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static {
         let started = Instant::now();
-        let _in_flight = InFlight::new(&self.metrics, "public");
+        let head = self.head(req);
+        async move {
+            let _in_flight = InFlight::new(&self.metrics, "public");
+            let (route, resp) = match head {
+                Head::Call(call) => (
+                    Some(call.route),
+                    self.integration(call).await.unwrap_or_else(|err| err.response()),
+                ),
+                Head::Answered(route, resp) => (route, resp),
+            };
+            if let Some(route) = route {
+                self.observe("public", route, resp.status(), started);
+            }
+            resp
+        }
+    }
+
+    /// Routes a request and reads its head: the shared secret, the gateway context and the
+    /// declared body length.
+    fn head(&self, req: Request<Incoming>) -> Head {
         let route: &'static str = match req.uri().path() {
             contract::PATH_CONNECT => contract::PATH_CONNECT,
             contract::PATH_DISCONNECT => contract::PATH_DISCONNECT,
             contract::PATH_MESSAGE => contract::PATH_MESSAGE,
-            "/healthz" | "/readyz" => {
-                // Load balancers health-check the traffic port.
-                return http_server::health(req.uri().path(), &self.lifecycle)
+            // Load balancers health-check the traffic port.
+            path @ ("/healthz" | "/readyz") => {
+                let resp = http_server::health(path, &self.lifecycle)
                     .unwrap_or_else(|| http_server::empty(StatusCode::NOT_FOUND));
+                return Head::Answered(None, resp);
             }
-            _ => {
-                let resp = ApiError::NoRoute.response();
-                self.observe("public", "other", resp.status(), started);
-                return resp;
-            }
+            _ => return Head::Answered(Some("other"), ApiError::NoRoute.response()),
         };
-        let resp = if req.method() != Method::POST {
-            ApiError::Method("use POST").response()
-        } else {
-            self.integration(route, req).await.unwrap_or_else(|err| err.response())
+        if req.method() != Method::POST {
+            return Head::Answered(Some(route), ApiError::Method("use POST").response());
+        }
+        let (parts, body) = req.into_parts();
+        let read = || -> Result<RequestContext, ApiError> {
+            self.check_secret(&parts.headers)?;
+            context(&parts.headers)
         };
-        self.observe("public", route, resp.status(), started);
-        resp
+        let mut ctx = match read() {
+            Ok(ctx) => ctx,
+            Err(err) => return Head::Answered(Some(route), err.response()),
+        };
+        // hyper has parsed Content-Length already; its size hint is exact when one was sent.
+        let declared = hyper::body::Body::size_hint(&body).exact();
+        if self.handler.wants_headers() {
+            ctx.headers = Some(Arc::new(parts.headers));
+        }
+        Head::Call(Call {
+            route,
+            ctx,
+            body,
+            declared,
+        })
     }
 
     fn check_secret(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -75,18 +133,22 @@ impl Backend {
         }
     }
 
-    async fn integration(&self, route: &'static str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        self.check_secret(req.headers())?;
-        let mut ctx = context(req.headers())?;
-        if self.handler.wants_headers() {
-            ctx.headers = Some(std::sync::Arc::new(req.headers().clone()));
-        }
+    async fn integration(&self, call: Call) -> Result<Response<Body>, ApiError> {
+        let Call {
+            route,
+            ctx,
+            body,
+            declared,
+        } = call;
         // The body's bytes stay counted against the budget until the answer is ready.
-        let body = http_server::read_body(req, self.settings.max_body_bytes, &self.body).await?;
+        let (bytes, _reservation) =
+            http_server::read_incoming(body, declared, self.settings.max_body_bytes, &self.body).await?;
         match route {
-            contract::PATH_CONNECT => self.connect(ctx).await,
-            contract::PATH_DISCONNECT => self.disconnect(ctx).await,
-            _ => self.message(ctx, body.bytes.clone()).await,
+            // Boxed, as is a session sync: once a connection, they would otherwise size every
+            // message's future.
+            contract::PATH_CONNECT => Box::pin(self.connect(ctx)).await,
+            contract::PATH_DISCONNECT => Box::pin(self.disconnect(ctx)).await,
+            _ => self.message(ctx, bytes).await,
         }
     }
 
@@ -157,11 +219,7 @@ impl Backend {
             Lookup::Fresh => self.metrics.cache_lookup(true),
             Lookup::Sync { add, cached } => {
                 self.metrics.cache_lookup(false);
-                let session = self.new_session(&ctx);
-                if let Err(err) = self.store.upsert(&session, add).await {
-                    self.cache.sync_failed(&ctx.connection_id, add, cached);
-                    return Err(ApiError::store(err, &ctx.connection_id, Some(&ctx.request_id)));
-                }
+                Box::pin(self.sync_session(&ctx, add, cached)).await?;
             }
         }
         let reply = self.handler.on_message(&ctx, body).await.map_err(ApiError::Rejected)?;
@@ -176,6 +234,17 @@ impl Backend {
             )),
             ReplyMode::Async => self.reply_async(&ctx, reply).await,
         }
+    }
+
+    /// Writes the session of a message's connection (see [`crate::cache`]), adding `add`
+    /// messages to its count.
+    async fn sync_session(&self, ctx: &RequestContext, add: u64, cached: bool) -> Result<(), ApiError> {
+        let session = self.new_session(ctx);
+        if let Err(err) = self.store.upsert(&session, add).await {
+            self.cache.sync_failed(&ctx.connection_id, add, cached);
+            return Err(ApiError::store(err, &ctx.connection_id, Some(&ctx.request_id)));
+        }
+        Ok(())
     }
 
     /// Sends a reply through `@connections`.

@@ -77,6 +77,11 @@ impl Lifecycle {
         self.inner.stop_tx.send_replace(true);
     }
 
+    /// True once listeners must stop accepting.
+    pub fn is_stopping(&self) -> bool {
+        *self.inner.stop_tx.borrow()
+    }
+
     /// Resolves once listeners must stop accepting.
     pub async fn stopped(&self) {
         let mut rx = self.inner.stop_tx.subscribe();

@@ -1,8 +1,11 @@
 //! One client connection once it is open: the handle the rest of the gateway holds (its
 //! context, its bounded outbound queue, a close request), the close codes, and the single task
 //! loop that reads frames in order, hands each message to the event pipeline (one at a time),
-//! writes replies and `@connections` posts, enforces the limits and completes the closing
-//! handshake.
+//! writes replies and `@connections` posts, and completes the closing handshake.
+//!
+//! The task holds no timer and no shutdown watch: the idle timeout, the maximum duration and
+//! the shutdown reach it as close requests from the gateway's sweep over its registry (see
+//! `registry.rs`). That keeps an idle connection's task small and its wake-ups cheap.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -20,7 +23,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::lifecycle::Lifecycle;
 use crate::timefmt::now_ms;
 
 /// Close codes and reasons the gateway uses.
@@ -55,9 +57,9 @@ pub struct ConnHandle {
     /// Frames waiting for the client, bounded by `capacity`. A plain deque allocates nothing
     /// until a frame is queued, which keeps idle connections small.
     outbound: Mutex<Outbound>,
-    outbound_notify: Notify,
     close: Mutex<Option<(u16, String)>>,
-    close_notify: Notify,
+    /// Wakes the task for a queued frame or a close request; it checks both.
+    wake: Notify,
 }
 
 struct Outbound {
@@ -86,9 +88,8 @@ impl ConnHandle {
                 capacity,
                 closed: false,
             }),
-            outbound_notify: Notify::new(),
             close: Mutex::new(None),
-            close_notify: Notify::new(),
+            wake: Notify::new(),
         }
     }
 
@@ -115,7 +116,7 @@ impl ConnHandle {
         }
         q.frames.push_back(msg);
         drop(q);
-        self.outbound_notify.notify_one();
+        self.wake.notify_one();
         Ok(())
     }
 
@@ -143,7 +144,7 @@ impl ConnHandle {
             *c = Some((code, reason.to_string()));
         }
         drop(c);
-        self.close_notify.notify_one();
+        self.wake.notify_one();
     }
 
     fn take_close(&self) -> Option<(u16, String)> {
@@ -163,58 +164,32 @@ pub fn ws_config(max_message_bytes: usize, max_frame_bytes: usize) -> WebSocketC
         .max_frame_size(Some(max_frame_bytes))
 }
 
-/// Time limits of one connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub idle: Duration,
-    pub max_duration: Duration,
-    pub write_timeout: Duration,
-}
-
 /// The event pipeline's answer to one message: the frame to send back, if any.
 pub type Reply = Pin<Box<dyn Future<Output = Option<Utf8Bytes>> + Send>>;
 
 /// Serves the connection until it ends: reads frames, starts `on_message` for each text
-/// message (the next is read only once it answered), writes its reply and the queued frames.
-/// Returns how the connection ended; the caller unregisters it, then calls [`Ending::finish`].
+/// message (the next is read only once it answered), writes its reply and the queued frames,
+/// each within `write_timeout`. Returns how the connection ended; the caller unregisters it,
+/// then calls [`Ending::finish`].
 pub async fn run(
     ws: &mut Socket,
     handle: &ConnHandle,
-    lifecycle: &Lifecycle,
-    limits: Limits,
+    write_timeout: Duration,
     on_message: impl Fn(Utf8Bytes) -> Reply,
 ) -> Ending {
-    let idle = limits.idle;
-    let max_deadline = tokio::time::Instant::now() + limits.max_duration;
     let mut inflight: Option<Reply> = None;
-    // One timer for both the idle limit and the maximum duration, and one shutdown watch, made
-    // once and re-armed rather than made anew for every frame.
-    let stopped = lifecycle.stopped();
-    tokio::pin!(stopped);
-    let timer = tokio::time::sleep_until(max_deadline);
-    tokio::pin!(timer);
     loop {
-        let idle_deadline = {
-            let since = (now_ms() - handle.last_active()).max(0) as u64;
-            tokio::time::Instant::now() + idle.saturating_sub(Duration::from_millis(since))
-        };
-        let deadline = idle_deadline.min(max_deadline);
-        if timer.deadline() != deadline || timer.is_elapsed() {
-            timer.as_mut().reset(deadline);
-        }
         tokio::select! {
             biased;
-            _ = handle.close_notify.notified() => {
+            _ = handle.wake.notified() => {
+                // A close request wins over frames still queued.
                 if let Some((c, r)) = handle.take_close() {
                     break Ending::ByUs(c, r);
                 }
-            }
-            _ = &mut stopped => break Ending::by_us(GOING_AWAY),
-            _ = handle.outbound_notify.notified() => {
                 let mut failed = None;
                 while let Some(msg) = handle.pop() {
                     handle.touch();
-                    if let Err(e) = write(ws, msg, limits.write_timeout).await {
+                    if let Err(e) = write(ws, msg, write_timeout).await {
                         failed = Some(e);
                         break;
                     }
@@ -227,7 +202,7 @@ pub async fn run(
                 inflight = None;
                 if let Some(frame) = reply {
                     handle.touch();
-                    if let Err(e) = write(ws, Message::Text(frame), limits.write_timeout).await {
+                    if let Err(e) = write(ws, Message::Text(frame), write_timeout).await {
                         break e;
                     }
                 }
@@ -246,14 +221,6 @@ pub async fn run(
                 Some(Err(err)) => break Ending::from_read_error(err),
                 None => break Ending::Dropped,
             },
-            _ = &mut timer => {
-                if tokio::time::Instant::now() >= max_deadline {
-                    break Ending::by_us(GOING_AWAY);
-                }
-                if (now_ms() - handle.last_active()).max(0) as u128 >= idle.as_millis() {
-                    break Ending::ByUs(GOING_AWAY.0, "Idle timeout".to_string());
-                }
-            }
         }
     }
 }

@@ -16,9 +16,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::connection::{self, ABNORMAL, ConnHandle, Ctx, Limits, Reply, Socket};
+use super::connection::{self, ABNORMAL, ConnHandle, Ctx, GOING_AWAY, Reply, Socket};
 use super::events;
 use super::ids;
+use super::registry::Slot;
 use super::shared::Shared;
 use crate::contract;
 use crate::http_server::{self, Body};
@@ -145,7 +146,6 @@ pub async fn handshake(
     // The connect and disconnect calls are boxed: awaited inline they would size this task,
     // which lives as long as the connection, by the largest of them.
     let fut = async move {
-        let _slot = slot;
         let subprotocol = match Box::pin(events::connect(&gw, &ctx, &handshake_headers, &query)).await {
             Ok(subprotocol) => subprotocol,
             Err(refusal) => {
@@ -170,7 +170,9 @@ pub async fn handshake(
             Ok(upgraded) => {
                 let config = connection::ws_config(gw.config.max_message_bytes, gw.config.max_frame_bytes);
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                open(gw, ws, Arc::new(ctx), lifecycle).await;
+                // Its own task: this one's state (the handshake's headers and query among it)
+                // would otherwise stay allocated for as long as the connection is open.
+                tokio::spawn(open(gw, ws, Arc::new(ctx), lifecycle, slot));
             }
             Err(err) => {
                 tracing::debug!(error = %err, "upgrade failed after $connect");
@@ -185,16 +187,16 @@ pub async fn handshake(
 }
 
 /// The life of an open connection: registered, served, unregistered, closed, `$disconnect`.
-async fn open(gw: Arc<Shared>, mut ws: Socket, ctx: Arc<Ctx>, lifecycle: Lifecycle) {
+async fn open(gw: Arc<Shared>, mut ws: Socket, ctx: Arc<Ctx>, lifecycle: Lifecycle, slot: Slot) {
     let handle = Arc::new(ConnHandle::new(ctx.clone(), gw.config.outbound_queue));
     gw.connections.register(handle.clone());
-    let limits = Limits {
-        idle: gw.config.idle_timeout,
-        max_duration: gw.config.max_connection_duration,
-        write_timeout: gw.config.write_timeout,
-    };
+    // The gateway asks every registered connection to close when it stops; one registered
+    // after that sees the flag here.
+    if lifecycle.is_stopping() {
+        handle.request_close(GOING_AWAY.0, GOING_AWAY.1);
+    }
     let on_message = |text: Utf8Bytes| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), text)) };
-    let ending = connection::run(&mut ws, &handle, &lifecycle, limits, on_message).await;
+    let ending = connection::run(&mut ws, &handle, gw.config.write_timeout, on_message).await;
     // Unregister first: from here on @connections answers 410.
     gw.connections.unregister(handle.id());
     handle.close_queue();
@@ -204,4 +206,5 @@ async fn open(gw: Arc<Shared>, mut ws: Socket, ctx: Arc<Ctx>, lifecycle: Lifecyc
     drop(ws);
     tracing::debug!(connection_id = %ctx.id, code, reason = %reason, "connection closed");
     Box::pin(events::disconnect(&gw, &ctx, code, &reason)).await;
+    drop(slot);
 }

@@ -109,6 +109,28 @@ impl Gateway {
         management::aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden")
     }
 
+    /// Enforces the idle timeout and the maximum duration on every connection until the
+    /// lifecycle stops the listeners; then asks every connection to close with 1001.
+    async fn keep_time(&self, lifecycle: &Lifecycle) {
+        let (idle, max) = (
+            self.shared.config.idle_timeout,
+            self.shared.config.max_connection_duration,
+        );
+        // Limits hold to within an eighth of the shorter one, and at most a second.
+        let tick = (idle.min(max) / 8).clamp(Duration::from_millis(1), Duration::from_secs(1));
+        let mut sweep = tokio::time::interval(tick);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stopped = lifecycle.stopped();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = sweep.tick() => self.shared.connections.sweep(crate::timefmt::now_ms(), idle, max),
+                _ = &mut stopped => break,
+            }
+        }
+        self.shared.connections.close_all(connection::GOING_AWAY);
+    }
+
     /// Serves until the lifecycle stops it; then closes every connection with 1001 and waits
     /// (up to the drain timeout) for their `$disconnect` calls.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, lifecycle: Lifecycle, registry: Arc<Registry>) -> Drain {
@@ -121,9 +143,10 @@ impl Gateway {
             lifecycle.clone(),
             config.http,
             config.drain_timeout,
-        )
-        .await;
-        // Connection tasks see the same stop signal and close with 1001; wait for them.
+        );
+        let (http, ()) = tokio::join!(http, self.keep_time(&lifecycle));
+        // Every connection was asked to close with 1001 when the listener stopped; wait for
+        // them.
         let deadline = tokio::time::Instant::now() + config.drain_timeout;
         while self.shared.connections.slots_taken() > 0 {
             if tokio::time::Instant::now() >= deadline {

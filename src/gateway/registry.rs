@@ -5,10 +5,18 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::connection::ConnHandle;
+use super::connection::{ConnHandle, GOING_AWAY};
+
+/// The close reason of a connection that was idle for the idle timeout.
+pub const IDLE_TIMEOUT: &str = "Idle timeout";
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// Open connections, and the slots taken by handshakes in progress plus open connections.
 pub struct Registry {
@@ -72,6 +80,27 @@ impl Registry {
             .is_some()
         {
             self.active.dec();
+        }
+    }
+
+    /// Asks each connection that has been quiet for `idle`, or open for `max`, to close (1001).
+    /// The gateway runs this a few times per `idle` and at most a second apart, so the limits
+    /// hold to within that tick; a connection's task keeps no timer of its own.
+    pub fn sweep(&self, now_ms: i64, idle: Duration, max: Duration) {
+        let (idle, max) = (millis(idle), millis(max));
+        for handle in self.connections.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            if now_ms.saturating_sub(handle.ctx.connected_at) >= max {
+                handle.request_close(GOING_AWAY.0, GOING_AWAY.1);
+            } else if now_ms.saturating_sub(handle.last_active()) >= idle {
+                handle.request_close(GOING_AWAY.0, IDLE_TIMEOUT);
+            }
+        }
+    }
+
+    /// Asks every open connection to close with this status.
+    pub fn close_all(&self, (code, reason): (u16, &str)) {
+        for handle in self.connections.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            handle.request_close(code, reason);
         }
     }
 

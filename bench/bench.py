@@ -8,10 +8,12 @@ the load generator to core 1 (taskset).
 usage: bench.py SOCKETLESS_BINARY EXAMPLES_DIR VENV_PYTHON [IMAGE_SIZE_BYTES]
 
 Knobs for a quick check of the script itself (their figures are not comparable to a full run):
-BENCH_SECONDS (measured seconds per load, default 10), BENCH_WARMUP (default 2), and
+BENCH_SECONDS (measured seconds per load, default 10), BENCH_WARMUP (default 2),
+BENCH_BACKEND_ROUNDS (interleaved rounds of the backend rows, default 3), and
 BENCH_ONLY=section,... to run only those sections (backend, full path, scale-out, upstream,
 connect storm, idle memory, DynamoDB, startup) and print their raw figures as JSON instead of the
-table; nothing is appended to bench/RESULTS.md then.
+table; nothing is appended to bench/RESULTS.md then. BENCH_GLIBC_BIN names a glibc build of the
+same code for the backend's glibc row (ci/bench.sh sets it).
 """
 import datetime
 import json
@@ -33,6 +35,10 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN, EX, VENV_PY = sys.argv[1], sys.argv[2], sys.argv[3]
 IMAGE_SIZE = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
+# The same code built for glibc (not shipped): its backend row shows what the static musl build
+# costs. Optional.
+GLIBC_BIN = os.environ.get("BENCH_GLIBC_BIN")
+BACKEND_ROUNDS = int(os.environ.get("BENCH_BACKEND_ROUNDS", "3"))
 SERVER_CORE, LOAD_CORE = "0", "1"
 WRK_SECONDS = WS_SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
@@ -184,9 +190,9 @@ def ws_load(url, clients=WS_CLIENTS, seconds=WS_SECONDS, warmup=WARMUP):
     return {"rps": r["msgs_per_sec"], "p50": r["p50_ms"], "p99": r["p99_ms"]}
 
 
-def serve(core=None, extra=()):
+def serve(core=None, extra=(), binary=None):
     port, iport = free_port(), free_port()
-    p = start([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--internal-listen", f"127.0.0.1:{iport}",
+    p = start([binary or BIN, "serve", "--listen", f"127.0.0.1:{port}", "--internal-listen", f"127.0.0.1:{iport}",
                "--log", "warn", "--shutdown-delay", "0s", *extra], core)
     wait_http(f"http://127.0.0.1:{iport}/readyz")
     return p, port, iport
@@ -238,21 +244,36 @@ def upstream_app():
     return p, port
 
 
+def median_run(runs):
+    """The run with the median throughput (its latencies come with it)."""
+    return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+
+
 def backend_rows():
+    """serve, serve built for glibc and the bare hyper echo, interleaved BACKEND_ROUNDS times
+    (the median of each is kept), so that a slow spell of this shared machine hits all three."""
     r = {}
-    p, port, _ = serve(SERVER_CORE)
-    r["serve"] = wrk(f"http://127.0.0.1:{port}/message")
-    stop(p)
+    runs = {"serve": [], "glibc": [], "hyper": []}
+    for _ in range(BACKEND_ROUNDS):
+        p, port, _ = serve(SERVER_CORE)
+        runs["serve"].append(wrk(f"http://127.0.0.1:{port}/message"))
+        stop(p)
+        if GLIBC_BIN:
+            p, port, _ = serve(SERVER_CORE, binary=GLIBC_BIN)
+            runs["glibc"].append(wrk(f"http://127.0.0.1:{port}/message"))
+            stop(p)
+        port = free_port()
+        p = start([os.path.join(EX, "hyper_echo"), f"127.0.0.1:{port}"], SERVER_CORE)
+        wait_port(port)
+        runs["hyper"].append(wrk(f"http://127.0.0.1:{port}/message"))
+        stop(p)
+    for k, v in runs.items():
+        r[k] = median_run(v) if v else None
     app, app_port = upstream_app()
     p, port, _ = serve(SERVER_CORE, ["--upstream", f"http://127.0.0.1:{app_port}"])
     r["upstream"] = wrk(f"http://127.0.0.1:{port}/message")
     stop(p)
     stop(app)
-    port = free_port()
-    p = start([os.path.join(EX, "hyper_echo"), f"127.0.0.1:{port}"], SERVER_CORE)
-    wait_port(port)
-    r["hyper"] = wrk(f"http://127.0.0.1:{port}/message")
-    stop(p)
     port = free_port()
     p = start([VENV_PY, os.path.join(ROOT, "bench", "flask_app.py"), str(port)], SERVER_CORE)
     wait_port(port)
@@ -495,6 +516,10 @@ def main():
          "≥ 0.9× hyper", b["serve"]["rps"] >= 0.9 * b["hyper"]["rps"]),
         ("Backend p50 / p99 ms", f"{b['serve']['p50']:.3f} / {b['serve']['p99']:.3f}",
          f"hyper {b['hyper']['p50']:.3f} / {b['hyper']['p99']:.3f}; Flask {b['flask']['p50']:.3f} / {b['flask']['p99']:.3f}", "", "", None),
+        ("Backend req/s, the same code built for glibc (not shipped)",
+         fmt(b["glibc"]["rps"]) if b["glibc"] else "not run (BENCH_GLIBC_BIN unset)",
+         f"bare hyper {fmt(b['hyper']['rps'])}; shipped musl build {fmt(b['serve']['rps'])}",
+         f"{b['glibc']['rps'] / b['hyper']['rps']:.2f}× hyper" if b["glibc"] else "", "", None),
         ("Backend with `--upstream` (bare hyper app) req/s (wrk -c32)", fmt(b["upstream"]["rps"]),
          f"built-in handler {fmt(b['serve']['rps'])}; bare hyper {fmt(b['hyper']['rps'])}",
          f"{b['upstream']['rps'] / b['serve']['rps']:.2f}× built-in; {b['upstream']['rps'] / b['hyper']['rps']:.2f}× hyper", "", None),

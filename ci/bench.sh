@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks, run on demand (not part of ci/test.sh), bounded to about fifteen minutes. Prints one
+# Benchmarks, run on demand (not part of ci/test.sh), bounded to about twenty minutes. Prints one
 # markdown table, every row measured in this run next to its limit or peer, and appends it with
 # the date and core count to bench/RESULTS.md. See README, "Benchmarks".
 set -euo pipefail
@@ -15,6 +15,9 @@ python -m pip install -q --disable-pip-version-check -r bench/requirements.txt |
 log "building: the shipped static binary (release profile) and the load tools (loadgen profile)"
 bin="$(build_static)"
 cargo build --locked --quiet --profile loadgen --examples
+# The same code for glibc, not shipped: its backend row shows what the static musl build costs.
+cargo build --locked --quiet --release --bin socketless
+export BENCH_GLIBC_BIN="$ROOT/target/release/socketless"
 examples="$ROOT/target/loadgen/examples"
 
 image_size=""
@@ -28,4 +31,4 @@ log "measuring"
 # The 100,000-idle-connection row needs more open files than most defaults allow; raise the limit
 # where this user may, otherwise the row says why it was not run.
 ulimit -n 204800 2>/dev/null || log "open files stay at $(ulimit -n) (hard limit $(ulimit -Hn))"
-timeout 900 python bench/bench.py "$bin" "$examples" "$VENV/bin/python" "$image_size"
+timeout 1200 python bench/bench.py "$bin" "$examples" "$VENV/bin/python" "$image_size"

@@ -3,7 +3,7 @@
 //! its timeout and metrics, and what the client gets back (the 101's subprotocol, a reply frame
 //! or an error frame).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::connection::Ctx;
 use super::ids;
 use super::integration::{self, Outcome};
-use super::mapping::{self, Inputs, Mapping, Source};
+use super::mapping::{self, ContextValues, Inputs, Mapping};
 use super::selection;
 use super::shared::Shared;
 use super::template::{Integration, Route};
@@ -33,48 +33,37 @@ struct Event<'a> {
     close: Option<(u16, &'a str)>,
 }
 
-/// Context variables for one event: one per row of the contract's table that has a value and
-/// that one of `mappings` reads (the rest would be formatted for nothing).
-fn context(gw: &Shared, c: &Ctx, e: &Event<'_>, mappings: &[Mapping]) -> BTreeMap<&'static str, String> {
-    let now = now_ms();
+/// Context variables for one event: those of the contract's rows that one of `mappings` reads
+/// and that have a value (the rest would be formatted for nothing). Each is computed once,
+/// however many mappings read it.
+fn context(gw: &Shared, c: &Ctx, e: &Event<'_>, mappings: &[Mapping]) -> ContextValues {
+    let mut values = ContextValues::default();
+    let mut now = None;
     let model = &gw.config.model;
-    let mut m = BTreeMap::new();
-    let read = |variable: &str| {
-        mappings
-            .iter()
-            .any(|p| matches!(&p.source, Source::Context(v) if v == variable))
-    };
-    for row in contract::CONTEXT {
-        if !read(row.variable) {
+    for i in mappings.iter().filter_map(|m| m.context_row) {
+        if values[i].is_some() {
             continue;
         }
-        let value = match row.supply {
-            Supply::ConnectionId => c.id.clone(),
-            Supply::ConnectedAt => c.connected_at.to_string(),
-            Supply::DomainName => c.domain.clone(),
-            Supply::EventType => e.kind.to_string(),
-            Supply::RouteKey => e.route.to_string(),
-            Supply::RequestId => e.request_id.to_string(),
-            Supply::ApiId => model.api_id.clone(),
-            Supply::SourceIp => c.source_ip.clone(),
-            Supply::UserAgent => c.user_agent.clone(),
-            Supply::RequestTime => clf(now),
-            Supply::RequestTimeEpoch => now.to_string(),
-            Supply::Stage => model.stage.clone(),
-            Supply::MessageId if e.message => ids::new_id(),
-            Supply::MessageId => continue,
-            Supply::DisconnectStatus => match e.close {
-                Some((code, _)) => code.to_string(),
-                None => continue,
-            },
-            Supply::DisconnectReason => match e.close {
-                Some((_, reason)) => reason.to_string(),
-                None => continue,
-            },
+        let mut now = || *now.get_or_insert_with(now_ms);
+        values[i] = match contract::CONTEXT[i].supply {
+            Supply::ConnectionId => Some(c.id.clone()),
+            Supply::ConnectedAt => Some(c.connected_at.to_string()),
+            Supply::DomainName => Some(c.domain.clone()),
+            Supply::EventType => Some(e.kind.to_string()),
+            Supply::RouteKey => Some(e.route.to_string()),
+            Supply::RequestId => Some(e.request_id.to_string()),
+            Supply::ApiId => Some(model.api_id.clone()),
+            Supply::SourceIp => Some(c.source_ip.clone()),
+            Supply::UserAgent => Some(c.user_agent.clone()),
+            Supply::RequestTime => Some(clf(now())),
+            Supply::RequestTimeEpoch => Some(now().to_string()),
+            Supply::Stage => Some(model.stage.clone()),
+            Supply::MessageId => e.message.then(ids::new_id),
+            Supply::DisconnectStatus => e.close.map(|(code, _)| code.to_string()),
+            Supply::DisconnectReason => e.close.map(|(_, reason)| reason.to_string()),
         };
-        m.insert(row.variable, value);
     }
-    m
+    values
 }
 
 /// What a route's integration maps (nothing without an integration).
@@ -97,7 +86,7 @@ fn timeout_for(gw: &Shared, integration: &Integration) -> Duration {
 async fn invoke(gw: &Shared, route: &Route, inputs: &Inputs<'_>, body: Bytes) -> Option<Outcome> {
     let integration = route.integration.as_ref()?;
     let mapped = mapping::apply(&integration.parameters, inputs);
-    let (outcome, took) = integration::call(&gw.client, integration, &mapped, body, timeout_for(gw, integration)).await;
+    let (outcome, took) = integration::call(&gw.client, integration, mapped, body, timeout_for(gw, integration)).await;
     gw.metrics.integration(&route.key, outcome.kind(), took);
     if let Outcome::Failed(reason) = &outcome {
         if let Some(alike) = gw.warn_integration.admit() {

@@ -6,26 +6,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::mapping::Mapped;
+use super::pool::Pool;
 use super::template::Integration;
 
 /// Largest backend response the gateway reads (a reply frame is at most a message).
 const MAX_RESPONSE_BYTES: usize = crate::contract::MAX_MESSAGE_BYTES;
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = Pool;
 
+/// Idle connections are reused for 60 s, below the backends' keep-alive timeout (75 s by
+/// default), at most 256 per backend address.
 pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
+    Pool::new(Duration::from_secs(60), 256, Duration::from_secs(5))
 }
 
 /// What calling the integration gave.
@@ -84,45 +78,55 @@ fn uri(integration: &Integration, mapped: &Mapped) -> Result<http::Uri, String> 
 pub async fn call(
     client: &HttpClient,
     integration: &Integration,
-    mapped: &Mapped,
+    mapped: Mapped,
     body: Bytes,
     timeout: Duration,
 ) -> (Outcome, Duration) {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(timeout, send(client, integration, mapped, body))
-        .await
-        .unwrap_or(Outcome::Timeout);
+    let outcome = match request(integration, mapped, body) {
+        Ok(req) => tokio::time::timeout(timeout, send(client, req))
+            .await
+            .unwrap_or(Outcome::Timeout),
+        Err(e) => Outcome::Failed(e),
+    };
     (outcome, started.elapsed())
 }
 
-async fn send(client: &HttpClient, integration: &Integration, mapped: &Mapped, body: Bytes) -> Outcome {
-    let uri = match uri(integration, mapped) {
-        Ok(u) => u,
-        Err(e) => return Outcome::Failed(e),
-    };
+/// The backend request: the mapped values move into it (a header value is validated, not
+/// copied).
+fn request(integration: &Integration, mapped: Mapped, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+    let uri = uri(integration, &mapped)?;
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = integration.method.clone();
     *req.uri_mut() = uri;
     req.headers_mut().reserve(mapped.headers.len());
-    for (name, value) in &mapped.headers {
-        match HeaderValue::try_from(value.as_str()) {
+    for (name, value) in mapped.headers {
+        match HeaderValue::try_from(value) {
             Ok(v) => {
-                req.headers_mut().append(name.clone(), v);
+                req.headers_mut().append(name, v);
             }
             Err(_) => tracing::debug!(header = %name, "mapped header value is not valid in HTTP; left out"),
         }
     }
-    let resp = match client.request(req).await {
+    Ok(req)
+}
+
+async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Outcome {
+    let (resp, lease) = match client.send(req).await {
         Ok(r) => r,
-        Err(e) => return Outcome::Failed(format!("{e:?}")),
+        Err(e) => return Outcome::Failed(e),
     };
     let (parts, body) = resp.into_parts();
     match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
-        Ok(b) => Outcome::Response {
-            status: parts.status,
-            headers: parts.headers,
-            body: b.to_bytes(),
-        },
+        Ok(b) => {
+            // Read to the end: the connection can serve the next call.
+            client.give_back(lease);
+            Outcome::Response {
+                status: parts.status,
+                headers: parts.headers,
+                body: b.to_bytes(),
+            }
+        }
         Err(e) => Outcome::Failed(format!("reading the response: {e}")),
     }
 }

@@ -37,7 +37,13 @@ pub struct Mapping {
     pub source: Source,
     /// A header target's name, parsed once when the template loads.
     pub header: Option<http::HeaderName>,
+    /// For a context source, its row in [`crate::contract::CONTEXT`], found once as well.
+    pub context_row: Option<usize>,
 }
+
+/// One event's context variables, by their row in [`crate::contract::CONTEXT`]; only the rows
+/// a mapping reads are filled.
+pub type ContextValues = [Option<String>; crate::contract::CONTEXT.len()];
 
 fn valid_name(n: &str) -> bool {
     !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"._$-".contains(&b))
@@ -93,7 +99,16 @@ impl Mapping {
             ),
             _ => None,
         };
-        Ok(Mapping { target, source, header })
+        let context_row = match &source {
+            Source::Context(c) => crate::contract::CONTEXT.iter().position(|row| row.variable == c),
+            _ => None,
+        };
+        Ok(Mapping {
+            target,
+            source,
+            header,
+            context_row,
+        })
     }
 
     pub fn target_name(&self) -> &str {
@@ -108,7 +123,7 @@ pub type Handshake<'a> = (&'a HashMap<String, String>, &'a HashMap<String, Strin
 
 /// Everything a mapping can read for one event.
 pub struct Inputs<'a> {
-    pub context: &'a BTreeMap<&'static str, String>,
+    pub context: &'a ContextValues,
     /// Handshake headers and query (lowercased header names); present on `$connect` only.
     pub handshake: Option<Handshake<'a>>,
     pub body: Option<&'a Value>,
@@ -124,11 +139,14 @@ pub struct Mapped {
 }
 
 pub fn apply(mappings: &[Mapping], inputs: &Inputs<'_>) -> Mapped {
-    let mut out = Mapped::default();
+    let mut out = Mapped {
+        headers: Vec::with_capacity(mappings.len()),
+        ..Mapped::default()
+    };
     for m in mappings {
         let value = match &m.source {
             Source::Literal(s) => Some(s.clone()),
-            Source::Context(c) => inputs.context.get(c.as_str()).cloned(),
+            Source::Context(_) => m.context_row.and_then(|i| inputs.context[i].clone()),
             Source::RequestHeader(h) => inputs.handshake.and_then(|(hs, _)| hs.get(h).cloned()),
             Source::RequestQuery(q) => inputs.handshake.and_then(|(_, qs)| qs.get(q).cloned()),
             Source::Body(p) => inputs.body.and_then(|b| lookup(b, p)).map(stringify),
@@ -195,8 +213,8 @@ mod tests {
             Mapping::parse("integration.request.header.b", "route.request.body.a").unwrap(),
             Mapping::parse("integration.request.querystring.c", "stageVariables.color").unwrap(),
         ];
-        let mut ctx = BTreeMap::new();
-        ctx.insert("connectionId", "abc=".to_string());
+        let mut ctx = ContextValues::default();
+        ctx[maps[0].context_row.expect("a context row")] = Some("abc=".to_string());
         let sv: BTreeMap<String, String> = [("color".to_string(), "blue".to_string())].into();
         let body = serde_json::json!({"a": 1});
         let out = apply(

@@ -7,7 +7,8 @@
 //! and serving until shutdown. The rooms behind it: `config` (settings and the template),
 //! `handshake` (`$connect` and the 101), `connection` (an open connection's handle, queue and
 //! loop), `events` (context, integration calls, replies), `management` (`@connections`),
-//! `registry` (open connections), `metrics`, and `shared` (what those rooms share).
+//! `registry` (open connections), `pool` (the integration client), `metrics`, and `shared` (what
+//! those rooms share).
 
 mod config;
 mod connection;
@@ -19,6 +20,7 @@ mod management;
 pub mod mapping;
 mod metrics;
 mod peers;
+mod pool;
 mod registry;
 pub mod selection;
 mod shared;

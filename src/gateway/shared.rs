@@ -24,7 +24,8 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: GatewayConfig, metrics: &mut Metrics) -> Self {
-        let metrics = GatewayMetrics::register(metrics);
+        let integrated = config.model.routes.iter().filter(|(_, r)| r.integration.is_some());
+        let metrics = GatewayMetrics::register(metrics, integrated.map(|(key, _)| key));
         let peers = Peers::new(
             config.ordinal,
             config.peers.clone(),

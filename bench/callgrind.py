@@ -1,10 +1,11 @@
 """Instructions per request, counted by callgrind, for `serve`'s POST /message and for the bare
-hyper echo it is benchmarked against, under the same wrk load. Wall-clock figures on a shared
+hyper echo it is benchmarked against, under the same wrk load; and per message for the gateway
+on the full path (ws_load's 64 clients through `gateway` and `serve`, the gateway counted). Wall-clock figures on a shared
 machine move by several percent from run to run; instruction counts move by well under one, so
 this is the measurement to compare code changes with. ci/profile.sh builds what it needs and runs
 it; the figures in bench/RESULTS.md come from it.
 
-callgrind.py SOCKETLESS HYPER_ECHO LUA [SECONDS]
+callgrind.py SOCKETLESS HYPER_ECHO LUA WS_LOAD [SECONDS]
 
 For each server: start it under valgrind, warm it up with wrk, zero the counters, load it for
 SECONDS, dump, and divide the program's instructions by wrk's request count. Prints Ir per
@@ -12,6 +13,7 @@ request side by side, grouped by crate, and the functions that cost the most in 
 """
 
 import collections
+import json
 import os
 import re
 import socket
@@ -114,8 +116,8 @@ def profile(cmd, port, seconds, lua, workdir, label):
 
 
 def main():
-    socketless, hyper_echo, lua = sys.argv[1:4]
-    seconds = int(sys.argv[4]) if len(sys.argv) > 4 else 5
+    socketless, hyper_echo, lua, ws_load = sys.argv[1:5]
+    seconds = int(sys.argv[5]) if len(sys.argv) > 5 else 5
     with tempfile.TemporaryDirectory() as workdir:
         port = free_port()
         serve, n_serve = profile([socketless, "serve", "--listen", f"127.0.0.1:{port}", "--internal-listen",
@@ -137,6 +139,65 @@ def main():
     print("\nserve's costliest functions (own instructions per request):")
     for k, v in sorted(serve.items(), key=lambda kv: -kv[1])[:25]:
         print(f"{v:8,.0f}  {k[:140]}")
+
+    gateway, messages = full_path(socketless, ws_load, seconds)
+    by_g = collections.Counter()
+    for k, v in gateway.items():
+        by_g[group(k)] += v
+    print(f"\ngateway on the full path: {sum(gateway.values()):,.0f} instructions per message ({messages:,} messages)")
+    print("\n| Part | gateway Ir/message |\n|---|---|")
+    for k, v in sorted(by_g.items(), key=lambda kv: -kv[1]):
+        print(f"| {k} | {v:,.0f} |")
+    print("\nthe gateway's costliest functions (own instructions per message):")
+    for k, v in sorted(gateway.items(), key=lambda kv: -kv[1])[:25]:
+        print(f"{v:8,.0f}  {k[:140]}")
+
+
+def full_path(socketless, ws_load, seconds):
+    """The gateway under callgrind, `serve` (not counted) behind it, ws_load's 64 clients."""
+    secret = "profile-shared-secret-0123456789"
+    bport, gport = free_port(), free_port()
+    backend = subprocess.Popen([socketless, "serve", "--listen", f"127.0.0.1:{bport}", "--internal-listen",
+                                "127.0.0.1:0", "--shared-secret", secret, "--log", "warn", "--shutdown-delay", "0s"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            out = os.path.join(workdir, "callgrind.gateway")
+            vg = subprocess.Popen(["valgrind", "--tool=callgrind", "--dump-instr=no", "--dump-line=no",
+                                   f"--callgrind-out-file={out}", socketless, "gateway", "--listen", f"127.0.0.1:{gport}",
+                                   "--param", f"IntegrationUri=http://127.0.0.1:{bport}", "--param", f"SharedSecret={secret}",
+                                   "--param", "StageName=bench", "--log", "warn", "--shutdown-delay", "0s"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.time() + 60
+                while True:
+                    try:
+                        urllib.request.urlopen(f"http://127.0.0.1:{gport}/readyz", timeout=2).read()
+                        break
+                    except OSError:
+                        if time.time() > deadline or vg.poll() is not None:
+                            raise SystemExit("callgrind.py: the gateway did not start under valgrind")
+                        time.sleep(0.3)
+                url = f"ws://127.0.0.1:{gport}/bench"
+                load = [ws_load, url, "--clients", "64", "--warmup", "0s"]
+                subprocess.run(load + ["--duration", f"{WARMUP}s"], check=True, capture_output=True)
+                subprocess.run(["callgrind_control", "-z", str(vg.pid)], check=True, capture_output=True)
+                r = subprocess.run(load + ["--duration", f"{seconds}s"], check=True, capture_output=True, text=True)
+                subprocess.run(["callgrind_control", "-d", str(vg.pid)], check=True, capture_output=True)
+            finally:
+                vg.terminate()
+                vg.wait(timeout=60)
+            result = json.loads(r.stdout.strip().splitlines()[-1])
+            if result["errors"]:
+                raise SystemExit(f"callgrind.py: ws_load saw {result['errors']} errors")
+            dumps = sorted(p for p in os.listdir(workdir) if p.startswith("callgrind.gateway."))
+            if not dumps:
+                raise SystemExit("callgrind.py: no dump for the gateway")
+            costs = self_costs(os.path.join(workdir, dumps[0]))
+    finally:
+        backend.terminate()
+        backend.wait(timeout=30)
+    return {k: v / result["messages"] for k, v in costs.items()}, result["messages"]
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@
 //! resident size would stay at the peak. A collection every few seconds purges what is free,
 //! at the cost of one cheap call, and never on a request's path.
 
-use std::time::Duration;
-
 /// mimalloc, called like the C allocator (see the module's documentation).
 #[cfg(feature = "mimalloc")]
 pub struct MiMalloc;
@@ -94,7 +92,8 @@ unsafe extern "C" {
 }
 
 /// How often the collection runs.
-const EVERY: Duration = Duration::from_secs(5);
+#[cfg(feature = "mimalloc")]
+const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Starts the periodic collection on the current runtime.
 #[cfg(feature = "mimalloc")]

@@ -85,21 +85,26 @@ def group(fn):
     return "other"
 
 
+def wait_ready(url, vg, label):
+    """Waits (up to a minute: valgrind starts slowly) until url answers."""
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            if time.time() > deadline or vg.poll() is not None:
+                raise SystemExit(f"callgrind.py: {label} did not start under valgrind")
+            time.sleep(0.3)
+
+
 def profile(cmd, port, seconds, lua, workdir, label):
     out = os.path.join(workdir, f"callgrind.{label}")
     vg = subprocess.Popen(["valgrind", "--tool=callgrind", "--dump-instr=no", "--dump-line=no",
                            f"--callgrind-out-file={out}", *cmd],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
-                break
-            except OSError:
-                if time.time() > deadline or vg.poll() is not None:
-                    raise SystemExit(f"callgrind.py: {label} did not start under valgrind")
-                time.sleep(0.3)
+        wait_ready(f"http://127.0.0.1:{port}/healthz", vg, label)
         url = f"http://127.0.0.1:{port}/message"
         wrk(url, WARMUP, lua)
         subprocess.run(["callgrind_control", "-z", str(vg.pid)], check=True, capture_output=True)
@@ -169,15 +174,7 @@ def full_path(socketless, ws_load, seconds):
                                    "--param", "StageName=bench", "--log", "warn", "--shutdown-delay", "0s"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                deadline = time.time() + 60
-                while True:
-                    try:
-                        urllib.request.urlopen(f"http://127.0.0.1:{gport}/readyz", timeout=2).read()
-                        break
-                    except OSError:
-                        if time.time() > deadline or vg.poll() is not None:
-                            raise SystemExit("callgrind.py: the gateway did not start under valgrind")
-                        time.sleep(0.3)
+                wait_ready(f"http://127.0.0.1:{gport}/readyz", vg, "the gateway")
                 url = f"ws://127.0.0.1:{gport}/bench"
                 load = [ws_load, url, "--clients", "64", "--warmup", "0s"]
                 subprocess.run(load + ["--duration", f"{WARMUP}s"], check=True, capture_output=True)

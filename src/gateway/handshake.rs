@@ -143,8 +143,8 @@ pub async fn handshake(
     // a connection that `$connect` accepted but that never opened gets its `$disconnect`, so
     // no session is left behind.
     let (answer, answered) = oneshot::channel::<Response<Body>>();
-    // The connect and disconnect calls are boxed: awaited inline they would size this task,
-    // which lives as long as the connection, by the largest of them.
+    // The connect and disconnect calls are boxed: awaited inline they would size this task by
+    // the largest of them.
     let fut = async move {
         let subprotocol = match Box::pin(events::connect(&gw, &ctx, &handshake_headers, &query)).await {
             Ok(subprotocol) => subprotocol,

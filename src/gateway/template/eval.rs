@@ -25,6 +25,20 @@ fn pseudo(name: &str, region: &str) -> Option<String> {
 
 const NO_VALUE: &str = "AWS::NoValue";
 
+/// An intrinsic function's argument list of an allowed length, or an error saying what the
+/// function `takes`.
+fn list<'v>(
+    arg: &'v Value,
+    len: std::ops::RangeInclusive<usize>,
+    at: &str,
+    takes: &str,
+) -> Result<&'v [Value], TemplateError> {
+    arg.as_array()
+        .map(Vec::as_slice)
+        .filter(|a| len.contains(&a.len()))
+        .ok_or_else(|| err(format!("{at}: {takes}")))
+}
+
 /// Values of `Fn::GetAtt` that depend on the resource type: `Some` for the attributes the
 /// caller knows, `None` for the evaluator's generic answer.
 pub type Attributes = fn(ty: &str, resource: &str, attribute: &str) -> Option<String>;
@@ -189,10 +203,7 @@ impl Template {
                     }
                     "Fn::Sub" => self.sub(arg, at, depth),
                     "Fn::Join" => {
-                        let a = arg
-                            .as_array()
-                            .filter(|a| a.len() == 2)
-                            .ok_or_else(|| err(format!("{at}: Fn::Join takes [delimiter, [values]]")))?;
+                        let a = list(arg, 2..=2, at, "Fn::Join takes [delimiter, [values]]")?;
                         let delim = a[0]
                             .as_str()
                             .ok_or_else(|| err(format!("{at}: Fn::Join delimiter must be a string")))?
@@ -208,10 +219,7 @@ impl Template {
                         Ok(Value::String(strs?.join(&delim)))
                     }
                     "Fn::If" => {
-                        let a = arg
-                            .as_array()
-                            .filter(|a| a.len() == 3)
-                            .ok_or_else(|| err(format!("{at}: Fn::If takes [condition, then, else]")))?;
+                        let a = list(arg, 3..=3, at, "Fn::If takes [condition, then, else]")?;
                         let name = a[0]
                             .as_str()
                             .ok_or_else(|| err(format!("{at}: Fn::If condition must be a name")))?;
@@ -219,29 +227,20 @@ impl Template {
                         self.eval(branch, at, depth + 1)
                     }
                     "Fn::Equals" => {
-                        let a = arg
-                            .as_array()
-                            .filter(|a| a.len() == 2)
-                            .ok_or_else(|| err(format!("{at}: Fn::Equals takes two values")))?;
+                        let a = list(arg, 2..=2, at, "Fn::Equals takes two values")?;
                         let x = self.eval(&a[0], at, depth + 1)?;
                         let y = self.eval(&a[1], at, depth + 1)?;
                         Ok(Value::Bool(scalar(&x) == scalar(&y)))
                     }
                     "Fn::Not" => {
-                        let a = arg
-                            .as_array()
-                            .filter(|a| a.len() == 1)
-                            .ok_or_else(|| err(format!("{at}: Fn::Not takes one condition")))?;
+                        let a = list(arg, 1..=1, at, "Fn::Not takes one condition")?;
                         let x = self.eval(&a[0], at, depth + 1)?;
                         Ok(Value::Bool(
                             !as_bool(&x).ok_or_else(|| err(format!("{at}: Fn::Not needs a condition")))?,
                         ))
                     }
                     "Fn::And" | "Fn::Or" => {
-                        let a = arg
-                            .as_array()
-                            .filter(|a| (2..=10).contains(&a.len()))
-                            .ok_or_else(|| err(format!("{at}: {k} takes 2 to 10 conditions")))?;
+                        let a = list(arg, 2..=10, at, &format!("{k} takes 2 to 10 conditions"))?;
                         let mut vals = Vec::new();
                         for c in a {
                             let x = self.eval(c, at, depth + 1)?;

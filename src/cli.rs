@@ -52,7 +52,7 @@ pub enum Command {
 enum Ready {
     Serve(ServeConfig),
     Gateway(GatewayConfig),
-    Dev(DevConfig),
+    Dev(Box<DevConfig>),
     Probe(ProbeArgs),
     Conformance(ConformanceArgs),
 }
@@ -98,7 +98,7 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
     let ready: Result<Ready, ConfigError> = match &cli.command {
         Command::Serve(args) => args.validate().map(Ready::Serve),
         Command::Gateway(args) => args.validate().map(Ready::Gateway),
-        Command::Dev(args) => args.validate().map(Ready::Dev),
+        Command::Dev(args) => args.validate().map(|c| Ready::Dev(Box::new(c))),
         Command::Probe(args) => Ok(Ready::Probe(args.clone())),
         Command::Conformance(args) => Ok(Ready::Conformance(args.clone())),
     };
@@ -118,7 +118,10 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
     };
     // The probe prints its own result; it logs only warnings unless asked for more.
     let filter = match (&ready, cli.log.as_str()) {
-        (Ready::Probe(_) | Ready::Conformance(_), "info") => "warn",
+        (Ready::Probe(_), "info") => "warn",
+        // The kit says itself, in one line, when credentials are missing; the credential
+        // chain's own warnings would repeat it at length.
+        (Ready::Conformance(_), "info") => "warn,aws_config=error",
         (_, f) => f,
     };
     if let Err(err) = telemetry::init(format, filter) {
@@ -150,7 +153,7 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
                 } else {
                     handler
                 };
-                Ok(crate::dev::run(config, handler).await?)
+                Ok(crate::dev::run(*config, handler).await?)
             }
             // A check's result is its exit code; nothing to drain.
             Ready::Probe(args) => passed(crate::probe::run(args).await),

@@ -1,5 +1,11 @@
 //! `socketless dev`: the gateway and the backend in one process, with in-memory sessions and the
 //! template built into the binary. It prints the ws:// URL to connect to.
+//!
+//! With `--upstream`, the URL is printed and the gateway's port accepts connections only once
+//! the app has answered its health path: until then the port is bound (so it is reserved and
+//! its address known) but not listening, and clients are refused at the TCP level instead of
+//! getting 502 from a `$connect` the app cannot take. `dev` says every few seconds that it is
+//! waiting, and gives up with a non-zero exit after `--upstream-wait`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 
 use crate::config::{ConfigError, FromFlags, Labels, Problems};
 use crate::defaults;
@@ -17,6 +23,18 @@ use crate::handler::MessageHandler;
 use crate::http_server::Drain;
 use crate::lifecycle::Lifecycle;
 use crate::serve::{self, ServeArgs};
+use crate::upstream::Upstream;
+
+/// How long `dev` waits for the upstream app by default.
+const UPSTREAM_WAIT: &str = "60s";
+/// How often the app's health path is polled while waiting.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+/// Bound on one poll: an app that accepts and never answers is not up.
+const POLL_BOUND: Duration = Duration::from_secs(2);
+/// How often `dev` says it is still waiting.
+const SAY_EVERY: Duration = Duration::from_secs(5);
+/// Pending client connections the gateway's port queues.
+const BACKLOG: u32 = 1024;
 
 /// Flags of `socketless dev`.
 #[derive(clap::Args, Debug, Clone)]
@@ -36,6 +54,15 @@ pub struct DevArgs {
     /// Your HTTP app as the handler (`serve --upstream`), e.g. http://127.0.0.1:3000.
     #[arg(long, env = "SOCKETLESS_DEV_UPSTREAM")]
     pub upstream: Option<String>,
+    /// Polled on the app until it answers (any status); no client is accepted until then.
+    #[arg(long, env = "SOCKETLESS_DEV_UPSTREAM_HEALTH_PATH", default_value = defaults::UPSTREAM_HEALTH_PATH)]
+    pub upstream_health_path: String,
+    /// Give up (exit non-zero) if the app has not answered within this.
+    #[arg(long, env = "SOCKETLESS_DEV_UPSTREAM_WAIT", default_value = UPSTREAM_WAIT)]
+    pub upstream_wait: String,
+    /// Bearer token the internal API (/v1) requires, as `serve --internal-token`. Unset: none.
+    #[arg(long, env = "SOCKETLESS_INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<String>,
     /// Run the conformance backend (for `socketless conformance`) with the template's
     /// conformance mapping and route.
     #[arg(long, env = "SOCKETLESS_DEV_CONFORMANCE", default_value_t = false)]
@@ -60,6 +87,8 @@ pub struct DevConfig {
     /// Flags for the gateway beyond the template's parameters.
     pub gateway_flags: Vec<String>,
     pub conformance: bool,
+    /// How long to wait for the upstream app before giving up.
+    pub upstream_wait: Duration,
 }
 
 fn random_secret() -> String {
@@ -87,6 +116,10 @@ impl DevArgs {
                 label = l.get("stage")
             ));
         }
+        let upstream_wait = p.duration(l.get("upstream_wait"), &self.upstream_wait);
+        if upstream_wait.is_some_and(|w| w.is_zero()) {
+            p.push(format!("{}: must be more than 0s", l.get("upstream_wait")));
+        }
         p.into_result()?;
         let Some(listen) = listen else {
             return Err(ConfigError(vec!["internal: validated settings missing".into()]));
@@ -103,6 +136,10 @@ impl DevArgs {
         ];
         if let Some(app) = &self.upstream {
             serve_flags.push(format!("--upstream={app}"));
+            serve_flags.push(format!("--upstream-health-path={}", self.upstream_health_path));
+        }
+        if let Some(token) = &self.internal_token {
+            serve_flags.push(format!("--internal-token={token}"));
         }
         let serve = ServeArgs::from_flags(serve_flags).map_err(|e| ConfigError(vec![e.to_string()]))?;
         // Checked here, so a bad value is reported with every other problem at start.
@@ -126,6 +163,7 @@ impl DevArgs {
             stage: self.stage.clone(),
             gateway_flags,
             conformance: self.conformance,
+            upstream_wait: upstream_wait.unwrap_or_default(),
         })
     }
 }
@@ -141,6 +179,14 @@ pub enum DevError {
     Config(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(
+        "the app at {url} did not answer within {} s; start it (any answer to that URL will do), \
+         or wait longer with --upstream-wait",
+        waited.as_secs()
+    )]
+    UpstreamWait { url: String, waited: Duration },
+    #[error("stopped while waiting for the app at {0}")]
+    Stopped(String),
 }
 
 /// A started `dev`: the URL to connect to, and the future that serves until shutdown.
@@ -150,16 +196,36 @@ pub struct Started {
     pub run: std::pin::Pin<Box<dyn std::future::Future<Output = Drain> + Send>>,
 }
 
-/// Binds and wires everything; the caller awaits `run`.
+/// Binds and wires everything, waits for the upstream app if there is one, then listens; the
+/// caller awaits `run`. While it waits, the backend's internal port already answers (`/readyz`
+/// 503) and a line every few seconds goes to `say`.
 pub async fn start(
     config: DevConfig,
     handler: Arc<dyn MessageHandler>,
     lifecycle: Lifecycle,
 ) -> Result<Started, DevError> {
-    let gw_listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| DevError::Bind(config.listen, e))?;
-    let gw_addr = gw_listener.local_addr().map_err(|e| DevError::Bind(config.listen, e))?;
+    start_saying(config, handler, lifecycle, |_| {}).await
+}
+
+/// [`start`], with the waiting lines handed to `say`.
+pub async fn start_saying(
+    config: DevConfig,
+    handler: Arc<dyn MessageHandler>,
+    lifecycle: Lifecycle,
+    say: impl Fn(&str),
+) -> Result<Started, DevError> {
+    let bind_err = |e| DevError::Bind(config.listen, e);
+    // Bound, not listening: the address is reserved and known, and clients are refused until
+    // everything behind the gateway can take them.
+    let socket = if config.listen.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(bind_err)?;
+    socket.set_reuseaddr(true).map_err(bind_err)?;
+    socket.bind(config.listen).map_err(bind_err)?;
+    let gw_addr = socket.local_addr().map_err(bind_err)?;
     let mut serve_args = config.serve.clone();
     serve_args.push_endpoint = Some(format!("http://{gw_addr}/{}", config.stage));
     let serve_config = serve_args.validate().map_err(|e| DevError::Config(e.to_string()))?;
@@ -171,15 +237,18 @@ pub async fn start(
         crate::aws::static_config("socketless-dev", "socketless-dev", Duration::from_secs(3)),
     )
     .await?;
-    prepared.set_ready();
-    let backend_addr = prepared
-        .public
-        .local_addr()
-        .map_err(|e| DevError::Bind(config.listen, e))?;
-    let internal = prepared
-        .internal
-        .local_addr()
-        .map_err(|e| DevError::Bind(config.listen, e))?;
+    let backend_addr = prepared.public.local_addr().map_err(bind_err)?;
+    let internal = prepared.internal.local_addr().map_err(bind_err)?;
+    let app = prepared.upstream.clone();
+    let backend = tokio::spawn(prepared.run());
+    if let Some(app) = app {
+        if let Err(e) = wait_for_app(&app, config.upstream_wait, &lifecycle, &say).await {
+            lifecycle.stop_accepting();
+            let _ = backend.await;
+            return Err(e);
+        }
+    }
+    lifecycle.set_ready();
 
     let mut params = BTreeMap::from([
         ("IntegrationUri".to_string(), format!("http://{backend_addr}")),
@@ -193,15 +262,55 @@ pub async fn start(
     let mut gw_config = GatewayConfig::from_template_with(EMBEDDED_TEMPLATE, &params, &config.gateway_flags)
         .map_err(|errs| DevError::Config(errs.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ")))?;
     gw_config.listen = gw_addr;
+    let gw_listener = socket.listen(BACKLOG).map_err(bind_err)?;
     let mut registry = Registry::default();
     let gateway = Gateway::new(gw_config, &mut registry);
     let url = format!("ws://{gw_addr}/{}", config.stage);
     let lc = lifecycle.clone();
     let run = Box::pin(async move {
-        let (a, b) = tokio::join!(prepared.run(), gateway.serve(gw_listener, lc, Arc::new(registry)));
-        Drain::all(&[a, b])
+        let (a, b) = tokio::join!(backend, gateway.serve(gw_listener, lc, Arc::new(registry)));
+        // A backend task that panicked drained nothing.
+        Drain::all(&[a.unwrap_or(Drain::TimedOut), b])
     });
     Ok(Started { url, internal, run })
+}
+
+/// Polls the app's health path every [`POLL_EVERY`] until it answers, saying so every
+/// [`SAY_EVERY`]; fails after `bound`, or if shutdown begins.
+async fn wait_for_app(
+    app: &Upstream,
+    bound: Duration,
+    lifecycle: &Lifecycle,
+    say: &impl Fn(&str),
+) -> Result<(), DevError> {
+    let url = app.health_url();
+    let started = tokio::time::Instant::now();
+    let deadline = started + bound;
+    let mut next_say = started;
+    loop {
+        if lifecycle.is_draining() {
+            return Err(DevError::Stopped(url));
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if app.answers(POLL_BOUND.min(left)).await {
+            if started.elapsed() >= POLL_EVERY {
+                say(&format!("the app at {url} answers"));
+            }
+            return Ok(());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(DevError::UpstreamWait { url, waited: bound });
+        }
+        if now >= next_say {
+            say(&format!(
+                "waiting for the app at {url} (up to {} s more); clients are not accepted until it answers",
+                deadline.saturating_duration_since(now).as_secs()
+            ));
+            next_say = now + SAY_EVERY;
+        }
+        tokio::time::sleep(POLL_EVERY.min(deadline.saturating_duration_since(now))).await;
+    }
 }
 
 /// Runs `socketless dev` until Ctrl-C.
@@ -210,7 +319,12 @@ pub async fn run(config: DevConfig, handler: Arc<dyn MessageHandler>) -> Result<
     lifecycle
         .spawn_signal_handler(Duration::ZERO)
         .map_err(DevError::Signals)?;
-    let started = start(config, handler, lifecycle.clone()).await?;
+    let say = |line: &str| {
+        // A closed stderr must not stop the wait.
+        let mut err = std::io::stderr();
+        let _ = writeln!(err, "socketless dev: {line}");
+    };
+    let started = start_saying(config, handler, lifecycle.clone(), say).await?;
     // A closed stdout must not stop the servers.
     let mut out = std::io::stdout();
     let _ = writeln!(out, "socketless dev: connect with  wscat -c {}", started.url);

@@ -164,6 +164,12 @@ pub async fn run(config: ServeConfig, handler: Arc<dyn MessageHandler>) -> Resul
         .spawn_signal_handler(config.shutdown_delay)
         .map_err(ServeError::Signals)?;
     let (listen, internal, store) = (config.listen, config.internal_listen, config.store.kind);
+    if config.backend.internal_token.is_none() {
+        tracing::warn!(
+            internal = %internal,
+            "the internal API (/v1) is unauthenticated: anyone who reaches the internal port can push to, close and list connections; set --internal-token (SOCKETLESS_INTERNAL_TOKEN)"
+        );
+    }
     let prepared = prepare(config, handler, lifecycle.clone()).await?;
     prepared.set_ready();
     tracing::info!(

@@ -113,20 +113,33 @@ impl Upstream {
         })
     }
 
-    /// Waits until the app answers its health path (any HTTP status counts: the app is up), so
-    /// `serve` turns ready only once it can hand events over. Returns early if shutdown begins.
+    /// The URL polled until the app answers: the base and the health path.
+    pub fn health_url(&self) -> String {
+        format!("{}{}", self.settings.base, self.settings.health_path)
+    }
+
+    /// Whether the app answers its health path now, within `bound` (any HTTP status counts:
+    /// the app is up).
+    pub async fn answers(&self, bound: Duration) -> bool {
+        let Ok(uri) = self.health_url().parse::<http::Uri>() else {
+            return false;
+        };
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = uri;
+        matches!(tokio::time::timeout(bound, self.client.request(req)).await, Ok(Ok(_)))
+    }
+
+    /// Waits until the app answers its health path, so `serve` turns ready only once it can
+    /// hand events over. Returns early if shutdown begins.
     pub async fn wait_until_answering(&self, lifecycle: &Lifecycle) {
-        let url = format!("{}{}", self.settings.base, self.settings.health_path);
+        let url = self.health_url();
         let started = Instant::now();
         let mut logged = Instant::now();
         loop {
             if lifecycle.is_draining() {
                 return;
             }
-            let Ok(uri) = url.parse::<http::Uri>() else { return };
-            let mut req = Request::new(Full::new(Bytes::new()));
-            *req.uri_mut() = uri;
-            if let Ok(Ok(_)) = tokio::time::timeout(self.settings.timeout, self.client.request(req)).await {
+            if self.answers(self.settings.timeout).await {
                 tracing::info!(upstream = %self.settings.base, waited_ms = started.elapsed().as_millis() as u64, "the upstream app answers");
                 return;
             }

@@ -25,6 +25,10 @@ pub enum ApiError {
     NoSecret,
     #[error("wrong shared secret")]
     WrongSecret,
+    #[error("missing bearer token (Authorization: Bearer TOKEN)")]
+    NoToken,
+    #[error("wrong bearer token")]
+    WrongToken,
     #[error("no such route")]
     NoRoute,
     /// The method is not one the route takes; the text says which to use.
@@ -73,7 +77,7 @@ impl ApiError {
             ApiError::MissingHeader(_) | ApiError::InvalidHeader(_) | ApiError::InvalidConnectionId => {
                 (StatusCode::BAD_REQUEST, text())
             }
-            ApiError::NoSecret => (StatusCode::UNAUTHORIZED, text()),
+            ApiError::NoSecret | ApiError::NoToken | ApiError::WrongToken => (StatusCode::UNAUTHORIZED, text()),
             ApiError::WrongSecret => (StatusCode::FORBIDDEN, text()),
             ApiError::NoRoute | ApiError::NoSuchConnection => (StatusCode::NOT_FOUND, text()),
             ApiError::Method(_) => (StatusCode::METHOD_NOT_ALLOWED, text()),
@@ -103,7 +107,14 @@ impl ApiError {
             return http_server::with_body(*status, "text/plain; charset=utf-8", body.clone());
         }
         let (status, message) = self.status();
-        http_server::error(status, &message)
+        let mut resp = http_server::error(status, &message);
+        if matches!(self, ApiError::NoToken | ApiError::WrongToken) {
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"socketless-internal\""),
+            );
+        }
+        resp
     }
 }
 

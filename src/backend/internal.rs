@@ -1,13 +1,16 @@
 //! The internal port, for other services and never behind the ingress: push to a connection,
 //! close it, look it up, and broadcast to every session with bounded concurrency; plus health
-//! and metrics.
+//! and metrics. With `--internal-token`, every request other than `/healthz`, `/readyz` and
+//! `/metrics` (kubelet probes, Prometheus) must carry `Authorization: Bearer TOKEN`, compared
+//! in constant time; otherwise 401 with a JSON error.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -44,6 +47,26 @@ impl Tally {
     }
 }
 
+/// Whether `headers` carry `Authorization: Bearer {token}` (scheme case-insensitive, token
+/// compared in constant time).
+fn authorized(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(ApiError::NoToken);
+    };
+    let value = value.as_bytes();
+    let Some((scheme, given)) = value.split_at_checked(7) else {
+        return Err(ApiError::NoToken);
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return Err(ApiError::NoToken);
+    }
+    if bool::from(given.ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::WrongToken)
+    }
+}
+
 /// A connection id from a path segment, percent-decoded and checked.
 fn connection_id(segment: &str) -> Result<String, ApiError> {
     crate::percent::decode(segment)
@@ -62,6 +85,13 @@ impl Backend {
         }
         if path == "/metrics" {
             return self.metrics_response();
+        }
+        if let Some(token) = &self.settings.internal_token {
+            if let Err(err) = authorized(req.headers(), token) {
+                let resp = err.response();
+                self.observe("internal", "unauthorized", resp.status(), started);
+                return resp;
+            }
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let method = req.method().clone();

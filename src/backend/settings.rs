@@ -30,6 +30,8 @@ pub struct BackendSettings {
     /// A session item expires this long after its connection opened (DynamoDB TTL).
     pub session_ttl: Duration,
     pub broadcast_concurrency: usize,
+    /// Bearer token every `/v1` request on the internal port must carry. Unset: not checked.
+    pub internal_token: Option<String>,
 }
 
 impl std::fmt::Debug for BackendSettings {
@@ -40,6 +42,7 @@ impl std::fmt::Debug for BackendSettings {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("session_ttl", &self.session_ttl)
             .field("broadcast_concurrency", &self.broadcast_concurrency)
+            .field("internal_token", &self.internal_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -79,6 +82,10 @@ pub struct ServeArgs {
     /// Shared secret the gateway must send in x-socketless-secret. Unset: not checked.
     #[arg(long, env = "SOCKETLESS_SHARED_SECRET", hide_env_values = true)]
     pub shared_secret: Option<String>,
+    /// Bearer token the internal API requires: every /v1 request needs `Authorization: Bearer
+    /// TOKEN` (/healthz, /readyz and /metrics stay open). Unset: the API is unauthenticated.
+    #[arg(long, env = "SOCKETLESS_INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<String>,
     /// Sessions kept in the per-pod cache of known-live sessions.
     #[arg(long, env = "SOCKETLESS_CACHE_CAPACITY", default_value = defaults::CACHE_CAPACITY)]
     pub cache_capacity: String,
@@ -214,6 +221,11 @@ impl ServeArgs {
                 p.push(format!("{label}: {why}", label = l.get("shared_secret")));
             }
         }
+        if let Some(t) = &self.internal_token {
+            if let Err(why) = contract::check_shared_secret(t) {
+                p.push(format!("{label}: {why}", label = l.get("internal_token")));
+            }
+        }
         let cache_capacity = p.count(l.get("cache_capacity"), &self.cache_capacity, 10_000_000);
         let sync_interval = p.duration(l.get("sync_interval"), &self.sync_interval);
         let session_ttl = p.duration(l.get("session_ttl"), &self.session_ttl);
@@ -300,6 +312,7 @@ impl ServeArgs {
                 max_body_bytes: max_body.unwrap_or(1) as usize,
                 session_ttl: session_ttl.unwrap_or_default(),
                 broadcast_concurrency: concurrency.unwrap_or(1) as usize,
+                internal_token: self.internal_token.clone(),
             },
             conformance: self.conformance,
             upstream,

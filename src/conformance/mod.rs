@@ -7,6 +7,10 @@
 //! docs/gateway.md#anchor` (socketless differs from AWS on purpose, or AWS behaviour is
 //! unconfirmed; see [`known`]) or `not-run NAME: reason`. Then the counts, the last line being
 //! exactly `N passed, N failed`; the exit status is non-zero on any failure.
+//!
+//! Credentials for `@connections` (see [`credentials`]): none with `--unsigned`, the
+//! environment's keys (or a placeholder) for a loopback target, the default chain otherwise,
+//! resolved once before any case so a missing key is one line, not one failure per case.
 
 pub mod backend;
 mod connections;
@@ -195,6 +199,92 @@ fn settings(args: &ConformanceArgs) -> Result<(String, String, String, [Duration
     ))
 }
 
+/// The key used where no signature is checked: it reads nothing and needs nothing.
+const PLACEHOLDER_KEY: &str = "socketless-conformance-unsigned";
+
+/// Whether an `http(s)://host[:port]/...` URL names a loopback host.
+fn is_loopback(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    match uri.host() {
+        Some(h) if h.eq_ignore_ascii_case("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// Keys from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), if set.
+fn env_keys() -> Option<aws_credential_types::Credentials> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    Some(aws_credential_types::Credentials::new(
+        var("AWS_ACCESS_KEY_ID")?,
+        var("AWS_SECRET_ACCESS_KEY")?,
+        var("AWS_SESSION_TOKEN"),
+        None,
+        "environment",
+    ))
+}
+
+/// The SDK configuration that signs `@connections` calls:
+/// - `--unsigned`: a placeholder key; no credential provider chain is built, nothing is read;
+/// - a loopback target (`socketless gateway` or `dev` on this machine): the environment's keys
+///   when set (a gateway's `--sigv4-*` pair), else the placeholder; never the chain, so no
+///   profile files or instance metadata are tried;
+/// - any other target: the default chain (environment, profile, SSO, web identity, container,
+///   instance metadata), resolved once here, within `wait`. Without credentials this is the
+///   one error, naming the variables to set.
+async fn credentials(
+    args: &ConformanceArgs,
+    connections: &str,
+    region: String,
+    wait: Duration,
+) -> Result<aws_config::SdkConfig, String> {
+    use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+    let fixed = |creds: aws_credential_types::Credentials| {
+        crate::aws::static_config(PLACEHOLDER_KEY, PLACEHOLDER_KEY, wait)
+            .to_builder()
+            .region(aws_config::Region::new(region.clone()))
+            .credentials_provider(SharedCredentialsProvider::new(creds))
+            .build()
+    };
+    let placeholder =
+        || aws_credential_types::Credentials::new(PLACEHOLDER_KEY, PLACEHOLDER_KEY, None, None, "placeholder");
+    if args.unsigned {
+        return Ok(fixed(placeholder()));
+    }
+    if is_loopback(connections) {
+        return Ok(fixed(env_keys().unwrap_or_else(|| {
+            eprintln!(
+                "conformance: no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY set; signing with a placeholder key (set them to the gateway's --sigv4-* keys if it checks signatures, or pass --unsigned)"
+            );
+            placeholder()
+        })));
+    }
+    let sdk = crate::aws::load(&crate::aws::AwsSettings {
+        region: region.clone(),
+        timeout: wait,
+    })
+    .await;
+    let missing = |why: &str| {
+        format!(
+            "no AWS credentials to sign @connections calls to {connections} ({why}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys), or AWS_PROFILE; pass --unsigned if the target does not check signatures"
+        )
+    };
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err(missing("no credential provider"));
+    };
+    match tokio::time::timeout(wait, provider.provide_credentials()).await {
+        Ok(Ok(creds)) => Ok(fixed(creds)),
+        Ok(Err(_)) => Err(missing("none found in the default chain")),
+        Err(_) => Err(missing(&format!("none found within {} s", wait.as_secs()))),
+    }
+}
+
 /// Runs the suite and prints its result; the exit code says whether every case held.
 pub async fn run(args: ConformanceArgs) -> ExitCode {
     let (url, stage, connections, [integration_timeout, idle_timeout, max_duration, wait]) = match settings(&args) {
@@ -209,7 +299,13 @@ pub async fn run(args: ConformanceArgs) -> ExitCode {
         .clone()
         .or_else(crate::aws::region_from_env)
         .unwrap_or_else(|| defaults::REGION.to_string());
-    let sdk = crate::aws::load(&crate::aws::AwsSettings { region, timeout: wait }).await;
+    let sdk = match credentials(&args, &connections, region, wait).await {
+        Ok(sdk) => sdk,
+        Err(e) => {
+            eprintln!("conformance: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cx = Ctx {
         url,
         stage,
@@ -272,6 +368,25 @@ mod tests {
         );
         assert_eq!(stage_of("ws://127.0.0.1:8081/dev?x=1").as_deref(), Some("dev"));
         assert_eq!(stage_of("ws://127.0.0.1:8081/"), None);
+    }
+
+    #[test]
+    fn loopback_targets_are_recognised() {
+        for url in [
+            "http://127.0.0.1:8081/dev",
+            "http://localhost:8081/dev",
+            "http://[::1]:8081/dev",
+            "http://127.1.2.3/dev",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "https://abc.execute-api.us-east-1.amazonaws.com/prod",
+            "http://10.0.0.1:8081/dev",
+            "not a url",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
     }
 
     #[test]

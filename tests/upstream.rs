@@ -1,7 +1,8 @@
 //! Upstream mode: `serve --upstream` hands each connect, message and disconnect to an HTTP app
 //! (here a recording fake) with the same `x-socketless-*` headers, keeps the sessions itself,
 //! maps the app's answers, survives the app going down without losing a session, and stays
-//! unready until the app has answered once.
+//! unready until the app has answered once. `dev --upstream`, as a process, accepts no client
+//! until the app answers, and gives up after `--upstream-wait`.
 
 mod common;
 
@@ -196,4 +197,138 @@ async fn in_async_mode_the_apps_answer_is_pushed() {
     let calls = connections.calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].body, "push me");
+}
+
+/// `dev --upstream` with the gateway on `gw_port`, its stdout and stderr in files under `dir`.
+fn dev_in_front_of(app_port: u16, gw_port: u16, dir: &std::path::Path, extra: &[&str]) -> proc::Proc {
+    let out = std::fs::File::create(dir.join("stdout")).unwrap();
+    let err = std::fs::File::create(dir.join("stderr")).unwrap();
+    proc::Proc::spawn(
+        proc::command()
+            .args([
+                "dev",
+                &format!("--listen=127.0.0.1:{gw_port}"),
+                "--internal-listen=127.0.0.1:0",
+                &format!("--upstream=http://127.0.0.1:{app_port}"),
+            ])
+            .args(extra)
+            .env_remove("SOCKETLESS_INTERNAL_TOKEN")
+            .stdout(out)
+            .stderr(err),
+    )
+}
+
+fn read(dir: &std::path::Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+/// How one handshake attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    /// Nothing listens yet: the TCP connection is refused.
+    Refused,
+    /// The upgrade was answered with this HTTP status.
+    Status(u16),
+    Open,
+    Other(String),
+}
+
+#[tokio::test]
+async fn dev_accepts_clients_only_once_the_app_answers() {
+    let dir = tempdir("dev-upstream-wait");
+    let (app_port, gw_port) = (free_port(), free_port());
+    let _dev = dev_in_front_of(app_port, gw_port, &dir, &[]);
+    let url = format!("ws://127.0.0.1:{gw_port}/dev");
+
+    // A client that keeps trying from the start, every 50 ms, until one handshake succeeds.
+    let client = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let mut attempts = Vec::new();
+            for _ in 0..400 {
+                let attempt =
+                    match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url.as_str()))
+                        .await
+                    {
+                        Ok(Ok((ws, _))) => {
+                            attempts.push(Attempt::Open);
+                            return (attempts, Some(ws));
+                        }
+                        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+                            Attempt::Status(resp.status().as_u16())
+                        }
+                        Ok(Err(tokio_tungstenite::tungstenite::Error::Io(e)))
+                            if e.kind() == std::io::ErrorKind::ConnectionRefused =>
+                        {
+                            Attempt::Refused
+                        }
+                        Ok(Err(e)) => Attempt::Other(e.to_string()),
+                        Err(_) => Attempt::Other("no answer within 10 s".into()),
+                    };
+                attempts.push(attempt);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (attempts, None)
+        }
+    });
+
+    // The app starts 2 s after `dev`; until then `dev` waits and says so, and prints no URL.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = read(&dir, "stdout");
+    assert!(
+        !before.contains("ws://"),
+        "the URL was printed before the app answered: {before}"
+    );
+    let waiting = read(&dir, "stderr");
+    assert!(
+        waiting.contains(&format!("waiting for the app at http://127.0.0.1:{app_port}/healthz")),
+        "{waiting}"
+    );
+    let app = FakeBackend::start_on(&format!("127.0.0.1:{app_port}")).await;
+
+    let (attempts, ws) = within(client).await.unwrap();
+    let mut ws = ws.unwrap_or_else(|| panic!("no handshake succeeded: {attempts:?}"));
+    assert!(attempts.len() > 1, "the client tried while dev waited: {attempts:?}");
+    let (last, earlier) = attempts.split_last().unwrap();
+    assert_eq!(*last, Attempt::Open);
+    assert!(
+        earlier.iter().all(|a| *a == Attempt::Refused),
+        "every attempt before the app answered was refused at the TCP level, none got a status: {attempts:?}"
+    );
+    // The first accepted client works end to end: the app's /connect ran, and it echoes.
+    assert_eq!(app.seen("/connect").len(), 1);
+    common::gw::send_text(&mut ws, "after the wait").await;
+    assert_eq!(common::gw::next_text(&mut ws).await, "after the wait");
+    let printed = read(&dir, "stdout");
+    assert!(printed.contains(&format!("wscat -c {url}")), "{printed}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn dev_gives_up_on_an_app_that_never_answers() {
+    let dir = tempdir("dev-upstream-gives-up");
+    let (app_port, gw_port) = (free_port(), free_port());
+    let mut dev = dev_in_front_of(app_port, gw_port, &dir, &["--upstream-wait=1s"]);
+    let status = dev.wait_exit(Duration::from_secs(20));
+    assert!(!status.success(), "{status:?}");
+    let err = read(&dir, "stderr");
+    assert!(
+        err.contains(&format!(
+            "the app at http://127.0.0.1:{app_port}/healthz did not answer within 1 s"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("--upstream-wait"), "{err}");
+    assert!(!read(&dir, "stdout").contains("ws://"));
+    // Its port never listened.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", gw_port)).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh directory for one test's files.
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("socketless-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

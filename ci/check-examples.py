@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""The example apps under examples/, end to end: for each one, the app, then `socketless dev
---upstream` in front of it (gateway → serve → app), then a WebSocket client that sends a message
-and must get the app's reply and the frame the app pushed through serve's internal API, and a
-client whose handshake the app refuses. Prints `examples: N passed, N failed`.
+"""The example apps under examples/, end to end: for each one, `socketless dev --upstream` first
+and the app after it (gateway → serve → app), then a WebSocket client that sends a message and
+must get the app's reply and the frame the app pushed through serve's internal API, and a client
+whose handshake the app refuses. Until the app answers, serve is not ready and the gateway's port
+refuses connections. Each app runs twice: as it comes, and with SOCKETLESS_INTERNAL_TOKEN set for
+both (and HOST set), where the internal API refuses calls without the token and the app's push
+must carry it. Prints `examples: N passed, N failed`.
 
 Usage: python3 ci/check-examples.py path/to/socketless   (needs flask, websockets, node)
 """
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -49,19 +53,44 @@ async def refused(url):
         return e.response.status_code
 
 
-def run(name, command, reply, pushed):
+TOKEN = "example-internal-token-0123456789"
+
+
+def refuses_connections(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def run(name, command, reply, pushed, token=None):
     if shutil.which(command[0]) is None and not os.path.exists(command[0]):
         check(f"{name}: {command[0]} is installed", False, "missing")
         return
+    if token:
+        name = f"{name} (internal token)"
     app_port, gw, internal = free_port(), free_port(), free_port()
-    env = dict(os.environ, PORT=str(app_port), SOCKETLESS_INTERNAL_URL=f"http://127.0.0.1:{internal}")
+    base = {k: v for k, v in os.environ.items() if k != "SOCKETLESS_INTERNAL_TOKEN"}
+    env = dict(base, PORT=str(app_port), SOCKETLESS_INTERNAL_URL=f"http://127.0.0.1:{internal}")
+    dev_env = dict(base)
+    if token:
+        env.update(SOCKETLESS_INTERNAL_TOKEN=token, HOST="127.0.0.1")
+        dev_env.update(SOCKETLESS_INTERNAL_TOKEN=token)
     dev = subprocess.Popen([BIN, "dev", "--listen", f"127.0.0.1:{gw}", "--internal-listen", f"127.0.0.1:{internal}",
-                            "--upstream", f"http://127.0.0.1:{app_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            "--upstream", f"http://127.0.0.1:{app_port}"], env=dev_env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     app = None
     try:
-        # Until the app answers, serve is not ready.
+        # Until the app answers, serve is not ready and no client is accepted.
         time.sleep(0.5)
         check(f"{name}: not ready before the app answers", http("GET", f"http://127.0.0.1:{internal}/readyz", timeout=1)[0] == 503)
+        check(f"{name}: no client accepted before the app answers", refuses_connections(gw))
+        if token:
+            status = http("GET", f"http://127.0.0.1:{internal}/v1/connections/AAAAAAAAAAAAAAA=", timeout=2)[0]
+            check(f"{name}: the internal API refuses a call without the token", status == 401, repr(status))
         app = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         check(f"{name}: ready once the app answers", wait_status(f"http://127.0.0.1:{internal}/readyz"))
         url = f"ws://127.0.0.1:{gw}/dev"
@@ -78,6 +107,7 @@ def run(name, command, reply, pushed):
 def main():
     for example in EXAMPLES:
         run(*example)
+        run(*example, token=TOKEN)
     TALLY.finish()
 
 

@@ -248,7 +248,6 @@ pub async fn start_saying(
             return Err(e);
         }
     }
-    lifecycle.set_ready();
 
     let mut params = BTreeMap::from([
         ("IntegrationUri".to_string(), format!("http://{backend_addr}")),
@@ -263,6 +262,8 @@ pub async fn start_saying(
         .map_err(|errs| DevError::Config(errs.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ")))?;
     gw_config.listen = gw_addr;
     let gw_listener = socket.listen(BACKLOG).map_err(bind_err)?;
+    // Ready once clients can connect: a script that waits for /readyz can connect next.
+    lifecycle.set_ready();
     let mut registry = Registry::default();
     let gateway = Gateway::new(gw_config, &mut registry);
     let url = format!("ws://{gw_addr}/{}", config.stage);

@@ -4,16 +4,29 @@
 // it for every connect, message and disconnect, with the gateway's context in x-socketless-*
 // headers. It answers each message, and pushes a second frame through serve's internal API.
 //
-//     node server.js            # listens on 127.0.0.1:3000 (PORT to change)
+//     node server.js            # listens on 127.0.0.1:3000
+//
+// Environment:
+//   HOST, PORT                   where it listens (default 127.0.0.1 and 3000). In a Kubernetes pod,
+//                                set HOST=0.0.0.0 so the kubelet's probes reach it on the pod IP.
+//   SOCKETLESS_INTERNAL_URL      serve's internal API (default http://127.0.0.1:9090)
+//   SOCKETLESS_INTERNAL_TOKEN    when set (the same value as serve's), sent as
+//                                `Authorization: Bearer ...` on every internal API call
 "use strict";
 const http = require("node:http");
 
 const INTERNAL = process.env.SOCKETLESS_INTERNAL_URL || "http://127.0.0.1:9090";
+const TOKEN = process.env.SOCKETLESS_INTERNAL_TOKEN || "";
+const HOST = process.env.HOST || "127.0.0.1";
 const PORT = Number(process.env.PORT || 3000);
 
 async function push(connectionId, text) {
   const url = `${INTERNAL}/v1/connections/${encodeURIComponent(connectionId)}/messages`;
-  const resp = await fetch(url, { method: "POST", body: text });
+  const headers = TOKEN ? { authorization: `Bearer ${TOKEN}` } : {};
+  const resp = await fetch(url, { method: "POST", body: text, headers });
+  if (!resp.ok) {
+    throw new Error(`push: the internal API answered ${resp.status}`);
+  }
   return resp.status;
 }
 
@@ -51,5 +64,5 @@ const server = http.createServer(async (req, res) => {
   }
 });
 
-server.listen(PORT, "127.0.0.1", () => console.log(`listening on 127.0.0.1:${PORT}`));
+server.listen(PORT, HOST, () => console.log(`listening on ${HOST}:${PORT}`));
 process.on("SIGTERM", () => server.close(() => process.exit(0)));

@@ -6,7 +6,14 @@ headers. It keeps no sessions and holds no AWS credentials: `serve` does both. T
 on its own, it posts to `serve`'s internal API on localhost.
 
     pip install flask
-    python app.py            # listens on 127.0.0.1:5000 (PORT to change)
+    python app.py            # listens on 127.0.0.1:5000
+
+Environment:
+    HOST, PORT                  where it listens (default 127.0.0.1 and 5000). In a Kubernetes pod,
+                                set HOST=0.0.0.0 so the kubelet's probes reach it on the pod IP.
+    SOCKETLESS_INTERNAL_URL     serve's internal API (default http://127.0.0.1:9090)
+    SOCKETLESS_INTERNAL_TOKEN   when set (the same value as serve's), sent as
+                                `Authorization: Bearer ...` on every internal API call
 """
 import os
 import urllib.parse
@@ -15,13 +22,15 @@ import urllib.request
 from flask import Flask, request
 
 INTERNAL = os.environ.get("SOCKETLESS_INTERNAL_URL", "http://127.0.0.1:9090")
+TOKEN = os.environ.get("SOCKETLESS_INTERNAL_TOKEN", "")
 app = Flask(__name__)
 
 
 def push(connection_id, text):
     """Sends a frame to one client through serve's internal API (no AWS credentials needed)."""
     url = f"{INTERNAL}/v1/connections/{urllib.parse.quote(connection_id, safe='')}/messages"
-    req = urllib.request.Request(url, data=text.encode(), method="POST")
+    headers = {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
+    req = urllib.request.Request(url, data=text.encode(), headers=headers, method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
         return resp.status
 
@@ -55,4 +64,4 @@ def disconnect():
 
 
 if __name__ == "__main__":
-    app.run(host="127.0.0.1", port=int(os.environ.get("PORT", "5000")))
+    app.run(host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "5000")))

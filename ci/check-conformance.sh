@@ -3,7 +3,8 @@
 # @connections) with `socketless serve --conformance` behind it, and `socketless dev
 # --conformance`. Both start on free 127.0.0.1 ports with scaled timeouts (integration 1 s, idle
 # 3 s, duration 6 s), which the kit is told. Against the gateway it also runs Node's AWS SDK v3
-# (ci/check-node-sdk.js) on @connections. Exits non-zero if any run fails.
+# (ci/check-node-sdk.js) on @connections. Against `dev` the kit runs with --unsigned and an empty
+# environment: no AWS credentials. Exits non-zero if any run fails.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -73,7 +74,9 @@ dev_port="$(free_port)"; dev_internal="$(free_port)"
   --stage "$STAGE" "${TIMEOUTS[@]}" --max-connection-duration 6s >"$logs/dev.log" 2>&1 &
 pids+=($!)
 wait_port "$dev_port" "${pids[-1]}" || { cat "$logs/dev.log"; die "dev did not start"; }
-kit --url "ws://127.0.0.1:$dev_port/$STAGE" --connections "http://127.0.0.1:$dev_port/$STAGE" \
+# Unsigned: the kit needs no credentials at all, so it runs with an empty environment.
+env -i HOME="$HOME" PATH="$PATH" "$BIN" conformance \
+  --url "ws://127.0.0.1:$dev_port/$STAGE" --connections "http://127.0.0.1:$dev_port/$STAGE" \
   "${KIT_TIMEOUTS[@]}" --unsigned || status=1
 
 exit "$status"

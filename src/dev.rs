@@ -243,8 +243,8 @@ pub async fn start_saying(
     let backend = tokio::spawn(prepared.run());
     if let Some(app) = app {
         if let Err(e) = wait_for_app(&app, config.upstream_wait, &lifecycle, &say).await {
-            lifecycle.stop_accepting();
-            let _ = backend.await;
+            // Nothing but health checks reached the backend: no drain to wait for.
+            backend.abort();
             return Err(e);
         }
     }
@@ -306,7 +306,7 @@ async fn wait_for_app(
         if now >= next_say {
             say(&format!(
                 "waiting for the app at {url} (up to {} s more); clients are not accepted until it answers",
-                deadline.saturating_duration_since(now).as_secs()
+                deadline.saturating_duration_since(now).as_secs_f64().ceil()
             ));
             next_say = now + SAY_EVERY;
         }

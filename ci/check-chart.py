@@ -309,7 +309,7 @@ check("gateway.replicaCount=3: a StatefulSet (Parallel) with a headless Service,
       and headless and sts[0]["spec"]["serviceName"] == headless[0]["metadata"]["name"] == "rel-socketless-gateway-peers"
       and headless[0]["spec"]["publishNotReadyAddresses"] is True
       and genv["SOCKETLESS_GATEWAY_ORDINAL"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-      and genv["SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE"]["value"] == PEER_TEMPLATE and "SOCKETLESS_GATEWAY_PEERS" not in genv
+      and genv.get("SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE", {}).get("value") == PEER_TEMPLATE and "SOCKETLESS_GATEWAY_PEERS" not in genv
       and svc_gw and svc_gw[0]["spec"].get("clusterIP") != "None"
       and env_of(docs)["SOCKETLESS_PUSH_ENDPOINT"]["value"] == "http://rel-socketless-gateway.prod.svc:8081/dev"
       and gpdb and len(sts[0]["spec"]["template"]["spec"].get("topologySpreadConstraints", [])) == 2
@@ -320,7 +320,7 @@ docs = render(merge(BASE, {"gateway": {"enabled": True}}))
 sts = [d for d in kinds(docs, "StatefulSet") if d["metadata"]["name"] == "rel-socketless-gateway"]
 genv = {e["name"]: e for e in sts[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
 check("gateway.replicaCount=1: the same peer pattern and spread constraints as with more replicas",
-      genv["SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE"]["value"] == PEER_TEMPLATE
+      genv.get("SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE", {}).get("value") == PEER_TEMPLATE
       and len(sts[0]["spec"]["template"]["spec"].get("topologySpreadConstraints", [])) == 2)
 
 # Upstream mode: the team's app as a native sidecar of serve.
@@ -677,7 +677,7 @@ def gateway_checks():
     check("gateway liveness: timeoutSeconds 5, failureThreshold 6", c["livenessProbe"].get("timeoutSeconds") == 5 and c["livenessProbe"].get("failureThreshold") == 6)
     docs = render(merge(BASE, {"gateway": {"enabled": True}, "sharedSecret": {"enabled": False, "value": ""}}))
     genv = {e["name"]: e for e in kinds(docs, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
-    check("gateway without a shared secret: a placeholder parameter, no Secret", genv["SOCKETLESS_GATEWAY_PARAM_SharedSecret"].get("value") == "not-checked-by-the-backend")
+    check("gateway without a shared secret: a placeholder parameter, no Secret", genv.get("SOCKETLESS_GATEWAY_PARAM_SharedSecret", {}).get("value") == "not-checked-by-the-backend")
 
 
 def checksum_checks():

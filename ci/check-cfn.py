@@ -98,6 +98,12 @@ def checks(t):
         and params.get("KedaServiceAccountName", {}).get("Default") == "keda-operator"
         and keda.get("Condition") and "KedaRoleArn" in t.get("Outputs", {}), "")
 
+    table = res.get("SessionsTable", {})
+    out["the sessions table: deletion protection, DeletionPolicy and UpdateReplacePolicy Retain"] = (
+        table.get("Properties", {}).get("DeletionProtectionEnabled") is True
+        and table.get("DeletionPolicy") == "Retain" and table.get("UpdateReplacePolicy") == "Retain",
+        {k: table.get(k) for k in ("DeletionPolicy", "UpdateReplacePolicy")})
+
     account = [r for r in res.values() if r["Type"] == "AWS::ApiGateway::Account"]
     out["the account's API Gateway CloudWatch role can be set (optional)"] = (
         len(account) == 1 and account[0].get("Condition") and "CloudWatchRoleArn" in account[0]["Properties"], account)
@@ -131,6 +137,13 @@ MUTATIONS = {
     "the KEDA role scoped to a resource GetMetricData does not support": (
         '                Resource: "*"\n', '                Resource: !Sub "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:*"\n',
         "KEDA role grants cloudwatch:GetMetricData on * (no resource-level support)"),
+    "the sessions table without deletion protection": (
+        "      DeletionProtectionEnabled: true\n", "",
+        "the sessions table: deletion protection, DeletionPolicy and UpdateReplacePolicy Retain"),
+    "the sessions table deleted with the stack": (
+        "    DeletionPolicy: Retain\n    UpdateReplacePolicy: Retain\n    Properties:\n      TableName:",
+        "    Properties:\n      TableName:",
+        "the sessions table: deletion protection, DeletionPolicy and UpdateReplacePolicy Retain"),
     "a KEDA parameter without a Default": (
         "    Default: keda-operator\n", "",
         "every parameter but IntegrationUri and SharedSecret has a Default (the local gateway needs it)"),

@@ -48,17 +48,22 @@ def merge(base, extra):
     return out
 
 
-def render_raw(values, keda_crd=False, apis=()):
+def render_raw(values, keda_crd=False, apis=(), name="rel", kube=KUBE):
     """Renders with the given capabilities; returns {template path: text}."""
-    opts = {"name": "rel", "namespace": "prod", "kube_version": "v" + KUBE, "api_versions": list(apis)}
+    opts = {"name": name, "namespace": "prod", "kube_version": "v" + kube, "api_versions": list(apis)}
     if keda_crd:
         opts["api_versions"].append("keda.sh/v1alpha1")
     return json.loads(helm_python._native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(opts)))
 
 
-def render(values, keda_crd=False, apis=()):
+# Every load balancer object rendered by any scenario below, for the checks that must hold on
+# all of them (health-check interval > timeout, a TLS 1.3 policy on HTTPS listeners).
+RENDERED_LBS = []
+
+
+def render(values, keda_crd=False, apis=(), name="rel", kube=KUBE):
     """Renders with the given capabilities; returns the parsed documents (NOTES excluded)."""
-    out = render_raw(values, keda_crd, apis)
+    out = render_raw(values, keda_crd, apis, name, kube)
     docs = []
     for path, text in sorted(out.items()):
         if path.endswith("NOTES.txt") or not text.strip():
@@ -67,12 +72,14 @@ def render(values, keda_crd=False, apis=()):
             if d:
                 d["_template"] = path
                 docs.append(d)
+                if d["kind"] == "Ingress" or (d["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"):
+                    RENDERED_LBS.append(d)
     return docs
 
 
-def render_error(values, keda_crd=False, apis=()):
+def render_error(values, keda_crd=False, apis=(), name="rel", kube=KUBE):
     try:
-        render(values, keda_crd, apis)
+        render(values, keda_crd, apis, name, kube)
         return None
     except helm_python.HelmError as e:
         return str(e)
@@ -232,7 +239,6 @@ probe = kinds(docs, "Pod")
 check("gateway: StatefulSet, NodePort Service, its own Ingress, helm test probe through it",
       validate_all("gateway", docs) and gw and args[0] == "gateway"
       and "IntegrationUri=http://rel-socketless.prod.svc:8080" in args and "DisconnectContext=true" in args
-      and "SharedSecret=$(SOCKETLESS_SHARED_SECRET)" in args
       and any(s["metadata"]["name"].endswith("-gateway") and s["spec"]["ports"][0].get("nodePort") == 30081 for s in kinds(docs, "Service"))
       and any(i["metadata"]["name"].endswith("-gateway") for i in kinds(docs, "Ingress"))
       and backend_env.get("SOCKETLESS_PUSH_ENDPOINT") == "http://rel-socketless-gateway.prod.svc:8081/dev"
@@ -257,13 +263,15 @@ check("PDB off", not kinds(render(merge(BASE, {"podDisruptionBudget": {"enabled"
 docs = render(merge(BASE, {"keda": {"enabled": True, "cloudwatch": {"enabled": True, "apiId": "abc", "roleArn": ROLE},
                                     "prometheus": {"enabled": True, "serverAddress": "http://prometheus.monitoring:9090"},
                                     "cpu": {"enabled": True, "utilization": 60},
-                                    "fallback": {"enabled": True},
                                     "extraTriggers": [{"type": "cron", "metadata": {"timezone": "UTC", "start": "0 8 * * *", "end": "0 18 * * *", "desiredReplicas": "4"}}]}}), keda_crd=True)
 so = kinds(docs, "ScaledObject")[0]
 types = [t["type"] for t in so["spec"]["triggers"]]
 check("KEDA: cloudwatch, prometheus, cpu and custom triggers, role ARN on the TriggerAuthentication",
       validate_all("keda-all", docs) and types == ["aws-cloudwatch", "prometheus", "cpu", "cron"]
-      and kinds(docs, "TriggerAuthentication")[0]["spec"]["podIdentity"]["roleArn"] == ROLE and "fallback" in so["spec"], json.dumps(types))
+      and kinds(docs, "TriggerAuthentication")[0]["spec"]["podIdentity"]["roleArn"] == ROLE, json.dumps(types))
+docs = render(merge(BASE, {"keda": {"enabled": True, "cloudwatch": {"apiId": "abc"}, "fallback": {"enabled": True}}}), keda_crd=True)
+check("KEDA fallback renders with the cloudwatch trigger (no cpu trigger)",
+      validate_all("keda-fallback", docs) and kinds(docs, "ScaledObject")[0]["spec"]["fallback"] == {"failureThreshold": 3, "replicas": 2})
 
 docs = render(merge(BASE, {"sharedSecret": {"value": "", "existingSecret": "my-secret", "existingSecretKey": "token"}}))
 env = env_of(docs)
@@ -291,29 +299,29 @@ sts = [d for d in kinds(docs, "StatefulSet") if d["metadata"]["name"] == "rel-so
 headless = [s for s in kinds(docs, "Service") if s["spec"].get("clusterIP") == "None"]
 svc_gw = [s for s in kinds(docs, "Service") if s["metadata"]["name"] == "rel-socketless-gateway"]
 genv = {e["name"]: e for e in sts[0]["spec"]["template"]["spec"]["containers"][0]["env"]} if sts else {}
-peers = [f"http://rel-socketless-gateway-{i}.rel-socketless-gateway-peers.prod.svc:8081" for i in range(3)]
+PEER_TEMPLATE = "http://rel-socketless-gateway-{ordinal}.rel-socketless-gateway-peers.prod.svc:8081"
 gpdb = [p for p in kinds(docs, "PodDisruptionBudget") if p["metadata"]["name"].endswith("-gateway")]
 gnp = [n for n in kinds(docs, "NetworkPolicy") if n["metadata"]["name"].endswith("-gateway")]
 gfrom = gnp[0]["spec"]["ingress"][0]["from"] if gnp else []
-check("gateway.replicaCount=3: a StatefulSet (Parallel) with a headless Service, ordinals from pod names, every peer listed",
+check("gateway.replicaCount=3: a StatefulSet (Parallel) with a headless Service, ordinals from pod names, peers by name pattern",
       validate_all("scale-out", docs) and not [d for d in kinds(docs, "Deployment") if d["metadata"]["name"].endswith("-gateway")]
       and sts and sts[0]["spec"]["replicas"] == 3 and sts[0]["spec"]["podManagementPolicy"] == "Parallel"
       and headless and sts[0]["spec"]["serviceName"] == headless[0]["metadata"]["name"] == "rel-socketless-gateway-peers"
       and headless[0]["spec"]["publishNotReadyAddresses"] is True
       and genv["SOCKETLESS_GATEWAY_ORDINAL"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-      and genv["SOCKETLESS_GATEWAY_PEERS"]["value"] == ",".join(peers)
+      and genv.get("SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE", {}).get("value") == PEER_TEMPLATE and "SOCKETLESS_GATEWAY_PEERS" not in genv
       and svc_gw and svc_gw[0]["spec"].get("clusterIP") != "None"
       and env_of(docs)["SOCKETLESS_PUSH_ENDPOINT"]["value"] == "http://rel-socketless-gateway.prod.svc:8081/dev"
       and gpdb and len(sts[0]["spec"]["template"]["spec"].get("topologySpreadConstraints", [])) == 2
       and any(f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "socketless-gateway" for f in gfrom)
       and any(f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "socketless" for f in gfrom),
-      json.dumps(genv.get("SOCKETLESS_GATEWAY_PEERS")))
+      json.dumps(genv.get("SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE")))
 docs = render(merge(BASE, {"gateway": {"enabled": True}}))
 sts = [d for d in kinds(docs, "StatefulSet") if d["metadata"]["name"] == "rel-socketless-gateway"]
 genv = {e["name"]: e for e in sts[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
-check("gateway.replicaCount=1: one peer (itself), no spread constraints",
-      genv["SOCKETLESS_GATEWAY_PEERS"]["value"] == "http://rel-socketless-gateway-0.rel-socketless-gateway-peers.prod.svc:8081"
-      and "topologySpreadConstraints" not in sts[0]["spec"]["template"]["spec"])
+check("gateway.replicaCount=1: the same peer pattern and spread constraints as with more replicas",
+      genv.get("SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE", {}).get("value") == PEER_TEMPLATE
+      and len(sts[0]["spec"]["template"]["spec"].get("topologySpreadConstraints", [])) == 2)
 
 # Upstream mode: the team's app as a native sidecar of serve.
 APP = {"app": {"enabled": True, "image": {"repository": "registry.example.com/chat-app", "tag": "1.4.2"}, "port": 3000,
@@ -538,6 +546,228 @@ rules = kinds(docs, "NetworkPolicy")[0]["spec"]["ingress"]
 check("NetworkPolicy defaults: public port from anywhere, internal port from no pod",
       len(rules) == 1 and rules[0]["ports"][0]["port"] == "http" and "from" not in rules[0])
 
+# 3c. First contact with a real cluster: what ELBv2, the controllers, the webhook, KEDA and the
+# kubelet refuse or get wrong. Each check fails on the chart before these rules.
+def safe(label, fn):
+    """Runs one group of checks; an exception (a render or schema error) fails it by name."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - a crash is a failed check, not a stopped run
+        check(label, False, f"{type(e).__name__}: {str(e)[:300]}")
+
+
+def ann(doc):
+    return doc["metadata"].get("annotations", {}) or {}
+
+
+def gateway_sts_text(values, name="rel"):
+    out = render_raw(values, name=name)
+    return next(t for p, t in out.items() if p.endswith("templates/gateway/statefulset.yaml"))
+
+
+def notes(values, **kw):
+    return next(t for p, t in render_raw(values, **kw).items() if p.endswith("NOTES.txt"))
+
+
+GW = {"gateway": {"enabled": True}}
+HC_I, HC_T = "alb.ingress.kubernetes.io/healthcheck-interval-seconds", "alb.ingress.kubernetes.io/healthcheck-timeout-seconds"
+TLS13 = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+GW_ALB = merge(BASE, {"gateway": {"enabled": True, "ingress": {"enabled": True, "certificateArn": CERT, "host": "ws.example.com"}}})
+
+
+def alb_checks():
+    docs = render(merge(GW_ALB, ALB))
+    ings = {i["metadata"]["name"]: ann(i) for i in kinds(docs, "Ingress")}
+    be, gw = ings.get("rel-socketless", {}), ings.get("rel-socketless-gateway", {})
+    check("ALB: both Ingresses render an explicit health-check interval (10) and timeout (5)",
+          validate_all("alb-both", docs) and be.get(HC_I) == "10" and be.get(HC_T) == "5" and gw.get(HC_I) == "10" and gw.get(HC_T) == "5",
+          json.dumps(ings)[:400])
+    check("ALB: the gateway's Ingress checks /readyz on its port, expects 200, IP targets",
+          gw.get("alb.ingress.kubernetes.io/healthcheck-path") == "/readyz" and gw.get("alb.ingress.kubernetes.io/healthcheck-port") == "traffic-port"
+          and gw.get("alb.ingress.kubernetes.io/success-codes") == "200" and gw.get("alb.ingress.kubernetes.io/target-type") == "ip"
+          and be.get("alb.ingress.kubernetes.io/success-codes") == "200", json.dumps(gw))
+    check("ALB: the gateway's idle timeout (660 s) outlasts the gateway's own (10m), not the ALB's 60 s default",
+          gw.get("alb.ingress.kubernetes.io/load-balancer-attributes") == "idle_timeout.timeout_seconds=660", json.dumps(gw))
+    check("ALB: a TLS 1.3 security policy on the HTTPS listeners of both Ingresses",
+          be.get("alb.ingress.kubernetes.io/ssl-policy") == TLS13 and gw.get("alb.ingress.kubernetes.io/ssl-policy") == TLS13)
+    # The user's annotations are merged over the chart's: the merged result is what is checked.
+    for where, v in [("ingress", {"ingress": {"annotations": {HC_I: "5"}}}),
+                     ("gateway.ingress", {"gateway": {"ingress": {"annotations": {HC_T: "10"}}}})]:
+        err = render_error(merge(merge(GW_ALB, ALB), v))
+        check(f"render fails: {where} annotations that make the interval not greater than the timeout (ELBv2 refuses)",
+              err is not None and "must be greater than its timeout" in err, err or "rendered")
+    err = render_error(merge(GW_ALB, {"ingress": {"enabled": True, "certificateArn": CERT, "healthCheck": {"intervalSeconds": 5, "timeoutSeconds": 5}}}))
+    check("render fails: ingress.healthCheck interval 5 = timeout 5", err is not None and "must be greater than its timeout" in err, err or "rendered")
+    err = render_error(merge(GW_ALB, {"gateway": {"idleTimeout": "1h"}}))
+    check("render fails: the gateway's ALB idle timeout (660 s) below gateway.idleTimeout (1h)",
+          err is not None and "must exceed gateway.idleTimeout (1h = 3600 s)" in err, err or "rendered")
+    docs = render(merge(GW_ALB, {"gateway": {"idleTimeout": "1h", "ingress": {"idleTimeoutSeconds": 3700}}}))
+    check("gateway.idleTimeout 1h renders with an ALB idle timeout of 3700 s",
+          ann([i for i in kinds(docs, "Ingress") if i["metadata"]["name"].endswith("-gateway")][0])["alb.ingress.kubernetes.io/load-balancer-attributes"] == "idle_timeout.timeout_seconds=3700")
+    docs = render(merge(BASE, {"ingress": {"enabled": True, "scheme": "internal", "certificateArn": ""}}))
+    check("no HTTPS listener: no ssl-policy", "alb.ingress.kubernetes.io/ssl-policy" not in ann(kinds(docs, "Ingress")[0]))
+    docs = render(merge(merge(BASE, ALB), {"ingress": {"annotations": {"alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-3-2021-06"}}}))
+    check("the user's ssl-policy annotation wins, once", ann(kinds(docs, "Ingress")[0])["alb.ingress.kubernetes.io/ssl-policy"] == "ELBSecurityPolicy-TLS13-1-3-2021-06")
+
+
+def app_checks():
+    APP2 = {"app": {"enabled": True, "image": {"repository": "registry.example.com/chat-app", "tag": "1.4.2"}}}
+    docs = render(merge(BASE, APP2))
+    dep = kinds(docs, "Deployment")[0]
+    spec = dep["spec"]["template"]["spec"]
+    aenv = {e["name"]: e for e in spec["initContainers"][0]["env"]}
+    check("app sidecar: HOST=0.0.0.0 (kubelet probes the pod IP) and PORT",
+          aenv.get("HOST", {}).get("value") == "0.0.0.0" and aenv.get("PORT", {}).get("value") == "3000", json.dumps(list(aenv)))
+    check("app sidecar: the pod identity webhook skips it (eks.amazonaws.com/skip-containers: app)",
+          dep["spec"]["template"]["metadata"]["annotations"].get("eks.amazonaws.com/skip-containers") == "app")
+    docs = render(merge(BASE, merge(APP2, {"podAnnotations": {"eks.amazonaws.com/skip-containers": "debug", "team": "chat"}})))
+    pa = kinds(docs, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"]
+    check("skip-containers merged with the user's podAnnotations (one key, both names)",
+          pa.get("eks.amazonaws.com/skip-containers") == "debug,app" and pa.get("team") == "chat", json.dumps(pa))
+    check("no app: no skip-containers annotation",
+          "eks.amazonaws.com/skip-containers" not in kinds(render(BASE), "Deployment")[0]["spec"]["template"]["metadata"]["annotations"])
+    err = render_error(merge(BASE, APP2), kube="1.28.5")
+    check("render fails: the app sidecar on Kubernetes 1.28 (native sidecars need 1.29)",
+          err is not None and "needs Kubernetes 1.29 or later" in err, err or "rendered")
+    check("the app sidecar renders on Kubernetes 1.29", render_error(merge(BASE, APP2), kube="1.29.0") is None)
+    check("no app: renders on Kubernetes 1.28", render_error(BASE, kube="1.28.5") is None)
+
+
+NLB = "service.beta.kubernetes.io/aws-load-balancer-"
+
+
+def nlb_checks():
+    docs = render(merge(BASE, {"service": {"type": "LoadBalancer"}}))
+    svc = [s for s in kinds(docs, "Service") if s["spec"]["type"] == "LoadBalancer"][0]
+    a = ann(svc)
+    check("NLB: HTTP health check on /readyz at the internal port 9090, IP targets, interval 10 > timeout 5",
+          a.get(NLB + "healthcheck-protocol") == "http" and a.get(NLB + "healthcheck-path") == "/readyz"
+          and a.get(NLB + "healthcheck-port") == "9090" and a.get(NLB + "nlb-target-type") == "ip"
+          and a.get(NLB + "healthcheck-interval") == "10" and a.get(NLB + "healthcheck-timeout") == "5", json.dumps(a))
+    check("NLB: security groups not evaluated on PrivateLink traffic (the VPC link), deregistration delay 30",
+          a.get(NLB + "inbound-sg-rules-on-private-link-traffic") == "off"
+          and a.get(NLB + "target-group-attributes") == "deregistration_delay.timeout_seconds=30", json.dumps(a))
+    text = notes(merge(BASE, {"service": {"type": "LoadBalancer"}}))
+    check("NOTES: the VPC link's IntegrationUri carries the Service's port (http://<NLB hostname>:8080)",
+          "IntegrationUri=http://<NLB hostname>:8080" in text and "VpcLinkTargetArn" in text, text)
+    text = notes(merge(BASE, {"service": {"type": "LoadBalancer", "port": 8443}}))
+    check("NOTES: the IntegrationUri follows service.port", "IntegrationUri=http://<NLB hostname>:8443" in text)
+    for name, v, msg in [
+        ("shutdown delay below the NLB controller's lag", {"config": {"shutdownDelaySeconds": 5}}, "is shorter than service.loadBalancer.controllerLagSeconds (10)"),
+        ("NLB deregistration delay below the drain", {"service": {"loadBalancer": {"deregistrationDelaySeconds": 5}}}, "must be at least config.drainTimeoutSeconds (30)"),
+        ("NLB annotations that make the interval not greater than the timeout", {"service": {"annotations": {NLB + "healthcheck-interval": "5"}}}, "must be greater than its timeout"),
+    ]:
+        err = render_error(merge(BASE, merge({"service": {"type": "LoadBalancer"}}, v)))
+        check(f"render fails: {name}", err is not None and msg in err, err or "rendered")
+
+
+def gateway_checks():
+    texts = {n: gateway_sts_text(merge(BASE, {"gateway": {"enabled": True, "replicaCount": n}})) for n in (1, 2, 3, 5)}
+    bodies = {n: t.replace(f"\n  replicas: {n}\n", "\n  replicas: N\n") for n, t in texts.items()}
+    check("gateway StatefulSet: byte-identical for replicaCount 1, 2, 3, 5 but for spec.replicas",
+          len(set(bodies.values())) == 1 and all(f"\n  replicas: {n}\n" in texts[n] for n in texts))
+    docs = render(merge(BASE, {"gateway": {"enabled": True, "replicaCount": 2}}))
+    sts = kinds(docs, "StatefulSet")[0]
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    genv = {e["name"]: e for e in c["env"]}
+    check("gateway: no peer list, no secret in argv; SharedSecret from the Secret as SOCKETLESS_GATEWAY_PARAM_SharedSecret",
+          "SOCKETLESS_GATEWAY_PEERS" not in genv and not any("SharedSecret" in a for a in c["args"])
+          and genv.get("SOCKETLESS_GATEWAY_PARAM_SharedSecret", {}).get("valueFrom", {}).get("secretKeyRef") == {"name": "rel-socketless-shared-secret", "key": "shared-secret"}
+          and sts["spec"]["podManagementPolicy"] == "Parallel", json.dumps(c["args"]))
+    check("gateway liveness: timeoutSeconds 5, failureThreshold 6", c["livenessProbe"].get("timeoutSeconds") == 5 and c["livenessProbe"].get("failureThreshold") == 6)
+    docs = render(merge(BASE, {"gateway": {"enabled": True}, "sharedSecret": {"enabled": False, "value": ""}}))
+    genv = {e["name"]: e for e in kinds(docs, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    check("gateway without a shared secret: a placeholder parameter, no Secret", genv.get("SOCKETLESS_GATEWAY_PARAM_SharedSecret", {}).get("value") == "not-checked-by-the-backend")
+
+
+def checksum_checks():
+    base = merge(BASE, {"gateway": {"enabled": True, "replicaCount": 2}})
+    APP2 = {"app": {"enabled": True, "image": {"repository": "registry.example.com/chat-app", "tag": "1.4.2"}}}
+    ref = gateway_sts_text(merge(base, APP2))
+    for name, v in [("config.sessionTtl", {"config": {"sessionTtl": "4h"}}), ("app.image.tag", {"app": {"image": {"tag": "1.4.3"}}}),
+                    ("config.logLevel", {"config": {"logLevel": "debug"}}), ("extraEnv", {"extraEnv": [{"name": "X", "value": "1"}]}),
+                    ("internalApi.token.value", {"internalApi": {"token": {"value": "internal-token-0123456789"}}}),
+                    ("gateway.replicaCount (checksum)", {"gateway": {"replicaCount": 2}}),
+                    ("gateway.ingress", {"gateway": {"ingress": {"enabled": True, "host": "ws.example.com"}}})]:
+        check(f"changing {name} changes no byte of the gateway StatefulSet", gateway_sts_text(merge(merge(base, APP2), v)) == ref)
+    bref = checksum(render(merge(base, APP2)))
+    for name, v in [("config.sessionTtl", {"config": {"sessionTtl": "4h"}}), ("app.image.tag", {"app": {"image": {"tag": "1.4.3"}}}),
+                    ("the internal token", {"internalApi": {"token": {"value": "internal-token-0123456789"}}}),
+                    ("the shared secret", {"sharedSecret": {"value": SECRET + "x"}})]:
+        check(f"the backend's checksum changes with {name}", checksum(render(merge(merge(base, APP2), v))) != bref)
+    gref = checksum(render(base), "-gateway")
+    for name, v in [("the shared secret", {"sharedSecret": {"value": SECRET + "x"}}), ("config.logFormat", {"config": {"logFormat": "text"}}),
+                    ("service.port (its IntegrationUri)", {"service": {"port": 8088}}), ("gateway.idleTimeout", {"gateway": {"idleTimeout": "5m"}}),
+                    ("sharedSecret.existingSecret", {"sharedSecret": {"value": "", "existingSecret": "other"}})]:
+        check(f"the gateway's checksum changes with {name}", checksum(render(merge(base, v)), "-gateway") != gref)
+
+
+def token_checks():
+    docs = render(merge(BASE, {"app": {"enabled": True, "image": {"repository": "r/app"}}}))
+    spec = kinds(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    serve = {e["name"]: e for e in spec["containers"][0]["env"]}
+    app = {e["name"]: e for e in spec["initContainers"][0]["env"]}
+    want = {"name": "rel-socketless-shared-secret", "key": "shared-secret"}
+    check("internal token: by default the shared secret's Secret and key, on serve and the app sidecar",
+          serve.get("SOCKETLESS_INTERNAL_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef") == want
+          and app.get("SOCKETLESS_INTERNAL_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef") == want)
+    docs = render(merge(BASE, {"internalApi": {"token": {"value": "internal-token-0123456789"}}}))
+    sec = [s for s in kinds(docs, "Secret") if s["metadata"]["name"] == "rel-socketless-internal-token"]
+    check("internal token from internalApi.token.value: its own Secret",
+          sec and sec[0]["data"]["internal-token"] == __import__("base64").b64encode(b"internal-token-0123456789").decode()
+          and env_of(docs)["SOCKETLESS_INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "rel-socketless-internal-token", "key": "internal-token"})
+    docs = render(merge(BASE, {"internalApi": {"token": {"existingSecret": "tok", "existingSecretKey": "t"}}}))
+    check("internal token from an existing Secret", env_of(docs)["SOCKETLESS_INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "tok", "key": "t"}
+          and not [s for s in kinds(docs, "Secret") if "internal" in s["metadata"]["name"]])
+    docs = render(merge(BASE, {"sharedSecret": {"enabled": False, "value": ""}}))
+    check("no shared secret and no token: no SOCKETLESS_INTERNAL_TOKEN", "SOCKETLESS_INTERNAL_TOKEN" not in env_of(docs))
+    err = render_error(merge(BASE, {"internalApi": {"token": {"existingSecret": "tok", "value": "internal-token-0123456789"}}}))
+    check("render fails: internal token with existingSecret and value", err is not None and "not both" in err, err or "rendered")
+
+
+def misc_checks():
+    MON = "monitoring.coreos.com/v1/ServiceMonitor"
+    err = render_error(merge(BASE, {"serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True}}), apis=[MON])
+    check("render fails: NetworkPolicy + ServiceMonitor with an empty internalFrom, saying to add Prometheus",
+          err is not None and "Add the Prometheus namespace or pods to networkPolicy.internalFrom" in err, err or "rendered")
+    err = render_error(merge(BASE, {"keda": {"enabled": True, "cloudwatch": {"apiId": "abc", "identityOwner": "workload"}}}), keda_crd=True)
+    check("render fails: KEDA identityOwner workload (the backend's role has no cloudwatch:GetMetricData)",
+          err is not None and "KedaRoleArn" in err and "cloudwatch:GetMetricData" in err, err or "rendered")
+    err = render_error(merge(BASE, {"keda": {"enabled": True, "cloudwatch": {"apiId": "abc"}, "minReplicaCount": 5, "maxReplicaCount": 3}}), keda_crd=True)
+    check("render fails: KEDA minReplicaCount > maxReplicaCount", err is not None and "greater than keda.maxReplicaCount" in err, err or "rendered")
+    err = render_error(merge(BASE, {"keda": {"enabled": True, "cloudwatch": {"apiId": "abc"}, "cpu": {"enabled": True}, "fallback": {"enabled": True}}}), keda_crd=True)
+    check("render fails: KEDA fallback with the cpu trigger", err is not None and "KEDA refuses a fallback" in err, err or "rendered")
+    for label, pdb, msg in [("maxUnavailable 0", {"maxUnavailable": 0}, "maxUnavailable is 0"),
+                            ('maxUnavailable "0%"', {"maxUnavailable": "0%"}, "maxUnavailable is 0%"),
+                            ('minAvailable "100%"', {"maxUnavailable": None, "minAvailable": "100%"}, "minAvailable is 100%")]:
+        err = render_error(merge(BASE, {"podDisruptionBudget": pdb}))
+        check(f"render fails: PDB {label} (no eviction ever)", err is not None and msg in err, err or "rendered")
+    err = render_error(merge(BASE, {"gateway": {"enabled": True, "replicaCount": 2, "podDisruptionBudget": {"maxUnavailable": 0}}}))
+    check("render fails: gateway PDB maxUnavailable 0", err is not None and "gateway.podDisruptionBudget.maxUnavailable is 0" in err, err or "rendered")
+    long_name = "a" * 34  # + "-socketless-gateway" = 53 characters
+    err = render_error(merge(BASE, GW), name=long_name)
+    check("render fails: a release name that makes the StatefulSet name longer than 52 characters",
+          err is not None and "more than 52" in err, err or "rendered")
+    check("a 52-character StatefulSet name renders", render_error(merge(BASE, GW), name="a" * 33) is None)
+    # The helm test pod is no endpoint of any Service.
+    docs = render(merge(BASE, GW))
+    pod = kinds(docs, "Pod")[0]
+    labels = pod["metadata"]["labels"]
+    hit = [s["metadata"]["name"] for s in kinds(docs, "Service") if all(labels.get(k) == v for k, v in s["spec"]["selector"].items())]
+    check("the helm test pod matches no Service's selector (backend, internal, gateway, peers)", not hit and kinds(docs, "Service"), json.dumps(hit))
+    text = notes(BASE)
+    check("NOTES: no helm test promised when none renders", "helm test" not in text.replace("No helm test is rendered", ""), text)
+    check("NOTES: helm test offered when the gateway renders one", "helm test rel" in notes(merge(BASE, GW)))
+    text = notes(merge(BASE, ALB))
+    check("NOTES: label the namespace for the readiness gate BEFORE installing",
+          "BEFORE installing" in text and "elbv2.k8s.aws/pod-readiness-gate-inject=enabled" in text, text)
+
+
+for label, fn in [("ALB checks", alb_checks), ("app sidecar checks", app_checks), ("NLB checks", nlb_checks),
+                  ("gateway checks", gateway_checks), ("checksum checks", checksum_checks), ("internal token checks", token_checks),
+                  ("smaller checks", misc_checks)]:
+    safe(label, fn)
+
 # 4. Example values files render and validate.
 for example in sorted(os.listdir(os.path.join(CHART_DIR, "examples"))):
     with open(os.path.join(CHART_DIR, "examples", example)) as f:
@@ -606,6 +836,22 @@ check("chart appVersion equals the crate version", meta["appVersion"] == crate_v
 lint = helm_python.lint(CHART_DIR, BASE, strict=True, kube_version="v" + KUBE)
 serious = [m for m in lint["messages"] if m["severity"] >= 2] + lint["errors"]
 check("helm lint --strict: no warnings or errors", not serious, json.dumps(lint))
+
+# Every Ingress and NLB Service rendered above (every scenario): the merged annotations have a
+# health-check interval greater than the timeout, and HTTPS listeners a TLS 1.3 policy.
+bad = []
+for d in RENDERED_LBS:
+    a = ann(d)
+    if d["kind"] == "Ingress":
+        i, t = a.get(HC_I), a.get(HC_T)
+        https = a.get("alb.ingress.kubernetes.io/certificate-arn") or "HTTPS" in a.get("alb.ingress.kubernetes.io/listen-ports", "")
+        if https and not a.get("alb.ingress.kubernetes.io/ssl-policy", "").startswith("ELBSecurityPolicy-TLS13-"):
+            bad.append(f"{d['metadata']['name']}: no TLS 1.3 policy")
+    else:
+        i, t = a.get(NLB + "healthcheck-interval"), a.get(NLB + "healthcheck-timeout")
+    if not (i and t and int(i) > int(t)):
+        bad.append(f"{d['kind']}/{d['metadata']['name']}: interval {i}, timeout {t}")
+check(f"every Ingress and NLB rendered ({len(RENDERED_LBS)}): health-check interval > timeout, TLS 1.3 on HTTPS", RENDERED_LBS and not bad, json.dumps(bad[:5]))
 
 print(f"chart: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -5,6 +5,9 @@
 #   - `helm test` (a probe pod through the gateway's Service), with the test pod's logs;
 #   - round trips through the NodePort, each on a new connection, so both gateways get clients
 #     and each push must find its client wherever it is connected;
+#   - the gateway's pod template: peers by name pattern, the shared secret from its Secret, none
+#     in argv; scaling the gateways from 2 to 3 keeps the running replicas (same revision, same
+#     pods) and round trips still work;
 #   - a session item in DynamoDB while a client is connected (polled, not a fixed sleep);
 #   - KEDA scaling the backend from 3 to 1 while clients send: zero client-visible errors.
 # On any failure it prints the pods, events, a description of every pod that is not ready and
@@ -242,6 +245,31 @@ for i in $(seq 1 12); do
     || die "round trip $i through $URL failed (a push did not reach its client)"
 done
 echo "12 round trips through two gateways with async replies: ok"
+
+step "the gateway's pod template: peers by name pattern, the shared secret from its Secret, not in argv"
+tmpl=$(kubectl -n "$NS" get "statefulset/$RELEASE-gateway" \
+  -o jsonpath='{.spec.template.spec.containers[0].args} {range .spec.template.spec.containers[0].env[*]}{.name}={.value} {end}')
+grep -qF "SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE=http://$RELEASE-gateway-{ordinal}." <<<"$tmpl" \
+  || die "the gateway has no SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE: $tmpl"
+grep -qF "SOCKETLESS_GATEWAY_PARAM_SharedSecret=" <<<"$tmpl" || die "the gateway gets no SOCKETLESS_GATEWAY_PARAM_SharedSecret: $tmpl"
+if grep -qE 'SharedSecret=[^ ]|SOCKETLESS_GATEWAY_PEERS=' <<<"$tmpl"; then
+  die "a secret value in the gateway's args or env, or the old peer list: $tmpl"
+fi
+
+step "scaling the gateways 2 -> 3 changes only spec.replicas: the running replicas keep their clients"
+uids_before=$(kubectl -n "$NS" get pod "$RELEASE-gateway-0" "$RELEASE-gateway-1" -o jsonpath='{.items[*].metadata.uid}')
+rev_before=$(kubectl -n "$NS" get "statefulset/$RELEASE-gateway" -o jsonpath='{.status.updateRevision}')
+helm upgrade "$RELEASE" chart/socketless -n "$NS" --reuse-values --set gateway.replicaCount=3 --wait --timeout 300s
+wait_until 120 "3 ready gateway replicas" ready_replicas "statefulset/$RELEASE-gateway" 3
+uids_after=$(kubectl -n "$NS" get pod "$RELEASE-gateway-0" "$RELEASE-gateway-1" -o jsonpath='{.items[*].metadata.uid}')
+rev_after=$(kubectl -n "$NS" get "statefulset/$RELEASE-gateway" -o jsonpath='{.status.updateRevision}')
+[ "$rev_before" = "$rev_after" ] || die "the gateway's revision changed with its replica count ($rev_before -> $rev_after)"
+[ "$uids_before" = "$uids_after" ] || die "gateway-0 or gateway-1 was restarted by a new replica count"
+for i in $(seq 1 6); do
+  "$bin" probe "$URL" --message "three-$i" --timeout 20s >/dev/null \
+    || die "round trip $i through three gateways failed"
+done
+echo "3 gateways, the first two untouched (revision $rev_after), 6 round trips: ok"
 
 step "the session is in DynamoDB while a client is connected"
 "$bin" probe "$URL" --message hold --expect never --timeout 120s >/dev/null 2>&1 &

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Renders the chart with the value sets users deploy into a directory, one file per set, for
 the static checks (checkov). Sets: the defaults (with a shared secret), the EKS example (with a
-KEDA CloudWatch trigger) and the kind e2e's values. Usage: render-chart.py OUT_DIR
+KEDA CloudWatch trigger), the kind e2e's values, and a VPC link set (an internal NLB, the app
+sidecar, an internal API token of its own, the gateway behind its own HTTPS ALB). Usage:
+render-chart.py OUT_DIR
 """
 import copy
 import json
@@ -33,6 +35,13 @@ SETS = {
     "eks": merge(load("chart/socketless/examples/eks-irsa-alb.yaml"),
                  {"keda": {"enabled": True, "cloudwatch": {"apiId": "a1b2c3d4e5"}}}),
     "kind": merge(load("chart/socketless/examples/kind-nodeport-gateway.yaml"), load("ci/kind/values.yaml")),
+    "vpc-link": {"config": {"region": "us-east-1"}, "sharedSecret": {"value": "static-check-secret-0123"},
+                 "service": {"type": "LoadBalancer"},
+                 "internalApi": {"token": {"value": "static-check-internal-token-0123"}},
+                 "app": {"enabled": True, "image": {"repository": "registry.example.com/chat-app", "tag": "1.4.2"}},
+                 "gateway": {"enabled": True, "replicaCount": 2, "ingress": {
+                     "enabled": True, "host": "ws.example.com",
+                     "certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-4e5f-6789-abcd-ef0123456789"}}},
 }
 
 out_dir = sys.argv[1]

@@ -29,6 +29,13 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* The labels every object carries besides its selector labels. */}}
+{{- define "socketless.commonLabels" -}}
+helm.sh/chart: {{ include "socketless.chart" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
 {{/* Selector labels: name and instance only. */}}
 {{- define "socketless.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "socketless.name" . }}
@@ -44,13 +51,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-peers" (include "socketless.gatewayName" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Every gateway replica's base URL, in ordinal order, comma-separated (--peers). */}}
-{{- define "socketless.gatewayPeers" -}}
-{{- $peers := list }}
-{{- range $i := until (int .Values.gateway.replicaCount) }}
-{{- $peers = append $peers (printf "http://%s-%d.%s.%s.svc:%v" (include "socketless.gatewayName" $) $i (include "socketless.gatewayHeadlessName" $) $.Release.Namespace $.Values.gateway.service.port) }}
-{{- end }}
-{{- join "," $peers }}
+{{/*
+The URL of every gateway replica, with {ordinal} for the replica's ordinal
+(SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE). No list and no count: the pod template is the same for
+any gateway.replicaCount, so scaling changes only spec.replicas and rolls no replica.
+*/}}
+{{- define "socketless.gatewayPeerUrlTemplate" -}}
+{{- printf "http://%s-{ordinal}.%s.%s.svc:%v" (include "socketless.gatewayName" .) (include "socketless.gatewayHeadlessName" .) .Release.Namespace .Values.gateway.service.port }}
 {{- end }}
 
 {{- define "socketless.gatewaySelectorLabels" -}}
@@ -91,13 +98,60 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-A checksum of what the pods read at start: the Secret the chart creates (or the name of an
-existing one) and the rendered settings. A change rolls the pods; environment variables are
-read only at start. An existing Secret's content is not visible to Helm: rename the Secret
-(or use a reloader) when you rotate it.
+The internal API's Bearer token (SOCKETLESS_INTERNAL_TOKEN): internalApi.token.existingSecret,
+or the Secret the chart creates from internalApi.token.value, or else the shared secret's Secret
+and key. Empty (no token) when none is set and sharedSecret.enabled=false.
 */}}
-{{- define "socketless.configChecksum" -}}
-{{- $in := dict "secret" (include (print .Template.BasePath "/secret.yaml") .) "existing" .Values.sharedSecret.existingSecret "config" .Values.config "extraEnv" .Values.extraEnv "gateway" .Values.gateway "app" .Values.app }}
+{{- define "socketless.internalTokenSecretName" -}}
+{{- $t := .Values.internalApi.token }}
+{{- if $t.existingSecret }}{{ $t.existingSecret }}
+{{- else if $t.value }}{{ printf "%s-internal-token" (include "socketless.fullname" .) }}
+{{- else }}{{ include "socketless.secretName" . }}
+{{- end }}
+{{- end }}
+
+{{- define "socketless.internalTokenSecretKey" -}}
+{{- $t := .Values.internalApi.token }}
+{{- if $t.existingSecret }}{{ $t.existingSecretKey }}
+{{- else if $t.value }}internal-token
+{{- else }}{{ include "socketless.secretKey" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the shared secret's pods read of it: the Secret's name and key, and a hash of the value
+when the chart creates the Secret. An existing Secret's content is not visible to Helm: rename
+the Secret (or use a reloader) when you rotate it.
+*/}}
+{{- define "socketless.secretInputs" -}}
+{{- $s := .Values.sharedSecret }}
+{{- toJson (dict "name" (include "socketless.secretName" .) "key" (include "socketless.secretKey" .) "value" (sha256sum (toString $s.value))) }}
+{{- end }}
+
+{{/*
+Checksum of what the backend pod reads at start (environment variables are read only then): its
+settings, extraEnv, the app sidecar, the shared secret and the internal token, and the push
+endpoint derived from the gateway's Service. A change rolls the backend pods; nothing here is a
+gateway setting, so a backend change never rolls the gateway.
+*/}}
+{{- define "socketless.backendChecksum" -}}
+{{- $t := .Values.internalApi.token }}
+{{- $token := dict "name" (include "socketless.internalTokenSecretName" .) "key" (include "socketless.internalTokenSecretKey" .) "value" (sha256sum (toString $t.value)) }}
+{{- $push := dict "enabled" .Values.gateway.enabled "port" .Values.gateway.service.port "stage" .Values.gateway.stage }}
+{{- $in := dict "secret" (include "socketless.secretInputs" .) "token" $token "config" .Values.config "extraEnv" .Values.extraEnv "app" .Values.app "push" $push }}
+{{- toJson $in | sha256sum }}
+{{- end }}
+
+{{/*
+Checksum of exactly what a gateway pod reads at start: the gateway's own values except those
+that do not reach the pod (replicaCount, which only sets spec.replicas; the PDB, the Ingress and
+the Service's type and annotations), the shared secret, config.logFormat and the backend's
+Service port (its IntegrationUri). A backend change (config.sessionTtl, the app's image) never
+rolls the gateway and its clients.
+*/}}
+{{- define "socketless.gatewayChecksum" -}}
+{{- $g := omit .Values.gateway "replicaCount" "podDisruptionBudget" "ingress" "service" }}
+{{- $in := dict "gateway" $g "port" .Values.gateway.service.port "secret" (include "socketless.secretInputs" .) "logFormat" .Values.config.logFormat "backendPort" .Values.service.port }}
 {{- toJson $in | sha256sum }}
 {{- end }}
 
@@ -121,6 +175,50 @@ read only at start. An existing Secret's content is not visible to Helm: rename 
 {{- if .Values.keda.enabled }}{{ .Values.keda.minReplicaCount }}
 {{- else if .Values.autoscaling.enabled }}{{ .Values.autoscaling.minReplicas }}
 {{- else }}{{ .Values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/* A Go duration (gateway.idleTimeout: 10m, 1h30m, 90s, 500ms) in whole seconds, rounded up. */}}
+{{- define "socketless.durationSeconds" -}}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ms|s|m|h)" . -1 }}
+{{- $n := float64 (regexFind "^[0-9]+(\\.[0-9]+)?" .) }}
+{{- $unit := regexReplaceAll "^[0-9]+(\\.[0-9]+)?" . "" }}
+{{- $mult := get (dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0) $unit }}
+{{- $total = addf $total (mulf $n $mult) }}
+{{- end }}
+{{- ceil $total | int }}
+{{- end }}
+
+{{/*
+Fails unless a target group's health-check interval exceeds its timeout: ELBv2 refuses a target
+group whose timeout is not smaller than its interval, and the load balancer never comes up.
+Called with (list WHAT ANNOTATIONS INTERVAL_KEY TIMEOUT_KEY) after the user's annotations are
+merged in, so an override cannot break it either.
+*/}}
+{{- define "socketless.checkHealthCheckTiming" -}}
+{{- $what := index . 0 }}
+{{- $a := index . 1 }}
+{{- $interval := index $a (index . 2) | default "" }}
+{{- $timeout := index $a (index . 3) | default "" }}
+{{- if or (not $interval) (not $timeout) }}
+{{- fail (printf "%s: the health check needs both %s and %s (the controller's defaults differ by load balancer type)" $what (index . 2) (index . 3)) }}
+{{- end }}
+{{- if le (int $interval) (int $timeout) }}
+{{- fail (printf "%s: health-check interval (%v s) must be greater than its timeout (%v s); ELBv2 refuses the target group otherwise (e.g. interval 10, timeout 5)" $what $interval $timeout) }}
+{{- end }}
+{{- end }}
+
+{{/* A PDB value that would allow no eviction at all: maxUnavailable 0 or "0%", minAvailable "100%". */}}
+{{- define "socketless.checkPdbValue" -}}
+{{- $what := index . 0 }}
+{{- $max := index . 1 }}
+{{- $min := index . 2 }}
+{{- if and (not (kindIs "invalid" $max)) (or (eq (toString $max) "0") (eq (toString $max) "0%")) }}
+{{- fail (printf "%s.maxUnavailable is %v: no pod could ever be evicted and node drains would block. Use maxUnavailable: 1" $what $max) }}
+{{- end }}
+{{- if and (kindIs "invalid" $max) (not (kindIs "invalid" $min)) (eq (toString $min) "100%") }}
+{{- fail (printf "%s.minAvailable is 100%%: no pod could ever be evicted and node drains would block. Use maxUnavailable: 1" $what) }}
+{{- end }}
 {{- end }}
 
 {{/* Render-time checks that the schema cannot express; each message says what to do. */}}
@@ -174,6 +272,51 @@ read only at start. An existing Secret's content is not visible to Helm: rename 
 {{- if and $pdb.enabled (kindIs "invalid" $pdb.maxUnavailable) (not (kindIs "invalid" $pdb.minAvailable)) (not (kindIs "string" $pdb.minAvailable)) }}
 {{- if ge (int $pdb.minAvailable) (int (include "socketless.minReplicas" .)) }}
 {{- fail (printf "podDisruptionBudget.minAvailable (%v) is not below the minimum replica count (%v): no pod could ever be evicted and node drains would block. Use podDisruptionBudget.maxUnavailable: 1, or more replicas" $pdb.minAvailable (include "socketless.minReplicas" .)) }}
+{{- end }}
+{{- end }}
+{{- if $pdb.enabled }}
+{{- include "socketless.checkPdbValue" (list "podDisruptionBudget" $pdb.maxUnavailable $pdb.minAvailable) }}
+{{- end }}
+{{- if .Values.gateway.enabled }}
+{{- if .Values.gateway.podDisruptionBudget.enabled }}
+{{- include "socketless.checkPdbValue" (list "gateway.podDisruptionBudget" .Values.gateway.podDisruptionBudget.maxUnavailable nil) }}
+{{- end }}
+{{- $sts := include "socketless.gatewayName" . }}
+{{- if gt (len $sts) 52 }}
+{{- fail (printf "the gateway's StatefulSet name %q has %d characters, more than 52: its pods' controller-revision-hash label (the name, a dash and a 10-character hash) must fit 63. Use a shorter release name or set fullnameOverride" $sts (len $sts)) }}
+{{- end }}
+{{- end }}
+{{- if .Values.app.enabled }}
+{{- if semverCompare "<1.29-0" .Capabilities.KubeVersion.Version }}
+{{- fail (printf "app.enabled=true runs the app as a native sidecar (an init container with restartPolicy: Always), which needs Kubernetes 1.29 or later; this cluster is %s. Upgrade the cluster or set app.enabled=false" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- end }}
+{{- $t := .Values.internalApi.token }}
+{{- if and $t.existingSecret $t.value }}
+{{- fail "internalApi.token: set existingSecret or value, not both" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled .Values.serviceMonitor.enabled (not .Values.networkPolicy.internalFrom) }}
+{{- fail "networkPolicy.enabled and serviceMonitor.enabled with an empty networkPolicy.internalFrom: the NetworkPolicy would admit no pod to the internal port (9090), so Prometheus could never scrape /metrics. Add the Prometheus namespace or pods to networkPolicy.internalFrom, e.g. - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}" }}
+{{- end }}
+{{- $k := .Values.keda }}
+{{- if $k.enabled }}
+{{- if gt (int $k.minReplicaCount) (int $k.maxReplicaCount) }}
+{{- fail (printf "keda.minReplicaCount (%v) is greater than keda.maxReplicaCount (%v): KEDA refuses the ScaledObject. Raise keda.maxReplicaCount" $k.minReplicaCount $k.maxReplicaCount) }}
+{{- end }}
+{{- if and $k.fallback.enabled $k.cpu.enabled }}
+{{- fail "keda.fallback.enabled with the keda.cpu trigger: KEDA refuses a fallback on a ScaledObject with a cpu or memory trigger. Disable keda.fallback, or use autoscaling (the HPA) for CPU" }}
+{{- end }}
+{{- if and $k.cloudwatch.enabled (eq $k.cloudwatch.identityOwner "workload") }}
+{{- fail "keda.cloudwatch.identityOwner=workload makes KEDA use the backend's own role, and the stack grants the backend no cloudwatch:GetMetricData: the trigger would fail. Set keda.cloudwatch.roleArn to the stack's KedaRoleArn output, or leave roleArn and identityOwner empty and give KEDA's operator the KedaRoleArn (docs/helm.md, \"KEDA's AWS identity\")" }}
+{{- end }}
+{{- end }}
+{{- if eq .Values.service.type "LoadBalancer" }}
+{{- $lb := .Values.service.loadBalancer }}
+{{- if lt (int $c.shutdownDelaySeconds) (int $lb.controllerLagSeconds) }}
+{{- fail (printf "config.shutdownDelaySeconds (%v) is shorter than service.loadBalancer.controllerLagSeconds (%v): the NLB keeps sending new connections until the AWS Load Balancer Controller has deregistered the pod. Raise config.shutdownDelaySeconds (and terminationGracePeriodSeconds)" $c.shutdownDelaySeconds $lb.controllerLagSeconds) }}
+{{- end }}
+{{- if lt (int $lb.deregistrationDelaySeconds) (int $c.drainTimeoutSeconds) }}
+{{- fail (printf "service.loadBalancer.deregistrationDelaySeconds (%v) must be at least config.drainTimeoutSeconds (%v): the deregistration delay is how long the NLB lets connections to a deregistered target finish, so it must cover the longest request the pod drains. Raise service.loadBalancer.deregistrationDelaySeconds" $lb.deregistrationDelaySeconds $c.drainTimeoutSeconds) }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -5,11 +5,11 @@
 //! onto exactly these header names, and `socketless gateway` applies the same mapping by reading
 //! that template, so a backend cannot tell the two gateways apart. [`CONTEXT`] is the one table
 //! of those variables: what the gateway supplies, which header carries it, and where the backend
-//! keeps it.
+//! keeps it in the [`RequestContext`]. Every list of context headers is built from it: the
+//! gateway's context values, the backend's reader, the headers `serve --upstream` passes on to
+//! the app, the conformance kit's checks, the property test and the fuzz target.
 
 use http::HeaderValue;
-
-use crate::handler::RequestContext;
 
 /// Connection id assigned by the gateway (`context.connectionId`). Required on every call.
 pub const CONNECTION_ID: &str = "x-socketless-connection-id";
@@ -35,6 +35,28 @@ pub const DISCONNECT_STATUS: &str = "x-socketless-disconnect-status";
 pub const DISCONNECT_REASON: &str = "x-socketless-disconnect-reason";
 /// Shared secret the gateway adds as a literal; checked when the backend has one configured.
 pub const SHARED_SECRET: &str = "x-socketless-secret";
+
+/// The gateway context of one call, read from the request headers by the rows of [`CONTEXT`]
+/// (see `crate::backend::request_context`); what a [`crate::handler::MessageHandler`] receives.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub connection_id: String,
+    pub route_key: String,
+    pub event_type: String,
+    pub request_id: String,
+    pub domain: String,
+    pub stage: String,
+    /// Epoch milliseconds, when the gateway sent it.
+    pub connected_at: Option<i64>,
+    pub source_ip: String,
+    pub user_agent: String,
+    /// Close status on `$disconnect`, when the gateway maps it.
+    pub disconnect_status: Option<u16>,
+    pub disconnect_reason: Option<String>,
+    /// Every header of the call, for handlers whose [`crate::handler::MessageHandler::wants_headers`] says so
+    /// (to read parameters the template maps beyond the context); `None` otherwise.
+    pub headers: Option<std::sync::Arc<http::HeaderMap>>,
+}
 
 /// What the gateway reads to supply a context variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +90,16 @@ pub struct Malformed;
 /// How the backend reads one header into the [`RequestContext`].
 pub type Store = fn(&mut RequestContext, &HeaderValue) -> Result<(), Malformed>;
 
+/// The header's value back out of the [`RequestContext`], to pass the context on (the upstream
+/// app gets the same headers); `None` when the call carried none, or an empty one.
+pub type Load = fn(&RequestContext) -> Option<String>;
+
 /// A context header: its name and where the backend keeps its value.
 #[derive(Clone, Copy)]
 pub struct Header {
     pub name: &'static str,
     pub store: Store,
+    pub load: Load,
 }
 
 /// One row of the context table.
@@ -91,8 +118,23 @@ fn text(value: &HeaderValue) -> &str {
     value.to_str().unwrap_or_default()
 }
 
-const fn header(name: &'static str, store: Store) -> Option<Header> {
-    Some(Header { name, store })
+/// A text field as a header value: an empty one is not passed on.
+fn nonempty(field: &str) -> Option<String> {
+    (!field.is_empty()).then(|| field.to_owned())
+}
+
+/// A header kept as text in a `String` field of the [`RequestContext`].
+macro_rules! text_header {
+    ($name:expr, $field:ident) => {
+        Some(Header {
+            name: $name,
+            store: |c, v| {
+                c.$field = text(v).to_owned();
+                Ok(())
+            },
+            load: |c| nonempty(&c.$field),
+        })
+    };
 }
 
 const fn row(variable: &'static str, header: Option<Header>, supply: Supply) -> ContextVariable {
@@ -104,104 +146,86 @@ const fn row(variable: &'static str, header: Option<Header>, supply: Supply) -> 
 }
 
 /// Every context variable the gateway supplies, with the header the backend reads it from.
-/// The gateway's context, the mappings it accepts and the backend's header reader are all built
-/// from this table; a test checks the template's RequestParameters against it.
+/// The gateway's context, the mappings it accepts, the backend's header reader and the headers
+/// passed on to an upstream app are all built from this table; tests check the template's
+/// RequestParameters against it and that every header row reaches every consumer.
+///
+/// A variable the gateway already supplies becomes a header in one row here (and a field of
+/// [`RequestContext`] when it needs one), plus its mapping in `cfn/websocket-api.yml`.
 pub const CONTEXT: &[ContextVariable] = &[
     row(
         "connectionId",
-        header(CONNECTION_ID, |c, v| {
-            c.connection_id = text(v).to_owned();
-            Ok(())
-        }),
+        text_header!(CONNECTION_ID, connection_id),
         Supply::ConnectionId,
     ),
     row(
         "connectedAt",
-        header(CONNECTED_AT, |c, v| {
-            let ms = v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok());
-            c.connected_at = Some(ms.filter(|ms| *ms >= 0).ok_or(Malformed)?);
-            Ok(())
+        Some(Header {
+            name: CONNECTED_AT,
+            store: |c, v| {
+                let ms = v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok());
+                c.connected_at = Some(ms.filter(|ms| *ms >= 0).ok_or(Malformed)?);
+                Ok(())
+            },
+            load: |c| c.connected_at.map(|ms| ms.to_string()),
         }),
         Supply::ConnectedAt,
     ),
-    row(
-        "domainName",
-        header(DOMAIN_NAME, |c, v| {
-            c.domain = text(v).to_owned();
-            Ok(())
-        }),
-        Supply::DomainName,
-    ),
-    row(
-        "eventType",
-        header(EVENT_TYPE, |c, v| {
-            c.event_type = text(v).to_owned();
-            Ok(())
-        }),
-        Supply::EventType,
-    ),
+    row("domainName", text_header!(DOMAIN_NAME, domain), Supply::DomainName),
+    row("eventType", text_header!(EVENT_TYPE, event_type), Supply::EventType),
     row("messageId", None, Supply::MessageId),
-    row(
-        "routeKey",
-        header(ROUTE_KEY, |c, v| {
-            c.route_key = text(v).to_owned();
-            Ok(())
-        }),
-        Supply::RouteKey,
-    ),
-    row(
-        "requestId",
-        header(REQUEST_ID, |c, v| {
-            c.request_id = text(v).to_owned();
-            Ok(())
-        }),
-        Supply::RequestId,
-    ),
+    row("routeKey", text_header!(ROUTE_KEY, route_key), Supply::RouteKey),
+    row("requestId", text_header!(REQUEST_ID, request_id), Supply::RequestId),
     row("extendedRequestId", None, Supply::RequestId),
     row("apiId", None, Supply::ApiId),
     row(
         "identity.sourceIp",
-        header(SOURCE_IP, |c, v| {
-            c.source_ip = text(v).to_owned();
-            Ok(())
-        }),
+        text_header!(SOURCE_IP, source_ip),
         Supply::SourceIp,
     ),
     row(
         "identity.userAgent",
-        header(USER_AGENT, |c, v| {
-            c.user_agent = text(v).to_owned();
-            Ok(())
-        }),
+        text_header!(USER_AGENT, user_agent),
         Supply::UserAgent,
     ),
     row("requestTime", None, Supply::RequestTime),
     row("requestTimeEpoch", None, Supply::RequestTimeEpoch),
-    row(
-        "stage",
-        header(STAGE, |c, v| {
-            c.stage = text(v).to_owned();
-            Ok(())
-        }),
-        Supply::Stage,
-    ),
+    row("stage", text_header!(STAGE, stage), Supply::Stage),
     row(
         "disconnectStatusCode",
-        header(DISCONNECT_STATUS, |c, v| {
-            c.disconnect_status = v.to_str().ok().and_then(|s| s.trim().parse::<u16>().ok());
-            Ok(())
+        Some(Header {
+            name: DISCONNECT_STATUS,
+            store: |c, v| {
+                c.disconnect_status = v.to_str().ok().and_then(|s| s.trim().parse::<u16>().ok());
+                Ok(())
+            },
+            load: |c| c.disconnect_status.map(|status| status.to_string()),
         }),
         Supply::DisconnectStatus,
     ),
     row(
         "disconnectReason",
-        header(DISCONNECT_REASON, |c, v| {
-            c.disconnect_reason = v.to_str().ok().map(str::to_owned);
-            Ok(())
+        Some(Header {
+            name: DISCONNECT_REASON,
+            store: |c, v| {
+                c.disconnect_reason = v.to_str().ok().map(str::to_owned);
+                Ok(())
+            },
+            load: |c| c.disconnect_reason.as_deref().and_then(nonempty),
         }),
         Supply::DisconnectReason,
     ),
 ];
+
+/// The rows the backend reads a header for, in table order, with their headers.
+pub fn header_rows() -> impl Iterator<Item = (&'static ContextVariable, Header)> {
+    CONTEXT.iter().filter_map(|row| Some((row, row.header?)))
+}
+
+/// Every context header, in table order.
+pub fn headers() -> impl Iterator<Item = Header> {
+    CONTEXT.iter().filter_map(|row| row.header)
+}
 
 /// The row of a `context.*` variable (named without the `context.` prefix).
 pub fn context_variable(variable: &str) -> Option<&'static ContextVariable> {
@@ -294,6 +318,74 @@ mod tests {
                     h.name
                 );
             }
+        }
+    }
+
+    /// Every header row of [`CONTEXT`] reaches every consumer: the backend reads it into the
+    /// [`RequestContext`], `serve --upstream` passes the same value on to the app, and the
+    /// conformance kit checks it on `$connect` or on a message (only what those calls cannot
+    /// show goes unchecked).
+    #[test]
+    fn every_header_row_reaches_every_consumer() {
+        use crate::conformance::handshake::{Call, Expect, context_header_problems, expect};
+        use serde_json::json;
+
+        // A distinct value per header, valid for every row: a header kept in, or passed on
+        // from, another row's field shows.
+        let value = |i: usize| (100 + i).to_string();
+        let mut sent = http::HeaderMap::new();
+        for (i, h) in headers().enumerate() {
+            sent.insert(h.name, HeaderValue::from_str(&value(i)).unwrap());
+        }
+        let ctx = crate::backend::request_context(&sent).unwrap();
+        let passed_on: Vec<(&str, String)> = crate::upstream::context_headers(&ctx).collect();
+        let want: Vec<(&str, String)> = headers().enumerate().map(|(i, h)| (h.name, value(i))).collect();
+        assert_eq!(
+            passed_on, want,
+            "read by the backend and passed on to the upstream app unchanged"
+        );
+
+        // A `whoami` answer meeting every expectation passes the conformance case...
+        let (id, stage) = ("conn-1=", "dev");
+        let mut me = json!({"connectionId": id, "headers": {}, "connectHeaders": {}});
+        for call in [Call::Message, Call::Connect] {
+            for (row, h) in header_rows() {
+                let v = match expect(row.supply, call) {
+                    Expect::ConnectionId => id,
+                    Expect::Stage => stage,
+                    Expect::Present => "x",
+                    Expect::Number => "1700000000000",
+                    Expect::Is(v) => v,
+                    Expect::Unchecked(_) => continue,
+                };
+                me[call.part()][h.name] = json!(v);
+            }
+        }
+        assert_eq!(context_header_problems(&me, stage), Vec::<String>::new());
+        // ...and without any header it checks, the case fails naming it.
+        for (row, h) in header_rows() {
+            let mut checked = false;
+            for call in [Call::Message, Call::Connect] {
+                if let Expect::Unchecked(_) = expect(row.supply, call) {
+                    continue;
+                }
+                checked = true;
+                let mut without = me.clone();
+                without[call.part()].as_object_mut().unwrap().remove(h.name);
+                assert_eq!(
+                    context_header_problems(&without, stage),
+                    vec![format!("{}.{} missing", call.part(), h.name)]
+                );
+            }
+            assert!(
+                checked
+                    || matches!(
+                        row.supply,
+                        Supply::UserAgent | Supply::DisconnectStatus | Supply::DisconnectReason
+                    ),
+                "{} is not checked by the conformance kit",
+                h.name
+            );
         }
     }
 }

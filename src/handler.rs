@@ -8,28 +8,10 @@
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::store::BoxFuture;
-
-/// The gateway context of one call, read from the request headers (see [`crate::contract`]).
-#[derive(Debug, Clone, Default)]
-pub struct RequestContext {
-    pub connection_id: String,
-    pub route_key: String,
-    pub event_type: String,
-    pub request_id: String,
-    pub domain: String,
-    pub stage: String,
-    /// Epoch milliseconds, when the gateway sent it.
-    pub connected_at: Option<i64>,
-    pub source_ip: String,
-    pub user_agent: String,
-    /// Close status on `$disconnect`, when the gateway maps it.
-    pub disconnect_status: Option<u16>,
-    pub disconnect_reason: Option<String>,
-    /// Every header of the call, for handlers whose [`MessageHandler::wants_headers`] says so
-    /// (to read parameters the template maps beyond the context); `None` otherwise.
-    pub headers: Option<std::sync::Arc<http::HeaderMap>>,
-}
+/// The gateway context a handler receives; defined with the header table it is read from.
+pub use crate::contract::RequestContext;
+/// The future every handler method returns.
+pub use crate::future::BoxFuture;
 
 /// A handler's refusal: the status and a message for the caller. On `$connect` the status
 /// becomes the handshake's status, so the client sees it.

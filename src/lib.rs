@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod contract;
 pub mod defaults;
 pub mod dev;
+pub mod future;
 pub mod gateway;
 pub mod handler;
 pub mod http_server;

@@ -31,11 +31,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
-use crate::contract;
-use crate::handler::{MessageHandler, Rejection, RequestContext};
+use crate::contract::{self, RequestContext};
+use crate::future::BoxFuture;
+use crate::handler::{MessageHandler, Rejection};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::latency_histogram;
-use crate::store::BoxFuture;
 use crate::telemetry::LogThrottle;
 
 /// Largest answer read from the app: a reply is at most one message.
@@ -211,30 +211,10 @@ impl Upstream {
     }
 }
 
-/// The context as the `x-socketless-*` headers the app receives (the shared secret stays with
-/// `serve`).
-fn context_headers(ctx: &RequestContext) -> Vec<(&'static str, String)> {
-    let mut h = vec![
-        (contract::CONNECTION_ID, ctx.connection_id.clone()),
-        (contract::ROUTE_KEY, ctx.route_key.clone()),
-        (contract::EVENT_TYPE, ctx.event_type.clone()),
-        (contract::REQUEST_ID, ctx.request_id.clone()),
-        (contract::DOMAIN_NAME, ctx.domain.clone()),
-        (contract::STAGE, ctx.stage.clone()),
-        (contract::SOURCE_IP, ctx.source_ip.clone()),
-        (contract::USER_AGENT, ctx.user_agent.clone()),
-    ];
-    if let Some(at) = ctx.connected_at {
-        h.push((contract::CONNECTED_AT, at.to_string()));
-    }
-    if let Some(status) = ctx.disconnect_status {
-        h.push((contract::DISCONNECT_STATUS, status.to_string()));
-    }
-    if let Some(reason) = &ctx.disconnect_reason {
-        h.push((contract::DISCONNECT_REASON, reason.clone()));
-    }
-    h.retain(|(_, v)| !v.is_empty());
-    h
+/// The context as the `x-socketless-*` headers the app receives: every header row of
+/// [`contract::CONTEXT`] that carried a non-empty value (the shared secret stays with `serve`).
+pub(crate) fn context_headers(ctx: &RequestContext) -> impl Iterator<Item = (&'static str, String)> + '_ {
+    contract::headers().filter_map(|h| Some((h.name, (h.load)(ctx)?)))
 }
 
 /// The refusal for an app that did not answer.

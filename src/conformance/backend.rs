@@ -22,8 +22,8 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use crate::contract;
+use crate::future::BoxFuture;
 use crate::handler::{MessageHandler, Rejection, RequestContext};
-use crate::store::BoxFuture;
 
 /// Header the template maps from `route.request.querystring.refuse` on `$connect`.
 pub const REFUSE_HEADER: &str = "x-socketless-conformance-connect";

@@ -11,7 +11,7 @@ use aws_sdk_apigatewaymanagement::primitives::Blob;
 
 use super::handshake::cases;
 use super::ws::{self, Ended, Ws};
-use super::{Ctx, Outcome, fail};
+use super::{Outcome, Run, fail};
 
 cases! {
     "connections-post" => post,
@@ -24,7 +24,7 @@ cases! {
     "connections-sigv4-wrong-key-403" => wrong_key,
 }
 
-fn client(cx: &Ctx, sdk: &aws_config::SdkConfig) -> Client {
+fn client(cx: &Run, sdk: &aws_config::SdkConfig) -> Client {
     let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
         .endpoint_url(&cx.connections)
         .build();
@@ -47,13 +47,13 @@ fn status_code<E: ProvideErrorMetadata + std::error::Error + 'static>(
 }
 
 /// A new connection and its id.
-async fn connected(cx: &Ctx) -> Result<(Ws, String), String> {
+async fn connected(cx: &Run) -> Result<(Ws, String), String> {
     let mut c = ws::open(&cx.url, &[], cx.wait).await.map_err(|e| e.to_string())?;
     let id = ws::connection_id(&mut c, cx.wait).await?;
     Ok((c, id))
 }
 
-async fn post_data(cx: &Ctx, data: Vec<u8>) -> Outcome {
+async fn post_data(cx: &Run, data: Vec<u8>) -> Outcome {
     let (mut c, id) = match connected(cx).await {
         Ok(x) => x,
         Err(e) => return fail(e),
@@ -77,11 +77,11 @@ async fn post_data(cx: &Ctx, data: Vec<u8>) -> Outcome {
     o
 }
 
-async fn post(cx: &Ctx) -> Outcome {
+async fn post(cx: &Run) -> Outcome {
     post_data(cx, b"from @connections".to_vec()).await
 }
 
-async fn post_at_limit(cx: &Ctx) -> Outcome {
+async fn post_at_limit(cx: &Run) -> Outcome {
     post_data(cx, vec![b'p'; 131_072]).await
 }
 
@@ -99,7 +99,7 @@ where
     }
 }
 
-async fn post_too_large(cx: &Ctx) -> Outcome {
+async fn post_too_large(cx: &Run) -> Outcome {
     let (mut c, id) = match connected(cx).await {
         Ok(x) => x,
         Err(e) => return fail(e),
@@ -115,7 +115,7 @@ async fn post_too_large(cx: &Ctx) -> Outcome {
     o
 }
 
-async fn get(cx: &Ctx) -> Outcome {
+async fn get(cx: &Run) -> Outcome {
     let (mut c, id) = match connected(cx).await {
         Ok(x) => x,
         Err(e) => return fail(e),
@@ -145,7 +145,7 @@ async fn get(cx: &Ctx) -> Outcome {
     }
 }
 
-async fn delete(cx: &Ctx) -> Outcome {
+async fn delete(cx: &Run) -> Outcome {
     let (mut c, id) = match connected(cx).await {
         Ok(x) => x,
         Err(e) => return fail(e),
@@ -161,7 +161,7 @@ async fn delete(cx: &Ctx) -> Outcome {
     }
 }
 
-async fn gone_after_close(cx: &Ctx) -> Outcome {
+async fn gone_after_close(cx: &Run) -> Outcome {
     let (mut c, id) = match connected(cx).await {
         Ok(x) => x,
         Err(e) => return fail(e),
@@ -181,7 +181,7 @@ async fn gone_after_close(cx: &Ctx) -> Outcome {
     last
 }
 
-async fn unknown_id(cx: &Ctx) -> Outcome {
+async fn unknown_id(cx: &Run) -> Outcome {
     let r = client(cx, &cx.sdk)
         .post_to_connection()
         .connection_id("AAAAAAAAAAAAAAA=")
@@ -191,7 +191,7 @@ async fn unknown_id(cx: &Ctx) -> Outcome {
     expect_error(r, 410, "GoneException")
 }
 
-async fn wrong_key(cx: &Ctx) -> Outcome {
+async fn wrong_key(cx: &Run) -> Outcome {
     if cx.unsigned {
         return Outcome::NotRun("--unsigned: the target does not check signatures".into());
     }

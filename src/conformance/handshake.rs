@@ -1,15 +1,17 @@
 //! Handshake cases: the upgrade, `$connect` refusals (status and message), the URL length
-//! quota, and which request parameters reach the backend.
+//! quota, and which request parameters reach the backend (the context headers checked are the
+//! rows of [`crate::contract::CONTEXT`]).
 
 use serde_json::Value;
 
 use super::ws::{self, Refused};
-use super::{Ctx, Outcome, fail};
+use super::{Outcome, Run, fail};
+use crate::contract::{self, Supply};
 
 macro_rules! cases {
     ($($name:literal => $f:path,)*) => {
         pub const NAMES: &[&str] = &[$($name),*];
-        pub async fn run(name: &str, cx: &Ctx) -> Option<Outcome> {
+        pub async fn run(name: &str, cx: &Run) -> Option<Outcome> {
             match name { $($name => Some($f(cx).await),)* _ => None }
         }
     };
@@ -28,7 +30,7 @@ cases! {
     "mapping-unmapped-headers" => unmapped_headers,
 }
 
-async fn accepted(cx: &Ctx) -> Outcome {
+async fn accepted(cx: &Run) -> Outcome {
     match ws::open(&cx.url, &[], cx.wait).await {
         Ok(mut c) => {
             let _ = c.close(None).await;
@@ -39,7 +41,7 @@ async fn accepted(cx: &Ctx) -> Outcome {
 }
 
 /// Connects with `?refuse=STATUS`; the handshake's status and body.
-async fn refuse(cx: &Ctx, status: u16) -> Result<(u16, Vec<u8>), String> {
+async fn refuse(cx: &Run, status: u16) -> Result<(u16, Vec<u8>), String> {
     match ws::open(&ws::with_query(&cx.url, &format!("refuse={status}")), &[], cx.wait).await {
         Ok(mut c) => {
             let _ = c.close(None).await;
@@ -50,7 +52,7 @@ async fn refuse(cx: &Ctx, status: u16) -> Result<(u16, Vec<u8>), String> {
     }
 }
 
-async fn refused_4xx(cx: &Ctx) -> Outcome {
+async fn refused_4xx(cx: &Run) -> Outcome {
     let mut wrong = Vec::new();
     for status in [400, 401, 403, 429] {
         match refuse(cx, status).await {
@@ -66,7 +68,7 @@ async fn refused_4xx(cx: &Ctx) -> Outcome {
     }
 }
 
-async fn refused_5xx(cx: &Ctx) -> Outcome {
+async fn refused_5xx(cx: &Run) -> Outcome {
     match refuse(cx, 503).await {
         Ok((503, _)) => Outcome::Known("kd-connect-5xx-status", None),
         Ok((s, body)) => Outcome::Known(
@@ -86,7 +88,7 @@ fn message_of(body: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn refusal_message(cx: &Ctx) -> Outcome {
+async fn refusal_message(cx: &Run) -> Outcome {
     let mut wrong = Vec::new();
     for (status, want) in [
         (400, "Bad Request"),
@@ -115,7 +117,7 @@ async fn refusal_message(cx: &Ctx) -> Outcome {
 
 /// The stage URL padded with a query to exactly `len` characters, with a `tag` the backend
 /// records if `$connect` runs.
-fn url_of_length(cx: &Ctx, tag: &str, len: usize) -> String {
+fn url_of_length(cx: &Run, tag: &str, len: usize) -> String {
     let base = ws::with_query(&cx.url, &format!("tag={tag}&pad="));
     let pad = len.saturating_sub(base.len());
     format!("{base}{}", "p".repeat(pad))
@@ -127,7 +129,7 @@ fn unique_tag(what: &str) -> String {
     format!("{what}-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
 }
 
-async fn url_at_limit(cx: &Ctx) -> Outcome {
+async fn url_at_limit(cx: &Run) -> Outcome {
     let url = url_of_length(cx, &unique_tag("at-limit"), 4096);
     match ws::open(&url, &[], cx.wait).await {
         Ok(mut c) => {
@@ -138,7 +140,7 @@ async fn url_at_limit(cx: &Ctx) -> Outcome {
     }
 }
 
-async fn url_over_limit(cx: &Ctx) -> Outcome {
+async fn url_over_limit(cx: &Run) -> Outcome {
     let tag = unique_tag("over-limit");
     let url = url_of_length(cx, &tag, 4097);
     let status = match ws::open(&url, &[], cx.wait).await {
@@ -177,7 +179,7 @@ async fn url_over_limit(cx: &Ctx) -> Outcome {
 }
 
 /// `whoami` on a new connection opened with `query` and `headers`.
-async fn whoami_with(cx: &Ctx, query: Option<&str>, headers: &[(&str, &str)]) -> Result<Value, String> {
+async fn whoami_with(cx: &Run, query: Option<&str>, headers: &[(&str, &str)]) -> Result<Value, String> {
     let url = match query {
         Some(q) => ws::with_query(&cx.url, q),
         None => cx.url.clone(),
@@ -192,30 +194,113 @@ fn header<'a>(v: &'a Value, part: &str, name: &str) -> Option<&'a str> {
     v.get(part)?.get(name)?.as_str()
 }
 
-async fn context_headers(cx: &Ctx) -> Outcome {
+/// The call `whoami` recorded a context header on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// `$connect` (`connectHeaders`).
+    Connect,
+    /// A message on `$default` (`headers`).
+    Message,
+}
+
+impl Call {
+    /// Where `whoami` reports the headers of this call.
+    pub(crate) fn part(self) -> &'static str {
+        match self {
+            Call::Connect => "connectHeaders",
+            Call::Message => "headers",
+        }
+    }
+}
+
+/// What `mapping-context-headers` expects a context header to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// The connection's own id.
+    ConnectionId,
+    /// The stage of the target's URL.
+    Stage,
+    /// Any non-empty value.
+    Present,
+    /// A decimal number (epoch milliseconds).
+    Number,
+    /// Exactly this value.
+    Is(&'static str),
+    /// Not checked by this case, and why.
+    Unchecked(&'static str),
+}
+
+/// What the header of a variable the gateway supplies from `supply` must hold on `call`. Every
+/// [`Supply`] is decided here, so a header row added to [`contract::CONTEXT`] is checked by this
+/// case as it is.
+pub(crate) fn expect(supply: Supply, call: Call) -> Expect {
+    match supply {
+        Supply::ConnectionId => Expect::ConnectionId,
+        Supply::Stage => Expect::Stage,
+        Supply::ConnectedAt | Supply::RequestTimeEpoch => Expect::Number,
+        Supply::DomainName | Supply::RequestId | Supply::SourceIp | Supply::ApiId | Supply::RequestTime => {
+            Expect::Present
+        }
+        Supply::RouteKey => Expect::Is(match call {
+            Call::Connect => "$connect",
+            Call::Message => "$default",
+        }),
+        Supply::EventType => Expect::Is(match call {
+            Call::Connect => "CONNECT",
+            Call::Message => "MESSAGE",
+        }),
+        Supply::MessageId => match call {
+            Call::Connect => Expect::Unchecked("messages only"),
+            Call::Message => Expect::Present,
+        },
+        Supply::UserAgent => Expect::Unchecked("the kit's client sends no User-Agent, so the value may be empty"),
+        Supply::DisconnectStatus | Supply::DisconnectReason => {
+            Expect::Unchecked("sent on `$disconnect` only, which `whoami` cannot show")
+        }
+    }
+}
+
+/// Whether a header's value `v` is what `want` asks for, on the connection `id` of `stage`.
+fn holds(want: Expect, v: &str, id: &str, stage: &str) -> bool {
+    match want {
+        Expect::ConnectionId => v == id && !v.is_empty(),
+        Expect::Stage => v == stage,
+        Expect::Present => !v.is_empty(),
+        Expect::Number => v.parse::<u64>().is_ok(),
+        Expect::Is(value) => v == value,
+        Expect::Unchecked(_) => true,
+    }
+}
+
+/// What is wrong with the context headers in a `whoami` answer (`me`) from a target whose stage
+/// is `stage`: one entry per header of [`contract::CONTEXT`] that is missing or wrong, on a
+/// message and then on `$connect`.
+pub(crate) fn context_header_problems(me: &Value, stage: &str) -> Vec<String> {
+    let id = me.get("connectionId").and_then(Value::as_str).unwrap_or_default();
+    let mut wrong = Vec::new();
+    for call in [Call::Message, Call::Connect] {
+        let part = call.part();
+        for (row, h) in contract::header_rows() {
+            let want = expect(row.supply, call);
+            if let Expect::Unchecked(_) = want {
+                continue;
+            }
+            match header(me, part, h.name) {
+                Some(v) if holds(want, v, id, stage) => {}
+                Some(v) => wrong.push(format!("{part}.{} = {v:?}", h.name)),
+                None => wrong.push(format!("{part}.{} missing", h.name)),
+            }
+        }
+    }
+    wrong
+}
+
+async fn context_headers(cx: &Run) -> Outcome {
     let me = match whoami_with(cx, None, &[]).await {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    let id = me.get("connectionId").and_then(Value::as_str).unwrap_or_default();
-    let mut wrong = Vec::new();
-    let mut want = |part: &str, name: &str, ok: &dyn Fn(&str) -> bool| match header(&me, part, name) {
-        Some(v) if ok(v) => {}
-        Some(v) => wrong.push(format!("{part}.{name} = {v:?}")),
-        None => wrong.push(format!("{part}.{name} missing")),
-    };
-    for part in ["headers", "connectHeaders"] {
-        want(part, "x-socketless-connection-id", &|v| v == id && !v.is_empty());
-        want(part, "x-socketless-stage", &|v| v == cx.stage);
-        want(part, "x-socketless-request-id", &|v| !v.is_empty());
-        want(part, "x-socketless-connected-at", &|v| v.parse::<u64>().is_ok());
-        want(part, "x-socketless-domain-name", &|v| !v.is_empty());
-        want(part, "x-socketless-source-ip", &|v| !v.is_empty());
-    }
-    want("headers", "x-socketless-route-key", &|v| v == "$default");
-    want("headers", "x-socketless-event-type", &|v| v == "MESSAGE");
-    want("connectHeaders", "x-socketless-route-key", &|v| v == "$connect");
-    want("connectHeaders", "x-socketless-event-type", &|v| v == "CONNECT");
+    let wrong = context_header_problems(&me, &cx.stage);
     if wrong.is_empty() {
         Outcome::Pass
     } else {
@@ -223,7 +308,7 @@ async fn context_headers(cx: &Ctx) -> Outcome {
     }
 }
 
-async fn query_parameter(cx: &Ctx) -> Outcome {
+async fn query_parameter(cx: &Run) -> Outcome {
     let tag = unique_tag("mapped");
     let me = match whoami_with(cx, Some(&format!("tag={tag}")), &[]).await {
         Ok(v) => v,
@@ -240,7 +325,7 @@ async fn query_parameter(cx: &Ctx) -> Outcome {
     }
 }
 
-async fn unmapped_headers(cx: &Ctx) -> Outcome {
+async fn unmapped_headers(cx: &Run) -> Outcome {
     let me = match whoami_with(cx, Some("unmapped=1"), &[("x-conformance-unmapped", "1")]).await {
         Ok(v) => v,
         Err(e) => return fail(e),

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::handshake::cases;
 use super::ws::{self, Ended, Ws};
-use super::{Ctx, Outcome, fail};
+use super::{Outcome, Run, fail};
 
 cases! {
     "echo-default-route" => echo,
@@ -30,12 +30,12 @@ cases! {
     "disconnect-reaches-backend" => disconnect,
 }
 
-async fn open(cx: &Ctx) -> Result<Ws, String> {
+async fn open(cx: &Run) -> Result<Ws, String> {
     ws::open(&cx.url, &[], cx.wait).await.map_err(|e| e.to_string())
 }
 
 /// Opens a connection, runs `f` on it, closes it.
-async fn with_conn<F, Fut>(cx: &Ctx, f: F) -> Outcome
+async fn with_conn<F, Fut>(cx: &Run, f: F) -> Outcome
 where
     F: FnOnce(Ws) -> Fut,
     Fut: std::future::Future<Output = (Ws, Outcome)>,
@@ -50,7 +50,7 @@ where
     }
 }
 
-async fn echo(cx: &Ctx) -> Outcome {
+async fn echo(cx: &Run) -> Outcome {
     with_conn(cx, |mut c| async move {
         let msg = json!({"action": "echo", "op": "echo", "data": "conformance echo"});
         let r = match ws::send(&mut c, &msg.to_string()).await {
@@ -68,7 +68,7 @@ async fn echo(cx: &Ctx) -> Outcome {
 }
 
 /// Sends `msg` and checks the route key the backend saw.
-async fn route_of(cx: &Ctx, msg: String, want: &'static str) -> Outcome {
+async fn route_of(cx: &Run, msg: String, want: &'static str) -> Outcome {
     with_conn(cx, |mut c| async move {
         let r = match ws::send(&mut c, &msg).await {
             Ok(()) => ws::next_text(&mut c, cx.wait).await,
@@ -86,11 +86,11 @@ async fn route_of(cx: &Ctx, msg: String, want: &'static str) -> Outcome {
     .await
 }
 
-async fn non_json(cx: &Ctx) -> Outcome {
+async fn non_json(cx: &Run) -> Outcome {
     route_of(cx, "plain text, not JSON".into(), "$default").await
 }
 
-async fn unknown_key(cx: &Ctx) -> Outcome {
+async fn unknown_key(cx: &Run) -> Outcome {
     route_of(
         cx,
         json!({"action": "no-such-route", "op": "whoami"}).to_string(),
@@ -99,11 +99,11 @@ async fn unknown_key(cx: &Ctx) -> Outcome {
     .await
 }
 
-async fn missing_key(cx: &Ctx) -> Outcome {
+async fn missing_key(cx: &Run) -> Outcome {
     route_of(cx, json!({"op": "whoami"}).to_string(), "$default").await
 }
 
-async fn custom_route(cx: &Ctx) -> Outcome {
+async fn custom_route(cx: &Run) -> Outcome {
     if !cx.custom_route {
         return Outcome::NotRun("--no-custom-route: the stack has no `conformance` route".into());
     }
@@ -115,7 +115,7 @@ async fn custom_route(cx: &Ctx) -> Outcome {
     .await
 }
 
-async fn fragmented(cx: &Ctx) -> Outcome {
+async fn fragmented(cx: &Run) -> Outcome {
     with_conn(cx, |mut c| async move {
         // 100 KiB in four frames of 25 KiB: under both limits once reassembled.
         let data = "f".repeat(100 * 1024 - 64);
@@ -141,7 +141,7 @@ async fn fragmented(cx: &Ctx) -> Outcome {
 }
 
 /// Asks the backend to answer with `status` and a marker body; the text that came back.
-async fn status_reply(cx: &Ctx, status: u16) -> Result<String, String> {
+async fn status_reply(cx: &Run, status: u16) -> Result<String, String> {
     let mut c = open(cx).await?;
     let marker = format!("conformance-status-{status}");
     let msg = json!({"action": "status", "op": "status", "status": status, "body": marker});
@@ -151,7 +151,7 @@ async fn status_reply(cx: &Ctx, status: u16) -> Result<String, String> {
     r
 }
 
-async fn passthrough(cx: &Ctx, status: u16) -> Outcome {
+async fn passthrough(cx: &Run, status: u16) -> Outcome {
     let marker = format!("conformance-status-{status}");
     match status_reply(cx, status).await {
         Ok(t) if t.contains(&marker) => Outcome::Known("kd-error-status-passthrough", None),
@@ -160,11 +160,11 @@ async fn passthrough(cx: &Ctx, status: u16) -> Outcome {
     }
 }
 
-async fn reply_4xx(cx: &Ctx) -> Outcome {
+async fn reply_4xx(cx: &Run) -> Outcome {
     passthrough(cx, 400).await
 }
 
-async fn reply_5xx(cx: &Ctx) -> Outcome {
+async fn reply_5xx(cx: &Run) -> Outcome {
     passthrough(cx, 500).await
 }
 
@@ -174,7 +174,7 @@ fn frame_message(text: &str) -> Option<String> {
     v.get("message")?.as_str().map(str::to_string)
 }
 
-async fn reply_not_utf8(cx: &Ctx) -> Outcome {
+async fn reply_not_utf8(cx: &Run) -> Outcome {
     with_conn(cx, |mut c| async move {
         let msg = json!({"action": "bytes", "op": "bytes"}).to_string();
         let r = match ws::send(&mut c, &msg).await {
@@ -194,7 +194,7 @@ async fn reply_not_utf8(cx: &Ctx) -> Outcome {
     .await
 }
 
-async fn integration_timeout(cx: &Ctx) -> Outcome {
+async fn integration_timeout(cx: &Run) -> Outcome {
     let sleep = cx.integration_timeout + Duration::from_secs(1);
     if let Err(why) = cx.may_wait(sleep) {
         return Outcome::NotRun(why);
@@ -216,7 +216,7 @@ async fn integration_timeout(cx: &Ctx) -> Outcome {
 }
 
 /// Sends what `send` sends and expects the connection to close with `code`.
-async fn expect_close<F, Fut>(cx: &Ctx, code: u16, send: F) -> Result<(), String>
+async fn expect_close<F, Fut>(cx: &Run, code: u16, send: F) -> Result<(), String>
 where
     F: FnOnce(Ws) -> Fut,
     Fut: std::future::Future<Output = (Ws, Result<(), String>)>,
@@ -241,7 +241,7 @@ fn as_outcome(r: Result<(), String>) -> Outcome {
     }
 }
 
-async fn close_binary(cx: &Ctx) -> Outcome {
+async fn close_binary(cx: &Run) -> Outcome {
     as_outcome(
         expect_close(cx, 1003, |mut c| async move {
             let r = c
@@ -254,7 +254,7 @@ async fn close_binary(cx: &Ctx) -> Outcome {
     )
 }
 
-async fn close_big_frame(cx: &Ctx) -> Outcome {
+async fn close_big_frame(cx: &Run) -> Outcome {
     as_outcome(
         expect_close(cx, 1009, |mut c| async move {
             let r = ws::send(&mut c, &"x".repeat(32 * 1024 + 1)).await;
@@ -264,7 +264,7 @@ async fn close_big_frame(cx: &Ctx) -> Outcome {
     )
 }
 
-async fn close_big_message(cx: &Ctx) -> Outcome {
+async fn close_big_message(cx: &Run) -> Outcome {
     as_outcome(
         expect_close(cx, 1009, |mut c| async move {
             // Nine frames of 16 KiB: each under the frame limit, together over 128 KiB.
@@ -280,7 +280,7 @@ async fn close_big_message(cx: &Ctx) -> Outcome {
     )
 }
 
-async fn protocol_violation(cx: &Ctx, code: u16, payload: Vec<u8>, op: ws::OpCodeT) -> Outcome {
+async fn protocol_violation(cx: &Run, code: u16, payload: Vec<u8>, op: ws::OpCodeT) -> Outcome {
     let r = expect_close(cx, code, |mut c| async move {
         let r = ws::send_frame(&mut c, payload, op, true).await;
         (c, r)
@@ -292,15 +292,15 @@ async fn protocol_violation(cx: &Ctx, code: u16, payload: Vec<u8>, op: ws::OpCod
     }
 }
 
-async fn close_invalid_utf8(cx: &Ctx) -> Outcome {
+async fn close_invalid_utf8(cx: &Run) -> Outcome {
     protocol_violation(cx, 1007, vec![b'o', b'k', 0xff, 0xfe], ws::TEXT).await
 }
 
-async fn close_reserved_opcode(cx: &Ctx) -> Outcome {
+async fn close_reserved_opcode(cx: &Run) -> Outcome {
     protocol_violation(cx, 1002, b"reserved".to_vec(), ws::RESERVED).await
 }
 
-async fn disconnect(cx: &Ctx) -> Outcome {
+async fn disconnect(cx: &Run) -> Outcome {
     let mut a = match open(cx).await {
         Ok(c) => c,
         Err(e) => return fail(e),

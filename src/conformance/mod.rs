@@ -14,7 +14,7 @@
 
 pub mod backend;
 mod connections;
-mod handshake;
+pub(crate) mod handshake;
 pub mod known;
 mod messages;
 mod timeouts;
@@ -73,8 +73,8 @@ pub struct ConformanceArgs {
 /// Waits longer than this need --slow.
 const SLOW_BEYOND: Duration = Duration::from_secs(60);
 
-/// Validated settings shared by every case.
-pub struct Ctx {
+/// One run of the kit: the target and the validated settings every case shares.
+pub struct Run {
     /// WebSocket URL without a query.
     pub url: String,
     pub stage: String,
@@ -92,7 +92,7 @@ pub struct Ctx {
     pub duration_result: tokio::sync::OnceCell<Result<(ws::Ended, Duration), String>>,
 }
 
-impl Ctx {
+impl Run {
     /// Whether a case that waits `d` may run; the reason when not.
     pub fn may_wait(&self, d: Duration) -> Result<(), String> {
         if d > SLOW_BEYOND && !self.slow {
@@ -142,7 +142,7 @@ pub fn names() -> Vec<&'static str> {
     all
 }
 
-async fn run_one(name: &str, cx: &Ctx) -> Outcome {
+async fn run_one(name: &str, cx: &Run) -> Outcome {
     if let Some(o) = handshake::run(name, cx).await {
         return o;
     }
@@ -306,7 +306,7 @@ pub async fn run(args: ConformanceArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cx = Ctx {
+    let cx = Run {
         url,
         stage,
         connections,

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::handshake::cases;
 use super::ws::{self, Ended};
-use super::{Ctx, Outcome, fail};
+use super::{Outcome, Run, fail};
 
 cases! {
     "idle-timeout" => idle,
@@ -22,7 +22,7 @@ fn slack(d: Duration) -> Duration {
 }
 
 /// Opens a connection, stays idle, and reports how it ended and after how long.
-async fn idle_close(cx: &Ctx) -> Result<(Ended, Duration), String> {
+async fn idle_close(cx: &Run) -> Result<(Ended, Duration), String> {
     let wait = cx.idle_timeout + slack(cx.idle_timeout);
     cx.may_wait(wait)?;
     let mut c = ws::open(&cx.url, &[], cx.wait).await.map_err(|e| e.to_string())?;
@@ -33,7 +33,7 @@ async fn idle_close(cx: &Ctx) -> Result<(Ended, Duration), String> {
 
 /// Opens a connection and keeps it active (a message every third of the idle timeout) until it
 /// is closed.
-async fn duration_close(cx: &Ctx) -> Result<(Ended, Duration), String> {
+async fn duration_close(cx: &Run) -> Result<(Ended, Duration), String> {
     let wait = cx.max_duration + slack(cx.max_duration);
     cx.may_wait(wait)?;
     let mut c = ws::open(&cx.url, &[], cx.wait).await.map_err(|e| e.to_string())?;
@@ -72,15 +72,15 @@ fn judged(limit: Duration, ended: &Ended, after: Duration) -> Outcome {
 }
 
 /// Each timeout is waited for once; its two cases share the result.
-async fn idle_once(cx: &Ctx) -> Result<(Ended, Duration), String> {
+async fn idle_once(cx: &Run) -> Result<(Ended, Duration), String> {
     cx.idle_result.get_or_init(|| idle_close(cx)).await.clone()
 }
 
-async fn duration_once(cx: &Ctx) -> Result<(Ended, Duration), String> {
+async fn duration_once(cx: &Run) -> Result<(Ended, Duration), String> {
     cx.duration_result.get_or_init(|| duration_close(cx)).await.clone()
 }
 
-async fn idle(cx: &Ctx) -> Outcome {
+async fn idle(cx: &Run) -> Outcome {
     match idle_once(cx).await {
         Ok((ended, after)) => judged(cx.idle_timeout, &ended, after),
         Err(why) => Outcome::NotRun(why),
@@ -94,21 +94,21 @@ fn code_outcome(ended: &Ended) -> Outcome {
     }
 }
 
-async fn idle_code(cx: &Ctx) -> Outcome {
+async fn idle_code(cx: &Run) -> Outcome {
     match idle_once(cx).await {
         Ok((ended, _)) => code_outcome(&ended),
         Err(why) => Outcome::NotRun(why),
     }
 }
 
-async fn duration(cx: &Ctx) -> Outcome {
+async fn duration(cx: &Run) -> Outcome {
     match duration_once(cx).await {
         Ok((ended, after)) => judged(cx.max_duration, &ended, after),
         Err(why) => Outcome::NotRun(why),
     }
 }
 
-async fn duration_code(cx: &Ctx) -> Outcome {
+async fn duration_code(cx: &Run) -> Outcome {
     match duration_once(cx).await {
         Ok((ended, _)) => code_outcome(&ended),
         Err(why) => Outcome::NotRun(why),

@@ -14,7 +14,8 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification,
 };
 
-use super::{BoxFuture, Created, Page, Session, SessionStore, StoreError};
+use super::{Created, Page, Session, SessionStore, StoreError};
+use crate::future::BoxFuture;
 use crate::metrics::BackendMetrics;
 
 pub const KEY: &str = "connectionId";

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use super::{BoxFuture, Created, Page, Session, SessionStore, StoreError};
+use super::{Created, Page, Session, SessionStore, StoreError};
+use crate::future::BoxFuture;
 
 /// Sessions in a sorted map, so scans page by key like DynamoDB's do.
 #[derive(Default)]

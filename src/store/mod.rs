@@ -4,14 +4,14 @@
 mod dynamo;
 mod memory;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::metrics::BackendMetrics;
 
+/// The plug-in traits' future, also reachable here for code written against this path.
+pub use crate::future::BoxFuture;
 pub use dynamo::{DynamoStore, DynamoStoreConfig};
 pub use memory::MemoryStore;
 
@@ -82,9 +82,6 @@ pub async fn open(
         }
     })
 }
-
-/// A boxed future, so the store traits stay object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One session: a live (or recently live) WebSocket connection held by the gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -338,7 +338,7 @@ mod tests {
             sent.insert(h.name, HeaderValue::from_str(&value(i)).unwrap());
         }
         let ctx = crate::backend::request_context(&sent).unwrap();
-        let passed_on: Vec<(&str, String)> = crate::upstream::context_headers(&ctx).collect();
+        let passed_on: Vec<(&str, String)> = crate::backend::upstream::context_headers(&ctx).collect();
         let want: Vec<(&str, String)> = headers().enumerate().map(|(i, h)| (h.name, value(i))).collect();
         assert_eq!(
             passed_on, want,

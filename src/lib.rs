@@ -7,7 +7,6 @@
 
 pub mod aws;
 pub mod backend;
-pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod conformance;
@@ -23,9 +22,10 @@ pub mod memory;
 pub mod metrics;
 pub mod percent;
 pub mod probe;
-pub mod push;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod timefmt;
-pub mod upstream;
+
+/// `serve --upstream` at its former path (the module lives in [`backend`]).
+pub use backend::upstream;

@@ -9,17 +9,14 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::aws::{self, AwsSettings};
-use crate::backend::Backend;
+use crate::backend::{Backend, cache::SessionCache, push::Pusher, upstream::Upstream};
 pub use crate::backend::{ServeArgs, ServeConfig};
-use crate::cache::SessionCache;
 use crate::contract;
 use crate::handler::MessageHandler;
 use crate::http_server::{self, Drain, HttpLimits};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::BackendMetrics;
-use crate::push::Pusher;
 use crate::store::{self, StoreError};
-use crate::upstream::Upstream;
 
 /// Why `serve` could not start or run.
 #[derive(Debug, thiserror::Error)]

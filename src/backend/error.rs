@@ -5,9 +5,9 @@ use std::sync::LazyLock;
 
 use http::{Response, StatusCode};
 
+use super::push::PushOutcome;
 use crate::handler::Rejection;
 use crate::http_server::{self, Body, BodyError};
-use crate::push::PushOutcome;
 use crate::store::StoreError;
 use crate::telemetry::LogThrottle;
 

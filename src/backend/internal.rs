@@ -16,10 +16,10 @@ use tokio::task::JoinSet;
 
 use super::context::valid_connection_id;
 use super::error::ApiError;
+use super::push::PushOutcome;
 use super::state::{Backend, InFlight};
 use crate::contract;
 use crate::http_server::{self, Body};
-use crate::push::PushOutcome;
 
 /// Page size used by broadcast scans.
 const BROADCAST_PAGE: usize = 100;

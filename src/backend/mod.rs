@@ -6,13 +6,18 @@
 //! `settings` holds the flags and their validation, `state` the [`Backend`] both listeners
 //! share, `context` reads the gateway context from the request headers, `public` and
 //! `internal` are the two listeners, and `error` is the one error type both answer with.
+//! `cache` keeps DynamoDB calls under one per message, `push` is the `@connections` client, and
+//! `upstream` hands the events to the team's own HTTP app (`serve --upstream`).
 
+pub mod cache;
 mod context;
 mod error;
 mod internal;
 mod public;
+pub mod push;
 mod settings;
 mod state;
+pub mod upstream;
 
 pub use context::request_context;
 pub use error::ApiError;

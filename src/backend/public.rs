@@ -12,14 +12,14 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
+use super::cache::Lookup;
 use super::context::context;
 use super::error::ApiError;
+use super::push::PushOutcome;
 use super::settings::ReplyMode;
 use super::state::{Backend, InFlight};
-use crate::cache::Lookup;
 use crate::contract::{self, RequestContext};
 use crate::http_server::{self, Body};
-use crate::push::PushOutcome;
 use crate::store::{Created, Session};
 use crate::timefmt::now_ms;
 
@@ -235,7 +235,7 @@ impl Backend {
         }
     }
 
-    /// Writes the session of a message's connection (see [`crate::cache`]), adding `add`
+    /// Writes the session of a message's connection (see [`crate::backend::cache`]), adding `add`
     /// messages to its count.
     async fn sync_session(&self, ctx: &RequestContext, add: u64, cached: bool) -> Result<(), ApiError> {
         let session = self.new_session(ctx);

@@ -4,13 +4,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::upstream::UpstreamSettings;
 use crate::aws;
 use crate::config::{self, ConfigError, Labels, Problems};
 use crate::contract;
 use crate::defaults;
 use crate::http_server::{BodyPolicy, HttpLimits};
 use crate::store::{StoreKind, StoreSettings};
-use crate::upstream::UpstreamSettings;
 
 /// How replies reach the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use http::{Response, StatusCode};
 use prometheus_client::registry::Registry;
 
+use super::cache::SessionCache;
+use super::push::Pusher;
 use super::settings::BackendSettings;
-use crate::cache::SessionCache;
 use crate::handler::MessageHandler;
 use crate::http_server::{self, Body, BodyPolicy};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{self, BackendMetrics};
-use crate::push::Pusher;
 use crate::store::SessionStore;
 use crate::timefmt::now_ms;
 

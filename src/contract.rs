@@ -11,6 +11,9 @@
 
 use http::HeaderValue;
 
+/// What every header of the contract begins with.
+pub const HEADER_PREFIX: &str = "x-socketless-";
+
 /// Connection id assigned by the gateway (`context.connectionId`). Required on every call.
 pub const CONNECTION_ID: &str = "x-socketless-connection-id";
 /// Selected route key (`context.routeKey`), e.g. `$connect`, `$default`.
@@ -37,7 +40,7 @@ pub const DISCONNECT_REASON: &str = "x-socketless-disconnect-reason";
 pub const SHARED_SECRET: &str = "x-socketless-secret";
 
 /// The gateway context of one call, read from the request headers by the rows of [`CONTEXT`]
-/// (see `crate::backend::request_context`); what a [`crate::handler::MessageHandler`] receives.
+/// (see [`crate::backend::request_context`]); what a [`crate::handler::MessageHandler`] receives.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
     pub connection_id: String,
@@ -53,8 +56,9 @@ pub struct RequestContext {
     /// Close status on `$disconnect`, when the gateway maps it.
     pub disconnect_status: Option<u16>,
     pub disconnect_reason: Option<String>,
-    /// Every header of the call, for handlers whose [`crate::handler::MessageHandler::wants_headers`] says so
-    /// (to read parameters the template maps beyond the context); `None` otherwise.
+    /// Every header of the call, for handlers whose
+    /// [`crate::handler::MessageHandler::wants_headers`] says so (to read parameters the
+    /// template maps beyond the context); `None` otherwise.
     pub headers: Option<std::sync::Arc<http::HeaderMap>>,
 }
 

@@ -26,7 +26,7 @@ pub(super) fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
     for (name, value) in headers {
         let name = name.as_str();
         // Most headers are not the gateway's: one prefix check skips them.
-        if !name.starts_with("x-socketless-") {
+        if !name.starts_with(contract::HEADER_PREFIX) {
             continue;
         }
         let Some(i) = CONTEXT

@@ -8,7 +8,7 @@
 //! unconfirmed; see [`known`]) or `not-run NAME: reason`. Then the counts, the last line being
 //! exactly `N passed, N failed`; the exit status is non-zero on any failure.
 //!
-//! Credentials for `@connections` (see [`credentials`]): none with `--unsigned`, the
+//! Credentials for `@connections` (see `credentials`): none with `--unsigned`, the
 //! environment's keys (or a placeholder) for a loopback target, the default chain otherwise,
 //! resolved once before any case so a missing key is one line, not one failure per case.
 

@@ -25,7 +25,7 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
-    /// Names as `--store` takes them, in the order of [`StoreKind::ALL`].
+    /// Names as `--store` takes them, in the order of `StoreKind::ALL`.
     pub const NAMES: &'static [&'static str] = &["memory", "dynamodb"];
     const ALL: &'static [StoreKind] = &[StoreKind::Memory, StoreKind::DynamoDb];
 

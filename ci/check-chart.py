@@ -604,6 +604,13 @@ def alb_checks():
     docs = render(merge(GW_ALB, {"gateway": {"idleTimeout": "1h", "ingress": {"idleTimeoutSeconds": 3700}}}))
     check("gateway.idleTimeout 1h renders with an ALB idle timeout of 3700 s",
           ann([i for i in kinds(docs, "Ingress") if i["metadata"]["name"].endswith("-gateway")][0])["alb.ingress.kubernetes.io/load-balancer-attributes"] == "idle_timeout.timeout_seconds=3700")
+    def gw_keep_alive(values):
+        sts = [s for s in kinds(render(values), "StatefulSet")][0]
+        env = {e["name"]: e.get("value") for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return env.get("SOCKETLESS_GATEWAY_KEEP_ALIVE_TIMEOUT")
+    check("the gateway's keep-alive outlives its ALB's idle timeout (660 s + 15), 75 s without the Ingress",
+          gw_keep_alive(GW_ALB) == "675s" and gw_keep_alive(merge(BASE, GW)) == "75s",
+          f"{gw_keep_alive(GW_ALB)} / {gw_keep_alive(merge(BASE, GW))}")
     docs = render(merge(BASE, {"ingress": {"enabled": True, "scheme": "internal", "certificateArn": ""}}))
     check("no HTTPS listener: no ssl-policy", "alb.ingress.kubernetes.io/ssl-policy" not in ann(kinds(docs, "Ingress")[0]))
     docs = render(merge(merge(BASE, ALB), {"ingress": {"annotations": {"alb.ingress.kubernetes.io/ssl-policy": "ELBSecurityPolicy-TLS13-1-3-2021-06"}}}))
@@ -687,9 +694,13 @@ def checksum_checks():
     for name, v in [("config.sessionTtl", {"config": {"sessionTtl": "4h"}}), ("app.image.tag", {"app": {"image": {"tag": "1.4.3"}}}),
                     ("config.logLevel", {"config": {"logLevel": "debug"}}), ("extraEnv", {"extraEnv": [{"name": "X", "value": "1"}]}),
                     ("internalApi.token.value", {"internalApi": {"token": {"value": "internal-token-0123456789"}}}),
-                    ("gateway.replicaCount (checksum)", {"gateway": {"replicaCount": 2}}),
-                    ("gateway.ingress", {"gateway": {"ingress": {"enabled": True, "host": "ws.example.com"}}})]:
+                    ("gateway.replicaCount (checksum)", {"gateway": {"replicaCount": 2}})]:
         check(f"changing {name} changes no byte of the gateway StatefulSet", gateway_sts_text(merge(merge(base, APP2), v)) == ref)
+    # Enabling the gateway's Ingress raises its keep-alive (read at start); its host and
+    # annotations are the load balancer's business and roll nothing.
+    with_alb = merge(base, {"gateway": {"ingress": {"enabled": True, "host": "ws.example.com"}}})
+    check("changing gateway.ingress.host and its annotations changes no byte of the gateway StatefulSet",
+          gateway_sts_text(with_alb) == gateway_sts_text(merge(with_alb, {"gateway": {"ingress": {"host": "other.example.com", "annotations": {"a": "b"}}}})))
     bref = checksum(render(merge(base, APP2)))
     for name, v in [("config.sessionTtl", {"config": {"sessionTtl": "4h"}}), ("app.image.tag", {"app": {"image": {"tag": "1.4.3"}}}),
                     ("the internal token", {"internalApi": {"token": {"value": "internal-token-0123456789"}}}),

@@ -4,15 +4,20 @@
   clients ─┐                            ┌─ socketless gateway --ordinal 0 ─┐
   pushes ──┼─ haproxy (the Service) ────┼─ socketless gateway --ordinal 1 ─┼─ haproxy ─ 3 × serve (async) ─ moto
            │                            └─ socketless gateway --ordinal 2 ─┘
-           └─ each replica directly (--peers lists all three)
+           └─ each replica directly
+
+The replicas find each other as the chart's do, by a URL template with the ordinal in it
+(--peer-url-template; here the ordinal is the last digit of a port on localhost, where a cluster
+has it in a pod's name), and read the shared secret from SOCKETLESS_GATEWAY_PARAM_SharedSecret.
 
 Clients connect through the load balancer, so they spread over the replicas. Every push reaches
 its client whichever replica it lands on (a replica that does not hold the connection forwards the
 call to the one that does): replies, pushes sent to each replica directly, pushes and a broadcast
 through `serve`'s internal API. Then one replica is killed with SIGKILL (its clients lose their
 connection, pushes to them get 410 and their sessions are cleaned, the others are untouched) and
-another gets SIGTERM (its clients are closed with 1001 after the drain and reconnect through the
-survivor). It prints the figures and `e2e-scaleout: N passed, N failed`.
+another gets SIGTERM (while it drains it still answers for its clients, which are then closed
+with 1001 and reconnect through the survivor). It prints the figures and `e2e-scaleout: N passed,
+N failed`.
 
 Usage: python3 ci/e2e-scaleout.py path/to/socketless   (needs haproxy, moto_server, boto3, websockets)
 """
@@ -161,9 +166,18 @@ async def scenario(gw_ports, gw_procs, lb_port, serve_internal, db):
           gone_after == len(victims) and not any(ids[c.agent] in left.values() for c in victims))
     check("the other replicas' clients are untouched", untouched == len(others) and len(left) == len(others))
 
-    # SIGTERM replica 1: its clients are closed with 1001 after the drain and reconnect.
+    # SIGTERM replica 1: through its shutdown delay it still holds its clients, and a push to
+    # one through the survivor is delivered; then they are closed with 1001 and reconnect.
     movers = [c for c in clients if owner[c.n] == 1]
     gw_procs[1].send_signal(signal.SIGTERM)
+    reached = 0
+    for c in movers:
+        cid = urllib.request.quote(ids[c.agent], safe="")
+        status, _ = http("POST", f"http://127.0.0.1:{gw_ports[2]}/dev/@connections/{cid}", f"draining {c.n}".encode())
+        reached += status == 200 and await c.wait_for(f"draining {c.n}")
+    status, _ = http("GET", f"http://127.0.0.1:{gw_ports[1]}/healthz")
+    check(f"while replica 1 drains, pushes to its {len(movers)} clients through replica 2 arrive",
+          reached == len(movers) and status == 200, f"{reached} of {len(movers)}, /healthz {status}")
     codes = []
     for c in movers:
         deadline = time.time() + 15
@@ -198,13 +212,29 @@ def owner_of(connection_id):
     return raw[0] ^ raw[10]
 
 
+def template_base():
+    """A number B such that ports B0, B1 and B2 are free: replica i listens on port Bi."""
+    import socket
+    for base in range(2000 + os.getpid() % 3000, 6000):
+        free = True
+        for i in range(3):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", int(f"{base}{i}")))
+                except OSError:
+                    free = False
+        if free:
+            return base
+    raise RuntimeError("no free run of ports")
+
+
 def main():
     work = tempfile.mkdtemp(prefix="socketless-scaleout-")
     procs = []
 
-    def start(args, name):
+    def start(args, name, env=None):
         log = open(os.path.join(work, f"{name}.log"), "w")
-        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         procs.append(p)
         return p
 
@@ -214,8 +244,9 @@ def main():
         wait_http(f"http://127.0.0.1:{moto}/moto-api/")
         os.environ.update(AWS_ACCESS_KEY_ID="e2e", AWS_SECRET_ACCESS_KEY="e2e", AWS_REGION="us-east-1")
         db = boto3.client("dynamodb", endpoint_url=f"http://127.0.0.1:{moto}", region_name="us-east-1")
-        lb, backends_lb = free_port(), free_port()
-        gw_ports = [free_port() for _ in range(3)]
+        lb, backends_lb, stats = free_port(), free_port(), free_port()
+        base = template_base()
+        gw_ports = [int(f"{base}{i}") for i in range(3)]
         serve_ports = [(free_port(), free_port()) for _ in range(3)]
         for i, (port, iport) in enumerate(serve_ports):
             start([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--internal-listen", f"127.0.0.1:{iport}",
@@ -242,6 +273,11 @@ backend gateways
   option httpchk GET /readyz
   default-server inter 300ms fall 1 rise 2
 """ + "".join(f"  server g{i} 127.0.0.1:{p} check\n" for i, p in enumerate(gw_ports)) + f"""
+frontend stats
+  bind 127.0.0.1:{stats}
+  stats enable
+  stats uri /stats
+
 frontend integration
   bind 127.0.0.1:{backends_lb}
   default_backend backends
@@ -250,15 +286,28 @@ backend backends
   option httpchk GET /readyz
 """ + "".join(f"  server b{i} 127.0.0.1:{p} check\n" for i, (p, _) in enumerate(serve_ports)))
         start(["haproxy", "-f", cfg, "-db"], "haproxy")
-        peers = ",".join(f"http://127.0.0.1:{p}" for p in gw_ports)
-        gw_procs = [start([BIN, "gateway", "--listen", f"127.0.0.1:{p}", "--ordinal", str(i), "--peers", peers,
-                           "--param", f"IntegrationUri=http://127.0.0.1:{backends_lb}", "--param", f"SharedSecret={SECRET}",
+        template = f"http://localhost:{base}{{ordinal}}"
+        secret = dict(os.environ, SOCKETLESS_GATEWAY_PARAM_SharedSecret=SECRET)
+        gw_procs = [start([BIN, "gateway", "--listen", f"127.0.0.1:{p}", "--ordinal", f"gateway-{i}",
+                           "--peer-url-template", template,
+                           "--param", f"IntegrationUri=http://127.0.0.1:{backends_lb}",
                            "--param", "StageName=dev", "--param", "DisconnectContext=true",
-                           "--shutdown-delay", "1s", "--drain-timeout", "5s"], f"gateway{i}")
+                           "--shutdown-delay", "1s", "--drain-timeout", "5s"], f"gateway{i}", env=secret)
                     for i, p in enumerate(gw_ports)]
         for p in gw_ports:
             wait_http(f"http://127.0.0.1:{p}/readyz")
         wait_http(f"http://127.0.0.1:{lb}/readyz")
+        # The load balancer routes to a replica once its health checks pass (rise 2): wait until
+        # it sees all three, or the clients would not spread.
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            _, csv = http("GET", f"http://127.0.0.1:{stats}/stats;csv")
+            up = [line.split(",")[1] for line in csv.splitlines()
+                  if line.startswith("gateways,g") and line.split(",")[17] == "UP"]
+            if len(up) == 3:
+                break
+            time.sleep(0.1)
+        check("the load balancer routes to all three replicas", len(up) == 3, str(up))
         asyncio.run(scenario(gw_ports, gw_procs, lb, [i for _, i in serve_ports], db))
     finally:
         for p in procs:

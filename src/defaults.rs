@@ -63,7 +63,9 @@ pub const INTEGRATION_TIMEOUT: &str = "29s";
 pub const OUTBOUND_QUEUE: &str = "32";
 pub const WRITE_TIMEOUT: &str = "30s";
 pub const ORDINAL: &str = "0";
-pub const PEER_TIMEOUT: &str = "2s";
+/// Below `serve`'s per-attempt AWS timeout (half of `--aws-timeout`, 1.5 s by default), so a
+/// push to an owner that hangs gets the gateway's 503 and the SDK's retry within its budget.
+pub const PEER_TIMEOUT: &str = "1s";
 
 // `socketless dev`: loopback only, and quick to stop.
 
@@ -104,6 +106,7 @@ mod tests {
         );
         assert!(secs(SESSION_TTL) > contract::MAX_CONNECTION_SECS);
         assert!(MAX_BUFFERED_BODY_BYTES.parse::<usize>().unwrap() >= contract::MAX_POST_BYTES);
+        assert!(parse_duration(PEER_TIMEOUT).unwrap() < parse_duration(AWS_TIMEOUT).unwrap() / 2);
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The real binary: `gateway` start-up errors name the template resource, `dev` prints its URL
-//! and serves the round trip, and `probe` exits 0 on the expected reply and 1 otherwise.
+//! The real binary: `gateway` start-up errors name the template resource, its peer flags are
+//! checked at start, its template parameters come from variables (a `--param` wins, values are
+//! never logged), `dev` prints its URL and serves the round trip, and `probe` exits 0 on the
+//! expected reply and 1 otherwise.
 
 mod common;
 
@@ -8,7 +10,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::free_port;
-use common::proc::{Proc, command, refused};
+use common::gw::{FakeBackend, connect};
+use common::proc::{Proc, command, refused, wait_ready};
 
 fn write_template(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("socketless-test-{}-{name}", std::process::id()));
@@ -93,6 +96,102 @@ fn required_parameters_and_bad_flags_are_reported_together() {
     let err = refused(command().args(["gateway", "--listen", "127.0.0.1:0"]));
     assert!(err.contains("parameter IntegrationUri has no Default"), "{err}");
     assert!(err.contains("parameter SharedSecret has no Default"), "{err}");
+}
+
+#[test]
+fn peer_flags_are_checked_at_start() {
+    let params = [
+        "--param",
+        "IntegrationUri=http://127.0.0.1:1",
+        "--param",
+        "SharedSecret=0123456789abcdef",
+    ];
+    let err = refused(
+        command()
+            .args(["gateway", "--listen", "127.0.0.1:0"])
+            .args(params)
+            .args([
+                "--peer-url-template",
+                "http://gw.peers.ns.svc:8081",
+                "--peers",
+                "http://127.0.0.1:1",
+            ]),
+    );
+    for needle in [
+        "--peer-url-template (SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE): \"http://gw.peers.ns.svc:8081\" must contain {ordinal} exactly once",
+        "--peers (SOCKETLESS_GATEWAY_PEERS) and --peer-url-template (SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE): give one of them, not both",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
+    // The variable works as the flag does.
+    let err = refused(
+        command()
+            .args(["gateway", "--listen", "127.0.0.1:0"])
+            .args(params)
+            .env("SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE", "ftp://gw-{ordinal}.peers:8081"),
+    );
+    assert!(err.contains("SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE"), "{err}");
+}
+
+/// Starts the gateway binary with the built-in template, its parameters from `vars` (and
+/// `extra` flags); its output goes to `log`.
+fn gateway_with(port: u16, vars: &[(&str, String)], extra: &[&str], log: &std::path::Path) -> Proc {
+    let file = std::fs::File::create(log).unwrap();
+    let mut cmd = command();
+    cmd.args([
+        "gateway",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--shutdown-delay",
+        "0s",
+    ])
+    .args(extra)
+    .env("SOCKETLESS_LOG", "debug")
+    .stdout(Stdio::from(file.try_clone().unwrap()))
+    .stderr(Stdio::from(file));
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    Proc::spawn(&mut cmd)
+}
+
+// Two workers: the fake backend keeps answering while the test waits for the process to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_parameters_come_from_their_variables_a_param_wins_and_no_value_is_logged() {
+    let backend = FakeBackend::start().await;
+    let from_variable = "secret-from-a-variable-0123";
+    let from_flag = "secret-from-the-flag-4567";
+    let vars = [
+        ("SOCKETLESS_GATEWAY_PARAM_IntegrationUri", backend.uri()),
+        ("SOCKETLESS_GATEWAY_PARAM_SharedSecret", from_variable.to_string()),
+        ("SOCKETLESS_GATEWAY_PARAM_StageName", "dev".to_string()),
+    ];
+    let dir = std::env::temp_dir().join(format!("socketless-test-{}-params", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (n, (extra, expected)) in [
+        (&[][..], from_variable),
+        (&["--param", "SharedSecret=secret-from-the-flag-4567"][..], from_flag),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let port = free_port();
+        let log = dir.join(format!("gateway{n}.log"));
+        let mut gw = gateway_with(port, &vars, extra, &log);
+        wait_ready(port).await;
+        let ws = connect(&format!("ws://127.0.0.1:{port}/dev")).await;
+        let seen = backend.wait_for("/connect", n + 1).await;
+        assert_eq!(seen[n].headers["x-socketless-secret"], expected);
+        drop(ws);
+        gw.signal("TERM");
+        assert_eq!(gw.wait_exit(Duration::from_secs(15)).code(), Some(0));
+        let output = std::fs::read_to_string(&log).unwrap();
+        assert!(output.contains("socketless gateway ready"), "{output}");
+        for secret in [from_variable, from_flag] {
+            assert!(!output.contains(secret), "a parameter's value was logged: {output}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A probe that failed: exit code 1 and the reason on stderr.

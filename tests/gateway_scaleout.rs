@@ -1,7 +1,8 @@
 //! The gateway on several replicas: an `@connections` call that reaches a replica not holding
 //! the connection is forwarded to its owner, whose answer comes back unchanged; an ordinal
-//! outside the peer list and an owner that does not answer are 410; SigV4 is checked at the
-//! replica the caller reached, and a forged forwarding marker is refused.
+//! outside the peer list is 410, an owner that does not answer is 503; SigV4 is checked at the
+//! replica the caller reached, and a forged forwarding marker is refused. (Peers found by a URL
+//! template, and the drain: tests/gateway_peers.rs.)
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use common::gw::*;
 use common::*;
-use socketless::gateway::{GatewayConfig, Verifier};
+use socketless::gateway::{GatewayConfig, PeerUrls, Verifier};
 
 const KEY: &str = "AKIDSCALEOUT";
 const SECRET: &str = "scale-out-secret";
@@ -30,7 +31,7 @@ async fn replicas(backend: &FakeBackend, ports: &[u16], extra_peers: &[u16], sig
             repo_gateway(backend, move |c: &mut GatewayConfig| {
                 c.listen = ([127, 0, 0, 1], *port).into();
                 c.ordinal = i as u8;
-                c.peers = peers;
+                c.peers = PeerUrls::List(peers);
                 c.peer_timeout = Duration::from_millis(500);
                 if sigv4 {
                     c.verifier = Some(Verifier {
@@ -103,25 +104,20 @@ async fn a_call_to_any_replica_reaches_the_owner_and_its_answer_comes_back_uncha
 }
 
 #[tokio::test]
-async fn unknown_ordinals_and_owners_that_do_not_answer_are_gone() {
+async fn unknown_ordinals_are_gone_and_owners_that_do_not_answer_are_unavailable() {
     let backend = FakeBackend::start().await;
     // Replica 1 is listed; its port accepts connections (the kernel's backlog) but nothing
     // ever answers, like a replica that hangs.
     let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let gws = replicas(&backend, &[free_port()], &[hung.local_addr().unwrap().port()], false).await;
-    // Ids of ordinal 1 (the dead peer) and 7 (no peer) in AWS's shape.
-    let id_for = |ordinal: u8| {
-        use base64::Engine;
-        let mut bytes = [0x41u8; 11];
-        bytes[0] = ordinal ^ bytes[10];
-        base64::engine::general_purpose::URL_SAFE.encode(bytes)
-    };
     let started = Instant::now();
-    let (status, headers, _) = send("POST", &gws[0].mgmt(&encoded(&id_for(1))), &[], "hi").await;
+    let (status, headers, body) = send("POST", &gws[0].mgmt(&encoded(&id_for(1))), &[], "hi").await;
     let took = started.elapsed();
     println!("owner not answering: {status} after {took:?} (bound 500 ms)");
-    assert_eq!(status.as_u16(), 410);
-    assert_eq!(headers["x-amzn-errortype"], "GoneException");
+    // Not 410: the owner may still hold the connection, and a 410 deletes its session.
+    assert_eq!(status.as_u16(), 503, "{body}");
+    assert_eq!(headers["x-amzn-errortype"], "ServiceUnavailableException");
+    assert!(body.contains("\"message\""), "{body}");
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_secs(2),
         "{took:?}"
@@ -129,6 +125,14 @@ async fn unknown_ordinals_and_owners_that_do_not_answer_are_gone() {
     let (status, headers, _) = send("POST", &gws[0].mgmt(&encoded(&id_for(7))), &[], "hi").await;
     assert_eq!(status.as_u16(), 410, "an ordinal outside the peer list");
     assert_eq!(headers["x-amzn-errortype"], "GoneException");
+}
+
+/// An id in AWS's shape that names `ordinal` as its owner.
+fn id_for(ordinal: u8) -> String {
+    use base64::Engine;
+    let mut bytes = [0x41u8; 11];
+    bytes[0] = ordinal ^ bytes[10];
+    base64::engine::general_purpose::URL_SAFE.encode(bytes)
 }
 
 #[tokio::test]

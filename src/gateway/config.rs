@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::peers::{self, PeerUrls};
 use super::sigv4::Verifier;
 use super::template::{self, ApiModel, TemplateError};
 use crate::config::{self, ConfigError, FromFlags, Labels, Problems};
@@ -22,7 +23,13 @@ pub struct GatewayArgs {
     #[arg(long, env = "SOCKETLESS_GATEWAY_CFN")]
     pub cfn: Option<String>,
     /// Template parameter, Key=Value (repeatable; the variable takes a comma-separated list).
-    #[arg(long = "param", env = "SOCKETLESS_GATEWAY_PARAMS", value_delimiter = ',')]
+    /// A parameter given neither way is read from SOCKETLESS_GATEWAY_PARAM_<Name>.
+    #[arg(
+        long = "param",
+        env = "SOCKETLESS_GATEWAY_PARAMS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub params: Vec<String>,
     /// Listener for WebSocket clients, @connections, /healthz, /readyz and /metrics.
     #[arg(long, env = "SOCKETLESS_GATEWAY_LISTEN", default_value = defaults::GATEWAY_LISTEN)]
@@ -97,13 +104,25 @@ pub struct GatewayArgs {
     #[arg(long, env = "SOCKETLESS_GATEWAY_ORDINAL", default_value = defaults::ORDINAL)]
     pub ordinal: String,
     /// Every replica's base URL, this one's included, in ordinal order (comma-separated in the
-    /// variable). An @connections call for a connection another replica holds is forwarded to it.
+    /// variable), for processes outside Kubernetes. An @connections call for a connection
+    /// another replica holds is forwarded to it. Excludes --peer-url-template.
     #[arg(long, env = "SOCKETLESS_GATEWAY_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
-    /// A peer that does not answer a forwarded call within this long is gone (410).
+    /// Any replica's base URL, with {ordinal} where its ordinal goes
+    /// (http://rel-socketless-gateway-{ordinal}.rel-socketless-gateway-peers.ns.svc:8081): the
+    /// owner of a connection is found from its id alone, so scaling changes no setting.
+    /// Excludes --peers.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_PEER_URL_TEMPLATE")]
+    pub peer_url_template: Option<String>,
+    /// A peer that does not answer a forwarded call within this long: 503, retryable (one
+    /// that does not exist, or refuses the connection, is 410).
     #[arg(long, env = "SOCKETLESS_GATEWAY_PEER_TIMEOUT", default_value = defaults::PEER_TIMEOUT)]
     pub peer_timeout: String,
 }
+
+/// A template parameter not given by `--param` is read from this variable followed by its
+/// name, in the template's case (`SOCKETLESS_GATEWAY_PARAM_SharedSecret`).
+pub const PARAM_VARIABLE_PREFIX: &str = "SOCKETLESS_GATEWAY_PARAM_";
 
 /// Reads an ordinal: `3`, or the number at the end of a StatefulSet pod's name (`name-3`).
 fn parse_ordinal(text: &str) -> Option<u8> {
@@ -131,8 +150,8 @@ pub struct GatewayConfig {
     pub body: BodyPolicy,
     pub verifier: Option<Verifier>,
     pub ordinal: u8,
-    /// Every replica's base URL in ordinal order; empty for a single gateway.
-    pub peers: Vec<String>,
+    /// Where the other replicas are.
+    pub peers: PeerUrls,
     pub peer_timeout: Duration,
 }
 
@@ -148,6 +167,47 @@ fn parse_params(raw: &[String], label: &str, p: &mut Problems) -> BTreeMap<Strin
         }
     }
     out
+}
+
+/// Adds, for each of the template's parameters that `params` lacks, the value `lookup` finds
+/// under [`PARAM_VARIABLE_PREFIX`] and its name. A parameter given by `--param` keeps that value.
+fn params_from_variables(text: &str, params: &mut BTreeMap<String, String>, lookup: impl Fn(&str) -> Option<String>) {
+    for name in template::parameter_names(text) {
+        if params.contains_key(&name) {
+            continue;
+        }
+        if let Some(value) = lookup(&format!("{PARAM_VARIABLE_PREFIX}{name}")) {
+            params.insert(name, value);
+        }
+    }
+}
+
+/// Checks a peer URL template: exactly one `{ordinal}`, and with an ordinal in its place, an
+/// http base URL.
+fn check_template(template: &str, label: &str, p: &mut Problems) {
+    let count = template.matches(peers::ORDINAL).count();
+    if count != 1 {
+        p.push(format!(
+            "{label}: {template:?} must contain {} exactly once (it has it {count} times)",
+            peers::ORDINAL
+        ));
+        return;
+    }
+    let example = template.replacen(peers::ORDINAL, "0", 1);
+    if let Some(uri) = p.url(label, &example) {
+        // `http::Uri` takes a port it cannot read as no port at all.
+        let bad_port = uri
+            .authority()
+            .map(|a| a.as_str())
+            .filter(|a| !a.ends_with(']'))
+            .and_then(|a| a.rsplit_once(':'))
+            .is_some_and(|(_, port)| port.parse::<u16>().is_err());
+        if uri.scheme_str() != Some("http") || uri.path() != "/" || uri.query().is_some() || bad_port {
+            p.push(format!(
+                "{label}: {template:?} must be a base URL like http://name-{{ordinal}}.peers.ns.svc:8081"
+            ));
+        }
+    }
 }
 
 impl GatewayArgs {
@@ -212,7 +272,10 @@ impl GatewayArgs {
                 p.push(format!("{name}: must be more than zero"));
             }
         }
-        let params = parse_params(&self.params, l.get("params"), &mut p);
+        let mut params = parse_params(&self.params, l.get("params"), &mut p);
+        if let Some(t) = &text {
+            params_from_variables(t, &mut params, |name| std::env::var(name).ok());
+        }
         let model = text.and_then(|t| match template::load(&t, &params, &self.region) {
             Ok(m) => Some(m),
             Err(errors) => {
@@ -266,6 +329,26 @@ impl GatewayArgs {
                 peers.len()
             ));
         }
+        let template = self
+            .peer_url_template
+            .as_deref()
+            .map(|t| t.trim().trim_end_matches('/').to_string())
+            .filter(|t| !t.is_empty());
+        if let Some(t) = &template {
+            check_template(t, l.get("peer_url_template"), &mut p);
+            if !peers.is_empty() {
+                p.push(format!(
+                    "{} and {}: give one of them, not both",
+                    l.get("peers"),
+                    l.get("peer_url_template")
+                ));
+            }
+        }
+        let peers = match template {
+            Some(t) => PeerUrls::Template(t),
+            None if peers.is_empty() => PeerUrls::None,
+            None => PeerUrls::List(peers),
+        };
         let peer_timeout = p.duration(l.get("peer_timeout"), &self.peer_timeout);
         p.into_result()?;
         let (Some(model), Some(listen), Some((http, body))) = (model, listen, limits) else {
@@ -318,5 +401,94 @@ impl GatewayConfig {
         let args = GatewayArgs::from_flags(flags).map_err(|e| vec![TemplateError(e.to_string())])?;
         args.validate_with(Some(text.to_string()), Problems::new())
             .map_err(|e| e.0.into_iter().map(TemplateError).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARAMS: [&str; 2] = [
+        "--param=IntegrationUri=http://127.0.0.1:8080",
+        "--param=SharedSecret=0123456789abcdef",
+    ];
+
+    fn problems(extra: &[&str]) -> Vec<String> {
+        let flags = PARAMS.iter().chain(extra).copied();
+        let args = GatewayArgs::from_flags(flags).expect("flags parse");
+        match args.validate_with(Some(EMBEDDED_TEMPLATE.to_string()), Problems::new()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0,
+        }
+    }
+
+    fn peers(extra: &[&str]) -> PeerUrls {
+        let flags = PARAMS.iter().chain(extra).copied();
+        let args = GatewayArgs::from_flags(flags).expect("flags parse");
+        args.validate_with(Some(EMBEDDED_TEMPLATE.to_string()), Problems::new())
+            .expect("valid")
+            .peers
+    }
+
+    #[test]
+    fn a_peer_url_template_has_one_ordinal_and_is_an_http_base_url() {
+        let t = "--peer-url-template=http://rel-socketless-gateway-{ordinal}.rel-socketless-gateway-peers.ns.svc:8081/";
+        assert_eq!(
+            peers(&[t, "--ordinal=rel-socketless-gateway-3"]),
+            PeerUrls::Template(
+                "http://rel-socketless-gateway-{ordinal}.rel-socketless-gateway-peers.ns.svc:8081".into()
+            )
+        );
+        assert_eq!(peers(&[]), PeerUrls::None);
+        assert_eq!(
+            peers(&["--peers=http://a:1,http://b:2"]),
+            PeerUrls::List(vec!["http://a:1".into(), "http://b:2".into()])
+        );
+        for (bad, why) in [
+            ("http://gw.peers:8081", "exactly once (it has it 0 times)"),
+            (
+                "http://gw-{ordinal}-{ordinal}.peers:8081",
+                "exactly once (it has it 2 times)",
+            ),
+            ("https://gw-{ordinal}.peers:8081", "must be a base URL"),
+            ("http://gw-{ordinal}.peers:8081/dev", "must be a base URL"),
+            ("gw-{ordinal}.peers:8081", "is not an http:// or https:// URL"),
+            ("http://gw.peers:80{ordinal}999", "must be a base URL"),
+        ] {
+            let found = problems(&[&format!("--peer-url-template={bad}")]);
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.contains("--peer-url-template") && p.contains(why)),
+                "{bad}: {found:?}"
+            );
+        }
+        let both = problems(&[
+            "--peer-url-template=http://gw-{ordinal}.peers:8081",
+            "--peers=http://a:1",
+        ]);
+        assert!(
+            both.iter().any(|p| p.contains("give one of them, not both")),
+            "{both:?}"
+        );
+    }
+
+    #[test]
+    fn parameters_come_from_their_variables_unless_given() {
+        let variables: BTreeMap<String, String> = [
+            ("SOCKETLESS_GATEWAY_PARAM_SharedSecret", "from-the-variable-0123"),
+            ("SOCKETLESS_GATEWAY_PARAM_StageName", "prod"),
+            ("SOCKETLESS_GATEWAY_PARAM_NotInTheTemplate", "x"),
+            ("SOCKETLESS_GATEWAY_PARAM_stagename", "wrong case"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut params = BTreeMap::from([("StageName".to_string(), "given".to_string())]);
+        params_from_variables(EMBEDDED_TEMPLATE, &mut params, |name| variables.get(name).cloned());
+        assert_eq!(params["SharedSecret"], "from-the-variable-0123");
+        assert_eq!(params["StageName"], "given", "--param wins");
+        assert!(!params.contains_key("NotInTheTemplate"));
+        assert!(!params.contains_key("IntegrationUri"));
     }
 }

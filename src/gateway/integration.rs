@@ -119,8 +119,11 @@ async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Outcome {
     let (parts, body) = resp.into_parts();
     match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
         Ok(b) => {
-            // Read to the end: the connection can serve the next call.
-            client.give_back(lease);
+            // Read to the end: the connection can serve the next call, unless the backend said
+            // it is its last (a backend that is shutting down does).
+            if !says_close(&parts.headers) {
+                client.give_back(lease);
+            }
             Outcome::Response {
                 status: parts.status,
                 headers: parts.headers,
@@ -128,5 +131,34 @@ async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Outcome {
             }
         }
         Err(e) => Outcome::Failed(format!("reading the response: {e}")),
+    }
+}
+
+/// Whether an answer's `Connection` header says the connection closes after it.
+fn says_close(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_connection_close_answer_is_the_connections_last() {
+        let with = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(http::header::CONNECTION, v.parse().unwrap());
+            }
+            super::says_close(&h)
+        };
+        assert!(with(&["close"]));
+        assert!(with(&["Keep-Alive, Close"]));
+        assert!(with(&["keep-alive", "close"]));
+        assert!(!with(&[]));
+        assert!(!with(&["keep-alive"]));
+        assert!(!with(&["closed"]));
     }
 }

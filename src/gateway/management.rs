@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::{NORMAL, QueueError};
-use super::peers::{self, Owner};
+use super::peers::{self, Owner, Unanswered};
 use super::shared::Shared;
 use super::sigv4::Signed;
 use crate::contract::MAX_POST_BYTES;
@@ -19,6 +19,20 @@ pub fn aws_error(status: StatusCode, kind: &'static str, message: &str) -> Respo
     let mut resp = http_server::json(status, &serde_json::json!({ "message": message }));
     resp.headers_mut()
         .insert("x-amzn-errortype", HeaderValue::from_static(kind));
+    resp
+}
+
+/// The answer when the replica that holds a connection exists but did not answer in time:
+/// 503 `ServiceUnavailableException`, which the AWS SDKs retry. Not 410: the connection may
+/// well still be open, and a 410 makes `serve` delete its session.
+fn owner_unavailable() -> Response<Body> {
+    let mut resp = aws_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailableException",
+        "the gateway replica that holds this connection did not answer in time; try again",
+    );
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
 }
 
@@ -125,21 +139,31 @@ async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) ->
     if !from_peer {
         match gw.peers.owner(id) {
             Owner::Here => {}
-            Owner::Nobody => return aws_error(StatusCode::GONE, "GoneException", ""),
+            Owner::Nobody => {
+                gw.metrics.forward("no_owner");
+                return aws_error(StatusCode::GONE, "GoneException", "");
+            }
             Owner::Peer(url) => {
                 let forwarded = gw
                     .peers
                     .forward(&url, method, &path_and_query, &raw_path, body.clone(), now_ms())
                     .await;
-                gw.metrics.forward(if forwarded.is_ok() {
-                    "relayed"
-                } else {
-                    "owner_unreachable"
-                });
-                return forwarded.unwrap_or_else(|why| {
-                    tracing::info!(owner = %url, reason = %why, "the replica holding the connection did not answer; it is gone");
-                    aws_error(StatusCode::GONE, "GoneException", "")
-                });
+                return match forwarded {
+                    Ok(answer) => {
+                        gw.metrics.forward("relayed");
+                        answer
+                    }
+                    Err(Unanswered::NoOwner(why)) => {
+                        gw.metrics.forward("no_owner");
+                        tracing::info!(owner = %url, reason = %why, "no replica holds the connection: its owner does not exist");
+                        aws_error(StatusCode::GONE, "GoneException", "")
+                    }
+                    Err(Unanswered::Unavailable(why)) => {
+                        gw.metrics.forward("owner_unavailable");
+                        tracing::warn!(owner = %url, reason = %why, "the replica holding the connection did not answer; the caller may retry");
+                        owner_unavailable()
+                    }
+                };
             }
         }
     }

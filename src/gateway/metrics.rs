@@ -80,7 +80,7 @@ impl GatewayMetrics {
         }
         r.register(
             "socketless_gateway_forwarded_calls",
-            "@connections calls forwarded to the replica holding the connection, by result (relayed, owner_unreachable)",
+            "@connections calls for connections this replica does not hold, by result: relayed (the owner answered), no_owner (410: no such replica), owner_unavailable (503: the owner did not answer in time)",
             m.forwards.clone(),
         );
         r.register(

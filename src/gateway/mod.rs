@@ -40,8 +40,9 @@ use crate::http_server::{self, Body, Drain};
 use crate::lifecycle::Lifecycle;
 use shared::Shared;
 
-pub use config::{EMBEDDED_TEMPLATE, GatewayArgs, GatewayConfig};
+pub use config::{EMBEDDED_TEMPLATE, GatewayArgs, GatewayConfig, PARAM_VARIABLE_PREFIX};
 pub use handshake::{HandshakeRequest, parse_handshake};
+pub use peers::PeerUrls;
 pub use sigv4::{Signed, Verifier};
 pub use template::{ApiModel, TemplateError};
 
@@ -112,7 +113,7 @@ impl Gateway {
     }
 
     /// Enforces the idle timeout and the maximum duration on every connection until the
-    /// lifecycle stops the listeners; then asks every connection to close with 1001.
+    /// lifecycle says to stop; then asks every connection to close with 1001.
     async fn keep_time(&self, lifecycle: &Lifecycle) {
         let (idle, max) = (
             self.shared.config.idle_timeout,
@@ -133,36 +134,63 @@ impl Gateway {
         self.shared.connections.close_all(connection::GOING_AWAY);
     }
 
-    /// Serves until the lifecycle stops it; then closes every connection with 1001 and waits
-    /// (up to the drain timeout) for their `$disconnect` calls.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, lifecycle: Lifecycle, registry: Arc<Registry>) -> Drain {
-        let gw = self.clone();
-        let lc = lifecycle.clone();
-        let config = &self.shared.config;
-        let http = http_server::serve(
-            listener,
-            move |req, peer| gw.clone().handle(req, peer, lc.clone(), registry.clone()),
-            lifecycle.clone(),
-            config.http,
-            config.drain_timeout,
-        );
-        let (http, ()) = tokio::join!(http, self.keep_time(&lifecycle));
-        // Every connection was asked to close with 1001 when the listener stopped; wait for
-        // them.
-        let deadline = tokio::time::Instant::now() + config.drain_timeout;
+    /// The drain of the connections: once the lifecycle says to stop, every connection is
+    /// asked to close with 1001, and this waits (up to the drain timeout) until each has closed
+    /// and its `$disconnect` call has ended. Returns whether they all did, and the time left of
+    /// the drain for requests still in flight on the listener (at least [`LAST_REQUESTS`]).
+    async fn drain_connections(&self, lifecycle: &Lifecycle) -> (bool, Duration) {
+        self.keep_time(lifecycle).await;
+        let deadline = tokio::time::Instant::now() + self.shared.config.drain_timeout;
+        let mut all_closed = true;
         while self.shared.connections.slots_taken() > 0 {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(
                     open = self.shared.connections.slots_taken(),
                     "gateway drain timeout with connections still closing"
                 );
-                return Drain::TimedOut;
+                all_closed = false;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        http
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        (all_closed, left.max(LAST_REQUESTS))
+    }
+
+    /// Serves until the lifecycle stops it; then closes every connection with 1001 and waits
+    /// (up to the drain timeout) for their `$disconnect` calls. The listener stays open all that
+    /// time: a replica that still holds clients answers `@connections` calls for them (from
+    /// callers and from its peers), `/healthz` and `/readyz`, and refuses new handshakes with
+    /// 503. It closes once its connections are gone or the drain timeout has passed.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, lifecycle: Lifecycle, registry: Arc<Registry>) -> Drain {
+        let gw = self.clone();
+        let lc = lifecycle.clone();
+        let all_closed = std::sync::atomic::AtomicBool::new(true);
+        let stop = async {
+            let (closed, left) = self.drain_connections(&lifecycle).await;
+            all_closed.store(closed, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!("gateway connections drained; closing the listener");
+            left
+        };
+        let http = http_server::serve_until(
+            listener,
+            move |req, peer| gw.clone().handle(req, peer, lc.clone(), registry.clone()),
+            lifecycle.clone(),
+            stop,
+            self.shared.config.http,
+        )
+        .await;
+        if all_closed.load(std::sync::atomic::Ordering::Relaxed) {
+            http
+        } else {
+            Drain::TimedOut
+        }
     }
 }
+
+/// Requests in flight on the listener when it closes get at least this long to finish, even
+/// when the connections took the whole drain timeout.
+const LAST_REQUESTS: Duration = Duration::from_secs(1);
 
 /// Runs `socketless gateway` until SIGTERM/SIGINT and the graceful shutdown complete.
 pub async fn run(config: GatewayConfig) -> Result<Drain, std::io::Error> {

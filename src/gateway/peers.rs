@@ -1,14 +1,20 @@
 //! Scale-out without a broker: every `@connections` call is one-to-one, so the connection id
 //! itself is the routing key. Each replica has an ordinal (a StatefulSet pod's index) that it
-//! writes into every id it issues, and knows its peers' base URLs, index = ordinal. A replica
-//! that gets a call for an id it does not hold forwards it to the owner and relays the answer
-//! unchanged: one hop, the same synchronous 200/410 AWS gives.
+//! writes into every id it issues, and finds the owner of any other id from its ordinal: a URL
+//! template with `{ordinal}` in it (a StatefulSet pod's name under its headless Service: no
+//! list, no replica count, so scaling never changes the pod template), or a fixed list for
+//! processes outside Kubernetes. A replica that gets a call for an id it does not hold forwards
+//! it to the owner and relays the answer unchanged: one hop, the same synchronous 200/410 AWS
+//! gives.
 //!
-//! A forged id can only name a configured peer (an ordinal outside the list is 410); an owner
-//! that does not answer within the bound is gone, and so are its connections (410). Forwarded
-//! calls carry a marker so they are never forwarded again; when the gateway checks SigV4 the
-//! marker is an HMAC over the call keyed from the SigV4 secret, so a client cannot skip the
-//! signature check by claiming to be a peer.
+//! 410 means the owner is known not to hold the connection: it answered 410, or it does not
+//! exist (its name does not resolve, its ordinal is outside the list, or nothing listens at its
+//! address). An owner that exists but does not answer in time is a retryable 503, because a 410
+//! makes `serve` delete a session whose client may still be connected. A forged id can only
+//! name an address the template or the list allows. Forwarded calls carry a marker so they are
+//! never forwarded again; when the gateway checks SigV4 the marker is an HMAC over the call
+//! keyed from the SigV4 secret, so a client cannot skip the signature check by claiming to be a
+//! peer.
 
 use std::time::Duration;
 
@@ -40,14 +46,50 @@ pub enum Owner {
     Here,
     /// The peer at this base URL.
     Peer(String),
-    /// Nobody can: an unknown ordinal, or an id of the wrong shape.
+    /// Nobody can: an ordinal outside the peer list, or an id of the wrong shape.
     Nobody,
+}
+
+/// Where the other replicas are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerUrls {
+    /// A single gateway.
+    None,
+    /// Every replica's base URL, index = ordinal.
+    List(Vec<String>),
+    /// A base URL with `{ordinal}` in it.
+    Template(String),
+}
+
+/// The placeholder a peer URL template carries.
+pub const ORDINAL: &str = "{ordinal}";
+
+impl PeerUrls {
+    /// The base URL of the replica with this ordinal, if there can be one.
+    pub fn url(&self, ordinal: u8) -> Option<String> {
+        match self {
+            PeerUrls::None => None,
+            PeerUrls::List(urls) => urls.get(ordinal as usize).cloned(),
+            PeerUrls::Template(t) => Some(t.replacen(ORDINAL, &ordinal.to_string(), 1)),
+        }
+    }
+}
+
+/// Why a forwarded call got no answer from the owner.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The owner does not exist, so it holds nothing: its name does not resolve, or nothing
+    /// listens at its address. The connection is gone (410).
+    NoOwner(String),
+    /// The owner may exist but did not answer in time, or the answer broke off: the connection
+    /// may still be open (503, retryable).
+    Unavailable(String),
 }
 
 /// This replica's place among its peers.
 pub struct Peers {
     ordinal: u8,
-    urls: Vec<String>,
+    urls: PeerUrls,
     timeout: Duration,
     key: Option<[u8; 32]>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -60,9 +102,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Peers {
-    /// `urls` are every replica's base URL in ordinal order (empty for a single gateway);
-    /// `secret` is the SigV4 secret when signatures are checked.
-    pub fn new(ordinal: u8, urls: Vec<String>, timeout: Duration, secret: Option<&str>) -> Self {
+    /// `urls` says where the other replicas are; `secret` is the SigV4 secret when signatures
+    /// are checked.
+    pub fn new(ordinal: u8, urls: PeerUrls, timeout: Duration, secret: Option<&str>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
@@ -71,9 +113,16 @@ impl Peers {
             mac.update(b"socketless gateway peers");
             mac.finalize().into_bytes().into()
         });
+        let urls = match urls {
+            PeerUrls::List(urls) => {
+                PeerUrls::List(urls.into_iter().map(|u| u.trim_end_matches('/').to_string()).collect())
+            }
+            PeerUrls::Template(t) => PeerUrls::Template(t.trim_end_matches('/').to_string()),
+            PeerUrls::None => PeerUrls::None,
+        };
         Peers {
             ordinal,
-            urls: urls.into_iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
+            urls,
             timeout,
             key,
             client: Client::builder(TokioExecutor::new())
@@ -91,8 +140,8 @@ impl Peers {
     pub fn owner(&self, id: &str) -> Owner {
         match super::ids::ordinal_of(id) {
             Some(o) if o == self.ordinal => Owner::Here,
-            Some(o) => match self.urls.get(o as usize) {
-                Some(url) => Owner::Peer(url.clone()),
+            Some(o) => match self.urls.url(o) {
+                Some(url) => Owner::Peer(url),
                 None => Owner::Nobody,
             },
             None => Owner::Nobody,
@@ -127,8 +176,8 @@ impl Peers {
     }
 
     /// Sends a call to the owner and returns its answer as it came (status, the AWS error type
-    /// header, the content type and the body). An owner that does not answer within the bound
-    /// is gone: 410 GoneException.
+    /// header, the content type and the body), or why there was none (see [`Unanswered`]). The
+    /// whole call, connecting included, is bounded by the peer timeout.
     pub async fn forward(
         &self,
         owner: &str,
@@ -137,26 +186,26 @@ impl Peers {
         path: &str,
         body: Bytes,
         now_ms: i64,
-    ) -> Result<Response<Body>, String> {
+    ) -> Result<Response<Body>, Unanswered> {
         let marker = match &self.key {
             Some(key) => format!("{now_ms}.{}", self.mac(key, method.as_str(), path, now_ms, &body)),
             None => "1".to_string(),
         };
         let uri: http::Uri = format!("{owner}{path_and_query}")
             .parse()
-            .map_err(|e| format!("peer URL: {e}"))?;
+            .map_err(|e| Unanswered::Unavailable(format!("peer URL: {e}")))?;
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method.clone();
         *req.uri_mut() = uri;
-        req.headers_mut()
-            .insert(FORWARDED, HeaderValue::from_str(&marker).map_err(|e| e.to_string())?);
+        let marker = HeaderValue::from_str(&marker).map_err(|e| Unanswered::Unavailable(e.to_string()))?;
+        req.headers_mut().insert(FORWARDED, marker);
         let call = async {
-            let resp = self.client.request(req).await.map_err(|e| format!("{e:?}"))?;
+            let resp = self.client.request(req).await.map_err(|e| classify(&e))?;
             let (parts, body) = resp.into_parts();
             let bytes = Limited::new(body, MAX_ANSWER_BYTES)
                 .collect()
                 .await
-                .map_err(|e| format!("reading the answer: {e}"))?
+                .map_err(|e| Unanswered::Unavailable(format!("the answer broke off: {e}")))?
                 .to_bytes();
             let mut out = Response::new(Full::new(bytes));
             *out.status_mut() = parts.status;
@@ -168,11 +217,103 @@ impl Peers {
                     out.headers_mut().insert(name, v.clone());
                 }
             }
-            Ok::<_, String>(out)
+            Ok::<_, Unanswered>(out)
         };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+            Err(_) => Err(Unanswered::Unavailable(format!("no answer within {:?}", self.timeout))),
+        }
+    }
+}
+
+/// What the C library says, through the standard library's message, when a name does not exist
+/// or has no address (`EAI_NONAME`, `EAI_NODATA`; glibc's words, then musl's). Any other
+/// resolver failure (a timeout, an unreachable or failing DNS server: `EAI_AGAIN`, `EAI_FAIL`)
+/// says nothing about the owner, so it is not here.
+const NO_SUCH_NAME: [&str; 4] = [
+    "Name or service not known",
+    "No address associated with hostname",
+    "Name does not resolve",
+    "Name has no usable address",
+];
+
+/// Sorts a failed call to a peer: a name that does not exist or a refused connection means no
+/// gateway is there (so it holds no connection); anything else (a connect timeout, a reset, a
+/// resolver that did not answer) may hide a live owner.
+fn classify(err: &(dyn std::error::Error + 'static)) -> Unanswered {
+    let why = format!("{err:?}");
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return Unanswered::NoOwner(why);
+            }
+            let text = io.to_string();
+            if NO_SUCH_NAME.iter().any(|m| text.contains(m)) {
+                return Unanswered::NoOwner(why);
+            }
+        }
+        cause = e.source();
+    }
+    Unanswered::Unavailable(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_from_a_template_and_from_a_list() {
+        let t = PeerUrls::Template("http://gw-{ordinal}.gw-peers.ns.svc:8081".into());
+        assert_eq!(t.url(0).as_deref(), Some("http://gw-0.gw-peers.ns.svc:8081"));
+        assert_eq!(t.url(255).as_deref(), Some("http://gw-255.gw-peers.ns.svc:8081"));
+        let l = PeerUrls::List(vec!["http://a:1".into(), "http://b:2".into()]);
+        assert_eq!(l.url(1).as_deref(), Some("http://b:2"));
+        assert_eq!(l.url(2), None);
+        assert_eq!(PeerUrls::None.url(0), None);
+
+        let peers = Peers::new(1, t, Duration::from_secs(1), None);
+        let id = |o: u8| super::super::ids::connection_id(o);
+        assert_eq!(peers.owner(&id(1)), Owner::Here);
+        assert_eq!(
+            peers.owner(&id(7)),
+            Owner::Peer("http://gw-7.gw-peers.ns.svc:8081".into())
+        );
+        assert_eq!(peers.owner("not-an-id"), Owner::Nobody);
+        let listed = Peers::new(0, l, Duration::from_secs(1), None);
+        assert_eq!(listed.owner(&id(2)), Owner::Nobody);
+    }
+
+    #[test]
+    fn only_a_missing_name_or_a_refused_connection_means_no_owner() {
+        use std::io::{Error, ErrorKind};
+        let lookup = |detail: &str| Error::other(format!("failed to lookup address information: {detail}"));
+        for detail in NO_SUCH_NAME {
+            assert!(matches!(classify(&lookup(detail)), Unanswered::NoOwner(_)), "{detail}");
+        }
+        for detail in [
+            "Temporary failure in name resolution",
+            "Try again",
+            "Non-recoverable error",
+        ] {
+            assert!(
+                matches!(classify(&lookup(detail)), Unanswered::Unavailable(_)),
+                "{detail}"
+            );
+        }
+        assert!(matches!(
+            classify(&Error::from(ErrorKind::ConnectionRefused)),
+            Unanswered::NoOwner(_)
+        ));
+        for kind in [
+            ErrorKind::TimedOut,
+            ErrorKind::ConnectionReset,
+            ErrorKind::UnexpectedEof,
+        ] {
+            assert!(
+                matches!(classify(&Error::from(kind)), Unanswered::Unavailable(_)),
+                "{kind:?}"
+            );
         }
     }
 }

@@ -3,7 +3,9 @@
 //! sockets: a bound on the request head, a keep-alive limit that also bounds the time a request
 //! head may take (`idle`), a deadline for each request body and a budget for the bodies
 //! buffered across requests (`body`), and a lingering close so that an answer sent before the
-//! request was read is not lost to a TCP reset (`linger`).
+//! request was read is not lost to a TCP reset (`linger`). Once shutdown begins, every answer
+//! carries `Connection: close`, so keep-alive clients stop reusing connections that are about
+//! to close.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -78,6 +80,35 @@ where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let stop = {
+        let lifecycle = lifecycle.clone();
+        async move {
+            lifecycle.stopped().await;
+            drain
+        }
+    };
+    serve_until(listener, handler, lifecycle, stop, limits).await
+}
+
+/// [`serve`] for a listener whose owner decides when it closes: it accepts until `stop`
+/// resolves, then drops the listener and waits for in-flight requests as long as `stop` said.
+/// A gateway uses this to stay reachable while its clients are still leaving.
+///
+/// From the moment `lifecycle` begins the shutdown, every answer but a 101 carries
+/// `Connection: close`: a keep-alive client (a load balancer, a connection pool) then opens a
+/// new connection for its next request instead of reusing one this process is about to close.
+pub async fn serve_until<H, F, S>(
+    listener: TcpListener,
+    handler: H,
+    lifecycle: Lifecycle,
+    stop: S,
+    limits: HttpLimits,
+) -> Drain
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+    S: Future<Output = Duration>,
+{
     // Each connection task holds a clone of `alive`; the drain ends when all are dropped.
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let local = listener.local_addr().ok();
@@ -86,9 +117,8 @@ where
     let connections = Connections::new(limits.keep_alive);
     let mut sweep = tokio::time::interval(connections.tick());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stopped = lifecycle.stopped();
-    tokio::pin!(stopped);
-    loop {
+    tokio::pin!(stop);
+    let drain = loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -106,12 +136,17 @@ where
                 let handler = handler.clone();
                 let svc = {
                     let activity = activity.clone();
+                    let lifecycle = lifecycle.clone();
                     service_fn(move |req| {
                         let serving = activity.serving();
                         // Boxed: hyper moves the service future around, and a pointer moves cheaply.
                         let fut = Box::pin(handler(req, peer));
+                        let lifecycle = lifecycle.clone();
                         async move {
-                            let resp = fut.await;
+                            let mut resp = fut.await;
+                            if lifecycle.is_draining() {
+                                closing(&mut resp);
+                            }
                             drop(serving);
                             Ok::<_, Infallible>(resp)
                         }
@@ -145,9 +180,9 @@ where
                 connections.attach(&swept, task.abort_handle());
             }
             _ = sweep.tick() => connections.sweep(),
-            _ = &mut stopped => break,
+            drain = &mut stop => break drain,
         }
-    }
+    };
     drop(listener);
     tracing::info!(listener = ?local, "stopped accepting; draining");
     connections.stop();
@@ -167,6 +202,15 @@ where
             tracing::warn!(listener = ?local, "drain timeout passed with requests in flight");
             Drain::TimedOut
         }
+    }
+}
+
+/// Marks an answer as the last on its connection (`Connection: close`), unless it hands the
+/// connection over (a 101, whose `Connection: Upgrade` must stay).
+fn closing(resp: &mut Response<Body>) {
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 

@@ -60,6 +60,14 @@ any gateway.replicaCount, so scaling changes only spec.replicas and rolls no rep
 {{- printf "http://%s-{ordinal}.%s.%s.svc:%v" (include "socketless.gatewayName" .) (include "socketless.gatewayHeadlessName" .) .Release.Namespace .Values.gateway.service.port }}
 {{- end }}
 
+{{/* The gateway's keep-alive in seconds: gateway.keepAliveTimeoutSeconds, raised to the ALB's
+idle timeout + 15 s when the gateway's Ingress is enabled. */}}
+{{- define "socketless.gatewayKeepAlive" -}}
+{{- $g := .Values.gateway }}
+{{- $k := int $g.keepAliveTimeoutSeconds }}
+{{- if $g.ingress.enabled }}{{ max $k (add (int $g.ingress.idleTimeoutSeconds) 15) }}{{ else }}{{ $k }}{{ end }}
+{{- end }}
+
 {{- define "socketless.gatewaySelectorLabels" -}}
 app.kubernetes.io/name: {{ include "socketless.name" . }}-gateway
 app.kubernetes.io/instance: {{ .Release.Name }}

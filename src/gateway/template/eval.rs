@@ -358,8 +358,14 @@ fn parameters(
         };
         if let Some(allowed) = def.get("AllowedValues").and_then(Value::as_array) {
             if !allowed.iter().filter_map(scalar).any(|a| a == value) {
+                // A NoEcho parameter's value is a secret: never written out.
+                let shown = if def.get("NoEcho").and_then(as_bool) == Some(true) {
+                    "its value".to_string()
+                } else {
+                    format!("{value:?}")
+                };
                 problems.push(err(format!(
-                    "parameter {name}: {value:?} is not one of its AllowedValues"
+                    "parameter {name}: {shown} is not one of its AllowedValues"
                 )));
             }
         }

@@ -22,6 +22,18 @@ fn err(msg: impl Into<String>) -> TemplateError {
     TemplateError(msg.into())
 }
 
+/// The names of the template's parameters, in its order; none when the text is not a template
+/// (`load` reports why).
+pub fn parameter_names(text: &str) -> Vec<String> {
+    let Ok(doc) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) else {
+        return Vec::new();
+    };
+    doc.get("Parameters")
+        .and_then(serde_yaml_ng::Value::as_mapping)
+        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
 /// Reads the template text with the given parameter values. `region` feeds `AWS::Region`.
 pub fn load(text: &str, given: &BTreeMap<String, String>, region: &str) -> Result<ApiModel, Vec<TemplateError>> {
     let mut template = eval::Template::parse(text, given, region, apigw::attributes)?;

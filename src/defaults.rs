@@ -62,6 +62,27 @@ pub const MAX_FRAME_BYTES: &str = "32768";
 pub const INTEGRATION_TIMEOUT: &str = "29s";
 pub const OUTBOUND_QUEUE: &str = "32";
 pub const WRITE_TIMEOUT: &str = "30s";
+// The gateway's memory budgets. The chart gives the gateway 512 MiB; its worst case is
+//   baseline (about 10 MiB resident, idle)
+//   + @connections bodies being received (MAX_BUFFERED_BODY_BYTES, 64 MiB)
+//   + client messages held (MAX_PENDING_MESSAGE_BYTES, 64 MiB)
+//   + frames queued for clients (MAX_OUTBOUND_BYTES, 64 MiB)
+//   + per connection (≤ 18 KiB: 4 KiB idle, ≤ 10 KiB of User-Agent, a message's first 4 KiB,
+//     which are not charged) × MAX_CONNECTIONS (10,000): 176 MiB
+//   = 378 MiB, a quarter below the limit (the allocator's pages and fragmentation take
+//   some of that room). `budgets_fit_the_charts_limit` below keeps the sum in step.
+/// Bytes of client messages the gateway holds at once (64 MiB).
+pub const MAX_PENDING_MESSAGE_BYTES: &str = "67108864";
+/// A message must arrive whole within this, like a body within [`BODY_TIMEOUT`].
+pub const MESSAGE_TIMEOUT: &str = "10s";
+/// Bytes of `@connections` posts queued for clients at once (64 MiB).
+pub const MAX_OUTBOUND_BYTES: &str = "67108864";
+/// The gateway's memory limit in the chart's default values (MiB).
+pub const CHART_GATEWAY_MEMORY_MIB: u64 = 512;
+/// The gateway's idle resident size (MiB, measured) and its worst case per open connection
+/// (bytes), as in the sum above.
+pub const GATEWAY_BASELINE_MIB: u64 = 10;
+pub const GATEWAY_PER_CONNECTION_BYTES: u64 = 18 * 1024;
 pub const ORDINAL: &str = "0";
 pub const PEER_TIMEOUT: &str = "2s";
 
@@ -104,6 +125,26 @@ mod tests {
         );
         assert!(secs(SESSION_TTL) > contract::MAX_CONNECTION_SECS);
         assert!(MAX_BUFFERED_BODY_BYTES.parse::<usize>().unwrap() >= contract::MAX_POST_BYTES);
+    }
+
+    #[test]
+    fn budgets_fit_the_charts_limit() {
+        let n = |t: &str| t.parse::<u64>().unwrap();
+        let worst = GATEWAY_BASELINE_MIB * 1024 * 1024
+            + n(MAX_BUFFERED_BODY_BYTES)
+            + n(MAX_PENDING_MESSAGE_BYTES)
+            + n(MAX_OUTBOUND_BYTES)
+            + GATEWAY_PER_CONNECTION_BYTES * n(MAX_CONNECTIONS);
+        let limit = CHART_GATEWAY_MEMORY_MIB * 1024 * 1024;
+        // Room to spare: at least a fifth of the limit.
+        assert!(
+            worst <= limit / 5 * 4,
+            "worst case {worst} bytes against a {limit}-byte limit"
+        );
+        // Each budget holds at least one message or post.
+        assert!(n(MAX_PENDING_MESSAGE_BYTES) >= contract::MAX_MESSAGE_BYTES as u64);
+        assert!(n(MAX_OUTBOUND_BYTES) >= contract::MAX_POST_BYTES as u64);
+        assert_eq!(secs(MESSAGE_TIMEOUT), secs(BODY_TIMEOUT));
     }
 
     #[test]

@@ -158,8 +158,6 @@ impl Registry {
         let (idle, max) = (millis(idle), millis(max));
         let message_timeout = millis(self.budgets.message_timeout);
         let out = &self.budgets.outbound;
-        let full = out.used() + crate::contract::MAX_POST_BYTES > out.limit();
-        let share = self.budgets.fair_share(false);
         for handle in self.connections.lock().unwrap_or_else(|p| p.into_inner()).values() {
             if now_ms.saturating_sub(handle.ctx.connected_at) >= max {
                 handle.request_close(GOING_AWAY.0, GOING_AWAY.1);
@@ -174,7 +172,11 @@ impl Registry {
                     self.budgets.closed_timeout.inc();
                 }
             } else if handle.over_share() {
-                if full && handle.queued_bytes() > share {
+                // Read after the mark, so a post refused since the sweep began is judged on
+                // the budget it saw. A full budget must leave room for a client that holds
+                // nothing yet: the share here counts one more holder.
+                let full = out.used() + crate::contract::MAX_POST_BYTES > out.limit();
+                if full && handle.queued_bytes() > self.budgets.fair_share(true) {
                     self.evict(handle);
                 } else {
                     handle.clear_over_share();

@@ -249,7 +249,9 @@ async fn a_client_that_stays_over_its_share_of_a_full_outbound_budget_is_closed_
         }
     }
     assert!(refused, "the budget filled up");
-    // Refused for being over its share, still over it at the next sweep: closed.
+    // Refused for being over its share, and still over it at the next sweep (the client has
+    // not read): closed. A client that caught up before the sweep would be left open.
+    until_metric(&gw, CLOSED_OUTBOUND, 1.0).await;
     let (code, _) = within(async {
         loop {
             match slow.next().await {

@@ -19,8 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
@@ -405,6 +407,9 @@ pub async fn run(
 pub enum Ending {
     /// The gateway closes: send a Close frame with this status and wait briefly for the reply.
     ByUs(u16, String),
+    /// As `ByUs`, but a data frame was cut short: the rest of it goes first, if the client
+    /// takes it in time; otherwise no Close frame can follow.
+    Interrupted(u16, String, Bytes),
     /// The client sent a Close frame: answer it (RFC 6455 §5.5.1) with the same status.
     ByPeer(u16, String),
     /// The client broke the protocol: send a Close frame with this status, expect nothing back.
@@ -435,7 +440,22 @@ impl Ending {
     /// reason `$disconnect` reports.
     pub async fn finish(self, ws: &mut Socket) -> (u16, String) {
         let bound = Duration::from_secs(2);
-        match self {
+        let this = match self {
+            Ending::Interrupted(code, reason, rest) => {
+                let whole = tokio::time::timeout(bound, async {
+                    let io = ws.get_mut();
+                    io.write_all(&rest).await?;
+                    io.flush().await
+                })
+                .await;
+                if !matches!(whole, Ok(Ok(()))) {
+                    return (code, reason);
+                }
+                Ending::ByUs(code, reason)
+            }
+            other => other,
+        };
+        match this {
             Ending::ByUs(code, reason) => {
                 let _ = tokio::time::timeout(bound, async {
                     if ws.send(close_frame(code, &reason)).await.is_ok() {
@@ -461,6 +481,7 @@ impl Ending {
                 (code, reason)
             }
             Ending::Dropped => (ABNORMAL, String::new()),
+            Ending::Interrupted(code, reason, _) => (code, reason),
         }
     }
 }
@@ -472,33 +493,100 @@ fn close_frame(code: u16, reason: &str) -> Message {
     }))
 }
 
-/// Writes one frame like [`write`], unless the connection is asked to close meanwhile: a client
-/// that does not read is then closed at once, not after the write timeout.
+/// Writes one data frame within the write timeout, unless the connection is asked to close
+/// meanwhile: a client that does not read is then closed at once, not after the write timeout.
+///
+/// The frame goes straight to the socket, not through the protocol layer: that layer would copy
+/// it into its write buffer, and a buffer keeps the size of the largest frame it ever held
+/// (128 KiB for every connection that once received a large post). Written here, a frame costs
+/// nothing past its own bytes, which the outbound budget counts until the write ends. Whatever
+/// the protocol layer itself has to send (a pong, say) is flushed first, so frames never mix.
 async fn write_or_close(ws: &mut Socket, handle: &ConnHandle, msg: Message, within: Duration) -> Result<(), Ending> {
-    let send = write(ws, msg, within);
-    tokio::pin!(send);
-    let mut woken = false;
-    loop {
-        tokio::select! {
-            biased;
-            done = &mut send => {
-                if woken {
-                    // A frame was queued meanwhile: keep the wake-up for the task's loop.
-                    handle.wake.notify_one();
+    let (opcode, payload) = match msg {
+        Message::Text(t) => (0x1u8, Bytes::from(t)),
+        Message::Binary(b) => (0x2u8, b),
+        other => return write(ws, other, within).await,
+    };
+    let head = frame_head(opcode, payload.len());
+    let mut written = 0usize;
+    let outcome = {
+        let send = tokio::time::timeout(within, async {
+            SinkExt::flush(ws).await.map_err(|_| ())?;
+            let io = ws.get_mut();
+            while written < head.len() + payload.len() {
+                let chunk = if written < head.len() {
+                    &head[written..]
+                } else {
+                    &payload[written - head.len()..]
+                };
+                match io.write(chunk).await {
+                    Ok(0) | Err(_) => return Err(()),
+                    Ok(n) => written += n,
                 }
-                return done;
             }
-            _ = handle.wake.notified() => {
-                if let Some((c, r)) = handle.take_close() {
-                    return Err(Ending::ByUs(c, r));
+            io.flush().await.map_err(|_| ())
+        });
+        tokio::pin!(send);
+        let mut woken = false;
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut send => {
+                    if woken {
+                        // A frame was queued meanwhile: keep the wake-up for the task's loop.
+                        handle.wake.notify_one();
+                    }
+                    break match done {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(())) => Err(None),
+                        Err(_) => Err(Some((GOING_AWAY.0, "Write timed out".to_string()))),
+                    };
                 }
-                woken = true;
+                _ = handle.wake.notified() => {
+                    if let Some(close) = handle.take_close() {
+                        break Err(Some(close));
+                    }
+                    woken = true;
+                }
             }
+        }
+    };
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(None) => Err(Ending::Dropped),
+        Err(Some((code, reason))) => {
+            // The Close frame may follow only once this frame is whole.
+            let rest = if written == 0 {
+                Bytes::new()
+            } else if written < head.len() {
+                let mut b = head[written..].to_vec();
+                b.extend_from_slice(&payload);
+                Bytes::from(b)
+            } else {
+                payload.slice(written - head.len()..)
+            };
+            Err(Ending::Interrupted(code, reason, rest))
         }
     }
 }
 
-/// Writes one frame within the write timeout.
+/// A server frame's header: FIN, the opcode and the payload length (servers do not mask).
+fn frame_head(opcode: u8, len: usize) -> Vec<u8> {
+    let mut head = Vec::with_capacity(10);
+    head.push(0x80 | opcode);
+    if len < 126 {
+        head.push(len as u8);
+    } else if let Ok(short) = u16::try_from(len) {
+        head.push(126);
+        head.extend_from_slice(&short.to_be_bytes());
+    } else {
+        head.push(127);
+        head.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    head
+}
+
+/// Writes one frame through the protocol layer within the write timeout.
 async fn write(ws: &mut Socket, msg: Message, within: Duration) -> Result<(), Ending> {
     match tokio::time::timeout(within, ws.send(msg)).await {
         Ok(Ok(())) => Ok(()),

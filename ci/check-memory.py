@@ -12,8 +12,9 @@ then:
    gateway's resident size (RSS) before, at its peak and after, each attacker's close code, and
    a canary client's echo latency (p50/p99) before, during and after. Checked: the peak stays
    under baseline + budget + the margin below; every attacker is closed with 1009 (its fragment
-   did not fit) or 1008 (its message did not complete in time); after the attack, RSS comes back
-   within the margin of the baseline within the allocator's collection period.
+   did not fit) or 1008 (its message did not complete in time); once the attackers' connections
+   are gone, RSS comes back within the margin of the baseline within two of the allocator's
+   collection periods.
 2. Slow consumers: 1,000 clients that never read, pushed to through `@connections` at full
    speed (128 KiB posts from 32 callers). Printed: posts accepted and refused (429), the peak
    RSS, the statuses the gateway closed consumers with (as `$disconnect` reports them: a client
@@ -291,6 +292,19 @@ async def settle(pid, baseline, seconds):
     return now
 
 
+async def until_closed(port, seconds=15):
+    """Waits until the gateway holds no connection but the canary (closes finish their
+    handshake, up to 2 s, and linger up to 2 s more)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        text = http("GET", f"http://127.0.0.1:{port}/metrics")[1]
+        for line in text.splitlines():
+            if line.startswith("socketless_gateway_active_connections "):
+                if float(line.split()[1]) <= 1:
+                    return
+        await asyncio.sleep(0.2)
+
+
 def metric_lines(port):
     text = http("GET", f"http://127.0.0.1:{port}/metrics")[1]
     return [line for line in text.splitlines() if line.startswith("socketless_gateway_memory_closes_total")]
@@ -344,7 +358,8 @@ async def attack(t, gw, port, canary, budgeted):
     for line in metric_lines(port):
         print(f"  {line}")
     canary.phase = "after"
-    after = await settle(gw.pid, baseline, COLLECTION * 2 + 2)
+    await until_closed(port)
+    after = await settle(gw.pid, baseline, COLLECTION * 2 + 1)
     print(f"  RSS after the attack: {mib(after)} (+{mib(after - baseline)} over baseline)")
     bound = baseline + BUDGET + BUDGET * MARGIN_FRACTION + PER_CONNECTION * ATTACKERS
     t.check(
@@ -427,7 +442,8 @@ async def slow_consumers(t, gw, port, backend_port, canary, canary_id):
         canary_posts.get(200, 0) == 10 and received == 10,
         f"statuses {canary_posts}",
     )
-    after = await settle(gw.pid, phase_baseline, COLLECTION * 2 + 2)
+    await until_closed(port)
+    after = await settle(gw.pid, phase_baseline, COLLECTION * 2 + 1)
     print(f"  RSS after: {mib(after)} (+{mib(after - phase_baseline)} over this phase's baseline)")
     t.check(
         f"slow consumers: RSS back within {mib(AFTER_MARGIN)} of this phase's baseline ({mib(after)})",

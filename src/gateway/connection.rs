@@ -79,6 +79,8 @@ pub struct ConnHandle {
     /// until a frame is queued, which keeps idle connections small.
     outbound: Mutex<Outbound>,
     close: Mutex<Option<(u16, String)>>,
+    /// Set by the first close request, and never cleared: later requests are not counted.
+    close_requested: AtomicBool,
     /// Wakes the task for a queued frame or a close request; it checks both.
     wake: Notify,
     /// The gateway's budgets, charged by this connection.
@@ -142,6 +144,7 @@ impl ConnHandle {
                 bytes: 0,
             }),
             close: Mutex::new(None),
+            close_requested: AtomicBool::new(false),
             wake: Notify::new(),
             budgets,
             inbound: Mutex::new(Inbound::default()),
@@ -309,12 +312,10 @@ impl ConnHandle {
     /// Asks the connection to close with this status (the first request wins); says whether
     /// this request was the first.
     pub fn request_close(&self, code: u16, reason: &str) -> bool {
-        let mut c = self.close.lock().unwrap_or_else(|p| p.into_inner());
-        let first = c.is_none();
+        let first = !self.close_requested.swap(true, Ordering::Relaxed);
         if first {
-            *c = Some((code, reason.to_string()));
+            *self.close.lock().unwrap_or_else(|p| p.into_inner()) = Some((code, reason.to_string()));
         }
-        drop(c);
         self.wake.notify_one();
         first
     }

@@ -310,7 +310,7 @@ def metric_lines(port):
     return [line for line in text.splitlines() if line.startswith("socketless_gateway_memory_closes_total")]
 
 
-async def attack(t, gw, port, canary, budgeted):
+async def attack(t, gw, port, canary):
     baseline = rss(gw.pid)
     print(f"held fragments: {ATTACKERS} connections x {HELD // KIB} KiB; baseline RSS {mib(baseline)}")
     sampler = Sampler(gw.pid)
@@ -482,13 +482,12 @@ async def main(binary):
         for _ in range(25):
             await canary.echo()
         canary_task = asyncio.ensure_future(canary.run(stop_canary))
-        await attack(t, gw, port, canary, budgeted)
+        await attack(t, gw, port, canary)
         await asyncio.sleep(1)
         stop_canary.set()
         await canary_task
         for phase in ("before", "during", "after"):
             print(f"  canary echo {canary.report(phase)}")
-        canary_task = None
         stop_canary = asyncio.Event()
         canary_task = asyncio.ensure_future(canary.run(stop_canary))
         await slow_consumers(t, gw, port, backend_port, canary, canary_id)

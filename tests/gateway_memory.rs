@@ -266,3 +266,51 @@ async fn a_client_that_stays_over_its_share_of_a_full_outbound_budget_is_closed_
     assert_eq!(metric(&gw, CLOSED_OUTBOUND).await, 1.0);
     until_metric(&gw, QUEUED, 0.0).await;
 }
+
+#[tokio::test]
+async fn messages_sent_back_to_back_survive_the_protocol_layer_being_renewed() {
+    // After a message with a large frame, the gateway starts its protocol layer afresh on the
+    // same socket (so a 32 KiB read buffer is not kept for the life of the connection), but
+    // only when nothing past that message was read. Pipelined messages, large and small,
+    // fragmented or not, with pings between them, all come back whole and in order.
+    let backend = FakeBackend::start().await;
+    let gw = repo_gateway(&backend, |_| {}).await;
+    let mut ws = connect(&gw.url()).await;
+    let mut sent = Vec::new();
+    for round in 0..5 {
+        for (i, size) in [20 * KIB, 10, 32 * KIB - 16, 2 * KIB, 5].into_iter().enumerate() {
+            let text = format!("{round}-{i}-{}", "m".repeat(size));
+            within(ws.feed(Message::text(text.clone()))).await.unwrap();
+            within(ws.feed(Message::Ping(vec![1, 2, 3].into()))).await.unwrap();
+            sent.push(text);
+        }
+        let text = format!("{round}-f-{}", "f".repeat(40 * KIB));
+        let (a, b) = text.split_at(20 * KIB);
+        within(ws.feed(Message::Frame(Frame::message(
+            a.to_string(),
+            OpCode::Data(Data::Text),
+            false,
+        ))))
+        .await
+        .unwrap();
+        within(ws.feed(Message::Frame(Frame::message(
+            b.to_string(),
+            OpCode::Data(Data::Continue),
+            true,
+        ))))
+        .await
+        .unwrap();
+        sent.push(text);
+    }
+    within(ws.flush()).await.unwrap();
+    for want in &sent {
+        assert_eq!(&next_text(&mut ws).await, want);
+    }
+    // One at a time, each large message ends what was read: the layer is renewed each time.
+    for i in 0..5 {
+        echo(&mut ws, &format!("{i}-{}", "o".repeat(30 * KIB))).await;
+        echo(&mut ws, "small").await;
+    }
+    until_metric(&gw, PENDING, 0.0).await;
+    echo(&mut ws, "last").await;
+}

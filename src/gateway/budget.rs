@@ -156,19 +156,54 @@ fn payload_len(h: &[u8]) -> u64 {
 
 /// The client's stream, with every data frame charged to the message budget before the
 /// protocol layer reads it. Writes pass through.
+///
+/// It also says when the protocol layer can be started afresh on the same socket: the layer's
+/// read buffer keeps the size of the largest frame it ever held (up to `--max-frame-bytes` for
+/// the rest of the connection), so after a message with a large frame, once nothing past that
+/// message has been handed to the layer, the connection swaps it for a new one (see
+/// [`Metered::renew`]).
 pub struct Metered<S> {
-    inner: S,
+    /// `None` once the socket moved to a renewed stream.
+    inner: Option<S>,
     conn: Arc<ConnHandle>,
     parse: Parse,
+    /// A frame larger than the protocol layer's initial read buffer went by.
+    grown: bool,
+    /// The last byte handed to the protocol layer ended a message.
+    at_boundary: bool,
+}
+
+/// The protocol layer's initial read buffer (`connection::ws_config`); a frame larger than
+/// this grows it.
+pub const READ_BUFFER_BYTES: usize = 1024;
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the socket moved to a renewed stream")
 }
 
 impl<S> Metered<S> {
     pub fn new(inner: S, conn: Arc<ConnHandle>) -> Self {
         Metered {
-            inner,
+            inner: Some(inner),
             conn,
             parse: Parse::Header { buf: [0; 14], have: 0 },
+            grown: false,
+            at_boundary: true,
         }
+    }
+
+    /// The socket, for a fresh protocol layer, when the current one's read buffer grew and
+    /// holds nothing unread; `None` otherwise. This stream is then empty: dropping it
+    /// releases nothing.
+    pub fn renew(&mut self) -> Option<Metered<S>> {
+        // At a message's end with nothing read past it, and that message is the last the
+        // protocol layer parsed: its buffer holds nothing the task has not taken.
+        let clean = self.at_boundary && matches!(self.parse, Parse::Header { have: 0, .. });
+        if !(self.grown && clean && self.conn.all_messages_taken()) {
+            return None;
+        }
+        let inner = self.inner.take()?;
+        Some(Metered::new(inner, self.conn.clone()))
     }
 
     /// Whether a frame was refused for the budget (the connection then closes with 1009).
@@ -178,6 +213,9 @@ impl<S> Metered<S> {
 
     /// Follows the frames in `bytes`; `false` when a frame does not fit the budget.
     fn scan(&mut self, mut bytes: &[u8]) -> bool {
+        if !bytes.is_empty() {
+            self.at_boundary = false;
+        }
         while !bytes.is_empty() {
             match &mut self.parse {
                 Parse::Refused => return false,
@@ -188,6 +226,7 @@ impl<S> Metered<S> {
                     if *left == 0 {
                         if *ends_message {
                             self.conn.message_arrived();
+                            self.at_boundary = bytes.is_empty();
                         }
                         self.parse = Parse::Header { buf: [0; 14], have: 0 };
                     }
@@ -210,9 +249,11 @@ impl<S> Metered<S> {
                         }
                     }
                     let ends_message = data && fin;
+                    self.grown |= len > READ_BUFFER_BYTES as u64;
                     if len == 0 {
                         if ends_message {
                             self.conn.message_arrived();
+                            self.at_boundary = bytes.is_empty();
                         }
                         self.parse = Parse::Header { buf: [0; 14], have: 0 };
                     } else {
@@ -230,8 +271,11 @@ impl<S> Metered<S> {
 
 impl<S> Drop for Metered<S> {
     fn drop(&mut self) {
-        // The protocol layer's buffers go with this stream: so does their charge.
-        self.conn.release_inbound();
+        // The protocol layer's buffers go with this stream: so does their charge (unless the
+        // socket moved on to a renewed stream, which keeps it).
+        if self.inner.is_some() {
+            self.conn.release_inbound();
+        }
     }
 }
 
@@ -242,7 +286,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         }
         let start = buf.filled().len();
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        match Pin::new(inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if this.scan(&buf.filled()[start..]) {
                     Poll::Ready(Ok(()))
@@ -259,15 +306,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_write(cx, buf),
+            None => Poll::Ready(Err(gone())),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_flush(cx),
+            None => Poll::Ready(Err(gone())),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_shutdown(cx),
+            None => Poll::Ready(Err(gone())),
+        }
     }
 
     fn poll_write_vectored(
@@ -275,10 +331,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(gone())),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|i| i.is_write_vectored())
     }
 }

@@ -198,6 +198,11 @@ impl ConnHandle {
         self.budgets.inbound.release(before);
     }
 
+    /// Whether the task has taken every message received whole.
+    pub fn all_messages_taken(&self) -> bool {
+        self.inbound().arrived.is_empty()
+    }
+
     /// The backend answered the message being delivered: its bytes are free.
     fn delivered(&self) {
         let held = std::mem::take(&mut self.inbound().held);
@@ -330,7 +335,7 @@ impl ConnHandle {
 pub fn ws_config(max_message_bytes: usize, max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         // Read in small steps: the buffer is allocated per connection up front.
-        .read_buffer_size(1024)
+        .read_buffer_size(budget::READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_write_buffer_size(max_message_bytes * 2 + 4096)
         .max_message_size(Some(max_message_bytes))
@@ -389,6 +394,7 @@ pub async fn run(
                     handle.touch();
                     handle.take_message();
                     inflight = Some(on_message(t));
+                    renew(ws).await;
                 }
                 Some(Ok(Message::Binary(_))) => break Ending::by_us(UNSUPPORTED),
                 Some(Ok(Message::Close(frame))) => {
@@ -568,6 +574,21 @@ async fn write_or_close(ws: &mut Socket, handle: &ConnHandle, msg: Message, with
             };
             Err(Ending::Interrupted(code, reason, rest))
         }
+    }
+}
+
+/// Starts the protocol layer afresh on the same socket when its read buffer grew for a large
+/// frame and holds nothing unread (see `budget::Metered`): otherwise every connection that once
+/// sent a 32 KiB frame would keep a 32 KiB buffer until it closes. Whatever the old layer still
+/// has to send (a pong) must go first; if it cannot go at once, the layer is kept this time.
+async fn renew(ws: &mut Socket) {
+    use futures_util::FutureExt;
+    if !matches!(SinkExt::flush(ws).now_or_never(), Some(Ok(()))) {
+        return;
+    }
+    let config = *ws.get_config();
+    if let Some(io) = ws.get_mut().renew() {
+        *ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     }
 }
 

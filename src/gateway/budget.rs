@@ -275,6 +275,7 @@ impl<S> Drop for Metered<S> {
         // socket moved on to a renewed stream, which keeps it).
         if self.inner.is_some() {
             self.conn.release_inbound();
+            self.conn.release_outbound();
         }
     }
 }

@@ -304,6 +304,13 @@ impl ConnHandle {
         self.uncharge(&mut q, n);
     }
 
+    /// Gives back everything still charged to the outbound budget (its socket is gone).
+    pub fn release_outbound(&self) {
+        let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        let all = q.bytes;
+        self.uncharge(&mut q, all);
+    }
+
     /// Refuses further frames: from here on `@connections` posts answer 410. The queued frames
     /// are dropped and their bytes given back.
     pub fn close_queue(&self) {
@@ -369,7 +376,11 @@ pub async fn run(
                     handle.touch();
                     let n = msg.len();
                     let written = write_or_close(ws, handle, msg, write_timeout).await;
-                    handle.written(n);
+                    // A frame cut short stays charged until its rest is sent or the socket is
+                    // gone (see budget::Metered's drop).
+                    if !matches!(written, Err(Ending::Interrupted(..))) {
+                        handle.written(n);
+                    }
                     if let Err(e) = written {
                         failed = Some(e);
                         break;

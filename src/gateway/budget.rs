@@ -342,3 +342,57 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         self.inner.as_ref().is_some_and(|i| i.is_write_vectored())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_budget_takes_what_fits_and_gives_it_back() {
+        let b = Budget::new(100, Gauge::default());
+        assert!(b.try_charge(60));
+        assert!(!b.try_charge(41));
+        assert_eq!(b.used(), 60);
+        assert!(b.try_charge(40));
+        b.release(100);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn header_lengths() {
+        // 7-bit, 16-bit and 64-bit lengths, masked (client frames) or not.
+        assert_eq!(header_len([0x81, 0x85]), 6);
+        assert_eq!(header_len([0x81, 0xfe]), 8);
+        assert_eq!(header_len([0x81, 0xff]), 14);
+        assert_eq!(header_len([0x81, 0x05]), 2);
+        assert_eq!(payload_len(&[0x81, 0x85, 0, 0, 0, 0]), 5);
+        assert_eq!(payload_len(&[0x01, 0xfe, 0x80, 0x00, 0, 0, 0, 0]), 32768);
+        assert_eq!(payload_len(&[0x00, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]), 65536);
+    }
+
+    #[test]
+    fn budgets_below_one_message_are_refused_at_start() {
+        let flags = |extra: &str| {
+            super::super::config::GatewayConfig::from_template_with(
+                super::super::config::EMBEDDED_TEMPLATE,
+                &BTreeMap::from([
+                    ("IntegrationUri".to_string(), "http://127.0.0.1:1".to_string()),
+                    ("SharedSecret".to_string(), "0123456789abcdef-test".to_string()),
+                ]),
+                &[extra.to_string()],
+            )
+        };
+        for (flag, name) in [
+            ("--max-pending-message-bytes=131071", "--max-pending-message-bytes"),
+            ("--max-outbound-bytes=1000", "--max-outbound-bytes"),
+            ("--message-timeout=0s", "--message-timeout"),
+        ] {
+            let problems = flags(flag).unwrap_err();
+            assert!(problems.iter().any(|p| p.0.contains(name)), "{flag}: {problems:?}");
+        }
+        let ok = flags("--max-outbound-bytes=131072").expect("valid");
+        assert_eq!(ok.max_outbound_bytes, 131072);
+        assert_eq!(ok.message_timeout, Duration::from_secs(10));
+    }
+}

@@ -62,6 +62,30 @@ pub const MAX_FRAME_BYTES: &str = "32768";
 pub const INTEGRATION_TIMEOUT: &str = "29s";
 pub const OUTBOUND_QUEUE: &str = "32";
 pub const WRITE_TIMEOUT: &str = "30s";
+// The gateway's memory budgets. The chart gives the gateway 512 MiB; its worst case is
+//   baseline (about 10 MiB resident, idle)
+//   + @connections bodies being received (MAX_BUFFERED_BODY_BYTES, 64 MiB)
+//   + client messages held (MAX_PENDING_MESSAGE_BYTES, 32 MiB)
+//   + frames queued for clients (MAX_OUTBOUND_BYTES, 32 MiB)
+//   + per connection × MAX_CONNECTIONS (10,000): 32 KiB × 10,000 = 312.5 MiB, where 32 KiB is
+//     23 KiB measured for a connection whose handshake carried a 9,000-byte User-Agent (the
+//     largest a 10 KiB head allows), 4 KiB the protocol layer keeps after traffic at the frame
+//     and post limits (measured: 3.6 KiB idle, 7.9 KiB after, ci/check-memory.py), and the
+//     first 4 KiB of a message, which the message budget does not count
+//   = 450.5 MiB, an eighth below the limit. The per-connection term dominates: two 64 MiB
+//   budgets would leave 2 MiB. `budgets_fit_the_charts_limit` below keeps the sum in step.
+/// Bytes of client messages the gateway holds at once (32 MiB).
+pub const MAX_PENDING_MESSAGE_BYTES: &str = "33554432";
+/// A message must arrive whole within this, like a body within [`BODY_TIMEOUT`].
+pub const MESSAGE_TIMEOUT: &str = "10s";
+/// Bytes of `@connections` posts queued for clients at once (32 MiB).
+pub const MAX_OUTBOUND_BYTES: &str = "33554432";
+/// The gateway's memory limit in the chart's default values (MiB).
+pub const CHART_GATEWAY_MEMORY_MIB: u64 = 512;
+/// The gateway's idle resident size (MiB, measured) and its worst case per open connection
+/// (bytes), as in the sum above.
+pub const GATEWAY_BASELINE_MIB: u64 = 10;
+pub const GATEWAY_PER_CONNECTION_BYTES: u64 = 32 * 1024;
 pub const ORDINAL: &str = "0";
 /// Below `serve`'s per-attempt AWS timeout (half of `--aws-timeout`, 1.5 s by default), so a
 /// push to an owner that hangs gets the gateway's 503 and the SDK's retry within its budget.
@@ -107,6 +131,26 @@ mod tests {
         assert!(secs(SESSION_TTL) > contract::MAX_CONNECTION_SECS);
         assert!(MAX_BUFFERED_BODY_BYTES.parse::<usize>().unwrap() >= contract::MAX_POST_BYTES);
         assert!(parse_duration(PEER_TIMEOUT).unwrap() < parse_duration(AWS_TIMEOUT).unwrap() / 2);
+    }
+
+    #[test]
+    fn budgets_fit_the_charts_limit() {
+        let n = |t: &str| t.parse::<u64>().unwrap();
+        let worst = GATEWAY_BASELINE_MIB * 1024 * 1024
+            + n(MAX_BUFFERED_BODY_BYTES)
+            + n(MAX_PENDING_MESSAGE_BYTES)
+            + n(MAX_OUTBOUND_BYTES)
+            + GATEWAY_PER_CONNECTION_BYTES * n(MAX_CONNECTIONS);
+        let limit = CHART_GATEWAY_MEMORY_MIB * 1024 * 1024;
+        // Room to spare: at least a tenth of the limit.
+        assert!(
+            worst <= limit / 10 * 9,
+            "worst case {worst} bytes against a {limit}-byte limit"
+        );
+        // Each budget holds at least one message or post.
+        assert!(n(MAX_PENDING_MESSAGE_BYTES) >= contract::MAX_MESSAGE_BYTES as u64);
+        assert!(n(MAX_OUTBOUND_BYTES) >= contract::MAX_POST_BYTES as u64);
+        assert_eq!(secs(MESSAGE_TIMEOUT), secs(BODY_TIMEOUT));
     }
 
     #[test]

@@ -84,6 +84,17 @@ pub struct GatewayArgs {
     /// Bytes of @connections bodies held at once; past it calls get 429 LimitExceededException.
     #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_BUFFERED_BODY_BYTES", default_value = defaults::MAX_BUFFERED_BODY_BYTES)]
     pub max_buffered_body_bytes: String,
+    /// Bytes of client messages held at once (being received, or delivered to the backend),
+    /// past each message's first 4 KiB; a frame that would go past it closes its connection with 1009.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_PENDING_MESSAGE_BYTES", default_value = defaults::MAX_PENDING_MESSAGE_BYTES)]
+    pub max_pending_message_bytes: String,
+    /// A message must arrive whole within this once its first frame began; slower ones close with 1008.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MESSAGE_TIMEOUT", default_value = defaults::MESSAGE_TIMEOUT)]
+    pub message_timeout: String,
+    /// Bytes of @connections posts queued for clients at once; past it, posts to clients over their
+    /// fair share get 429 and such clients are closed with 1013.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_MAX_OUTBOUND_BYTES", default_value = defaults::MAX_OUTBOUND_BYTES)]
+    pub max_outbound_bytes: String,
     /// Require SigV4 on @connections, signed with this access key id.
     #[arg(
         long,
@@ -149,6 +160,10 @@ pub struct GatewayConfig {
     pub http: HttpLimits,
     pub body: BodyPolicy,
     pub verifier: Option<Verifier>,
+    /// The memory budgets (see budget.rs).
+    pub max_pending_message_bytes: usize,
+    pub message_timeout: Duration,
+    pub max_outbound_bytes: usize,
     pub ordinal: u8,
     /// Where the other replicas are.
     pub peers: PeerUrls,
@@ -272,6 +287,7 @@ impl GatewayArgs {
                 p.push(format!("{name}: must be more than zero"));
             }
         }
+        let (pending_bytes, message_timeout, outbound_bytes) = self.memory_budgets(&l, &mut p);
         let mut params = parse_params(&self.params, l.get("params"), &mut p);
         if let Some(t) = &text {
             params_from_variables(t, &mut params, |name| std::env::var(name).ok());
@@ -371,10 +387,45 @@ impl GatewayArgs {
             http,
             body,
             verifier,
+            max_pending_message_bytes: pending_bytes.unwrap_or(1) as usize,
+            message_timeout: message_timeout.unwrap_or_default(),
+            max_outbound_bytes: outbound_bytes.unwrap_or(1) as usize,
             ordinal: ordinal.unwrap_or(0),
             peers,
             peer_timeout: peer_timeout.unwrap_or_default(),
         })
+    }
+}
+
+impl GatewayArgs {
+    /// The memory budgets: each must hold at least one message, or one post.
+    fn memory_budgets(&self, l: &Labels, p: &mut Problems) -> (Option<u64>, Option<Duration>, Option<u64>) {
+        const MAX_BUDGET: u64 = 1 << 40;
+        let pending = p.count(
+            l.get("max_pending_message_bytes"),
+            &self.max_pending_message_bytes,
+            MAX_BUDGET,
+        );
+        let timeout = p.duration(l.get("message_timeout"), &self.message_timeout);
+        let outbound = p.count(l.get("max_outbound_bytes"), &self.max_outbound_bytes, MAX_BUDGET);
+        if pending.is_some_and(|b| b < contract::MAX_MESSAGE_BYTES as u64) {
+            p.push(format!(
+                "{}: must hold at least one message ({} bytes)",
+                l.get("max_pending_message_bytes"),
+                contract::MAX_MESSAGE_BYTES
+            ));
+        }
+        if outbound.is_some_and(|b| b < contract::MAX_POST_BYTES as u64) {
+            p.push(format!(
+                "{}: must hold at least one post ({} bytes)",
+                l.get("max_outbound_bytes"),
+                contract::MAX_POST_BYTES
+            ));
+        }
+        if timeout.is_some_and(|d| d.is_zero()) {
+            p.push(format!("{}: must be more than zero", l.get("message_timeout")));
+        }
+        (pending, timeout, outbound)
     }
 }
 

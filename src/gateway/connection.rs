@@ -3,26 +3,34 @@
 //! loop that reads frames in order, hands each message to the event pipeline (one at a time),
 //! writes replies and `@connections` posts, and completes the closing handshake.
 //!
-//! The task holds no timer and no shutdown watch: the idle timeout, the maximum duration and
-//! the shutdown reach it as close requests from the gateway's sweep over its registry (see
-//! `registry.rs`). That keeps an idle connection's task small and its wake-ups cheap.
+//! The task holds no timer and no shutdown watch: the idle timeout, the maximum duration, the
+//! message timeout and the shutdown reach it as close requests from the gateway's sweep over its
+//! registry (see `registry.rs`). That keeps an idle connection's task small and its wake-ups
+//! cheap.
+//!
+//! The handle also keeps the connection's share of the gateway's memory budgets (`budget.rs`):
+//! the bytes of the message being received, of messages received and not yet answered, and of
+//! the frames queued for the client.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use super::budget::{self, Budgets, FREE_MESSAGE_BYTES, Metered};
 use crate::timefmt::now_ms;
 
 /// Close codes and reasons the gateway uses.
@@ -37,8 +45,21 @@ pub const ABNORMAL: u16 = 1006;
 /// A close frame without a status.
 pub const NO_STATUS: u16 = 1005;
 
-/// The upgraded client socket.
-pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// The upgraded client socket, its reads charged to the message budget.
+pub type Socket = WebSocketStream<Metered<TokioIo<hyper::upgrade::Upgraded>>>;
+
+/// Opens the WebSocket on an upgraded connection, with the gateway's protocol limits and the
+/// reads charged to the budgets `conn` carries.
+pub async fn accept(
+    upgraded: hyper::upgrade::Upgraded,
+    conn: Arc<ConnHandle>,
+    max_message_bytes: usize,
+    max_frame_bytes: usize,
+) -> Socket {
+    let config = ws_config(max_message_bytes, max_frame_bytes);
+    let io = Metered::new(TokioIo::new(upgraded), conn);
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+}
 
 /// Everything a `$connect`/message/`$disconnect` call needs from the connection.
 pub struct Ctx {
@@ -58,14 +79,47 @@ pub struct ConnHandle {
     /// until a frame is queued, which keeps idle connections small.
     outbound: Mutex<Outbound>,
     close: Mutex<Option<(u16, String)>>,
+    /// Set by the first close request, and never cleared: later requests are not counted.
+    close_requested: AtomicBool,
     /// Wakes the task for a queued frame or a close request; it checks both.
     wake: Notify,
+    /// The gateway's budgets, charged by this connection.
+    budgets: Arc<Budgets>,
+    /// This connection's charge to the message budget.
+    inbound: Mutex<Inbound>,
+    /// A post was refused because this connection held more than its fair share of a full
+    /// outbound budget; the sweep closes it if it still does.
+    over_share: AtomicBool,
 }
 
 struct Outbound {
     frames: VecDeque<Message>,
     capacity: usize,
     closed: bool,
+    /// Bytes charged to the outbound budget: the queued frames and the one being written.
+    bytes: usize,
+}
+
+/// A connection's charge to the message budget.
+#[derive(Default)]
+struct Inbound {
+    /// When the first frame of the message being received arrived (ms), 0 between messages.
+    since_ms: i64,
+    /// Bytes of the message being received so far, and how many of them are charged.
+    message: usize,
+    charged: usize,
+    /// Charges of messages received whole that the task has not taken yet (in order).
+    arrived: VecDeque<usize>,
+    /// The charge of the message being delivered to the backend.
+    held: usize,
+}
+
+/// Why a frame could not be queued, inside the gateway.
+#[derive(Debug)]
+pub enum PushError {
+    Queue(QueueError),
+    /// The outbound budget is full; the frame is handed back.
+    OverBudget(Message),
 }
 
 /// Why a frame could not be queued.
@@ -79,7 +133,7 @@ pub enum QueueError {
 
 impl ConnHandle {
     /// A handle for a connection that just opened, with room for `capacity` queued frames.
-    pub fn new(ctx: Arc<Ctx>, capacity: usize) -> Self {
+    pub fn new(ctx: Arc<Ctx>, capacity: usize, budgets: Arc<Budgets>) -> Self {
         ConnHandle {
             last_active: AtomicI64::new(ctx.connected_at),
             ctx,
@@ -87,10 +141,100 @@ impl ConnHandle {
                 frames: VecDeque::new(),
                 capacity,
                 closed: false,
+                bytes: 0,
             }),
             close: Mutex::new(None),
+            close_requested: AtomicBool::new(false),
             wake: Notify::new(),
+            budgets,
+            inbound: Mutex::new(Inbound::default()),
+            over_share: AtomicBool::new(false),
         }
+    }
+
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    fn inbound(&self) -> std::sync::MutexGuard<'_, Inbound> {
+        self.inbound.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A data frame's header arrived: charges its payload (past the message's free bytes) to
+    /// the message budget, or says it does not fit.
+    pub fn frame_header(&self, continuation: bool, len: usize) -> bool {
+        let mut i = self.inbound();
+        if !continuation || i.since_ms == 0 {
+            i.since_ms = now_ms().max(1);
+            i.message = 0;
+        }
+        i.message = i.message.saturating_add(len);
+        let charge = i.message.saturating_sub(FREE_MESSAGE_BYTES);
+        let more = charge.saturating_sub(i.charged);
+        if more > 0 && !self.budgets.inbound.try_charge(more) {
+            return false;
+        }
+        i.charged = i.charged.max(charge);
+        true
+    }
+
+    /// The last byte of a message went by: it waits for the task, still charged.
+    pub fn message_arrived(&self) {
+        let mut i = self.inbound();
+        let charged = std::mem::take(&mut i.charged);
+        i.arrived.push_back(charged);
+        i.since_ms = 0;
+        i.message = 0;
+    }
+
+    /// The task took a message: it stays charged until [`ConnHandle::delivered`].
+    fn take_message(&self) {
+        let mut i = self.inbound();
+        let next = i.arrived.pop_front().unwrap_or(0);
+        if i.arrived.is_empty() && i.arrived.capacity() > 0 {
+            i.arrived = VecDeque::new();
+        }
+        let before = std::mem::replace(&mut i.held, next);
+        self.budgets.inbound.release(before);
+    }
+
+    /// Whether the task has taken every message received whole.
+    pub fn all_messages_taken(&self) -> bool {
+        self.inbound().arrived.is_empty()
+    }
+
+    /// The backend answered the message being delivered: its bytes are free.
+    fn delivered(&self) {
+        let held = std::mem::take(&mut self.inbound().held);
+        self.budgets.inbound.release(held);
+    }
+
+    /// Gives back everything this connection holds of the message budget (its socket is gone).
+    pub fn release_inbound(&self) {
+        let mut i = self.inbound();
+        let total = i.charged + i.held + i.arrived.iter().sum::<usize>();
+        *i = Inbound::default();
+        drop(i);
+        self.budgets.inbound.release(total);
+    }
+
+    /// When the message being received started (ms), if one is.
+    pub fn receiving_since(&self) -> Option<i64> {
+        Some(self.inbound().since_ms).filter(|t| *t != 0)
+    }
+
+    /// Bytes charged to the outbound budget for this connection.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbound.lock().unwrap_or_else(|p| p.into_inner()).bytes
+    }
+
+    /// Whether a post was refused while this connection held more than its fair share.
+    pub fn over_share(&self) -> bool {
+        self.over_share.load(Ordering::Relaxed)
+    }
+
+    pub fn clear_over_share(&self) {
+        self.over_share.store(false, Ordering::Relaxed);
     }
 
     pub fn id(&self) -> &str {
@@ -105,15 +249,28 @@ impl ConnHandle {
         self.last_active.load(Ordering::Relaxed)
     }
 
-    /// Queues a frame for the client.
-    pub fn push(&self, msg: Message) -> Result<(), QueueError> {
+    /// Queues a frame for the client, charging it to the outbound budget. When the budget is
+    /// full, the frame comes back (see `Registry::post`, which decides between a 429 and making
+    /// room); a connection over its fair share is then marked for the sweep.
+    pub fn push(&self, msg: Message) -> Result<(), PushError> {
         let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
         if q.closed {
-            return Err(QueueError::Closed);
+            return Err(PushError::Queue(QueueError::Closed));
         }
         if q.frames.len() >= q.capacity {
-            return Err(QueueError::Full);
+            return Err(PushError::Queue(QueueError::Full));
         }
+        let n = msg.len();
+        if !self.budgets.outbound.try_charge(n) {
+            if q.bytes + n > self.budgets.fair_share(q.bytes == 0) {
+                self.over_share.store(true, Ordering::Relaxed);
+            }
+            return Err(PushError::OverBudget(msg));
+        }
+        if q.bytes == 0 && n > 0 {
+            self.budgets.holders.inc();
+        }
+        q.bytes += n;
         q.frames.push_back(msg);
         drop(q);
         self.wake.notify_one();
@@ -130,21 +287,49 @@ impl ConnHandle {
         msg
     }
 
-    /// Refuses further frames: from here on `@connections` posts answer 410.
+    /// Gives back the charge of `n` queued bytes (written, or dropped).
+    fn uncharge(&self, q: &mut Outbound, n: usize) {
+        let n = n.min(q.bytes);
+        q.bytes -= n;
+        if q.bytes == 0 && n > 0 {
+            self.budgets.holders.dec();
+            self.over_share.store(false, Ordering::Relaxed);
+        }
+        self.budgets.outbound.release(n);
+    }
+
+    /// A frame taken by [`ConnHandle::pop`] was written (or given up): its bytes are free.
+    fn written(&self, n: usize) {
+        let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        self.uncharge(&mut q, n);
+    }
+
+    /// Gives back everything still charged to the outbound budget (its socket is gone).
+    pub fn release_outbound(&self) {
+        let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
+        let all = q.bytes;
+        self.uncharge(&mut q, all);
+    }
+
+    /// Refuses further frames: from here on `@connections` posts answer 410. The queued frames
+    /// are dropped and their bytes given back.
     pub fn close_queue(&self) {
         let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());
         q.closed = true;
+        let dropped: usize = q.frames.iter().map(Message::len).sum();
         q.frames = VecDeque::new();
+        self.uncharge(&mut q, dropped);
     }
 
-    /// Asks the connection to close with this status (the first request wins).
-    pub fn request_close(&self, code: u16, reason: &str) {
-        let mut c = self.close.lock().unwrap_or_else(|p| p.into_inner());
-        if c.is_none() {
-            *c = Some((code, reason.to_string()));
+    /// Asks the connection to close with this status (the first request wins); says whether
+    /// this request was the first.
+    pub fn request_close(&self, code: u16, reason: &str) -> bool {
+        let first = !self.close_requested.swap(true, Ordering::Relaxed);
+        if first {
+            *self.close.lock().unwrap_or_else(|p| p.into_inner()) = Some((code, reason.to_string()));
         }
-        drop(c);
         self.wake.notify_one();
+        first
     }
 
     fn take_close(&self) -> Option<(u16, String)> {
@@ -157,7 +342,7 @@ impl ConnHandle {
 pub fn ws_config(max_message_bytes: usize, max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         // Read in small steps: the buffer is allocated per connection up front.
-        .read_buffer_size(1024)
+        .read_buffer_size(budget::READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_write_buffer_size(max_message_bytes * 2 + 4096)
         .max_message_size(Some(max_message_bytes))
@@ -189,7 +374,14 @@ pub async fn run(
                 let mut failed = None;
                 while let Some(msg) = handle.pop() {
                     handle.touch();
-                    if let Err(e) = write(ws, msg, write_timeout).await {
+                    let n = msg.len();
+                    let written = write_or_close(ws, handle, msg, write_timeout).await;
+                    // A frame cut short stays charged until its rest is sent or the socket is
+                    // gone (see budget::Metered's drop).
+                    if !matches!(written, Err(Ending::Interrupted(..))) {
+                        handle.written(n);
+                    }
+                    if let Err(e) = written {
                         failed = Some(e);
                         break;
                     }
@@ -200,9 +392,10 @@ pub async fn run(
             }
             reply = async { match inflight.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                 inflight = None;
+                handle.delivered();
                 if let Some(frame) = reply {
                     handle.touch();
-                    if let Err(e) = write(ws, Message::Text(frame), write_timeout).await {
+                    if let Err(e) = write_or_close(ws, handle, Message::Text(frame), write_timeout).await {
                         break e;
                     }
                 }
@@ -210,7 +403,9 @@ pub async fn run(
             frame = ws.next(), if inflight.is_none() => match frame {
                 Some(Ok(Message::Text(t))) => {
                     handle.touch();
+                    handle.take_message();
                     inflight = Some(on_message(t));
+                    renew(ws).await;
                 }
                 Some(Ok(Message::Binary(_))) => break Ending::by_us(UNSUPPORTED),
                 Some(Ok(Message::Close(frame))) => {
@@ -218,6 +413,7 @@ pub async fn run(
                     break Ending::ByPeer(c, r);
                 }
                 Some(Ok(_)) => {} // ping/pong: answered by the protocol layer, not activity
+                Some(Err(_)) if ws.get_ref().refused() => break Ending::by_us(budget::BUDGET_TOO_BIG),
                 Some(Err(err)) => break Ending::from_read_error(err),
                 None => break Ending::Dropped,
             },
@@ -229,6 +425,9 @@ pub async fn run(
 pub enum Ending {
     /// The gateway closes: send a Close frame with this status and wait briefly for the reply.
     ByUs(u16, String),
+    /// As `ByUs`, but a data frame was cut short: the rest of it goes first, if the client
+    /// takes it in time; otherwise no Close frame can follow.
+    Interrupted(u16, String, Bytes),
     /// The client sent a Close frame: answer it (RFC 6455 §5.5.1) with the same status.
     ByPeer(u16, String),
     /// The client broke the protocol: send a Close frame with this status, expect nothing back.
@@ -259,7 +458,22 @@ impl Ending {
     /// reason `$disconnect` reports.
     pub async fn finish(self, ws: &mut Socket) -> (u16, String) {
         let bound = Duration::from_secs(2);
-        match self {
+        let this = match self {
+            Ending::Interrupted(code, reason, rest) => {
+                let whole = tokio::time::timeout(bound, async {
+                    let io = ws.get_mut();
+                    io.write_all(&rest).await?;
+                    io.flush().await
+                })
+                .await;
+                if !matches!(whole, Ok(Ok(()))) {
+                    return (code, reason);
+                }
+                Ending::ByUs(code, reason)
+            }
+            other => other,
+        };
+        match this {
             Ending::ByUs(code, reason) => {
                 let _ = tokio::time::timeout(bound, async {
                     if ws.send(close_frame(code, &reason)).await.is_ok() {
@@ -285,6 +499,7 @@ impl Ending {
                 (code, reason)
             }
             Ending::Dropped => (ABNORMAL, String::new()),
+            Ending::Interrupted(code, reason, _) => (code, reason),
         }
     }
 }
@@ -296,7 +511,115 @@ fn close_frame(code: u16, reason: &str) -> Message {
     }))
 }
 
-/// Writes one frame within the write timeout.
+/// Writes one data frame within the write timeout, unless the connection is asked to close
+/// meanwhile: a client that does not read is then closed at once, not after the write timeout.
+///
+/// The frame goes straight to the socket, not through the protocol layer: that layer would copy
+/// it into its write buffer, and a buffer keeps the size of the largest frame it ever held
+/// (128 KiB for every connection that once received a large post). Written here, a frame costs
+/// nothing past its own bytes, which the outbound budget counts until the write ends. Whatever
+/// the protocol layer itself has to send (a pong, say) is flushed first, so frames never mix.
+async fn write_or_close(ws: &mut Socket, handle: &ConnHandle, msg: Message, within: Duration) -> Result<(), Ending> {
+    let (opcode, payload) = match msg {
+        Message::Text(t) => (0x1u8, Bytes::from(t)),
+        Message::Binary(b) => (0x2u8, b),
+        other => return write(ws, other, within).await,
+    };
+    let head = frame_head(opcode, payload.len());
+    let mut written = 0usize;
+    let outcome = {
+        let send = tokio::time::timeout(within, async {
+            SinkExt::flush(ws).await.map_err(|_| ())?;
+            let io = ws.get_mut();
+            while written < head.len() + payload.len() {
+                let chunk = if written < head.len() {
+                    &head[written..]
+                } else {
+                    &payload[written - head.len()..]
+                };
+                match io.write(chunk).await {
+                    Ok(0) | Err(_) => return Err(()),
+                    Ok(n) => written += n,
+                }
+            }
+            io.flush().await.map_err(|_| ())
+        });
+        tokio::pin!(send);
+        let mut woken = false;
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut send => {
+                    if woken {
+                        // A frame was queued meanwhile: keep the wake-up for the task's loop.
+                        handle.wake.notify_one();
+                    }
+                    break match done {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(())) => Err(None),
+                        Err(_) => Err(Some((GOING_AWAY.0, "Write timed out".to_string()))),
+                    };
+                }
+                _ = handle.wake.notified() => {
+                    if let Some(close) = handle.take_close() {
+                        break Err(Some(close));
+                    }
+                    woken = true;
+                }
+            }
+        }
+    };
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(None) => Err(Ending::Dropped),
+        Err(Some((code, reason))) => {
+            // The Close frame may follow only once this frame is whole.
+            let rest = if written == 0 {
+                Bytes::new()
+            } else if written < head.len() {
+                let mut b = head[written..].to_vec();
+                b.extend_from_slice(&payload);
+                Bytes::from(b)
+            } else {
+                payload.slice(written - head.len()..)
+            };
+            Err(Ending::Interrupted(code, reason, rest))
+        }
+    }
+}
+
+/// Starts the protocol layer afresh on the same socket when its read buffer grew for a large
+/// frame and holds nothing unread (see `budget::Metered`): otherwise every connection that once
+/// sent a 32 KiB frame would keep a 32 KiB buffer until it closes. Whatever the old layer still
+/// has to send (a pong) must go first; if it cannot go at once, the layer is kept this time.
+async fn renew(ws: &mut Socket) {
+    use futures_util::FutureExt;
+    if !matches!(SinkExt::flush(ws).now_or_never(), Some(Ok(()))) {
+        return;
+    }
+    let config = *ws.get_config();
+    if let Some(io) = ws.get_mut().renew() {
+        *ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    }
+}
+
+/// A server frame's header: FIN, the opcode and the payload length (servers do not mask).
+fn frame_head(opcode: u8, len: usize) -> Vec<u8> {
+    let mut head = Vec::with_capacity(10);
+    head.push(0x80 | opcode);
+    if len < 126 {
+        head.push(len as u8);
+    } else if let Ok(short) = u16::try_from(len) {
+        head.push(126);
+        head.extend_from_slice(&short.to_be_bytes());
+    } else {
+        head.push(127);
+        head.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    head
+}
+
+/// Writes one frame through the protocol layer within the write timeout.
 async fn write(ws: &mut Socket, msg: Message, within: Duration) -> Result<(), Ending> {
     match tokio::time::timeout(within, ws.send(msg)).await {
         Ok(Ok(())) => Ok(()),

@@ -9,14 +9,11 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::connection::{self, ABNORMAL, ConnHandle, Ctx, GOING_AWAY, Reply, Socket};
+use super::connection::{self, ABNORMAL, Ctx, GOING_AWAY, Reply};
 use super::events;
 use super::ids;
 use super::registry::Slot;
@@ -168,11 +165,9 @@ pub async fn handshake(
         }
         match on_upgrade.await {
             Ok(upgraded) => {
-                let config = connection::ws_config(gw.config.max_message_bytes, gw.config.max_frame_bytes);
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
                 // Its own task: this one's state (the handshake's headers and query among it)
                 // would otherwise stay allocated for as long as the connection is open.
-                tokio::spawn(open(gw, ws, Arc::new(ctx), lifecycle, slot));
+                tokio::spawn(open(gw, upgraded, Arc::new(ctx), lifecycle, slot));
             }
             Err(err) => {
                 tracing::debug!(error = %err, "upgrade failed after $connect");
@@ -187,8 +182,10 @@ pub async fn handshake(
 }
 
 /// The life of an open connection: registered, served, unregistered, closed, `$disconnect`.
-async fn open(gw: Arc<Shared>, mut ws: Socket, ctx: Arc<Ctx>, lifecycle: Lifecycle, slot: Slot) {
-    let handle = Arc::new(ConnHandle::new(ctx.clone(), gw.config.outbound_queue));
+async fn open(gw: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, ctx: Arc<Ctx>, lifecycle: Lifecycle, slot: Slot) {
+    let handle = gw.connections.handle(ctx.clone(), gw.config.outbound_queue);
+    let (max_message, max_frame) = (gw.config.max_message_bytes, gw.config.max_frame_bytes);
+    let mut ws = connection::accept(upgraded, handle.clone(), max_message, max_frame).await;
     gw.connections.register(handle.clone());
     // The gateway asks every registered connection to close when it stops; one registered
     // after that sees the flag here.

@@ -176,7 +176,7 @@ async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) ->
                 Ok(text) => Message::text(text),
                 Err(_) => Message::binary(Bytes::from(body.to_vec())),
             };
-            match conn.push(msg) {
+            match gw.connections.post(&conn, msg) {
                 Ok(()) => http_server::empty(StatusCode::OK),
                 Err(QueueError::Full) => aws_error(
                     StatusCode::TOO_MANY_REQUESTS,

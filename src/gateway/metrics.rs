@@ -1,5 +1,6 @@
 //! The gateway's Prometheus metrics: connections, handshakes by result, messages, integration
-//! calls by route and outcome with their latency, and `@connections` calls by status.
+//! calls by route and outcome with their latency, `@connections` calls by status, and the
+//! memory budgets (bytes held, connections closed to keep them).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,6 +17,11 @@ use crate::metrics::latency_histogram;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,6 +51,11 @@ pub struct GatewayMetrics {
     integration_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     management: Family<MgmtLabels, Counter>,
     forwards: Family<ResultLabel, Counter>,
+    /// Bytes of client messages held against `--max-pending-message-bytes`.
+    pub pending_message_bytes: Gauge,
+    /// Bytes queued for clients against `--max-outbound-bytes`.
+    pub queued_outbound_bytes: Gauge,
+    memory_closes: Family<ReasonLabel, Counter>,
     /// Each route's successful-call counter and latency histogram, resolved once: the message
     /// path then neither allocates label strings nor looks the series up under a lock.
     hot: HashMap<String, (Counter, Histogram), foldhash::fast::RandomState>,
@@ -62,6 +73,9 @@ impl GatewayMetrics {
             integration_latency: Family::new_with_constructor(latency_histogram),
             management: Family::default(),
             forwards: Family::default(),
+            pending_message_bytes: Gauge::default(),
+            queued_outbound_bytes: Gauge::default(),
+            memory_closes: Family::default(),
             hot: HashMap::default(),
         };
         for route in routes {
@@ -118,7 +132,30 @@ impl GatewayMetrics {
             "@connections calls, by operation and status",
             m.management.clone(),
         );
+        r.register(
+            "socketless_gateway_pending_message_bytes",
+            "Bytes of client messages held (being received or delivered), counted against --max-pending-message-bytes",
+            m.pending_message_bytes.clone(),
+        );
+        r.register(
+            "socketless_gateway_queued_outbound_bytes",
+            "Bytes of @connections posts queued for clients or being written, counted against --max-outbound-bytes",
+            m.queued_outbound_bytes.clone(),
+        );
+        r.register(
+            "socketless_gateway_memory_closes",
+            "Connections closed to keep memory bounded, by reason (message_budget 1009, message_timeout 1008, outbound_budget 1013)",
+            m.memory_closes.clone(),
+        );
+        for reason in ["message_budget", "message_timeout", "outbound_budget"] {
+            m.memory_close(reason);
+        }
         m
+    }
+
+    /// The counter of connections closed for this memory reason.
+    pub fn memory_close(&self, reason: &'static str) -> Counter {
+        self.memory_closes.get_or_create(&ReasonLabel { reason }).clone()
     }
 
     pub fn connect(&self, result: &'static str) {

@@ -10,6 +10,7 @@
 //! `registry` (open connections), `pool` (the integration client), `metrics`, and `shared` (what
 //! those rooms share).
 
+mod budget;
 mod config;
 mod connection;
 mod events;
@@ -119,8 +120,9 @@ impl Gateway {
             self.shared.config.idle_timeout,
             self.shared.config.max_connection_duration,
         );
-        // Limits hold to within an eighth of the shorter one, and at most a second.
-        let tick = (idle.min(max) / 8).clamp(Duration::from_millis(1), Duration::from_secs(1));
+        // Limits hold to within an eighth of the shortest one, and at most a second.
+        let shortest = idle.min(max).min(self.shared.connections.message_timeout());
+        let tick = (shortest / 8).clamp(Duration::from_millis(1), Duration::from_secs(1));
         let mut sweep = tokio::time::interval(tick);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stopped = lifecycle.stopped();

@@ -4,6 +4,7 @@
 
 use prometheus_client::registry::Registry as Metrics;
 
+use super::budget::Budgets;
 use super::config::GatewayConfig;
 use super::integration::{self, HttpClient};
 use super::metrics::GatewayMetrics;
@@ -34,7 +35,11 @@ impl Shared {
         );
         Shared {
             peers,
-            connections: Registry::new(config.max_connections, metrics.active.clone()),
+            connections: Registry::new(
+                config.max_connections,
+                metrics.active.clone(),
+                Budgets::new(&config, &metrics),
+            ),
             config,
             client: integration::client(),
             metrics,

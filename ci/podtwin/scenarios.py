@@ -72,16 +72,18 @@ class Client:
             self.connect_error = repr(e)
             return
         self.local = self.ws.transport.get_extra_info("sockname")
-        frames = []
+        waiting = {"token": None, "event": asyncio.Event()}
 
         async def reader():
             try:
                 async for msg in self.ws:
-                    frames.append(msg)
                     if '"message"' in msg and "Internal server error" in msg:
                         self.error_frames += 1
+                    if waiting["token"] and waiting["token"] in msg:
+                        waiting["event"].set()
             except ConnectionClosed:
                 pass
+            waiting["event"].set()
 
         rt = asyncio.ensure_future(reader())
         n = 0
@@ -89,23 +91,23 @@ class Client:
             while not self.stop:
                 n += 1
                 token = f"{self.name}-{n}"
+                waiting["token"] = token
+                waiting["event"].clear()
                 await self.ws.send(token)
-                end = time.monotonic() + 5
-                while time.monotonic() < end and not any(token in f for f in frames) and not rt.done():
-                    await asyncio.sleep(0.05)
-                if any(token in f for f in frames):
-                    self.ok += 1
-                elif rt.done():
+                try:
+                    await asyncio.wait_for(waiting["event"].wait(), 5)
+                except asyncio.TimeoutError:
+                    pass
+                if rt.done():
                     break
+                if waiting["event"].is_set():
+                    self.ok += 1
                 else:
                     self.missed += 1
-                frames.clear()
                 await asyncio.sleep(self.period * random.uniform(0.8, 1.2))
         except ConnectionClosed:
             pass
         finally:
-            if not self.stop or rt.done():
-                await asyncio.sleep(0)
             if self.ws.close_code is not None and self.close_code is None and not self.stop:
                 self.close_code = self.ws.close_code
                 self.closed_at = time.monotonic()
@@ -130,6 +132,10 @@ class Client:
                 await asyncio.wait_for(self.task, 8)
             except Exception:
                 pass
+
+
+async def close_all(clients):
+    await asyncio.gather(*(c.close() for c in clients))
 
 
 async def start_clients(url, prefix, n, period=1.0):
@@ -188,6 +194,7 @@ class Env:
                 except asyncio.TimeoutError:
                     p.kill()
                     await p.wait()
+        print(f"    (harness event loop: longest delay {getattr(self.cluster, 'max_lag', 0) * 1000:.0f} ms)")
         failed = sum(1 for _, ok, _ in self.check.results if not ok) > self.failures or exc[0] is not None
         if failed and self.opts.verbose_logs:
             self.show()
@@ -216,6 +223,11 @@ class Env:
         await asyncio.to_thread(self.create_table)
 
     def dynamodb(self):
+        if getattr(self, "_db", None) is None:
+            self._db = self.new_dynamodb()
+        return self._db
+
+    def new_dynamodb(self):
         import boto3
         return boto3.client("dynamodb", endpoint_url=self.moto_url, region_name="us-east-1",
                             aws_access_key_id="podtwin", aws_secret_access_key="podtwin")
@@ -241,7 +253,7 @@ class Env:
         return render(self.opts.chart, files, values)
 
     async def apply_chart(self, values_files=(), values=None, extra=()):
-        docs = self.render(values_files, values)
+        docs = await asyncio.to_thread(self.render, values_files, values)
         await self.cluster.apply(list(extra) + docs)
         return docs
 
@@ -369,8 +381,7 @@ async def s_app(opts, check):
             while time.monotonic() < end and not victim.gone:
                 await asyncio.sleep(0.2)
             await asyncio.sleep(3)
-            for c in clients:
-                await c.close()
+            await close_all(clients)
             sent = sum(c.ok + c.missed for c in clients)
             errors = sum(c.missed + c.error_frames for c in clients) + sum(
                 1 for c in clients if c.close_code is not None or c.connect_error)
@@ -411,7 +422,7 @@ class SessionWatch:
             for cid in self.seen - ids:
                 self.gone.append((now, cid))
             self.seen = ids
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.5)
 
     def stop(self):
         self.task.cancel()
@@ -501,8 +512,7 @@ async def s_scale(opts, check):
                                                      if holder(env, c) == f"socketless-gateway-{ordinal_of(cid)}")]
         check("sessions deleted while their client was connected", len(bad) == 0,
               f"{len(bad)} (ids gone from the table: {len(watch.gone)})")
-        for c in first + second:
-            await c.close()
+        await close_all(first + second)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,8 +551,7 @@ async def s_backend_change(opts, check):
             check(f"{what}: gateway pods replaced", replaced == 0, f"{replaced} (backend pods replaced: {backend})")
             check(f"{what}: gateway clients disconnected", len(cut) == 0,
                   f"{len(cut)} of {len(clients)} (codes {sorted(set(c.close_code for c in cut), key=str)})")
-        for c in clients:
-            await c.close()
+        await close_all(clients)
 
 
 SCENARIOS = {"ready": s_ready, "app": s_app, "scale": s_scale, "backend-change": s_backend_change}

@@ -325,6 +325,10 @@ class Container:
             if fails >= p.get("failureThreshold", 3):
                 self.pod.cluster.note(f"{self.pod.name}/{self.name} failed its liveness probe {fails} times: restart")
                 self.signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), self.pod.spec.get("terminationGracePeriodSeconds", 30))
+                except asyncio.TimeoutError:
+                    self.signal(signal.SIGKILL)
                 return
             await asyncio.sleep(p.get("periodSeconds", 10))
 
@@ -902,10 +906,11 @@ class Cluster:
                 lines.append(f"{ip} {' '.join(names)}")
                 continue
             # headless: the Service's name lists its pods, and each pod with hostname/subdomain
-            # has its own name, published before readiness only with publishNotReadyAddresses.
+            # has its own name. With publishNotReadyAddresses a pod is published while it exists
+            # (starting, unready or terminating); otherwise only while it is ready.
             not_ready_ok = svc["spec"].get("publishNotReadyAddresses", False)
             for pod in self.pods.values():
-                if pod.namespace != ns or pod.gone or pod.ip is None or pod.terminating:
+                if pod.namespace != ns or pod.gone or pod.ip is None:
                     continue
                 if not matches(svc["spec"].get("selector"), pod.labels):
                     continue
@@ -1087,6 +1092,16 @@ class Cluster:
     # -- controllers
     async def run(self):
         self.loop_task = asyncio.ensure_future(self.control_loop())
+        self.keep(asyncio.ensure_future(self.lag_monitor()))
+
+    async def lag_monitor(self):
+        """The largest delay of this process's event loop (it runs every proxy, probe and
+        client): a figure that says whether a timeout was the harness's own."""
+        self.max_lag = 0.0
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.05)
+            self.max_lag = max(self.max_lag, time.monotonic() - t - 0.05)
 
     async def control_loop(self):
         while True:

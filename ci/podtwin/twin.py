@@ -755,7 +755,7 @@ class Cluster:
         os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
         self.objects = {}  # (kind, ns, name) -> manifest
         self.pods = {}  # (ns, name) -> Pod
-        self.events = []  # (monotonic, "created"|"deleted", ns, name, owner)
+        self.events = []  # (monotonic, "created"|"terminating"|"deleted", ns, name, owner)
         self.proxies = {}  # (ns, name) -> ServiceProxy
         self.cluster_ips = {}  # (ns, name) -> ip
         self.albs = {}  # (ns, name) -> AlbTwin
@@ -848,6 +848,10 @@ class Cluster:
     def net_up(self):
         self.clean_leftovers()
         sh("ip", "link", "add", BRIDGE, "type", "bridge")
+        # A fixed address: otherwise the bridge takes the lowest of its ports' addresses, which
+        # changes as pods come and go, and every pod's cached neighbour entry for the host (the
+        # ClusterIPs) points nowhere for seconds.
+        sh("ip", "link", "set", BRIDGE, "address", "02:70:74:77:00:01")
         sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", BRIDGE)
         sh("ip", "link", "set", BRIDGE, "up")
 
@@ -937,9 +941,10 @@ class Cluster:
             try:
                 with open(path, "r+") as f:  # in place: the bind mounts see the same inode
                     if f.read() != text:
+                        # write, then cut: a reader never finds the file empty
                         f.seek(0)
-                        f.truncate()
                         f.write(text)
+                        f.truncate()
             except FileNotFoundError:
                 pass
 
@@ -1052,6 +1057,7 @@ class Cluster:
             return
         pod.terminating = True
         self.changed()
+        self.events.append((time.monotonic(), "terminating", pod.namespace, pod.name, pod.owner))
         self.note(f"pod {pod.namespace}/{pod.name} terminating")
         self.keep(asyncio.ensure_future(self.terminate(pod)))
 

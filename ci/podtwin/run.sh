@@ -9,4 +9,5 @@ source "$(dirname "$0")/../lib.sh"
 need_venv
 need_apt ip iproute2 setpriv util-linux node nodejs
 reexec_as_root -- "$0" "$@"
+python3 "$ROOT/ci/podtwin/test_twin.py" || die "the pod twin's unit tests failed"
 exec python3 "$ROOT/ci/podtwin/scenarios.py" "$@"

@@ -270,7 +270,7 @@ class Env:
         p = await asyncio.create_subprocess_exec(
             self.opts.binary, "gateway", "--listen", f"127.0.0.1:{port}", "--param", f"IntegrationUri={integration_uri}",
             "--param", f"SharedSecret={SECRET}", "--param", f"StageName={stage}", "--param", "DisconnectContext=true",
-            stdout=logf, stderr=logf, user=self.opts.user)
+            stdout=logf, stderr=logf)
         logf.close()
         self.procs.append(p)
         end = time.monotonic() + 10
@@ -564,7 +564,7 @@ async def s_backend_change(opts, check):
 SCENARIOS = {"ready": s_ready, "app": s_app, "scale": s_scale, "backend-change": s_backend_change}
 
 
-def app_python(user):
+def app_python():
     """The interpreter for the Flask sidecar: the venv's, when the containers' uid can run it;
     otherwise the system python3 of the same version with the venv's site-packages."""
     venv_py = sys.executable
@@ -618,8 +618,7 @@ def main():
     opts.chart = os.path.abspath(opts.chart)
     with open(os.path.join(opts.chart, "values.yaml")) as f:
         opts.image = yaml.safe_load(f)["image"]["repository"]
-    opts.user = None
-    opts.app_python = app_python(None)
+    opts.app_python = app_python()
     opts.workdir = tempfile.mkdtemp(prefix="podtwin-")
     print(f"podtwin: chart {opts.chart}, binary {opts.binary}, work {opts.workdir}")
     try:

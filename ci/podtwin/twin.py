@@ -19,7 +19,6 @@ import shutil
 import signal
 import string
 import subprocess
-import sys
 import time
 
 import yaml

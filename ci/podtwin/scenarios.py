@@ -280,6 +280,11 @@ class Env:
             await asyncio.sleep(0.1)
         raise twin.TwinError("the host gateway never answered /readyz")
 
+    def unready(self):
+        """Pods not Ready, as kubectl shows them: the figure of a failed readiness check."""
+        bad = [f"{p.name} {' '.join(p.status())}" for p in self.cluster.pods.values() if not p.ready()]
+        return f"not ready: {', '.join(sorted(bad))}" if bad else "all Ready"
+
     def show(self):
         print("    pods:")
         for line in self.cluster.table().splitlines():
@@ -307,7 +312,7 @@ async def s_ready(opts, check):
         await env.apply_chart(values=base_values())
         ok = await env.cluster.wait_ready("Deployment", "socketless", 2, STEP_TIMEOUT)
         env.show()
-        if check("defaults: 2 backend pods Ready", ok):
+        if check("defaults: 2 backend pods Ready", ok, env.unready()):
             ip = env.cluster.cluster_ips[("socketless", "socketless")]
             url = await env.host_gateway(f"http://{ip}:8080")
             good, why = await echo(url)
@@ -322,7 +327,7 @@ async def s_ready(opts, check):
         await env.apply_chart([EKS], {"config": {"dynamodbEndpoint": MOTO_URL}, "extraEnv": AWS_ENV}, extra=[secret])
         ok = await env.cluster.wait_ready("Deployment", "socketless", 2, STEP_TIMEOUT)
         env.show()
-        check("eks: 2 backend pods Ready (KEDA minReplicaCount)", ok)
+        check("eks: 2 backend pods Ready (KEDA minReplicaCount)", ok, env.unready())
         err = env.cluster.alb_errors.get(("socketless", "socketless"))
         alb = env.cluster.albs.get(("socketless", "socketless"))
         if check("eks: the ALB's target group is created", alb is not None, err or f"ALB twin on 127.0.0.1:{alb.port}"):
@@ -342,7 +347,7 @@ async def s_ready(opts, check):
         ok1 = await env.cluster.wait_ready("Deployment", "socketless", 3, STEP_TIMEOUT)
         ok2 = await env.cluster.wait_ready("StatefulSet", "socketless-gateway", 1, STEP_TIMEOUT)
         env.show()
-        check("kind: 3 backend pods and 1 gateway pod Ready", ok1 and ok2)
+        check("kind: 3 backend pods and 1 gateway pod Ready", ok1 and ok2, env.unready())
         if ok1 and ok2:
             good, why = await echo("ws://127.0.0.1:30081/dev")
             check("kind: echo through NodePort 127.0.0.1:30081 → gateway → backend", good, why or "reply received")
@@ -369,7 +374,8 @@ async def s_app(opts, check):
             env.show()
             pods = env.cluster.pods_of("Deployment", "socketless")
             sp = [c.probe_counts["startup"] for p in pods for c in p.init]
-            check(f"{lang}: backend pods Ready", ok, f"app startup probes (ok, failed) per pod: {sp}")
+            check(f"{lang}: 2 backend pods and the gateway Ready", ok,
+                  f"{env.unready()}; app startup probes (ok, failed) per pod: {sp}")
             if not ok:
                 continue
             good, why = await echo("ws://127.0.0.1:30081/dev")
@@ -449,7 +455,7 @@ async def s_scale(opts, check):
         ok = await env.cluster.wait_ready("StatefulSet", "socketless-gateway", 2, STEP_TIMEOUT)
         ok = ok and await env.cluster.wait_ready("Deployment", "socketless", 2, STEP_TIMEOUT)
         env.show()
-        if not check("2 gateway pods and 2 backend pods Ready", ok):
+        if not check("2 gateway pods and 2 backend pods Ready", ok, env.unready()):
             return
         gw = "StatefulSet/socketless-gateway"
         url = "ws://127.0.0.1:30081/dev"
@@ -534,7 +540,7 @@ async def s_backend_change(opts, check):
         await env.apply_chart([KIND], values)
         ok = await env.cluster.wait_ready("StatefulSet", "socketless-gateway", 2, STEP_TIMEOUT)
         ok = ok and await env.cluster.wait_ready("Deployment", "socketless", 2, STEP_TIMEOUT)
-        if not check("2 gateway pods and 2 backend pods Ready", ok):
+        if not check("2 gateway pods and 2 backend pods Ready", ok, env.unready()):
             env.show()
             return
         gw = "StatefulSet/socketless-gateway"

@@ -339,6 +339,26 @@ async def s_ready(opts, check):
             good, why = await echo(url)
             check("eks: echo through API Gateway stand-in → ALB twin → pod IPs", good, why or "reply received")
             check("eks: ALB answered 502/503", alb.counts["502"] + alb.counts["503"] == 0, alb.counts)
+            # A backend pod terminated under load: the ALB keeps sending it new requests until the
+            # controller's lag has passed, so the pod must keep serving at least that long.
+            clients = await start_clients(url, "eks", 10, period=0.25)
+            await asyncio.sleep(2)
+            victim = sorted(env.cluster.pods_of("Deployment", "socketless"), key=lambda p: p.name)[0]
+            log(f"SIGTERM (pod deletion) of {victim.name} behind the ALB twin, under load")
+            before = dict(alb.counts)
+            env.cluster.delete_pod(victim)
+            end = time.monotonic() + 70
+            while time.monotonic() < end and not victim.gone:
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(2)
+            await close_all(clients)
+            sent = sum(c.ok + c.missed for c in clients)
+            errors = sum(c.missed + c.error_frames for c in clients) + sum(
+                1 for c in clients if c.close_code is not None or c.connect_error)
+            bad = {k: alb.counts[k] - before[k] for k in ("502", "503")}
+            check("eks: client-visible errors while a backend pod terminates behind the ALB", errors == 0,
+                  f"{errors} of {sent} messages; ALB {bad}; pod exit codes "
+                  f"{[(c.name, c.exit_code) for c in victim.main]}")
 
     async with Env(opts, "ready-kind", check) as env:
         print("  kind example: the in-chart gateway through its NodePort")

@@ -65,6 +65,11 @@ static_check() {
   rm -rf "$root"
 }
 step "full path with processes (gateway → ALB twin → 3 × serve → moto; then 3 gateways)" bash ci/e2e-local.sh
+pod_twin() {
+  cargo build --locked --quiet --bin socketless || return 1
+  bash ci/podtwin/run.sh
+}
+step "pod twin: the chart's manifests run as pods (ready, app sidecar, gateway scale, backend-only change)" pod_twin
 step "static musl build" static_check
 step "scratch image" bash ci/check-image.sh
 

@@ -14,6 +14,8 @@ use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
 
+use crate::defaults;
+
 /// The settings every AWS client shares.
 #[derive(Debug, Clone)]
 pub struct AwsSettings {
@@ -43,13 +45,18 @@ pub fn http_client() -> SharedHttpClient {
     })
 }
 
+/// The SDK's bound on one attempt of an operation bounded by `timeout` (`--aws-timeout`).
+pub fn attempt_timeout(timeout: Duration) -> Duration {
+    timeout.mul_f64(defaults::AWS_ATTEMPT_SHARE).max(defaults::AWS_MIN_ATTEMPT)
+}
+
 /// Loads the SDK configuration. Credentials resolve lazily, on the first call.
 pub async fn load(settings: &AwsSettings) -> SdkConfig {
-    let attempt = settings.timeout.mul_f64(0.5).max(Duration::from_millis(100));
+    let attempt = attempt_timeout(settings.timeout);
     let timeouts = TimeoutConfig::builder()
         .operation_timeout(settings.timeout)
         .operation_attempt_timeout(attempt)
-        .connect_timeout(attempt.min(Duration::from_secs(2)))
+        .connect_timeout(attempt.min(defaults::AWS_MAX_CONNECT))
         .build();
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(settings.region.clone()))
@@ -66,7 +73,7 @@ pub fn static_config(access_key_id: &str, secret_access_key: &str, timeout: Dura
     use aws_credential_types::provider::SharedCredentialsProvider;
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(crate::defaults::REGION))
+        .region(Region::new(defaults::REGION))
         .http_client(http_client())
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
             access_key_id,

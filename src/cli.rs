@@ -7,13 +7,13 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Labels, Problems};
-use crate::conformance::ConformanceArgs;
+use crate::conformance::{ConformanceArgs, ConformanceConfig};
 use crate::defaults;
 use crate::dev::{DevArgs, DevConfig};
 use crate::gateway::{GatewayArgs, GatewayConfig};
 use crate::handler::{Echo, MessageHandler};
 use crate::http_server::Drain;
-use crate::probe::ProbeArgs;
+use crate::probe::{ProbeArgs, ProbeConfig};
 use crate::serve::{ServeArgs, ServeConfig};
 use crate::telemetry::{self, LogFormat};
 
@@ -53,8 +53,8 @@ enum Ready {
     Serve(ServeConfig),
     Gateway(GatewayConfig),
     Dev(Box<DevConfig>),
-    Probe(ProbeArgs),
-    Conformance(ConformanceArgs),
+    Probe(ProbeConfig),
+    Conformance(ConformanceConfig),
 }
 
 /// Why a verb stopped with a failure.
@@ -99,8 +99,8 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
         Command::Serve(args) => args.validate().map(Ready::Serve),
         Command::Gateway(args) => args.validate().map(Ready::Gateway),
         Command::Dev(args) => args.validate().map(|c| Ready::Dev(Box::new(c))),
-        Command::Probe(args) => Ok(Ready::Probe(args.clone())),
-        Command::Conformance(args) => Ok(Ready::Conformance(args.clone())),
+        Command::Probe(args) => args.validate().map(Ready::Probe),
+        Command::Conformance(args) => args.validate().map(Ready::Conformance),
     };
     let ready = match (ready, problems.into_result()) {
         (Ok(ready), Ok(())) => ready,

@@ -106,6 +106,62 @@ pub const PROBE_MESSAGE: &str = "hello";
 /// How long a probe, or a conformance case, waits for an answer.
 pub const WAIT: &str = "10s";
 
+// Tunables that are not flags: typed, since nothing parses them. Each says why its value.
+
+use std::time::Duration;
+
+/// The gateway's integration pool reuses an idle connection for at most this long: below the
+/// backend's keep-alive ([`KEEP_ALIVE_TIMEOUT`], 75 s), so the gateway never sends on a
+/// connection the backend is closing.
+pub const INTEGRATION_POOL_IDLE: Duration = Duration::from_secs(60);
+/// Idle integration connections kept per backend address: the backend's default upstream
+/// concurrency ([`UPSTREAM_CONCURRENCY`]), so a burst's connections are all kept for the next.
+pub const INTEGRATION_POOL_MAX_IDLE: usize = 256;
+/// A backend that has not accepted a connection in this long is down, not slow: the call fails
+/// well within the integration timeout ([`INTEGRATION_TIMEOUT`], 29 s).
+pub const INTEGRATION_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections to peer replicas: well below the peers' own keep-alive
+/// ([`KEEP_ALIVE_TIMEOUT`], 75 s), so a forwarded push never races the peer's close.
+pub const PEER_POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle connections kept per peer: twice the pushes one `serve` replica has in flight at once
+/// ([`BROADCAST_CONCURRENCY`], 32), so a broadcast forwarded to a peer reuses its connections.
+pub const PEER_POOL_MAX_IDLE: usize = 64;
+/// Forwarded calls signed further than this from the owner's clock are refused: replicas'
+/// clocks agree within seconds, and a minute bounds how long a captured call can be replayed.
+pub const PEER_MAX_SKEW_MS: i64 = 60_000;
+/// Largest answer relayed from a peer: an AWS error body or a GetConnection document is a few
+/// hundred bytes; 64 KiB is far above either and still bounded.
+pub const PEER_MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Idle connections to the upstream app are kept this long: long enough to carry steady
+/// traffic from one message to the next, short enough that an app scaled in or restarted
+/// has its sockets freed soon.
+pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(30);
+/// While `serve` waits for the upstream app to answer, it asks this often: quick to turn ready,
+/// ten requests a second at most.
+pub const UPSTREAM_WAIT_POLL: Duration = Duration::from_millis(100);
+/// ... and says it is still waiting this often, so a log shows why the pod is not ready
+/// without a line per poll.
+pub const UPSTREAM_WAIT_LOG_EVERY: Duration = Duration::from_secs(5);
+/// `@connections` clients kept at once, one per `https://{domain}/{stage}`: a deployment
+/// pushes to one or a few stages; 64 bounds the map if callbacks name many.
+pub const PUSH_MAX_CLIENTS: usize = 64;
+/// The SDK's per-attempt timeout is this share of `--aws-timeout`, so a hung attempt leaves
+/// time for one retry within the operation's budget.
+pub const AWS_ATTEMPT_SHARE: f64 = 0.5;
+/// ... but never below this: a TLS handshake to AWS takes tens of milliseconds.
+pub const AWS_MIN_ATTEMPT: Duration = Duration::from_millis(100);
+/// Connecting to AWS takes at most this (and at most one attempt): a region endpoint that has
+/// not accepted in 2 s is better retried on a fresh connection.
+pub const AWS_MAX_CONNECT: Duration = Duration::from_secs(2);
+/// `--aws-timeout` below this is refused: it is [`AWS_MIN_ATTEMPT`], the shortest attempt.
+pub const AWS_MIN_TIMEOUT: Duration = AWS_MIN_ATTEMPT;
+/// After its listeners drained, `serve` waits at most this long for pushes still queued: the
+/// shutdown delay and drain timeout together stay within the chart's 60 s grace period.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A conformance case that waits longer than this runs only with `--slow`: a minute keeps the
+/// default run short enough for CI.
+pub const CONFORMANCE_SLOW_BEYOND: Duration = Duration::from_secs(60);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +187,94 @@ mod tests {
         assert!(secs(SESSION_TTL) > contract::MAX_CONNECTION_SECS);
         assert!(MAX_BUFFERED_BODY_BYTES.parse::<usize>().unwrap() >= contract::MAX_POST_BYTES);
         assert!(parse_duration(PEER_TIMEOUT).unwrap() < parse_duration(AWS_TIMEOUT).unwrap() / 2);
+    }
+
+    /// The chart's default values, read by the tests below so the chart and the binary cannot
+    /// drift apart.
+    const CHART_VALUES: &str = include_str!("../chart/socketless/values.yaml");
+
+    /// A whole number from the chart's values: `path` is a top-level key or `section.key`
+    /// (a key directly inside a top-level section). Enough YAML for `values.yaml`'s numbers.
+    fn chart_number(path: &str) -> u64 {
+        let (section, key) = match path.split_once('.') {
+            Some((s, k)) => (Some(s), k),
+            None => (None, path),
+        };
+        let mut inside = section.is_none();
+        for line in CHART_VALUES.lines() {
+            let text = line.split('#').next().unwrap_or_default().trim_end();
+            if text.trim().is_empty() {
+                continue;
+            }
+            let indent = text.len() - text.trim_start().len();
+            if let Some(section) = section {
+                if indent == 0 {
+                    inside = text == format!("{section}:");
+                    continue;
+                }
+                if !inside || indent != 2 {
+                    continue;
+                }
+            } else if indent != 0 {
+                continue;
+            }
+            if let Some(value) = text.trim().strip_prefix(&format!("{key}:")) {
+                return value
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("chart value {path} is {value:?}, not a whole number"));
+            }
+        }
+        panic!("chart/socketless/values.yaml has no {path}");
+    }
+
+    #[test]
+    fn the_chart_values_are_read() {
+        assert_eq!(chart_number("terminationGracePeriodSeconds"), 60);
+        assert_eq!(chart_number("gateway.terminationGracePeriodSeconds"), 35);
+        assert_eq!(chart_number("ingress.idleTimeoutSeconds"), 60);
+        assert_eq!(chart_number("gateway.keepAliveTimeoutSeconds"), 75);
+    }
+
+    #[test]
+    fn idle_timeouts_close_from_the_client_side_first() {
+        let keep_alive = parse_duration(KEEP_ALIVE_TIMEOUT).unwrap();
+        let chart_keep_alive = Duration::from_secs(chart_number("config.keepAliveTimeoutSeconds"));
+        let chart_gateway_keep_alive = Duration::from_secs(chart_number("gateway.keepAliveTimeoutSeconds"));
+        let alb_idle = Duration::from_secs(chart_number("ingress.idleTimeoutSeconds"));
+        // The chart renders the binary's default, for serve and for the gateway.
+        assert_eq!(chart_keep_alive, keep_alive, "config.keepAliveTimeoutSeconds");
+        assert_eq!(chart_gateway_keep_alive, keep_alive, "gateway.keepAliveTimeoutSeconds");
+        // The gateway drops an idle integration connection before the backend closes it.
+        assert!(INTEGRATION_POOL_IDLE < keep_alive);
+        assert!(INTEGRATION_POOL_IDLE < chart_keep_alive);
+        // The ALB drops an idle target connection before the backend closes it, with the
+        // binary's default and with the chart's.
+        assert!(alb_idle < keep_alive, "ALB idle {alb_idle:?} against {keep_alive:?}");
+        assert!(alb_idle < chart_keep_alive);
+        // The same for the other pools: peers and the upstream app (whose keep-alive, when it
+        // is another socketless, is ours).
+        assert!(PEER_POOL_IDLE < keep_alive);
+        assert!(UPSTREAM_POOL_IDLE < keep_alive);
+    }
+
+    #[test]
+    fn a_hung_peer_answers_within_one_push_attempt() {
+        let attempt = crate::aws::attempt_timeout(parse_duration(AWS_TIMEOUT).unwrap());
+        assert_eq!(attempt, Duration::from_millis(1500));
+        assert!(parse_duration(PEER_TIMEOUT).unwrap() < attempt);
+        assert!(AWS_MAX_CONNECT <= parse_duration(AWS_TIMEOUT).unwrap());
+        assert_eq!(crate::aws::attempt_timeout(AWS_MIN_TIMEOUT), AWS_MIN_ATTEMPT);
+    }
+
+    #[test]
+    fn shutdown_fits_the_charts_grace_period() {
+        let serve = chart_number("config.shutdownDelaySeconds") + chart_number("config.drainTimeoutSeconds");
+        let grace = Duration::from_secs(chart_number("terminationGracePeriodSeconds"));
+        assert!(Duration::from_secs(serve) + FLUSH_TIMEOUT < grace);
+        let binary = parse_duration(SHUTDOWN_DELAY).unwrap() + parse_duration(DRAIN_TIMEOUT).unwrap();
+        assert!(binary + FLUSH_TIMEOUT < grace);
+        assert!(INTEGRATION_CONNECT_TIMEOUT < parse_duration(INTEGRATION_TIMEOUT).unwrap());
     }
 
     #[test]

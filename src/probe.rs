@@ -14,32 +14,109 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::config::{ConfigError, Labels, Problems};
 use crate::defaults;
 
 /// Flags of `socketless probe`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProbeArgs {
     /// ws:// or wss:// URL, e.g. ws://127.0.0.1:8081/dev or the API Gateway stage URL.
+    #[arg(env = "SOCKETLESS_PROBE_URL")]
     pub url: String,
     /// Text to send.
-    #[arg(long, default_value = defaults::PROBE_MESSAGE)]
+    #[arg(long, env = "SOCKETLESS_PROBE_MESSAGE", default_value = defaults::PROBE_MESSAGE)]
     pub message: String,
     /// Reply to wait for (exact text). Default: the message itself (an echo).
-    #[arg(long)]
+    #[arg(long, env = "SOCKETLESS_PROBE_EXPECT")]
     pub expect: Option<String>,
     /// Give up after this long (connect, send and reply together).
-    #[arg(long, default_value = defaults::WAIT)]
+    #[arg(long, env = "SOCKETLESS_PROBE_TIMEOUT", default_value = defaults::WAIT)]
     pub timeout: String,
-    /// Extra handshake header, Name=Value (repeatable).
-    #[arg(long = "header")]
+    /// Extra handshake header, Name=Value (repeatable; the variable holds one).
+    #[arg(long = "header", env = "SOCKETLESS_PROBE_HEADER")]
     pub headers: Vec<String>,
+}
+
+/// A probe's validated settings.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub url: String,
+    request: http::Request<()>,
+    secure: bool,
+    host: String,
+    port: u16,
+    message: String,
+    expect: String,
+    timeout: Duration,
+}
+
+impl ProbeArgs {
+    /// Checks every setting and reports all problems at once.
+    pub fn validate(&self) -> Result<ProbeConfig, ConfigError> {
+        let mut p = Problems::new();
+        let l = Labels::of::<ProbeArgs>();
+        let timeout = p.duration(l.get("timeout"), &self.timeout);
+        if timeout.is_some_and(|t| t.is_zero()) {
+            p.push(format!("{}: must be more than zero", l.get("timeout")));
+        }
+        let request = match self.url.as_str().into_client_request() {
+            Ok(r) => match r.uri().scheme_str() {
+                Some("ws") | Some("wss") if r.uri().host().is_some_and(|h| !h.is_empty()) => Some(r),
+                _ => {
+                    p.push(format!(
+                        "{}: {:?} must start with ws:// or wss:// and name a host",
+                        l.get("url"),
+                        self.url
+                    ));
+                    None
+                }
+            },
+            Err(e) => {
+                p.push(format!("{}: {:?} is not a WebSocket URL: {e}", l.get("url"), self.url));
+                None
+            }
+        };
+        let mut headers = Vec::new();
+        for h in &self.headers {
+            let Some((k, v)) = h.split_once('=') else {
+                p.push(format!("{}: {h:?} is not Name=Value", l.get("headers")));
+                continue;
+            };
+            match (http::HeaderName::try_from(k.trim()), HeaderValue::try_from(v)) {
+                (Ok(name), Ok(value)) => headers.push((name, value)),
+                (Err(e), _) => p.push(format!("{}: {k:?}: {e}", l.get("headers"))),
+                (_, Err(e)) => p.push(format!("{}: the value of {k:?}: {e}", l.get("headers"))),
+            }
+        }
+        p.into_result()?;
+        let (Some(mut request), Some(timeout)) = (request, timeout) else {
+            return Err(ConfigError(vec!["the probe's settings are incomplete".into()]));
+        };
+        for (name, value) in headers {
+            request.headers_mut().insert(name, value);
+        }
+        let uri = request.uri().clone();
+        let secure = uri.scheme_str() == Some("wss");
+        Ok(ProbeConfig {
+            url: self.url.clone(),
+            host: uri
+                .host()
+                .unwrap_or_default()
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_string(),
+            port: uri.port_u16().unwrap_or(if secure { 443 } else { 80 }),
+            secure,
+            request,
+            message: self.message.clone(),
+            expect: self.expect.clone().unwrap_or_else(|| self.message.clone()),
+            timeout,
+        })
+    }
 }
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("invalid argument: {0}")]
-    Usage(String),
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("no expected reply within {0:?}")]
@@ -66,40 +143,18 @@ pub(crate) fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
 }
 
 /// Connects, sends, and waits for `expect`. Returns the time the round trip took.
-pub async fn probe(args: &ProbeArgs) -> Result<Duration, ProbeError> {
-    let timeout = crate::config::parse_duration(&args.timeout).map_err(ProbeError::Usage)?;
-    let expect = args.expect.clone().unwrap_or_else(|| args.message.clone());
-    let mut request = args
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| ProbeError::Usage(format!("{:?} is not a WebSocket URL: {e}", args.url)))?;
-    for h in &args.headers {
-        let (k, v) = h
-            .split_once('=')
-            .ok_or_else(|| ProbeError::Usage(format!("--header {h:?} is not Name=Value")))?;
-        let name =
-            http::HeaderName::try_from(k.trim()).map_err(|e| ProbeError::Usage(format!("--header {k:?}: {e}")))?;
-        let value = HeaderValue::try_from(v).map_err(|e| ProbeError::Usage(format!("--header {k:?}: {e}")))?;
-        request.headers_mut().insert(name, value);
-    }
-    let uri = request.uri().clone();
-    let secure = match uri.scheme_str() {
-        Some("ws") => false,
-        Some("wss") => true,
-        _ => {
-            return Err(ProbeError::Usage(format!(
-                "{:?} must start with ws:// or wss://",
-                args.url
-            )));
-        }
-    };
-    let host = uri
-        .host()
-        .unwrap_or_default()
-        .trim_matches(|c| c == '[' || c == ']')
-        .to_string();
-    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+pub async fn probe(config: &ProbeConfig) -> Result<Duration, ProbeError> {
+    let ProbeConfig {
+        request,
+        secure,
+        host,
+        port,
+        message,
+        expect,
+        timeout,
+        ..
+    } = config.clone();
+    let args = config;
     let started = Instant::now();
     let connect_err = |reason: String| ProbeError::Connect {
         url: args.url.clone(),
@@ -120,12 +175,12 @@ pub async fn probe(args: &ProbeArgs) -> Result<Duration, ProbeError> {
             let (ws, _) = tokio_tungstenite::client_async(request, tls)
                 .await
                 .map_err(|e| connect_err(e.to_string()))?;
-            exchange(ws, &args.message, &expect).await
+            exchange(ws, &message, &expect).await
         } else {
             let (ws, _) = tokio_tungstenite::client_async(request, tcp)
                 .await
                 .map_err(|e| connect_err(e.to_string()))?;
-            exchange(ws, &args.message, &expect).await
+            exchange(ws, &message, &expect).await
         }
     };
     match tokio::time::timeout(timeout, work).await {
@@ -169,7 +224,7 @@ where
 }
 
 /// Runs the probe and prints the result.
-pub async fn run(args: ProbeArgs) -> ExitCode {
+pub async fn run(args: ProbeConfig) -> ExitCode {
     match probe(&args).await {
         Ok(took) => {
             let _ = writeln!(

@@ -149,7 +149,7 @@ impl Prepared {
             self.drain_timeout,
         );
         let (a, b) = tokio::join!(public, internal);
-        self.backend.flush_pending(Duration::from_secs(2)).await;
+        self.backend.flush_pending(crate::defaults::FLUSH_TIMEOUT).await;
         Drain::all(&[a, b])
     }
 }

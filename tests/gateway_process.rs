@@ -249,8 +249,9 @@ fn dev_prints_its_url_and_probe_round_trips() {
         .unwrap();
     assert_probe_failed(&out, "cannot connect");
 
-    let out = command().args(["probe", "http://example.invalid/"]).output().unwrap();
-    assert_probe_failed(&out, "must start with ws:// or wss://");
+    // A URL that is not a WebSocket URL is an invalid setting: exit 2 before any connection.
+    let err = refused(command().args(["probe", "http://example.invalid/"]));
+    assert!(err.contains("must start with ws:// or wss://"), "{err}");
 
     // Ctrl-C: dev shuts down cleanly.
     dev.signal("INT");

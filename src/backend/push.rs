@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::metrics::BackendMetrics;
 
 /// Endpoint clients kept at once; each distinct `https://{domain}/{stage}` gets one.
-const MAX_CLIENTS: usize = 64;
+const MAX_CLIENTS: usize = crate::defaults::PUSH_MAX_CLIENTS;
 
 /// What a push did.
 #[derive(Debug, Clone, PartialEq, Eq)]

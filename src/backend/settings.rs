@@ -172,7 +172,11 @@ impl ServeArgs {
         let internal_listen = p.addr(l.get("internal_listen"), &self.internal_listen);
         if let (Some(a), Some(b)) = (listen, internal_listen) {
             if a == b && a.port() != 0 {
-                p.push(format!("--internal-listen: must differ from --listen (both are {a})"));
+                p.push(format!(
+                    "{}: must differ from {} (both are {a})",
+                    l.get("internal_listen"),
+                    l.get("listen")
+                ));
             }
         }
         let store = p
@@ -251,7 +255,7 @@ impl ServeArgs {
             &self.max_buffered_body_bytes,
             max_body.map(|body| (body, l.get("max_body_bytes"))),
         );
-        if aws_timeout.is_some_and(|t| t < Duration::from_millis(100)) {
+        if aws_timeout.is_some_and(|t| t < defaults::AWS_MIN_TIMEOUT) {
             p.push(format!("{}: must be at least 100ms", l.get("aws_timeout")));
         }
         let concurrency = p.count(l.get("broadcast_concurrency"), &self.broadcast_concurrency, 1024);

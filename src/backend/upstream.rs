@@ -32,6 +32,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
 use crate::contract::{self, RequestContext};
+use crate::defaults;
 use crate::future::BoxFuture;
 use crate::handler::{MessageHandler, Rejection};
 use crate::lifecycle::Lifecycle;
@@ -88,7 +89,7 @@ impl Upstream {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(settings.timeout));
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(defaults::UPSTREAM_POOL_IDLE)
             .pool_max_idle_per_host(settings.concurrency)
             .build(connector);
         let calls = Family::<CallLabels, Counter>::default();
@@ -143,11 +144,11 @@ impl Upstream {
                 tracing::info!(upstream = %self.settings.base, waited_ms = started.elapsed().as_millis() as u64, "the upstream app answers");
                 return;
             }
-            if logged.elapsed() >= Duration::from_secs(5) {
+            if logged.elapsed() >= defaults::UPSTREAM_WAIT_LOG_EVERY {
                 tracing::warn!(upstream = %url, "waiting for the upstream app to answer; not ready until it does");
                 logged = Instant::now();
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(defaults::UPSTREAM_WAIT_POLL).await;
         }
     }
 

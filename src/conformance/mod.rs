@@ -24,7 +24,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::parse_duration;
+use crate::config::{ConfigError, Labels, Problems};
 use crate::defaults;
 
 /// Flags of `socketless conformance`.
@@ -43,35 +43,59 @@ pub struct ConformanceArgs {
     pub region: Option<String>,
     /// The integration timeout the target applies (the template's IntegrationTimeoutMs, or the
     /// local gateway's --integration-timeout).
-    #[arg(long, default_value = defaults::INTEGRATION_TIMEOUT)]
+    #[arg(
+        long,
+        env = "SOCKETLESS_CONFORMANCE_INTEGRATION_TIMEOUT",
+        default_value = defaults::INTEGRATION_TIMEOUT
+    )]
     pub integration_timeout: String,
     /// The target's idle timeout (API Gateway: 10 minutes).
-    #[arg(long, default_value = defaults::IDLE_TIMEOUT)]
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_IDLE_TIMEOUT", default_value = defaults::IDLE_TIMEOUT)]
     pub idle_timeout: String,
     /// The target's maximum connection duration (API Gateway: 2 hours).
-    #[arg(long, default_value = defaults::MAX_CONNECTION_DURATION)]
+    #[arg(
+        long,
+        env = "SOCKETLESS_CONFORMANCE_MAX_DURATION",
+        default_value = defaults::MAX_CONNECTION_DURATION
+    )]
     pub max_duration: String,
     /// Also run cases that wait longer than a minute (the idle and duration timeouts at AWS's
     /// values). Without it they are reported as not run.
-    #[arg(long)]
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_SLOW", default_value_t = false)]
     pub slow: bool,
     /// The target does not check SigV4 signatures on `@connections` (`socketless dev`, or a
     /// gateway started without --sigv4-*): the wrong-key case is not run.
-    #[arg(long)]
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_UNSIGNED", default_value_t = false)]
     pub unsigned: bool,
     /// The stack has no custom route `conformance` (deployed without ConformanceMapping=true).
-    #[arg(long)]
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_NO_CUSTOM_ROUTE", default_value_t = false)]
     pub no_custom_route: bool,
     /// How long to wait for each reply, close or API answer.
-    #[arg(long, default_value = defaults::WAIT)]
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_WAIT", default_value = defaults::WAIT)]
     pub wait: String,
-    /// Run only the cases whose name starts with one of these (repeatable).
-    #[arg(long)]
+    /// Run only the cases whose name starts with one of these (repeatable; comma-separated in
+    /// the variable).
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
 }
 
+/// The suite's validated settings.
+#[derive(Debug, Clone)]
+pub struct ConformanceConfig {
+    args: ConformanceArgs,
+    /// WebSocket URL without a query.
+    url: String,
+    stage: String,
+    connections: String,
+    region: String,
+    integration_timeout: Duration,
+    idle_timeout: Duration,
+    max_duration: Duration,
+    wait: Duration,
+}
+
 /// Waits longer than this need --slow.
-const SLOW_BEYOND: Duration = Duration::from_secs(60);
+const SLOW_BEYOND: Duration = defaults::CONFORMANCE_SLOW_BEYOND;
 
 /// One run of the kit: the target and the validated settings every case shares.
 pub struct Run {
@@ -166,37 +190,78 @@ fn stage_of(url: &str) -> Option<String> {
     (!stage.is_empty()).then_some(stage)
 }
 
-fn settings(args: &ConformanceArgs) -> Result<(String, String, String, [Duration; 4]), String> {
-    let url = args
-        .url
-        .split('?')
-        .next()
-        .unwrap_or_default()
-        .trim_end_matches('/')
-        .to_string();
-    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-        return Err(format!("--url {:?} must start with ws:// or wss://", args.url));
+impl ConformanceArgs {
+    /// Checks every setting and reports all problems at once.
+    pub fn validate(&self) -> Result<ConformanceConfig, ConfigError> {
+        let mut p = Problems::new();
+        let l = Labels::of::<ConformanceArgs>();
+        let url = self
+            .url
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
+        let stage = if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            p.push(format!("{}: {:?} must start with ws:// or wss://", l.get("url"), self.url));
+            None
+        } else {
+            let stage = stage_of(&url);
+            if stage.is_none() {
+                p.push(format!("{}: {:?} names no stage", l.get("url"), self.url));
+            }
+            stage
+        };
+        let connections = p
+            .url(l.get("connections"), &self.connections)
+            .map(|_| self.connections.trim().trim_end_matches('/').to_string());
+        if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            p.push(format!("{}: must not be empty", l.get("region")));
+        }
+        let mut d = |id: &str, value: &str| {
+            let d = p.duration(l.get(id), value);
+            if d.is_some_and(|d| d.is_zero()) {
+                p.push(format!("{}: must be more than zero", l.get(id)));
+            }
+            d.filter(|d| !d.is_zero())
+        };
+        let integration_timeout = d("integration_timeout", &self.integration_timeout);
+        let idle_timeout = d("idle_timeout", &self.idle_timeout);
+        let max_duration = d("max_duration", &self.max_duration);
+        let wait = d("wait", &self.wait);
+        let all = names();
+        for prefix in &self.only {
+            if !all.iter().any(|name| name.starts_with(prefix.as_str())) {
+                p.push(format!("{}: {prefix:?} names no case", l.get("only")));
+            }
+        }
+        p.into_result()?;
+        match (stage, connections, integration_timeout, idle_timeout, max_duration, wait) {
+            (
+                Some(stage),
+                Some(connections),
+                Some(integration_timeout),
+                Some(idle_timeout),
+                Some(max_duration),
+                Some(wait),
+            ) => Ok(ConformanceConfig {
+                args: self.clone(),
+                url,
+                stage,
+                connections,
+                region: self
+                    .region
+                    .clone()
+                    .or_else(crate::aws::region_from_env)
+                    .unwrap_or_else(|| defaults::REGION.to_string()),
+                integration_timeout,
+                idle_timeout,
+                max_duration,
+                wait,
+            }),
+            _ => Err(ConfigError(vec!["the suite's settings are incomplete".into()])),
+        }
     }
-    let stage = stage_of(&url).ok_or_else(|| format!("--url {:?} names no stage", args.url))?;
-    let connections = args.connections.trim_end_matches('/').to_string();
-    if !(connections.starts_with("http://") || connections.starts_with("https://")) {
-        return Err(format!(
-            "--connections {:?} must start with http:// or https://",
-            args.connections
-        ));
-    }
-    let d = |flag: &str, v: &str| parse_duration(v).map_err(|e| format!("{flag}: {e}"));
-    Ok((
-        url,
-        stage,
-        connections,
-        [
-            d("--integration-timeout", &args.integration_timeout)?,
-            d("--idle-timeout", &args.idle_timeout)?,
-            d("--max-duration", &args.max_duration)?,
-            d("--wait", &args.wait)?,
-        ],
-    ))
 }
 
 /// The key used where no signature is checked: it reads nothing and needs nothing.
@@ -286,19 +351,18 @@ async fn credentials(
 }
 
 /// Runs the suite and prints its result; the exit code says whether every case held.
-pub async fn run(args: ConformanceArgs) -> ExitCode {
-    let (url, stage, connections, [integration_timeout, idle_timeout, max_duration, wait]) = match settings(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("conformance: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let region = args
-        .region
-        .clone()
-        .or_else(crate::aws::region_from_env)
-        .unwrap_or_else(|| defaults::REGION.to_string());
+pub async fn run(config: ConformanceConfig) -> ExitCode {
+    let ConformanceConfig {
+        args,
+        url,
+        stage,
+        connections,
+        region,
+        integration_timeout,
+        idle_timeout,
+        max_duration,
+        wait,
+    } = config;
     let sdk = match credentials(&args, &connections, region, wait).await {
         Ok(sdk) => sdk,
         Err(e) => {

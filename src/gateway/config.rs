@@ -254,15 +254,23 @@ impl GatewayArgs {
         let max_frame = p.count(l.get("max_frame_bytes"), &self.max_frame_bytes, 16 * 1024 * 1024);
         if let (Some(m), Some(f)) = (max_message, max_frame) {
             if f > m {
-                p.push("--max-frame-bytes: must not exceed --max-message-bytes");
+                p.push(format!(
+                    "{}: must not exceed {}",
+                    l.get("max_frame_bytes"),
+                    l.get("max_message_bytes")
+                ));
             }
         }
         let integration_timeout = self
             .integration_timeout
             .as_deref()
             .and_then(|t| p.duration(l.get("integration_timeout"), t));
-        if integration_timeout.is_some_and(|t| t < Duration::from_millis(50) || t > Duration::from_secs(29)) {
-            p.push("--integration-timeout: must be between 50ms and 29s, as in API Gateway");
+        let most = Duration::from_millis(crate::contract::INTEGRATION_TIMEOUT_MS);
+        if integration_timeout.is_some_and(|t| t < Duration::from_millis(50) || t > most) {
+            p.push(format!(
+                "{}: must be between 50ms and 29s, as in API Gateway",
+                l.get("integration_timeout")
+            ));
         }
         let outbound_queue = p.count(l.get("outbound_queue"), &self.outbound_queue, 100_000);
         let write_timeout = p.duration(l.get("write_timeout"), &self.write_timeout);
@@ -310,7 +318,11 @@ impl GatewayArgs {
             }),
             (None, None) => None,
             _ => {
-                p.push("--sigv4-access-key-id and --sigv4-secret-access-key: set both, non-empty, or neither");
+                p.push(format!(
+                    "{} and {}: set both, non-empty, or neither",
+                    l.get("sigv4_access_key_id"),
+                    l.get("sigv4_secret_access_key")
+                ));
                 None
             }
         };

@@ -17,9 +17,14 @@ const MAX_RESPONSE_BYTES: usize = crate::contract::MAX_MESSAGE_BYTES;
 pub type HttpClient = Pool;
 
 /// Idle connections are reused for 60 s, below the backends' keep-alive timeout (75 s by
-/// default), at most 256 per backend address.
+/// default), at most 256 per backend address (see [`crate::defaults`]).
 pub fn client() -> HttpClient {
-    Pool::new(Duration::from_secs(60), 256, Duration::from_secs(5))
+    use crate::defaults;
+    Pool::new(
+        defaults::INTEGRATION_POOL_IDLE,
+        defaults::INTEGRATION_POOL_MAX_IDLE,
+        defaults::INTEGRATION_CONNECT_TIMEOUT,
+    )
 }
 
 /// What calling the integration gave.

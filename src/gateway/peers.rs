@@ -28,16 +28,17 @@ use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::defaults;
 use crate::http_server::Body;
 
 /// Marks a call one replica forwarded to another.
 pub const FORWARDED: &str = "x-socketless-forwarded";
 
 /// Forwarded calls signed further than this from the owner's clock are refused.
-const MAX_SKEW_MS: i64 = 60_000;
+const MAX_SKEW_MS: i64 = defaults::PEER_MAX_SKEW_MS;
 
 /// Largest answer relayed from a peer (an AWS error body or a GetConnection document).
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
+const MAX_ANSWER_BYTES: usize = defaults::PEER_MAX_ANSWER_BYTES;
 
 /// Who holds a connection, by its id.
 #[derive(Debug, PartialEq, Eq)]
@@ -126,8 +127,8 @@ impl Peers {
             timeout,
             key,
             client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(64)
+                .pool_idle_timeout(defaults::PEER_POOL_IDLE)
+                .pool_max_idle_per_host(defaults::PEER_POOL_MAX_IDLE)
                 .build(connector),
         }
     }

@@ -47,7 +47,9 @@ pub fn http_client() -> SharedHttpClient {
 
 /// The SDK's bound on one attempt of an operation bounded by `timeout` (`--aws-timeout`).
 pub fn attempt_timeout(timeout: Duration) -> Duration {
-    timeout.mul_f64(defaults::AWS_ATTEMPT_SHARE).max(defaults::AWS_MIN_ATTEMPT)
+    timeout
+        .mul_f64(defaults::AWS_ATTEMPT_SHARE)
+        .max(defaults::AWS_MIN_ATTEMPT)
 }
 
 /// Loads the SDK configuration. Credentials resolve lazily, on the first call.

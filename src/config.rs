@@ -157,7 +157,12 @@ impl Labels {
             .get_arguments()
             .map(|arg| {
                 let id = arg.get_id().to_string();
-                let flag = arg.get_long().map(|l| format!("--{l}")).unwrap_or_else(|| id.clone());
+                // A positional argument goes by its value name (`URL`), as in the usage line.
+                let flag = match (arg.get_long(), arg.get_value_names().and_then(|v| v.first())) {
+                    (Some(l), _) => format!("--{l}"),
+                    (None, Some(name)) => name.to_string(),
+                    (None, None) => id.clone(),
+                };
                 let label = match arg.get_env() {
                     Some(env) => format!("{flag} ({})", env.to_string_lossy()),
                     None => flag,

@@ -203,7 +203,11 @@ impl ConformanceArgs {
             .trim_end_matches('/')
             .to_string();
         let stage = if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-            p.push(format!("{}: {:?} must start with ws:// or wss://", l.get("url"), self.url));
+            p.push(format!(
+                "{}: {:?} must start with ws:// or wss://",
+                l.get("url"),
+                self.url
+            ));
             None
         } else {
             let stage = stage_of(&url);
@@ -236,7 +240,14 @@ impl ConformanceArgs {
             }
         }
         p.into_result()?;
-        match (stage, connections, integration_timeout, idle_timeout, max_duration, wait) {
+        match (
+            stage,
+            connections,
+            integration_timeout,
+            idle_timeout,
+            max_duration,
+            wait,
+        ) {
             (
                 Some(stage),
                 Some(connections),

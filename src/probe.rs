@@ -241,3 +241,41 @@ pub async fn run(args: ProbeConfig) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FromFlags;
+
+    fn validate(flags: &[&str]) -> Result<ProbeConfig, ConfigError> {
+        ProbeArgs::from_flags(flags.iter().copied()).unwrap().validate()
+    }
+
+    #[test]
+    fn a_valid_probe_keeps_its_settings() {
+        let c = validate(&["wss://example.com/prod", "--header", "X-Test=a=b", "--timeout", "250ms"]).unwrap();
+        assert!(c.secure);
+        assert_eq!((c.host.as_str(), c.port), ("example.com", 443));
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!((c.message.as_str(), c.expect.as_str()), ("hello", "hello"));
+        assert_eq!(c.request.headers()["x-test"], "a=b");
+        let c = validate(&["ws://[::1]:8081/dev", "--expect", "pong"]).unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.secure), ("::1", 8081, false));
+        assert_eq!(c.expect, "pong");
+    }
+
+    #[test]
+    fn every_bad_setting_is_reported() {
+        let err = validate(&["ftp://example.com/", "--timeout", "0s", "--header", "bad name=x"]).unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(
+            err.0[0].starts_with("--timeout (SOCKETLESS_PROBE_TIMEOUT): must be more than zero"),
+            "{err}"
+        );
+        assert!(err.0[1].starts_with("URL (SOCKETLESS_PROBE_URL): "), "{err}");
+        assert!(
+            err.0[2].starts_with("--header (SOCKETLESS_PROBE_HEADER): \"bad name\""),
+            "{err}"
+        );
+    }
+}

@@ -343,6 +343,13 @@ fn the_table_reader_reads_rows_and_quoted_text() {
     assert!(problems[0].starts_with("--a: t.md gives the default"), "{problems:?}");
 }
 
+/// Fails unless `text` contains every one of `needles`.
+fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "expected {needle:?} in {text}");
+    }
+}
+
 /// Runs the binary with only `env` in its environment; (exit code, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_socketless"))
@@ -362,14 +369,15 @@ fn probe_reports_every_bad_setting_at_start() {
         &[("SOCKETLESS_PROBE_TIMEOUT", "soon")],
     );
     assert_eq!(code, Some(2), "{err}");
-    for needle in [
-        "3 invalid setting(s)",
-        "URL (SOCKETLESS_PROBE_URL): \"http://127.0.0.1:9/dev\" must start with ws:// or wss://",
-        "--timeout (SOCKETLESS_PROBE_TIMEOUT): \"soon\" is not a duration",
-        "--header (SOCKETLESS_PROBE_HEADER): \"no-equals-sign\" is not Name=Value",
-    ] {
-        assert!(err.contains(needle), "expected {needle:?} in {err}");
-    }
+    assert_contains_all(
+        &err,
+        &[
+            "3 invalid setting(s)",
+            "URL (SOCKETLESS_PROBE_URL): \"http://127.0.0.1:9/dev\" must start with ws:// or wss://",
+            "--timeout (SOCKETLESS_PROBE_TIMEOUT): \"soon\" is not a duration",
+            "--header (SOCKETLESS_PROBE_HEADER): \"no-equals-sign\" is not Name=Value",
+        ],
+    );
     assert!(!err.contains("cannot connect"), "{err}");
 }
 
@@ -390,16 +398,17 @@ fn conformance_reports_every_bad_setting_at_start() {
         &[("SOCKETLESS_CONFORMANCE_IDLE_TIMEOUT", "soon")],
     );
     assert_eq!(code, Some(2), "{err}");
-    for needle in [
-        "5 invalid setting(s)",
-        "--url (SOCKETLESS_CONFORMANCE_URL): \"ws://127.0.0.1:9\" names no stage",
-        "--connections (SOCKETLESS_CONFORMANCE_CONNECTIONS): \"ftp://127.0.0.1:9/dev\" is not an http:// or https:// URL",
-        "--wait (SOCKETLESS_CONFORMANCE_WAIT): must be more than zero",
-        "--only (SOCKETLESS_CONFORMANCE_ONLY): \"no-such-case\" names no case",
-        "--idle-timeout (SOCKETLESS_CONFORMANCE_IDLE_TIMEOUT): \"soon\" is not a duration",
-    ] {
-        assert!(err.contains(needle), "expected {needle:?} in {err}");
-    }
+    assert_contains_all(
+        &err,
+        &[
+            "5 invalid setting(s)",
+            "--url (SOCKETLESS_CONFORMANCE_URL): \"ws://127.0.0.1:9\" names no stage",
+            "--connections (SOCKETLESS_CONFORMANCE_CONNECTIONS): \"ftp://127.0.0.1:9/dev\" is not an http:// or https:// URL",
+            "--wait (SOCKETLESS_CONFORMANCE_WAIT): must be more than zero",
+            "--only (SOCKETLESS_CONFORMANCE_ONLY): \"no-such-case\" names no case",
+            "--idle-timeout (SOCKETLESS_CONFORMANCE_IDLE_TIMEOUT): \"soon\" is not a duration",
+        ],
+    );
     // No case ran.
     assert!(!err.contains("passed"), "{err}");
 }

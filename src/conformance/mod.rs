@@ -465,6 +465,32 @@ mod tests {
     }
 
     #[test]
+    fn valid_settings_are_kept() {
+        use crate::config::FromFlags;
+        let args = ConformanceArgs::from_flags([
+            "--url",
+            "ws://127.0.0.1:8081/dev/?x=1",
+            "--connections",
+            "http://127.0.0.1:8081/dev/",
+            "--region",
+            "eu-west-1",
+            "--idle-timeout",
+            "3s",
+            "--only",
+            "handshake",
+        ])
+        .unwrap();
+        let c = args.validate().unwrap();
+        assert_eq!(c.url, "ws://127.0.0.1:8081/dev");
+        assert_eq!(c.stage, "dev");
+        assert_eq!(c.connections, "http://127.0.0.1:8081/dev");
+        assert_eq!(c.region, "eu-west-1");
+        assert_eq!(c.idle_timeout, Duration::from_secs(3));
+        assert_eq!(c.integration_timeout, Duration::from_secs(29));
+        assert_eq!(c.wait, Duration::from_secs(10));
+    }
+
+    #[test]
     fn case_names_are_unique() {
         let all = names();
         let mut sorted = all.clone();

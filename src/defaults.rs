@@ -114,8 +114,9 @@ use std::time::Duration;
 /// backend's keep-alive ([`KEEP_ALIVE_TIMEOUT`], 75 s), so the gateway never sends on a
 /// connection the backend is closing.
 pub const INTEGRATION_POOL_IDLE: Duration = Duration::from_secs(60);
-/// Idle integration connections kept per backend address: the backend's default upstream
-/// concurrency ([`UPSTREAM_CONCURRENCY`]), so a burst's connections are all kept for the next.
+/// Idle integration connections kept per backend address: a burst of up to 256 calls in flight
+/// to one address finds its connections again; beyond that a returned connection is closed, so
+/// a spike does not leave thousands of idle sockets behind.
 pub const INTEGRATION_POOL_MAX_IDLE: usize = 256;
 /// A backend that has not accepted a connection in this long is down, not slow: the call fails
 /// well within the integration timeout ([`INTEGRATION_TIMEOUT`], 29 s).
@@ -143,7 +144,7 @@ pub const UPSTREAM_WAIT_POLL: Duration = Duration::from_millis(100);
 /// without a line per poll.
 pub const UPSTREAM_WAIT_LOG_EVERY: Duration = Duration::from_secs(5);
 /// `@connections` clients kept at once, one per `https://{domain}/{stage}`: a deployment
-/// pushes to one or a few stages; 64 bounds the map if callbacks name many.
+/// pushes to one or a few stages; 64 bounds the map if events name many.
 pub const PUSH_MAX_CLIENTS: usize = 64;
 /// The SDK's per-attempt timeout is this share of `--aws-timeout`, so a hung attempt leaves
 /// time for one retry within the operation's budget.
@@ -155,8 +156,9 @@ pub const AWS_MIN_ATTEMPT: Duration = Duration::from_millis(100);
 pub const AWS_MAX_CONNECT: Duration = Duration::from_secs(2);
 /// `--aws-timeout` below this is refused: it is [`AWS_MIN_ATTEMPT`], the shortest attempt.
 pub const AWS_MIN_TIMEOUT: Duration = AWS_MIN_ATTEMPT;
-/// After its listeners drained, `serve` waits at most this long for pushes still queued: the
-/// shutdown delay and drain timeout together stay within the chart's 60 s grace period.
+/// After its listeners drained, `serve` waits at most this long for pushes still queued: short,
+/// so the shutdown delay, the drain timeout and this stay within the chart's 60 s grace period
+/// (tested below).
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// A conformance case that waits longer than this runs only with `--slow`: a minute keeps the
 /// default run short enough for CI.

@@ -99,6 +99,9 @@ pub const DEV_STAGE: &str = "dev";
 /// `dev` has no load balancer to wait for.
 pub const DEV_SHUTDOWN_DELAY: &str = "0s";
 pub const DEV_DRAIN_TIMEOUT: &str = "5s";
+/// How long `dev --upstream` waits for the app: a minute covers an interpreter's or a JVM's
+/// start, and a typo'd URL still fails within it.
+pub const DEV_UPSTREAM_WAIT: &str = "60s";
 
 // `socketless probe` and `socketless conformance`.
 
@@ -163,6 +166,19 @@ pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// A conformance case that waits longer than this runs only with `--slow`: a minute keeps the
 /// default run short enough for CI.
 pub const CONFORMANCE_SLOW_BEYOND: Duration = Duration::from_secs(60);
+/// A lingering close waits this long for the peer's remaining bytes: a peer that sent them
+/// before it saw our close has them on the wire within a round trip, far below 2 s.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+/// ... and reads at most this many: more than a request body in flight
+/// ([`MAX_BODY_BYTES`], 128 KiB) with room, and still bounded against a peer that never stops.
+pub const LINGER_BYTES: usize = 1024 * 1024;
+/// Sockets lingering at once; past this a closing socket is dropped at once: the gateway's
+/// connection limit ([`MAX_CONNECTIONS`], 10,000), so a mass close lingers for every one.
+pub const MAX_LINGERING: usize = 10_000;
+/// How often the allocator returns freed memory to the system: often enough that the resident
+/// size follows a drop in load within seconds, rarely enough that the collection's cost stays
+/// spread thin.
+pub const MEMORY_COLLECT_EVERY: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
@@ -297,6 +313,8 @@ mod tests {
         assert!(n(MAX_PENDING_MESSAGE_BYTES) >= contract::MAX_MESSAGE_BYTES as u64);
         assert!(n(MAX_OUTBOUND_BYTES) >= contract::MAX_POST_BYTES as u64);
         assert_eq!(secs(MESSAGE_TIMEOUT), secs(BODY_TIMEOUT));
+        assert_eq!(MAX_LINGERING as u64, n(MAX_CONNECTIONS));
+        assert!(LINGER_BYTES >= n(MAX_BODY_BYTES) as usize);
     }
 
     #[test]

@@ -25,8 +25,6 @@ use crate::lifecycle::Lifecycle;
 use crate::serve::{self, ServeArgs};
 use crate::upstream::Upstream;
 
-/// How long `dev` waits for the upstream app by default.
-const UPSTREAM_WAIT: &str = "60s";
 /// How often the app's health path is polled while waiting.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 /// Bound on one poll: an app that accepts and never answers is not up.
@@ -58,7 +56,7 @@ pub struct DevArgs {
     #[arg(long, env = "SOCKETLESS_DEV_UPSTREAM_HEALTH_PATH", default_value = defaults::UPSTREAM_HEALTH_PATH)]
     pub upstream_health_path: String,
     /// Give up (exit non-zero) if the app has not answered within this.
-    #[arg(long, env = "SOCKETLESS_DEV_UPSTREAM_WAIT", default_value = UPSTREAM_WAIT)]
+    #[arg(long, env = "SOCKETLESS_DEV_UPSTREAM_WAIT", default_value = defaults::DEV_UPSTREAM_WAIT)]
     pub upstream_wait: String,
     /// Bearer token the internal API (/v1) requires, as `serve --internal-token`. Unset: none.
     #[arg(long, env = "SOCKETLESS_INTERNAL_TOKEN", hide_env_values = true)]

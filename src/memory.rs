@@ -100,7 +100,7 @@ unsafe extern "C" {
 
 /// How often the collection runs.
 #[cfg(feature = "mimalloc")]
-const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const EVERY: std::time::Duration = crate::defaults::MEMORY_COLLECT_EVERY;
 
 /// Starts the periodic collection on the current runtime.
 #[cfg(feature = "mimalloc")]

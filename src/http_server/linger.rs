@@ -9,10 +9,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// How long a lingering close waits for the peer's remaining bytes, and how many it reads.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER_TIME: Duration = crate::defaults::LINGER_TIME;
+const LINGER_BYTES: usize = crate::defaults::LINGER_BYTES;
 /// Sockets lingering at once; past this a closing socket is dropped at once.
-const MAX_LINGERING: usize = 10_000;
+const MAX_LINGERING: usize = crate::defaults::MAX_LINGERING;
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
 
 /// A TCP stream that, when dropped, closes the way RFC 7230 §6.6 asks: it shuts down its

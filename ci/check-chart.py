@@ -8,6 +8,7 @@ import copy
 import itertools
 import json
 import os
+import re
 import sys
 
 import helm_python
@@ -668,6 +669,44 @@ def nlb_checks():
         check(f"render fails: {name}", err is not None and msg in err, err or "rendered")
 
 
+def gateway_memory_checks():
+    """The gateway's memory budgets against its limit: the chart's formula is the binary's."""
+    with open(os.path.join(ROOT, "src", "defaults.rs")) as f:
+        rust = f.read()
+
+    def const(name):
+        m = re.search(rf"pub const {name}: [^=]+= (.+);", rust)
+        return m and m.group(1).strip().strip('"')
+    g = yaml.safe_load(open(os.path.join(CHART_DIR, "values.yaml")))["gateway"]
+    mem = g["memory"]
+    check("gateway.memory defaults are the binary's (src/defaults.rs)",
+          str(mem["maxPendingMessageBytes"]) == const("MAX_PENDING_MESSAGE_BYTES") and str(mem["maxOutboundBytes"]) == const("MAX_OUTBOUND_BYTES")
+          and str(mem["maxBufferedBodyBytes"]) == const("MAX_BUFFERED_BODY_BYTES") and mem["messageTimeout"] == const("MESSAGE_TIMEOUT")
+          and str(g["maxConnections"]) == const("MAX_CONNECTIONS"), json.dumps(mem))
+    check("the chart's formula uses the binary's baseline (10 MiB) and per-connection figure (32 KiB)",
+          const("GATEWAY_BASELINE_MIB") == "10" and const("GATEWAY_PER_CONNECTION_BYTES") == "32 * 1024"
+          and const("CHART_GATEWAY_MEMORY_MIB") == "512" and g["resources"]["limits"]["memory"] == "512Mi")
+    docs = render(merge(BASE, GW))
+    env = {e["name"]: e.get("value") for e in kinds(docs, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    check("the gateway gets its memory budgets as SOCKETLESS_GATEWAY_* variables",
+          env.get("SOCKETLESS_GATEWAY_MAX_PENDING_MESSAGE_BYTES") == "33554432" and env.get("SOCKETLESS_GATEWAY_MAX_OUTBOUND_BYTES") == "33554432"
+          and env.get("SOCKETLESS_GATEWAY_MAX_BUFFERED_BODY_BYTES") == "67108864" and env.get("SOCKETLESS_GATEWAY_MESSAGE_TIMEOUT") == "10s",
+          json.dumps(env))
+    err = render_error(merge(BASE, {"gateway": {"enabled": True, "maxConnections": 20000}}))
+    check("render fails: 20,000 connections × 32 KiB + the budgets do not fit 512Mi, naming the values and the limit to set",
+          err is not None and "gateway.maxConnections (20000)" in err and "at least 848 Mi" in err, err or "rendered")
+    ok = render_error(merge(BASE, {"gateway": {"enabled": True, "maxConnections": 20000, "resources": {"limits": {"memory": "1Gi"}}}}))
+    check("20,000 connections fit a 1Gi limit", ok is None, ok or "")
+    err = render_error(merge(BASE, {"gateway": {"enabled": True, "memory": {"maxOutboundBytes": 268435456}}}))
+    check("render fails: a 256 MiB outbound budget does not fit 512Mi", err is not None and "maxOutboundBytes (268435456)" in err, err or "rendered")
+    err = render_error(merge(BASE, {"gateway": {"enabled": True, "resources": {"limits": {"memory": "0.5Gi"}}}}))
+    check("render fails: a memory limit the chart cannot read", err is not None and "write it as bytes" in err, err or "rendered")
+    ok = render_error(merge(BASE, {"gateway": {"enabled": True, "resources": {"limits": {"memory": 1073741824}}}}))
+    check("a memory limit in plain bytes is read", ok is None, ok or "")
+    ok = render_error(merge(BASE, {"gateway": {"enabled": True, "resources": {"limits": {"memory": None}}}}))
+    check("no memory limit: no check", ok is None, ok or "")
+
+
 def gateway_checks():
     texts = {n: gateway_sts_text(merge(BASE, {"gateway": {"enabled": True, "replicaCount": n}})) for n in (1, 2, 3, 5)}
     bodies = {n: t.replace(f"\n  replicas: {n}\n", "\n  replicas: N\n") for n, t in texts.items()}
@@ -775,7 +814,7 @@ def misc_checks():
 
 
 for label, fn in [("ALB checks", alb_checks), ("app sidecar checks", app_checks), ("NLB checks", nlb_checks),
-                  ("gateway checks", gateway_checks), ("checksum checks", checksum_checks), ("internal token checks", token_checks),
+                  ("gateway checks", gateway_checks), ("gateway memory checks", gateway_memory_checks), ("checksum checks", checksum_checks), ("internal token checks", token_checks),
                   ("smaller checks", misc_checks)]:
     safe(label, fn)
 

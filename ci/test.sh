@@ -64,6 +64,7 @@ static_check() {
   bash ci/check-rootfs.sh "$root" /socketless || { rm -rf "$root"; return 1; }
   rm -rf "$root"
 }
+step "the gateway's memory under hostile clients (held fragments, slow consumers)" python3 ci/check-memory.py target/debug/socketless
 step "full path with processes (gateway → ALB twin → 3 × serve → moto; then 3 gateways)" bash ci/e2e-local.sh
 pod_twin() {
   cargo build --locked --quiet --bin socketless || return 1

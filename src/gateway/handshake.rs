@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::connection::{self, ABNORMAL, Ctx, GOING_AWAY, Reply};
-use super::registry::Slot;
+use super::connections::Slot;
 use super::error::GatewayError;
 use super::events;
 use super::ids;

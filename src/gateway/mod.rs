@@ -7,13 +7,14 @@
 //! and serving until shutdown. The rooms behind it: `config` (settings and the template),
 //! `handshake` (`$connect` and the 101), `connection` (an open connection's handle, queue and
 //! loop), `events` (context, integration calls, replies), `management` (`@connections`),
-//! `error` (the one error type, and the answer each error gives), `registry` (open
+//! `error` (the one error type, and the answer each error gives), `connections` (open
 //! connections), `pool` (the integration client), `metrics`, and `shared` (what those rooms
 //! share).
 
 mod budget;
 mod config;
 mod connection;
+mod connections;
 mod error;
 mod events;
 mod handshake;
@@ -24,7 +25,6 @@ pub mod mapping;
 mod metrics;
 mod peers;
 mod pool;
-mod registry;
 pub mod selection;
 mod shared;
 mod sigv4;

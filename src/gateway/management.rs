@@ -53,10 +53,8 @@ async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) ->
         .await
         .map_err(body_error)?;
     let body = &read.bytes;
-    if from_peer {
-        check_marker(gw, method, &target, &read.parts.headers, body)?;
-    } else {
-        check_signature(gw, method, &target, &read.parts.headers, body)?;
+    authenticate(gw, from_peer, method, &target, &read.parts.headers, body)?;
+    if !from_peer {
         if let Some(answer) = forward(gw, id, method, &target, body).await? {
             return Ok(answer);
         }
@@ -105,29 +103,23 @@ fn body_error(err: BodyError) -> GatewayError {
     }
 }
 
-/// A forwarded call: the peers' marker must verify over the method, path and body.
-fn check_marker(
+/// The caller proves who it is: a forwarded call with the peers' marker (over the method, path
+/// and body), any other with its SigV4 signature, when the gateway checks them.
+fn authenticate(
     gw: &Shared,
+    from_peer: bool,
     method: &Method,
     target: &Target,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(), GatewayError> {
-    if gw.peers.forwarded(method, &target.raw_path, headers, body, now_ms()) != Some(true) {
-        tracing::info!("@connections call refused: a forwarding marker that does not verify");
-        return Err(GatewayError::Forbidden);
+    if from_peer {
+        if gw.peers.forwarded(method, &target.raw_path, headers, body, now_ms()) != Some(true) {
+            tracing::info!("@connections call refused: a forwarding marker that does not verify");
+            return Err(GatewayError::Forbidden);
+        }
+        return Ok(());
     }
-    Ok(())
-}
-
-/// A caller's call: its SigV4 signature must verify, when the gateway checks them.
-fn check_signature(
-    gw: &Shared,
-    method: &Method,
-    target: &Target,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(), GatewayError> {
     let Some(v) = &gw.config.verifier else {
         return Ok(());
     };

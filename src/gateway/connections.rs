@@ -23,7 +23,7 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// Open connections, and the slots taken by handshakes in progress plus open connections.
-pub struct Registry {
+pub struct Connections {
     connections: Mutex<HashMap<String, Arc<ConnHandle>>>,
     slots: Arc<AtomicUsize>,
     max: usize,
@@ -41,9 +41,9 @@ impl Drop for Slot {
     }
 }
 
-impl Registry {
+impl Connections {
     pub fn new(max: usize, active: Gauge, budgets: Budgets) -> Self {
-        Registry {
+        Connections {
             connections: Mutex::new(HashMap::new()),
             slots: Arc::new(AtomicUsize::new(0)),
             max,

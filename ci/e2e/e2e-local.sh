@@ -154,12 +154,12 @@ if [ "$TIMINGS" = old ]; then
   exit 0
 fi
 
-# Each assertion in the tally (ci/lib/lib.sh).
-result() { if [ "$1" -eq 0 ]; then ok "$2"; else bad "$2"; fi; }
-[ "$errors" -eq 0 ]; result $? "$errors client-visible errors"
-[ "$sent" -gt 0 ] && [ "$sent" -eq "$answered" ]; result $? "$answered of $sent messages answered"
-[ "$sessions" -eq "$CLIENTS" ]; result $? "$sessions sessions for $CLIENTS clients"
-[ "${codes[0]}" -eq 0 ] && [ "${codes[1]}" -eq 0 ]; result $? "terminated backends exited ${codes[*]}"
+# Each assertion in the tally (ci/lib/lib.sh): holds CONDITION_VALUE LABEL (1 holds, 0 not).
+holds() { if [ "$1" = 1 ]; then ok "$2"; else bad "$2"; fi; }
+holds "$((errors == 0))" "$errors client-visible errors"
+holds "$((sent > 0 && sent == answered))" "$answered of $sent messages answered"
+holds "$((sessions == CLIENTS))" "$sessions sessions for $CLIENTS clients"
+holds "$((codes[0] == 0 && codes[1] == 0))" "terminated backends exited ${codes[*]}"
 if [ "$TALLY_FAILED" -ne 0 ]; then
   tail -n 20 "$work"/serve0.log "$work"/gateway.log "$work"/twin.log >&2 || true
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """socketless benchmarks, every row measured in the same run next to its limit or peer.
 
-Run through ci/bench.sh, which builds the binaries and installs the tools. Loads stay on
+Run through ci/on-demand/bench.sh, which builds the binaries and installs the tools. Loads stay on
 127.0.0.1 and are bounded in clients and time. The server under test is pinned to core 0 and
 the load generator to core 1 (taskset).
 
@@ -13,7 +13,7 @@ BENCH_BACKEND_ROUNDS (interleaved rounds of the backend rows, default 3), and
 BENCH_ONLY=section,... to run only those sections (backend, full path, scale-out, upstream,
 connect storm, idle memory, DynamoDB, startup) and print their raw figures as JSON instead of the
 table; nothing is appended to bench/RESULTS.md then. BENCH_GLIBC_BIN names a glibc build of the
-same code for the backend's glibc row (ci/bench.sh sets it).
+same code for the backend's glibc row (ci/on-demand/bench.sh sets it).
 """
 import datetime
 import json
@@ -31,6 +31,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ci", "lib"))
+from checklib import free_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN, EX, VENV_PY = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -71,14 +74,6 @@ def idle_large_blocker():
     if avail_kib < 6 * 1024 * 1024:
         return f"not run: {avail_kib / 1024 / 1024:.1f} GiB available, 6 GiB wanted for 100,000 client and server sockets"
     return None
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def start(cmd, core=None, **kw):

@@ -2,7 +2,7 @@
 hyper echo it is benchmarked against, under the same wrk load; and per message for the gateway
 on the full path (ws_load's 64 clients through `gateway` and `serve`, the gateway counted). Wall-clock figures on a shared
 machine move by several percent from run to run; instruction counts move by well under one, so
-this is the measurement to compare code changes with. ci/profile.sh builds what it needs and runs
+this is the measurement to compare code changes with. ci/on-demand/profile.sh builds what it needs and runs
 it; the figures in bench/RESULTS.md come from it.
 
 callgrind.py SOCKETLESS HYPER_ECHO LUA WS_LOAD [SECONDS]
@@ -16,20 +16,16 @@ import collections
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ci", "lib"))
+from checklib import free_port  # noqa: E402
+
 WARMUP = 3
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wrk(url, seconds, lua):

@@ -6,7 +6,7 @@
 //!
 //! By default a client stops at its first error. With `--keep-going` a client that gets an error
 //! frame instead of its echo counts it and sends the next message, so the error count is the
-//! number of failed messages (ci/e2e-local.sh uses it to compare timings).
+//! number of failed messages (ci/e2e/e2e-local.sh uses it to compare timings).
 
 use std::time::{Duration, Instant};
 

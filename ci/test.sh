@@ -3,22 +3,15 @@
 # static build. It installs what it needs (Debian packages, a Python tool venv, the musl target)
 # and starts the servers the tests use itself. Run it from anywhere: bash ci/test.sh
 set -euo pipefail
-# shellcheck source=lib.sh
-source "$(dirname "$0")/lib.sh"
+# shellcheck source=lib/lib.sh
+source "$(dirname "$0")/lib/lib.sh"
 cd "$ROOT"
 
-passed=0
-failed=0
+# Runs one step and counts it in the tally (ci/lib/lib.sh): step NAME COMMAND...
 step() {
   local name="$1"; shift
   log "$name"
-  if "$@"; then
-    passed=$((passed + 1))
-    echo "ok: $name"
-  else
-    failed=$((failed + 1))
-    echo "FAILED: $name"
-  fi
+  if "$@"; then ok "$name"; else bad "$name"; fi
 }
 
 need_venv
@@ -36,17 +29,17 @@ licenses_and_bans() {
   cargo deny --offline check licenses bans
 }
 step "licenses and duplicate dependencies (cargo deny)" licenses_and_bans
-step "cfn-lint + custom rules" bash ci/check-cfn.sh
-step "Helm chart" bash ci/check-chart.sh
-step "static checks (actionlint, shellcheck, checkov)" bash ci/check-static.sh
-step "boto3 against @connections" python3 ci/check-boto3.py target/debug/socketless
-step "conformance suite against gateway and dev; Node AWS SDK v3 against @connections" bash ci/check-conformance.sh
+step "cfn-lint + custom rules" bash ci/static/check-cfn.sh
+step "Helm chart" bash ci/static/check-chart.sh
+step "static checks (actionlint, shellcheck, checkov)" bash ci/static/check-static.sh
+step "boto3 against @connections" python3 ci/checks/check-boto3.py target/debug/socketless
+step "conformance suite against gateway and dev; Node AWS SDK v3 against @connections" bash ci/checks/check-conformance.sh
 browser() {
   need_apt chromium chromium
-  python3 ci/check-browser.py target/debug/socketless
+  python3 ci/checks/check-browser.py target/debug/socketless
 }
 step "headless Chromium against dev: round trip and a clean close" browser
-step "example apps (Python, Node) through gateway → serve --upstream → app" python3 ci/check-examples.py target/debug/socketless
+step "example apps (Python, Node) through gateway → serve --upstream → app" python3 ci/checks/check-examples.py target/debug/socketless
 
 static_check() {
   local bin
@@ -61,18 +54,18 @@ static_check() {
   local root
   root="$(mktemp -d)"
   cp "$bin" "$root/socketless"
-  bash ci/check-rootfs.sh "$root" /socketless || { rm -rf "$root"; return 1; }
+  bash ci/checks/check-rootfs.sh "$root" /socketless || { rm -rf "$root"; return 1; }
   rm -rf "$root"
 }
-step "full path with processes (gateway → ALB twin → 3 × serve → moto; then 3 gateways)" bash ci/e2e-local.sh
+step "the gateway's memory under hostile clients (held fragments, slow consumers)" python3 ci/checks/check-memory.py target/debug/socketless
+step "full path with processes (gateway → ALB twin → 3 × serve → moto; then 3 gateways)" bash ci/e2e/e2e-local.sh
 pod_twin() {
   cargo build --locked --quiet --bin socketless || return 1
-  bash ci/podtwin/run.sh
+  bash ci/e2e/podtwin/run.sh
 }
 step "pod twin: the chart's manifests run as pods (ready, app sidecar, gateway scale, backend-only change)" pod_twin
 step "static musl build" static_check
-step "scratch image" bash ci/check-image.sh
+step "scratch image" bash ci/checks/check-image.sh
 
 echo
-echo "steps: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+tally_end steps

@@ -63,7 +63,7 @@ enum RunError {
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),
     #[error(transparent)]
-    Gateway(#[from] std::io::Error),
+    Gateway(#[from] crate::gateway::GatewayError),
     #[error(transparent)]
     Dev(#[from] crate::dev::DevError),
     /// The probe or the conformance suite failed; it has printed why.

@@ -70,7 +70,7 @@ pub const WRITE_TIMEOUT: &str = "30s";
 //   + per connection × MAX_CONNECTIONS (10,000): 32 KiB × 10,000 = 312.5 MiB, where 32 KiB is
 //     23 KiB measured for a connection whose handshake carried a 9,000-byte User-Agent (the
 //     largest a 10 KiB head allows), 4 KiB the protocol layer keeps after traffic at the frame
-//     and post limits (measured: 3.6 KiB idle, 7.9 KiB after, ci/check-memory.py), and the
+//     and post limits (measured: 3.6 KiB idle, 7.9 KiB after, ci/checks/check-memory.py), and the
 //     first 4 KiB of a message, which the message budget does not count
 //   = 450.5 MiB, an eighth below the limit. The per-connection term dominates: two 64 MiB
 //   budgets would leave 2 MiB. `budgets_fit_the_charts_limit` below keeps the sum in step.

@@ -18,7 +18,7 @@ use tokio::net::TcpSocket;
 
 use crate::config::{ConfigError, FromFlags, Labels, Problems};
 use crate::defaults;
-use crate::gateway::{EMBEDDED_TEMPLATE, Gateway, GatewayConfig};
+use crate::gateway::{EMBEDDED_TEMPLATE, Gateway, GatewayConfig, template};
 use crate::handler::MessageHandler;
 use crate::http_server::Drain;
 use crate::lifecycle::Lifecycle;
@@ -102,15 +102,11 @@ impl DevArgs {
         let listen = p.addr(l.get("listen"), &self.listen);
         p.addr(l.get("internal_listen"), &self.internal_listen);
         p.one_of(l.get("reply_mode"), &self.reply_mode, &["sync", "async"]);
-        if self.stage.is_empty()
-            || !self
-                .stage
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-        {
+        if !template::is_stage_name(&self.stage) {
             p.push(format!(
-                "{label}: {:?} must be letters, digits, - or _",
+                "{label}: {:?} {}",
                 self.stage,
+                template::STAGE_NAME_RULE,
                 label = l.get("stage")
             ));
         }

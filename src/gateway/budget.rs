@@ -8,11 +8,11 @@
 //! the header, so before it reserves room for the payload or reads a byte of it. A frame that does
 //! not fit ends the connection (close 1009), and its payload is never buffered. The message stays
 //! charged until the backend has answered it; a message must arrive whole within the message
-//! timeout (the registry's sweep closes it with 1008 otherwise). [`Metered`] also says when the
+//! timeout (the sweep over the connections closes it with 1008 otherwise). [`Metered`] also says when the
 //! protocol layer may be replaced by a fresh one, so no buffer keeps a large frame's size.
 //!
 //! Outbound, the connection's handle charges each queued frame (`connection.rs`) and the
-//! registry shares the budget fairly (`registry.rs`).
+//! connections share the budget fairly (`connections.rs`).
 
 use std::io;
 use std::pin::Pin;

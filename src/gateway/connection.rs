@@ -5,7 +5,7 @@
 //!
 //! The task holds no timer and no shutdown watch: the idle timeout, the maximum duration, the
 //! message timeout and the shutdown reach it as close requests from the gateway's sweep over its
-//! registry (see `registry.rs`). That keeps an idle connection's task small and its wake-ups
+//! open connections (see `connections.rs`). That keeps an idle connection's task small and its wake-ups
 //! cheap.
 //!
 //! The handle also keeps the connection's share of the gateway's memory budgets (`budget.rs`):
@@ -250,7 +250,7 @@ impl ConnHandle {
     }
 
     /// Queues a frame for the client, charging it to the outbound budget. When the budget is
-    /// full, the frame comes back (see `Registry::post`, which decides between a 429 and making
+    /// full, the frame comes back (see `Connections::post`, which decides between a 429 and making
     /// room); a connection over its fair share is then marked for the sweep.
     pub fn push(&self, msg: Message) -> Result<(), PushError> {
         let mut q = self.outbound.lock().unwrap_or_else(|p| p.into_inner());

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, header};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::connection::Ctx;
+use super::error::GatewayError;
 use super::ids;
 use super::integration::{self, Outcome};
 use super::mapping::{self, ContextValues, Inputs, Mapping};
@@ -19,7 +20,6 @@ use super::selection;
 use super::shared::Shared;
 use super::template::{Integration, Route};
 use crate::contract::{self, Supply};
-use crate::http_server::{self, Body};
 use crate::timefmt::{clf, now_ms};
 
 /// What one event adds to the connection's context.
@@ -107,7 +107,7 @@ pub async fn connect(
     ctx: &Ctx,
     headers: &HashMap<String, String>,
     query: &HashMap<String, String>,
-) -> Result<Option<HeaderValue>, Response<Body>> {
+) -> Result<Option<HeaderValue>, GatewayError> {
     let Some(route) = gw.config.model.routes.get("$connect") else {
         return Ok(None);
     };
@@ -133,28 +133,19 @@ pub async fn connect(
         }
         Some(Outcome::Response { status, .. }) => {
             gw.metrics.connect("rejected");
-            Err(http_server::json(
+            Err(GatewayError::ConnectRefused {
                 status,
-                &serde_json::json!({
-                    "message": status.canonical_reason().unwrap_or("Forbidden"),
-                    "connectionId": ctx.id,
-                    "requestId": request_id,
-                }),
-            ))
+                connection_id: ctx.id.clone(),
+                request_id,
+            })
         }
         Some(Outcome::Timeout) => {
             gw.metrics.connect("failed");
-            Err(http_server::json(
-                StatusCode::GATEWAY_TIMEOUT,
-                &serde_json::json!({ "message": "Endpoint request timed out" }),
-            ))
+            Err(GatewayError::ConnectTimedOut)
         }
         Some(Outcome::Failed(_)) => {
             gw.metrics.connect("failed");
-            Err(http_server::json(
-                StatusCode::BAD_GATEWAY,
-                &serde_json::json!({ "message": "Internal server error" }),
-            ))
+            Err(GatewayError::ConnectFailed)
         }
     }
 }

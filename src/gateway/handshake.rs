@@ -14,9 +14,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::connection::{self, ABNORMAL, Ctx, GOING_AWAY, Reply};
+use super::connections::Slot;
+use super::error::GatewayError;
 use super::events;
 use super::ids;
-use super::registry::Slot;
 use super::shared::Shared;
 use crate::contract;
 use crate::http_server::{self, Body};
@@ -52,7 +53,7 @@ fn url_length<B>(req: &Request<B>) -> usize {
 }
 
 /// Reads a WebSocket handshake request (RFC 6455 §4.2.1), or says which status refuses it.
-pub fn parse_handshake<B>(req: &Request<B>) -> Result<HandshakeRequest, (StatusCode, &'static str)> {
+pub fn parse_handshake<B>(req: &Request<B>) -> Result<HandshakeRequest, GatewayError> {
     let has = |name: header::HeaderName, token: &str| {
         req.headers()
             .get_all(name)
@@ -61,19 +62,14 @@ pub fn parse_handshake<B>(req: &Request<B>) -> Result<HandshakeRequest, (StatusC
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
     if req.method() != http::Method::GET || !has(header::CONNECTION, "upgrade") || !has(header::UPGRADE, "websocket") {
-        return Err((StatusCode::UPGRADE_REQUIRED, "this is a WebSocket endpoint"));
+        return Err(GatewayError::NotWebSocket);
     }
     if url_length(req) > contract::MAX_URL_CHARS {
-        return Err((StatusCode::URI_TOO_LONG, "URI Too Long"));
+        return Err(GatewayError::UriTooLong);
     }
     let key = match header_str(req, header::SEC_WEBSOCKET_KEY) {
         Some(k) if header_str(req, header::SEC_WEBSOCKET_VERSION) == Some("13") => k.to_string(),
-        _ => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "missing Sec-WebSocket-Key or unsupported version",
-            ));
-        }
+        _ => return Err(GatewayError::BadHandshake),
     };
     Ok(HandshakeRequest {
         key,
@@ -112,18 +108,15 @@ pub async fn handshake(
 ) -> Response<Body> {
     let hs = match parse_handshake(&req) {
         Ok(hs) => hs,
-        Err((status, why)) => return http_server::error(status, why),
+        Err(err) => return err.response(),
     };
     let key = hs.key;
     if lifecycle.is_draining() {
-        return http_server::error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down");
+        return GatewayError::ShuttingDown.response();
     }
     let Some(slot) = gw.connections.reserve() else {
         gw.metrics.connect("refused_limit");
-        return http_server::json(
-            StatusCode::TOO_MANY_REQUESTS,
-            &serde_json::json!({ "message": "LimitExceededException: the gateway is at its maximum connection count" }),
-        );
+        return GatewayError::TooManyConnections.response();
     };
     let ctx = Ctx {
         id: ids::connection_id(gw.peers.ordinal()),
@@ -146,7 +139,7 @@ pub async fn handshake(
         let subprotocol = match Box::pin(events::connect(&gw, &ctx, &handshake_headers, &query)).await {
             Ok(subprotocol) => subprotocol,
             Err(refusal) => {
-                let _ = answer.send(refusal);
+                let _ = answer.send(refusal.response());
                 return;
             }
         };
@@ -178,7 +171,7 @@ pub async fn handshake(
     tokio::spawn(fut);
     answered
         .await
-        .unwrap_or_else(|_| http_server::error(StatusCode::INTERNAL_SERVER_ERROR, "handshake failed"))
+        .unwrap_or_else(|_| GatewayError::HandshakeFailed.response())
 }
 
 /// The life of an open connection: registered, served, unregistered, closed, `$disconnect`.

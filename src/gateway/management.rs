@@ -2,39 +2,18 @@
 //! GetConnection and DeleteConnection, with errors shaped the way the AWS SDKs parse them.
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::connection::{NORMAL, QueueError};
+use super::connection::{ConnHandle, NORMAL, QueueError};
+use super::error::GatewayError;
 use super::peers::{self, Owner, Unanswered};
 use super::shared::Shared;
 use super::sigv4::Signed;
 use crate::contract::MAX_POST_BYTES;
 use crate::http_server::{self, Body, BodyError};
 use crate::timefmt::{iso8601, now_ms};
-
-/// An AWS-style error: `X-Amzn-ErrorType` and a JSON body with `message`.
-pub fn aws_error(status: StatusCode, kind: &'static str, message: &str) -> Response<Body> {
-    let mut resp = http_server::json(status, &serde_json::json!({ "message": message }));
-    resp.headers_mut()
-        .insert("x-amzn-errortype", HeaderValue::from_static(kind));
-    resp
-}
-
-/// The answer when the replica that holds a connection exists but did not answer in time:
-/// 503 `ServiceUnavailableException`, which the AWS SDKs retry. Not 410: the connection may
-/// well still be open, and a 410 makes `serve` delete its session.
-fn owner_unavailable() -> Response<Body> {
-    let mut resp = aws_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ServiceUnavailableException",
-        "the gateway replica that holds this connection did not answer in time; try again",
-    );
-    resp.headers_mut()
-        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp
-}
 
 /// Reads the connection id from a raw `/{stage}/@connections/{id}` path, where each segment
 /// may be percent-encoded (`%40connections`, `abc%3D`); `None` if the path is not one.
@@ -55,148 +34,181 @@ pub async fn management(gw: &Shared, req: Request<Incoming>, id: String) -> Resp
         Method::POST => "post",
         Method::GET => "get",
         Method::DELETE => "delete",
-        _ => {
-            return aws_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowedException",
-                "use POST, GET or DELETE",
-            );
-        }
+        _ => return GatewayError::MethodNotAllowed.response(),
     };
-    let resp = call(gw, req, &id, &method).await;
+    let resp = call(gw, req, &id, &method).await.unwrap_or_else(|err| err.response());
     gw.metrics.management(op, resp.status().as_u16());
     resp
 }
 
-async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) -> Response<Body> {
+/// One call, step by step: the checks that need no body, the body, its signature (or the
+/// forwarding marker), the replica that holds the connection, and the operation.
+async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) -> Result<Response<Body>, GatewayError> {
     // A call another replica forwarded was checked there; it proves where it came from with
     // the peers' marker instead of a signature, and is never forwarded again.
     let from_peer = req.headers().contains_key(peers::FORWARDED);
-    // What can be checked before the body arrives is checked first: an unsigned caller
-    // never gets a body buffered.
+    precheck(gw, &req, from_peer)?;
+    let target = Target::of(&req);
+    let read = http_server::read_body(req, MAX_POST_BYTES, &gw.config.body)
+        .await
+        .map_err(body_error)?;
+    let body = &read.bytes;
+    authenticate(gw, from_peer, method, &target, &read.parts.headers, body)?;
+    if !from_peer {
+        if let Some(answer) = forward(gw, id, method, &target, body).await? {
+            return Ok(answer);
+        }
+    }
+    let conn = gw.connections.lookup(id).ok_or(GatewayError::Gone)?;
+    operate(gw, &conn, method, body)
+}
+
+/// Where a call was sent, as the signature and the forwarding see it.
+struct Target {
+    raw_path: String,
+    raw_query: String,
+    path_and_query: String,
+}
+
+impl Target {
+    fn of(req: &Request<Incoming>) -> Self {
+        let uri = req.uri();
+        Target {
+            raw_path: uri.path().to_string(),
+            raw_query: uri.query().unwrap_or("").to_string(),
+            path_and_query: uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// What can be checked before the body arrives is checked first: an unsigned caller never gets
+/// a body buffered.
+fn precheck(gw: &Shared, req: &Request<Incoming>, from_peer: bool) -> Result<(), GatewayError> {
     if let (Some(v), false) = (&gw.config.verifier, from_peer) {
         if let Err(why) = v.precheck(req.headers(), now_ms() / 1000) {
             tracing::info!(reason = %why, "@connections call refused: bad signature");
-            return aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
+            return Err(GatewayError::Forbidden);
         }
     }
-    let raw_path = req.uri().path().to_string();
-    let raw_query = req.uri().query().unwrap_or("").to_string();
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
-    let read = match http_server::read_body(req, MAX_POST_BYTES, &gw.config.body).await {
-        Ok(v) => v,
-        Err(BodyError::TooLarge(_)) => {
-            return aws_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PayloadTooLargeException",
-                &format!("Request body exceeded {MAX_POST_BYTES} bytes"),
-            );
-        }
-        Err(BodyError::Busy) => {
-            return aws_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "LimitExceededException",
-                "too many @connections bodies are being received; try again",
-            );
-        }
-        Err(BodyError::TimedOut(_)) => {
-            return aws_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "BadRequestException",
-                "the body did not arrive in time",
-            );
-        }
-        Err(BodyError::Read(_)) => {
-            return aws_error(StatusCode::BAD_REQUEST, "BadRequestException", "unreadable body");
-        }
-    };
-    let body = &read.bytes;
+    Ok(())
+}
+
+/// The answer to a body that could not be read whole.
+fn body_error(err: BodyError) -> GatewayError {
+    match err {
+        BodyError::TooLarge(_) => GatewayError::PayloadTooLarge,
+        BodyError::Busy => GatewayError::BodiesBusy,
+        BodyError::TimedOut(_) => GatewayError::BodyTimedOut,
+        BodyError::Read(_) => GatewayError::BodyUnreadable,
+    }
+}
+
+/// The caller proves who it is: a forwarded call with the peers' marker (over the method, path
+/// and body), any other with its SigV4 signature, when the gateway checks them.
+fn authenticate(
+    gw: &Shared,
+    from_peer: bool,
+    method: &Method,
+    target: &Target,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(), GatewayError> {
     if from_peer {
-        if gw
-            .peers
-            .forwarded(method, &raw_path, &read.parts.headers, body, now_ms())
-            != Some(true)
-        {
+        if gw.peers.forwarded(method, &target.raw_path, headers, body, now_ms()) != Some(true) {
             tracing::info!("@connections call refused: a forwarding marker that does not verify");
-            return aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
+            return Err(GatewayError::Forbidden);
         }
-    } else if let Some(v) = &gw.config.verifier {
-        let signed = Signed {
-            method: method.as_str(),
-            raw_path: &raw_path,
-            raw_query: &raw_query,
-            headers: &read.parts.headers,
-        };
-        if let Err(why) = v.verify(&signed, body, now_ms() / 1000) {
-            tracing::info!(reason = %why, "@connections call refused: bad signature");
-            return aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
-        }
+        return Ok(());
     }
-    if !from_peer {
-        match gw.peers.owner(id) {
-            Owner::Here => {}
-            Owner::Nobody => {
-                gw.metrics.forward("no_owner");
-                return aws_error(StatusCode::GONE, "GoneException", "");
-            }
-            Owner::Peer(url) => {
-                let forwarded = gw
-                    .peers
-                    .forward(&url, method, &path_and_query, &raw_path, body.clone(), now_ms())
-                    .await;
-                return match forwarded {
-                    Ok(answer) => {
-                        gw.metrics.forward("relayed");
-                        answer
-                    }
-                    Err(Unanswered::NoOwner(why)) => {
-                        gw.metrics.forward("no_owner");
-                        tracing::info!(owner = %url, reason = %why, "no replica holds the connection: its owner does not exist");
-                        aws_error(StatusCode::GONE, "GoneException", "")
-                    }
-                    Err(Unanswered::Unavailable(why)) => {
-                        gw.metrics.forward("owner_unavailable");
-                        tracing::warn!(owner = %url, reason = %why, "the replica holding the connection did not answer; the caller may retry");
-                        owner_unavailable()
-                    }
-                };
-            }
-        }
-    }
-    let Some(conn) = gw.connections.lookup(id) else {
-        return aws_error(StatusCode::GONE, "GoneException", "");
+    let Some(v) = &gw.config.verifier else {
+        return Ok(());
     };
+    let signed = Signed {
+        method: method.as_str(),
+        raw_path: &target.raw_path,
+        raw_query: &target.raw_query,
+        headers,
+    };
+    if let Err(why) = v.verify(&signed, body, now_ms() / 1000) {
+        tracing::info!(reason = %why, "@connections call refused: bad signature");
+        return Err(GatewayError::Forbidden);
+    }
+    Ok(())
+}
+
+/// Sends the call on to the replica that holds the connection and relays its answer; `None`
+/// when this replica holds it (or would).
+async fn forward(
+    gw: &Shared,
+    id: &str,
+    method: &Method,
+    target: &Target,
+    body: &Bytes,
+) -> Result<Option<Response<Body>>, GatewayError> {
+    let url = match gw.peers.owner(id) {
+        Owner::Here => return Ok(None),
+        Owner::Nobody => {
+            gw.metrics.forward("no_owner");
+            return Err(GatewayError::Gone);
+        }
+        Owner::Peer(url) => url,
+    };
+    let forwarded = gw
+        .peers
+        .forward(
+            &url,
+            method,
+            &target.path_and_query,
+            &target.raw_path,
+            body.clone(),
+            now_ms(),
+        )
+        .await;
+    match forwarded {
+        Ok(answer) => {
+            gw.metrics.forward("relayed");
+            Ok(Some(answer))
+        }
+        Err(Unanswered::NoOwner(why)) => {
+            gw.metrics.forward("no_owner");
+            tracing::info!(owner = %url, reason = %why, "no replica holds the connection: its owner does not exist");
+            Err(GatewayError::Gone)
+        }
+        // 503, which the AWS SDKs retry; not 410: the connection may well still be open, and a
+        // 410 makes `serve` delete its session.
+        Err(Unanswered::Unavailable(why)) => {
+            gw.metrics.forward("owner_unavailable");
+            tracing::warn!(owner = %url, reason = %why, "the replica holding the connection did not answer; the caller may retry");
+            Err(GatewayError::OwnerUnavailable)
+        }
+    }
+}
+
+/// PostToConnection, GetConnection or DeleteConnection on a connection this replica holds.
+fn operate(gw: &Shared, conn: &ConnHandle, method: &Method, body: &Bytes) -> Result<Response<Body>, GatewayError> {
     match *method {
         Method::POST => {
             let msg = match String::from_utf8(body.to_vec()) {
                 Ok(text) => Message::text(text),
                 Err(_) => Message::binary(Bytes::from(body.to_vec())),
             };
-            match gw.connections.post(&conn, msg) {
-                Ok(()) => http_server::empty(StatusCode::OK),
-                Err(QueueError::Full) => aws_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "LimitExceededException",
-                    "the client's outgoing buffer is full",
-                ),
-                Err(QueueError::Closed) => aws_error(StatusCode::GONE, "GoneException", ""),
+            match gw.connections.post(conn, msg) {
+                Ok(()) => Ok(http_server::empty(StatusCode::OK)),
+                Err(QueueError::Full) => Err(GatewayError::OutboxFull),
+                Err(QueueError::Closed) => Err(GatewayError::Gone),
             }
         }
-        Method::GET => http_server::json(
+        Method::GET => Ok(http_server::json(
             StatusCode::OK,
             &serde_json::json!({
                 "connectedAt": iso8601(conn.ctx.connected_at),
                 "identity": { "sourceIp": conn.ctx.source_ip, "userAgent": conn.ctx.user_agent },
                 "lastActiveAt": iso8601(conn.last_active()),
             }),
-        ),
+        )),
         _ => {
             conn.request_close(NORMAL.0, NORMAL.1);
-            http_server::empty(StatusCode::NO_CONTENT)
+            Ok(http_server::empty(StatusCode::NO_CONTENT))
         }
     }
 }

@@ -7,12 +7,15 @@
 //! and serving until shutdown. The rooms behind it: `config` (settings and the template),
 //! `handshake` (`$connect` and the 101), `connection` (an open connection's handle, queue and
 //! loop), `events` (context, integration calls, replies), `management` (`@connections`),
-//! `registry` (open connections), `pool` (the integration client), `metrics`, and `shared` (what
-//! those rooms share).
+//! `error` (the one error type, and the answer each error gives), `connections` (open
+//! connections), `pool` (the integration client), `metrics`, and `shared` (what those rooms
+//! share).
 
 mod budget;
 mod config;
 mod connection;
+mod connections;
+mod error;
 mod events;
 mod handshake;
 mod ids;
@@ -22,7 +25,6 @@ pub mod mapping;
 mod metrics;
 mod peers;
 mod pool;
-mod registry;
 pub mod selection;
 mod shared;
 mod sigv4;
@@ -42,6 +44,7 @@ use crate::lifecycle::Lifecycle;
 use shared::Shared;
 
 pub use config::{EMBEDDED_TEMPLATE, GatewayArgs, GatewayConfig, PARAM_VARIABLE_PREFIX};
+pub use error::GatewayError;
 pub use handshake::{HandshakeRequest, parse_handshake};
 pub use peers::PeerUrls;
 pub use sigv4::{Signed, Verifier};
@@ -110,7 +113,7 @@ impl Gateway {
         if let Some(id) = management::parse_path(&path, stage) {
             return management::management(&self.shared, req, id).await;
         }
-        management::aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden")
+        GatewayError::Forbidden.response()
     }
 
     /// Enforces the idle timeout and the maximum duration on every connection until the
@@ -195,16 +198,18 @@ impl Gateway {
 const LAST_REQUESTS: Duration = Duration::from_secs(1);
 
 /// Runs `socketless gateway` until SIGTERM/SIGINT and the graceful shutdown complete.
-pub async fn run(config: GatewayConfig) -> Result<Drain, std::io::Error> {
+pub async fn run(config: GatewayConfig) -> Result<Drain, GatewayError> {
     let lifecycle = Lifecycle::new();
-    lifecycle.spawn_signal_handler(config.shutdown_delay)?;
-    let listener = TcpListener::bind(config.listen).await?;
+    lifecycle
+        .spawn_signal_handler(config.shutdown_delay)
+        .map_err(GatewayError::Signals)?;
+    let listener = TcpListener::bind(config.listen).await.map_err(GatewayError::Bind)?;
     let mut registry = Registry::default();
     let stage = config.model.stage.clone();
     let routes: Vec<String> = config.model.routes.keys().cloned().collect();
     let gateway = Gateway::new(config, &mut registry);
     lifecycle.set_ready();
-    let addr = listener.local_addr()?;
+    let addr = listener.local_addr().map_err(GatewayError::Listener)?;
     tracing::info!(url = %format!("ws://{addr}/{stage}"), routes = ?routes, "socketless gateway ready");
     Ok(gateway.serve(listener, lifecycle, Arc::new(registry)).await)
 }

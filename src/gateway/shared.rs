@@ -1,21 +1,21 @@
 //! What the parts of a running gateway share: its settings, the client that calls the
-//! backend, the connection registry and the metrics. The handshake, the event pipeline and
+//! backend, the open connections and the metrics. The handshake, the event pipeline and
 //! `@connections` each take this, so none of them reaches back into the gateway's front door.
 
 use prometheus_client::registry::Registry as Metrics;
 
 use super::budget::Budgets;
 use super::config::GatewayConfig;
+use super::connections::Connections;
 use super::integration::{self, HttpClient};
 use super::metrics::GatewayMetrics;
 use super::peers::Peers;
-use super::registry::Registry;
 use crate::telemetry::LogThrottle;
 
 pub struct Shared {
     pub config: GatewayConfig,
     pub client: HttpClient,
-    pub connections: Registry,
+    pub connections: Connections,
     pub metrics: GatewayMetrics,
     /// The other replicas, for calls about connections this one does not hold.
     pub peers: Peers,
@@ -35,7 +35,7 @@ impl Shared {
         );
         Shared {
             peers,
-            connections: Registry::new(
+            connections: Connections::new(
                 config.max_connections,
                 metrics.active.clone(),
                 Budgets::new(&config, &metrics),

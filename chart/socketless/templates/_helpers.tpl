@@ -289,6 +289,7 @@ merged in, so an override cannot break it either.
 {{- if .Values.gateway.podDisruptionBudget.enabled }}
 {{- include "socketless.checkPdbValue" (list "gateway.podDisruptionBudget" .Values.gateway.podDisruptionBudget.maxUnavailable nil) }}
 {{- end }}
+{{- include "socketless.checkGatewayMemory" . }}
 {{- $sts := include "socketless.gatewayName" . }}
 {{- if gt (len $sts) 52 }}
 {{- fail (printf "the gateway's StatefulSet name %q has %d characters, more than 52: its pods' controller-revision-hash label (the name, a dash and a 10-character hash) must fit 63. Use a shorter release name or set fullnameOverride" $sts (len $sts)) }}
@@ -325,6 +326,43 @@ merged in, so an override cannot break it either.
 {{- end }}
 {{- if lt (int $lb.deregistrationDelaySeconds) (int $c.drainTimeoutSeconds) }}
 {{- fail (printf "service.loadBalancer.deregistrationDelaySeconds (%v) must be at least config.drainTimeoutSeconds (%v): the deregistration delay is how long the NLB lets connections to a deregistered target finish, so it must cover the longest request the pod drains. Raise service.loadBalancer.deregistrationDelaySeconds" $lb.deregistrationDelaySeconds $c.drainTimeoutSeconds) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A Kubernetes memory quantity in bytes (plain, Ki/Mi/Gi/Ti or k/M/G/T); empty when it has
+another form (a decimal fraction, an exponent). */}}
+{{- define "socketless.quantityBytes" -}}
+{{- $q := . }}
+{{- if kindIs "float64" $q }}{{ $q = int64 $q }}{{ end }}
+{{- $q = toString $q }}
+{{- $out := "" }}
+{{- range list (list "Ki" 1024) (list "Mi" 1048576) (list "Gi" 1073741824) (list "Ti" 1099511627776) (list "k" 1000) (list "M" 1000000) (list "G" 1000000000) (list "T" 1000000000000) }}
+{{- if and (eq $out "") (hasSuffix (index . 0) $q) }}
+{{- $n := trimSuffix (index . 0) $q }}
+{{- if regexMatch "^[0-9]+$" $n }}{{ $out = toString (mul (int64 $n) (index . 1)) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- if and (eq $out "") (regexMatch "^[0-9]+$" $q) }}{{ $out = $q }}{{ end }}
+{{- $out }}
+{{- end }}
+
+{{/* The gateway's worst-case memory (the formula in values.yaml, gateway.memory) must fit its
+memory limit with a tenth to spare, or a crowd of hostile clients gets the pod OOM-killed and
+every honest client's connection with it. No limit, no check. */}}
+{{- define "socketless.checkGatewayMemory" -}}
+{{- $g := .Values.gateway }}
+{{- $limit := dig "limits" "memory" "" $g.resources }}
+{{- if $limit }}
+{{- $bytes := include "socketless.quantityBytes" $limit }}
+{{- if not $bytes }}
+{{- fail (printf "gateway.resources.limits.memory (%v): write it as bytes or with a Ki/Mi/Gi suffix (e.g. 512Mi), so the chart can check the memory budgets against it" $limit) }}
+{{- end }}
+{{- $m := $g.memory }}
+{{- $mib := 1048576 }}
+{{- $worst := add (mul 10 $mib) (int64 $m.maxBufferedBodyBytes) (int64 $m.maxPendingMessageBytes) (int64 $m.maxOutboundBytes) (mul 32768 (int64 $g.maxConnections)) }}
+{{- if gt (mul $worst 10) (mul (int64 $bytes) 9) }}
+{{- fail (printf "the gateway's worst-case memory, 10 MiB + gateway.memory.maxBufferedBodyBytes (%v) + gateway.memory.maxPendingMessageBytes (%v) + gateway.memory.maxOutboundBytes (%v) + 32 KiB × gateway.maxConnections (%v) = %d MiB, does not fit gateway.resources.limits.memory (%v) with a tenth to spare: raise the limit to at least %d Mi, or lower gateway.maxConnections or the budgets" (int64 $m.maxBufferedBodyBytes) (int64 $m.maxPendingMessageBytes) (int64 $m.maxOutboundBytes) (int64 $g.maxConnections) (div $worst $mib) $limit (add1 (div (mul $worst 10) (mul $mib 9)))) }}
 {{- end }}
 {{- end }}
 {{- end }}

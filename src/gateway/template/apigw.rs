@@ -394,13 +394,10 @@ fn stage(
     check_api(api_id, stage_id, stage)?;
     let stage_name =
         prop(stage, "StageName").ok_or_else(|| err(format!("resource {stage_id}: StageName is required")))?;
-    if stage_name.is_empty()
-        || !stage_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-    {
+    if !super::is_stage_name(&stage_name) {
         return Err(err(format!(
-            "resource {stage_id}: StageName {stage_name:?} must be letters, digits, - or _"
+            "resource {stage_id}: StageName {stage_name:?} {}",
+            super::STAGE_NAME_RULE
         )));
     }
     let mut stage_variables = BTreeMap::new();

@@ -18,6 +18,15 @@ pub use apigw::{ApiModel, Integration, Route};
 #[error("{0}")]
 pub struct TemplateError(pub String);
 
+/// What a stage name may hold, as a problem names it.
+pub const STAGE_NAME_RULE: &str = "must be letters, digits, - or _";
+
+/// Whether `name` can be a stage name: not empty, and only [`STAGE_NAME_RULE`]'s characters.
+/// The template's `StageName` and `socketless dev --stage` are both checked with this.
+pub fn is_stage_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+}
+
 fn err(msg: impl Into<String>) -> TemplateError {
     TemplateError(msg.into())
 }

@@ -166,3 +166,18 @@ fn unsupported_constructs_name_the_resource() {
     let e = load("Resources: [", &params(&[]), "l").unwrap_err();
     assert!(e[0].0.contains("not valid YAML"), "{e:?}");
 }
+
+#[test]
+fn stage_names_are_checked_by_one_rule() {
+    for good in ["dev", "prod-2", "a_b", "X"] {
+        assert!(is_stage_name(good), "{good}");
+    }
+    for bad in ["", "a b", "a/b", "dév", "a.b"] {
+        assert!(!is_stage_name(bad), "{bad:?}");
+    }
+    let e = load(MINI, &params(&[("Backend", "http://h:1"), ("Stage", "a b")]), "l").unwrap_err();
+    assert_eq!(
+        e[0].0,
+        format!("resource StageRes: StageName \"a b\" {STAGE_NAME_RULE}")
+    );
+}

@@ -1,0 +1,93 @@
+"""The one Python library of the ci/ checks (ci/README.md has the map): a pass/fail tally that
+prints the closing line CI reads (`NAME: N passed, N failed`), free loopback ports, waiting for a
+port or a URL, HTTP helpers, and stopping a process. Scripts put this directory on sys.path."""
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+class Tally:
+    """Counts checks, printing `ok: NAME` or `FAILED: NAME detail` for each."""
+
+    def __init__(self, name):
+        self.name = name
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, label, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok: {label}")
+        else:
+            self.failed += 1
+            print(f"FAILED: {label} {detail}")
+        return ok
+
+    def finish(self):
+        """Prints the closing line and exits 1 if anything failed."""
+        print(f"{self.name}: {self.passed} passed, {self.failed} failed")
+        sys.exit(1 if self.failed else 0)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, seconds=20, proc=None):
+    """Polls 127.0.0.1:port until it accepts a connection; False when it never does, or when
+    `proc` (a Popen) exits first."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    """(status, body text); HTTP errors are answers too; (0, reason) when nothing answered."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except (OSError, urllib.error.URLError) as e:
+        return 0, str(e)
+
+
+def wait_status(url, want=200, seconds=30):
+    """Polls `url` until it answers `want`; False when it never does."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if http("GET", url, timeout=1)[0] == want:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def wait_http(url, seconds=30):
+    """Polls `url` until it answers 200, or exits with the reason."""
+    if not wait_status(url, 200, seconds):
+        sys.exit(f"{url} never answered")
+
+
+def stop(p, seconds=10):
+    """SIGTERM, then SIGKILL if the process has not exited within `seconds`."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(seconds)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Benchmarks, run on demand (not part of ci/test.sh), bounded to about twenty minutes. Prints one
+# markdown table, every row measured in this run next to its limit or peer, and appends it with
+# the date and core count to bench/RESULTS.md. See README, "Benchmarks".
+set -euo pipefail
+# shellcheck source=../lib/lib.sh
+source "$(dirname "$0")/../lib/lib.sh"
+cd "$ROOT"
+
+[ "$(nproc)" -ge 2 ] || die "the benchmarks pin the server and the load generator to separate cores: need 2"
+need_apt wrk wrk pushpin pushpin taskset util-linux
+need_venv  # flask for the baseline (bench/flask_app.py) comes with ci/requirements.txt
+
+log "building: the shipped static binary (release profile) and the load tools (loadgen profile)"
+bin="$(build_static)"
+cargo build --locked --quiet --profile loadgen --examples
+# The same code for glibc, not shipped: its backend row shows what the static musl build costs.
+cargo build --locked --quiet --release --bin socketless
+export BENCH_GLIBC_BIN="$ROOT/target/release/socketless"
+examples="$ROOT/target/loadgen/examples"
+
+image_size=""
+if bash ci/checks/check-image.sh >"$CACHE/bench-image.log" 2>&1; then
+  image_size=$(sed -n 's/^image size: \([0-9]*\) bytes.*/\1/p' "$CACHE/bench-image.log")
+else
+  echo "warning: the image could not be built here; its row says so" >&2
+fi
+
+log "measuring"
+# The 100,000-idle-connection row needs more open files than most defaults allow; raise the limit
+# where this user may, otherwise the row says why it was not run.
+ulimit -n 204800 2>/dev/null || log "open files stay at $(ulimit -n) (hard limit $(ulimit -Hn))"
+timeout 1200 python bench/bench.py "$bin" "$examples" "$VENV/bin/python" "$image_size"

@@ -172,15 +172,22 @@ mod tests {
 
     /// A backend that answers one request per connection and closes it 20 ms later, without
     /// saying so (no `Connection: close`), as a backend's keep-alive limit does. Returns its
-    /// address and a count of the connections it accepted.
-    async fn one_shot_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    /// address, a count of the connections it accepted and a count of those it has closed.
+    async fn one_shot_backend() -> (
+        String,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = accepted.clone();
+        let closes = closed.clone();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let closes = closes.clone();
                 tokio::spawn(async move {
                     let mut got = Vec::new();
                     let mut buf = [0u8; 1024];
@@ -192,10 +199,12 @@ mod tests {
                     }
                     let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
                     tokio::time::sleep(Duration::from_millis(20)).await;
+                    drop(s);
+                    closes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
         });
-        (addr, accepted)
+        (addr, accepted, closed)
     }
 
     async fn get(pool: &Pool, addr: &str) -> Result<String, String> {
@@ -210,11 +219,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_pooled_connection_the_backend_closed_is_never_an_error() {
-        let (addr, accepted) = one_shot_backend().await;
+        let (addr, accepted, closed) = one_shot_backend().await;
         let pool = Pool::new(Duration::from_secs(60), 8, Duration::from_secs(5));
         for i in 0..30 {
             assert_eq!(get(&pool, &addr).await.as_deref(), Ok("ok"), "call {i}");
-            // The connection went back to the pool open; it closes while idle there.
+            // The connection went back to the pool open; it closes while idle there. On a
+            // loaded machine the backend's 20 ms can run long: wait (bounded) for the close
+            // itself, so the next call always meets a connection closed while idle, never
+            // one closing under the request.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while closed.load(std::sync::atomic::Ordering::SeqCst) <= i {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the backend never closed connection {i}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 30);

@@ -1,9 +1,9 @@
 //! Who is connecting: the principal the gateway maps at `$connect` and the attributes a handler
 //! or an app sets there are kept on the session and given back on every later message and
 //! disconnect, from the session and never from the later request; a forged header is ignored;
-//! attributes beyond the limits refuse the connect. Shown with a Rust handler, and with an
-//! upstream app behind two `serve` processes sharing a DynamoDB (moto), the messages costing no
-//! DynamoDB call.
+//! attributes beyond the limits refuse the connect, with a log line naming the rule. Shown with a
+//! Rust handler, and with an upstream app behind two `serve` processes sharing a DynamoDB (moto),
+//! the messages costing no DynamoDB call.
 
 mod common;
 
@@ -433,16 +433,26 @@ fn limit_headers(principal: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn attributes_beyond_the_limits_refuse_the_connect_with_500_and_no_session() {
     let app = App::start(limit_headers).await;
-    let mut a = args();
-    a.upstream = Some(app.url.clone());
-    let b = start(a).await;
-    within(async {
-        while get(&b.internal_url("/readyz")).await.0 != StatusCode::OK {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    let internal = b.internal_url("");
+    let (port, iport) = (free_port(), free_port());
+    let log = common::binary::log_path("identity-limits");
+    let args: Vec<String> = [
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--internal-listen",
+        &format!("127.0.0.1:{iport}"),
+        "--shutdown-delay",
+        "0s",
+        "--upstream",
+        &app.url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let serve = Proc::start(&args, Some(&log));
+    wait_ready(iport).await;
+    let public = format!("http://127.0.0.1:{port}");
+    let internal = format!("http://127.0.0.1:{iport}");
     for (i, (principal, rule)) in [
         ("too-many", "more than 16 attributes"),
         ("bad-name", "bad_name\\\" is not [a-z0-9-]{1,32}"),
@@ -454,7 +464,7 @@ async fn attributes_beyond_the_limits_refuse_the_connect_with_500_and_no_session
     .enumerate()
     {
         let id = format!("LiMiT{i:010}=");
-        let (status, body) = post(&b.url("/connect"), &id, &[(PRINCIPAL, principal)], "").await;
+        let (status, body) = post(&format!("{public}/connect"), &id, &[(PRINCIPAL, principal)], "").await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{principal}: {body}");
         assert!(body.contains(rule), "{principal}: {body}");
         assert!(lookup(&internal, &id).await.is_none(), "{principal}: no session");
@@ -462,11 +472,28 @@ async fn attributes_beyond_the_limits_refuse_the_connect_with_500_and_no_session
     // Eight attributes of 32-byte names and 220-byte values: 2016 bytes, within every limit.
     let id = "AtThElImItS0000=";
     assert_eq!(
-        post(&b.url("/connect"), id, &[(PRINCIPAL, "at-the-limits")], "")
+        post(&format!("{public}/connect"), id, &[(PRINCIPAL, "at-the-limits")], "")
             .await
             .0,
         StatusCode::OK
     );
     let s = lookup(&internal, id).await.expect("session");
     assert_eq!(s["attributes"].as_object().unwrap().len(), 8);
+
+    // Each refusal left a log line naming its rule.
+    drop(serve);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let refusals: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("session attributes break a limit"))
+        .collect();
+    assert_eq!(refusals.len(), 5, "{text}");
+    for rule in [
+        "more than 16 attributes",
+        "value longer than 256 bytes",
+        "longer than 2048 bytes",
+    ] {
+        assert!(refusals.iter().any(|l| l.contains(rule)), "{rule}: {text}");
+    }
 }

@@ -388,6 +388,22 @@ mod tests {
         }
     }
 
+    /// The authorizer's principal is a known variable with its header, supplied by no gateway
+    /// row: a gateway without an authorizer accepts the mapping and leaves the header out.
+    #[test]
+    fn the_principal_row_is_optional() {
+        let v = context_variable("authorizer.principalId").expect("a known variable");
+        assert_eq!(v.header.map(|h| h.name), Some(PRINCIPAL_ID));
+        assert!(v.supply.is_none());
+        let m = crate::gateway::mapping::Mapping::parse(
+            "integration.request.header.x-socketless-principal-id",
+            "context.authorizer.principalId",
+        )
+        .expect("the gateway accepts the mapping");
+        assert_eq!(m.context_row, None, "and supplies no value for it");
+        assert!(context_variable("authorizer.tenant").is_none());
+    }
+
     /// Every header row of [`CONTEXT`] reaches every consumer: the backend reads it into the
     /// [`RequestContext`], `serve --upstream` passes the same value on to the app, and the
     /// conformance kit checks it on `$connect` or on a message (only what those calls cannot

@@ -7,7 +7,8 @@
 //! of those variables: what the gateway supplies, which header carries it, and where the backend
 //! keeps it in the [`RequestContext`]. Every list of context headers is built from it: the
 //! gateway's context values, the backend's reader, the headers `serve --upstream` passes on to
-//! the app, the conformance kit's checks, the property test and the fuzz target.
+//! the app, the conformance kit's checks, the property test and the fuzz target. [`AUTHORIZER`]
+//! adds the variables only a `$connect` authorizer supplies (optional: absent without one).
 
 use http::HeaderValue;
 
@@ -36,6 +37,10 @@ pub const USER_AGENT: &str = "x-socketless-user-agent";
 pub const DISCONNECT_STATUS: &str = "x-socketless-disconnect-status";
 /// Close reason on `$disconnect` (`context.disconnectReason`; optional).
 pub const DISCONNECT_REASON: &str = "x-socketless-disconnect-reason";
+/// Principal a `$connect` authorizer returned (`context.authorizer.principalId`; optional: absent
+/// without an authorizer). `serve` trusts it on `/connect` only, stores it on the session and
+/// gives the stored value to every later call (see [`crate::backend::identity`]).
+pub const PRINCIPAL_ID: &str = "x-socketless-principal-id";
 /// Shared secret the gateway adds as a literal; checked when the backend has one configured.
 pub const SHARED_SECRET: &str = "x-socketless-secret";
 
@@ -56,6 +61,12 @@ pub struct RequestContext {
     /// Close status on `$disconnect`, when the gateway maps it.
     pub disconnect_status: Option<u16>,
     pub disconnect_reason: Option<String>,
+    /// The principal an authorizer vouched for at `$connect`, as stored on the session: on
+    /// `/message` and `/disconnect` the stored value, never the request's own header.
+    pub principal_id: Option<std::sync::Arc<str>>,
+    /// The session's attributes, set at `/connect` by the handler or the app; empty on
+    /// `/connect` itself.
+    pub attributes: crate::backend::identity::Attributes,
     /// Every header of the call, for handlers whose
     /// [`crate::handler::MessageHandler::wants_headers`] says so (to read parameters the
     /// template maps beyond the context); `None` otherwise.
@@ -221,19 +232,70 @@ pub const CONTEXT: &[ContextVariable] = &[
     ),
 ];
 
+/// A context variable only an authorizer supplies: absent when the route has none. The backend
+/// reads and passes on its header like a row of [`CONTEXT`]; nothing requires it (the template
+/// maps it only when an authorizer is enabled, the conformance kit does not expect it), and a
+/// gateway that knows no authorizer accepts its mapping and leaves the header out.
+#[derive(Clone, Copy)]
+pub struct AuthorizerVariable {
+    /// API Gateway's name, after `context.`.
+    pub variable: &'static str,
+    pub header: Header,
+}
+
+/// The authorizer's context variables the backend reads.
+pub const AUTHORIZER: &[AuthorizerVariable] = &[AuthorizerVariable {
+    variable: "authorizer.principalId",
+    header: Header {
+        name: PRINCIPAL_ID,
+        store: |c, v| {
+            c.principal_id = Some(text(v)).filter(|p| !p.is_empty()).map(Into::into);
+            Ok(())
+        },
+        load: |c| c.principal_id.as_deref().and_then(nonempty),
+    },
+}];
+
 /// The rows the backend reads a header for, in table order, with their headers.
 pub fn header_rows() -> impl Iterator<Item = (&'static ContextVariable, Header)> {
     CONTEXT.iter().filter_map(|row| Some((row, row.header?)))
 }
 
-/// Every context header, in table order.
+/// Every context header, in table order, then the authorizer's.
 pub fn headers() -> impl Iterator<Item = Header> {
-    CONTEXT.iter().filter_map(|row| row.header)
+    CONTEXT
+        .iter()
+        .filter_map(|row| row.header)
+        .chain(AUTHORIZER.iter().map(|row| row.header))
 }
 
-/// The row of a `context.*` variable (named without the `context.` prefix).
-pub fn context_variable(variable: &str) -> Option<&'static ContextVariable> {
-    CONTEXT.iter().find(|row| row.variable == variable)
+/// A `context.*` variable the contract knows: a row of [`CONTEXT`] or of [`AUTHORIZER`].
+#[derive(Clone, Copy)]
+pub struct Variable {
+    pub variable: &'static str,
+    /// The header the backend reads it from, when it reads it.
+    pub header: Option<Header>,
+    /// What the gateway supplies it from; `None` for an authorizer's variable.
+    pub supply: Option<Supply>,
+}
+
+/// A `context.*` variable (named without the `context.` prefix).
+pub fn context_variable(variable: &str) -> Option<Variable> {
+    let row = CONTEXT.iter().find(|row| row.variable == variable).map(|row| Variable {
+        variable: row.variable,
+        header: row.header,
+        supply: Some(row.supply),
+    });
+    row.or_else(|| {
+        AUTHORIZER
+            .iter()
+            .find(|row| row.variable == variable)
+            .map(|row| Variable {
+                variable: row.variable,
+                header: Some(row.header),
+                supply: None,
+            })
+    })
 }
 
 /// Integration paths on the backend's public port.
@@ -314,6 +376,7 @@ mod tests {
             assert_eq!(row.header.map(|h| h.name), Some(name), "context.{variable}");
             mapped.push(name.to_string());
         }
+        // Authorizer rows are mapped only when an authorizer is enabled.
         for row in CONTEXT {
             if let Some(h) = row.header {
                 assert!(
@@ -323,6 +386,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The authorizer's principal is a known variable with its header, supplied by no gateway
+    /// row: a gateway without an authorizer accepts the mapping and leaves the header out.
+    #[test]
+    fn the_principal_row_is_optional() {
+        let v = context_variable("authorizer.principalId").expect("a known variable");
+        assert_eq!(v.header.map(|h| h.name), Some(PRINCIPAL_ID));
+        assert!(v.supply.is_none());
+        let m = crate::gateway::mapping::Mapping::parse(
+            "integration.request.header.x-socketless-principal-id",
+            "context.authorizer.principalId",
+        )
+        .expect("the gateway accepts the mapping");
+        assert_eq!(m.context_row, None, "and supplies no value for it");
+        assert!(context_variable("authorizer.tenant").is_none());
     }
 
     /// Every header row of [`CONTEXT`] reaches every consumer: the backend reads it into the
@@ -348,6 +427,15 @@ mod tests {
             passed_on, want,
             "read by the backend and passed on to the upstream app unchanged"
         );
+        for row in AUTHORIZER {
+            assert!(
+                passed_on.iter().any(|(name, _)| *name == row.header.name),
+                "{} is passed on",
+                row.header.name
+            );
+            // Optional: the kit's gateway may have no authorizer, so it never expects one.
+            assert!(header_rows().all(|(_, h)| h.name != row.header.name));
+        }
 
         // A `whoami` answer meeting every expectation passes the conformance case...
         let (id, stage) = ("conn-1=", "dev");

@@ -8,6 +8,8 @@
 use bytes::Bytes;
 use http::StatusCode;
 
+/// A session's attributes: set at connect, given back on every later call.
+pub use crate::backend::identity::{AttributeError, Attributes};
 /// The gateway context a handler receives; defined with the header table it is read from.
 pub use crate::contract::RequestContext;
 /// The future every handler method returns.
@@ -54,6 +56,18 @@ pub trait MessageHandler: Send + Sync + 'static {
     /// Runs before the session is created; a rejection refuses the WebSocket handshake.
     fn on_connect<'a>(&'a self, _ctx: &'a RequestContext) -> BoxFuture<'a, Result<(), Rejection>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// What `serve` calls at connect: [`Self::on_connect`], and the attributes to keep on the
+    /// session. They come back in [`RequestContext::attributes`] on every later message and
+    /// disconnect of the connection, on any pod, from `serve`'s cache (no store call). Beyond the
+    /// limits of [`Attributes::check`] the connect is refused with 500 and no session is made.
+    /// The default keeps none; override this instead of `on_connect` to set some.
+    fn on_connect_with_attributes<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Attributes, Rejection>> {
+        Box::pin(async move { self.on_connect(ctx).await.map(|()| Attributes::new()) })
     }
 
     /// Handles one message. `Some(reply)` is sent back to the client: in the HTTP response

@@ -1,24 +1,34 @@
 //! The DynamoDB session store against a moto server this test starts: conditional connect,
-//! exists-or-create, delete, the TTL attribute, and the cache measured in DynamoDB calls.
+//! exists-or-create, delete, the TTL attribute, the principal and attributes a connect stores,
+//! and the cache measured in DynamoDB calls.
 
 mod common;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use common::*;
 use http::StatusCode;
+use socketless::handler::{Attributes, BoxFuture, MessageHandler, Rejection, RequestContext};
 
 async fn backend(moto: &Moto) -> Backend {
     backend_with(moto, |_| {}).await
 }
 
-/// A backend on a fresh table in `moto`, with settings adjusted by `tweak`.
-async fn backend_with(moto: &Moto, tweak: impl FnOnce(&mut socketless::serve::ServeArgs)) -> Backend {
+/// `ServeArgs` for a fresh table in `moto`, adjusted by `tweak`.
+fn dynamodb_args(moto: &Moto, tweak: impl FnOnce(&mut socketless::serve::ServeArgs)) -> socketless::serve::ServeArgs {
     let mut a = args();
     a.store = "dynamodb".into();
     a.table = format!("sessions-{}", free_port());
     a.dynamodb_endpoint = Some(moto.endpoint.clone());
     a.create_table = true;
     tweak(&mut a);
-    start(a).await
+    a
+}
+
+/// A backend on a fresh table in `moto`, with settings adjusted by `tweak`.
+async fn backend_with(moto: &Moto, tweak: impl FnOnce(&mut socketless::serve::ServeArgs)) -> Backend {
+    start(dynamodb_args(moto, tweak)).await
 }
 
 async fn session(b: &Backend, id: &str) -> Option<serde_json::Value> {
@@ -197,4 +207,80 @@ async fn store_outage_answers_503_and_stays_ready() {
     // Liveness and readiness are not tied to the shared dependency.
     assert_eq!(get(&b.internal_url("/readyz")).await.0, StatusCode::OK);
     assert_eq!(get(&b.internal_url("/healthz")).await.0, StatusCode::OK);
+}
+
+/// Tags a session with its principal's tenant at connect; answers messages with what it sees.
+struct Tenant;
+
+impl MessageHandler for Tenant {
+    fn on_connect_with_attributes<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Attributes, Rejection>> {
+        let principal = ctx.principal_id.as_deref().unwrap_or("-");
+        let attributes = [("tenant", format!("t-{principal}"))].into_iter().collect();
+        Box::pin(async move { Ok(attributes) })
+    }
+
+    fn on_message<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        _body: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>> {
+        let tenant = ctx.attributes.get("tenant").unwrap_or("-");
+        let seen = format!("{}|{tenant}", ctx.principal_id.as_deref().unwrap_or("-"));
+        Box::pin(async move { Ok(Some(Bytes::from(seen))) })
+    }
+}
+
+async fn post_as(b: &Backend, path: &str, id: &str, principal: &str) -> (StatusCode, String) {
+    let mut headers = ctx(id);
+    headers.push(("x-socketless-principal-id", principal.to_string()));
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, _, body) = send("POST", &b.url(path), &refs, "m").await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_principal_and_attributes_round_trip_through_the_item() {
+    let moto = Moto::start().await;
+    let a = dynamodb_args(&moto, |a| a.aws_timeout = "10s".into());
+    let table = a.table.clone();
+    let first = start_with(a, Arc::new(Tenant)).await;
+    let id = "IdEnTiTy0000000=";
+    assert_eq!(post_as(&first, "/connect", id, "alice").await.0, StatusCode::OK);
+    // A duplicate connect keeps the first item, and this pod's cache keeps its identity.
+    assert_eq!(post_as(&first, "/connect", id, "mallory").await.0, StatusCode::OK);
+    let s = session(&first, id).await.expect("the item");
+    assert_eq!(s["principalId"], "alice");
+    assert_eq!(s["attributes"], serde_json::json!({"tenant": "t-alice"}));
+    assert_eq!(
+        post_as(&first, "/message", id, "mallory").await,
+        (StatusCode::OK, "alice|t-alice".to_string())
+    );
+
+    // Another pod on the same table learns the identity with the one write its miss makes.
+    let second = start_with(
+        dynamodb_args(&moto, |a| {
+            a.table = table;
+            a.aws_timeout = "10s".into();
+        }),
+        Arc::new(Tenant),
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            post_as(&second, "/message", id, "mallory").await,
+            (StatusCode::OK, "alice|t-alice".to_string())
+        );
+    }
+    assert_eq!(ddb_calls(&second, "UpdateItem").await, 1.0);
+    assert_eq!(ddb_calls(&second, "GetItem").await, 0.0);
+
+    // A session without a principal or attributes has neither attribute on its item.
+    let bare = "BaRe00000000000=";
+    assert_eq!(call(&first, "/message", bare, "x").await.0, StatusCode::OK);
+    let s = session(&first, bare).await.expect("the item");
+    assert_eq!(s["principalId"], serde_json::Value::Null);
+    assert_eq!(s["attributes"], serde_json::json!({}));
 }

@@ -5,7 +5,8 @@ must get the app's reply and the frame the app pushed through serve's internal A
 whose handshake the app refuses. Until the app answers, serve is not ready and the gateway's port
 refuses connections. Each app runs twice: as it comes, and with SOCKETLESS_INTERNAL_TOKEN set for
 both (and HOST set), where the internal API refuses calls without the token and the app's push
-must carry it. Prints `examples: N passed, N failed`.
+must carry it. Each app also sets a session attribute at connect and must see it on a later
+message (`whoami`), with no principal (no authorizer). Prints `examples: N passed, N failed`.
 
 Usage: python3 ci/checks/check-examples.py path/to/socketless   (needs flask, websockets, node)
 """
@@ -44,6 +45,12 @@ async def exchange(url, reply, pushed):
             except asyncio.TimeoutError:
                 break
     return frames == {reply + "hello", pushed + "hello"}, frames
+
+
+async def whoami(url):
+    async with websockets.connect(url, open_timeout=10) as ws:
+        await ws.send("whoami")
+        return await asyncio.wait_for(ws.recv(), timeout=10)
 
 
 async def refused(url):
@@ -97,6 +104,8 @@ def run(name, command, reply, pushed, token=None):
         url = f"ws://127.0.0.1:{gw}/dev"
         ok, frames = asyncio.run(exchange(url, reply, pushed))
         check(f"{name}: the app's reply and its push through the internal API arrive", ok, repr(frames))
+        seen = asyncio.run(whoami(url))
+        check(f"{name}: the attribute set at connect comes back on a message", seen == "principal=- room=lobby", repr(seen))
         code = asyncio.run(refused(url))
         check(f"{name}: the app refuses a handshake with its status", code == 403, repr(code))
     finally:

@@ -47,9 +47,20 @@ const server = http.createServer(async (req, res) => {
     } else if (req.method === "POST" && req.url === "/connect") {
       const agent = req.headers["x-socketless-user-agent"] || "";
       res.statusCode = agent.includes("blocked") ? 403 : 200;
+      // Attributes answered here stay on the session: serve sends them back as the same headers
+      // on every later message and disconnect of this connection, on any pod, from its cache.
+      res.setHeader("x-socketless-attribute-room", "lobby");
       res.end();
     } else if (req.method === "POST" && req.url === "/message") {
       const id = req.headers["x-socketless-connection-id"];
+      if (body === "whoami") {
+        // Who the session belongs to, as serve stored it at connect (the principal only with a
+        // $connect authorizer); a client cannot set these headers.
+        const principal = req.headers["x-socketless-principal-id"] || "-";
+        const room = req.headers["x-socketless-attribute-room"] || "-";
+        res.end(`principal=${principal} room=${room}`);
+        return;
+      }
       await push(id, `Pushed from Node: ${body}`);
       res.end(`Node got: ${body}`);
     } else if (req.method === "POST" && req.url === "/disconnect") {

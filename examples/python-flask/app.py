@@ -45,13 +45,21 @@ def connect():
     # Refuse a handshake by answering anything but 2xx: the client sees this status.
     if "blocked" in request.headers.get("x-socketless-user-agent", ""):
         return "go away", 403
-    return "", 200
+    # Attributes answered here stay on the session: serve sends them back as the same headers on
+    # every later message and disconnect of this connection, on any pod, from its cache.
+    return "", 200, {"x-socketless-attribute-room": "lobby"}
 
 
 @app.post("/message")
 def message():
     connection_id = request.headers["x-socketless-connection-id"]
     text = request.get_data(as_text=True)
+    if text == "whoami":
+        # Who the session belongs to, as serve stored it at connect (the principal only with a
+        # $connect authorizer); a client cannot set these headers.
+        principal = request.headers.get("x-socketless-principal-id", "-")
+        room = request.headers.get("x-socketless-attribute-room", "-")
+        return f"principal={principal} room={room}"
     # A push that does not wait for this request: the way to reach a client at any time.
     push(connection_id, f"Pushed: {text}")
     # The answer's body is the reply to the client.

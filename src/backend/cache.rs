@@ -1,13 +1,20 @@
 //! A bounded per-pod cache of sessions known to be live. It is what keeps DynamoDB calls well
 //! under one per message: a cached session is re-synced (lastSeenAt written, the message count
 //! added, the item re-created if it went missing) at most once per sync interval. Losing the
-//! cache (a pod dies) costs one extra write per connection, never correctness.
+//! cache (a pod dies) costs one extra write per connection, never correctness. Each entry also
+//! keeps the session's [`Identity`] (principal and attributes, as stored at connect), which
+//! every later message and disconnect gets from here; a pod that never saw the connect learns
+//! it from the write that a miss makes anyway.
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use lru::LruCache;
+
+use super::identity::Identity;
 
 /// Randomly seeded per process; see Cargo.toml for why not SipHash.
 type Hasher = foldhash::fast::RandomState;
@@ -16,14 +23,17 @@ struct Entry {
     synced_at: Instant,
     /// Messages counted since the last sync, not yet written to the store.
     pending: u64,
+    /// The session's identity; `None` until the store's answer to the first sync is in.
+    identity: Option<Arc<Identity>>,
 }
 
 /// What the caller must do for a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    /// The session is known live and was synced recently: no store call.
-    Fresh,
-    /// Write the session now (upsert), adding `add` messages to its count.
+    /// The session is known live and was synced recently: no store call. Its identity.
+    Fresh(Arc<Identity>),
+    /// Write the session now (upsert), adding `add` messages to its count, and record its
+    /// identity from the store's answer ([`SessionCache::set_identity`]).
     Sync { add: u64, cached: bool },
 }
 
@@ -50,10 +60,14 @@ impl SessionCache {
     pub fn on_message(&self, id: &str, now: Instant) -> Lookup {
         let mut entries = self.lock();
         match entries.get_mut(id) {
-            Some(e) if now.saturating_duration_since(e.synced_at) < self.sync_interval => {
-                e.pending += 1;
-                Lookup::Fresh
-            }
+            Some(e) if now.saturating_duration_since(e.synced_at) < self.sync_interval => match &e.identity {
+                Some(identity) => {
+                    e.pending += 1;
+                    Lookup::Fresh(identity.clone())
+                }
+                // A first sync still in flight: this message makes its own (and counts itself).
+                None => Lookup::Sync { add: 1, cached: true },
+            },
             Some(e) => {
                 let add = e.pending + 1;
                 e.pending = 0;
@@ -66,6 +80,7 @@ impl SessionCache {
                     Entry {
                         synced_at: now,
                         pending: 0,
+                        identity: None,
                     },
                 );
                 Lookup::Sync { add: 1, cached: false }
@@ -87,19 +102,28 @@ impl SessionCache {
         }
     }
 
-    /// Records a session just written by a connect.
-    pub fn insert_synced(&self, id: &str, now: Instant) {
+    /// Records the identity a sync's write returned.
+    pub fn set_identity(&self, id: &str, identity: Arc<Identity>) {
+        if let Some(e) = self.lock().peek_mut(id) {
+            e.identity = Some(identity);
+        }
+    }
+
+    /// Records a session just written by a connect, with its identity.
+    pub fn insert_synced(&self, id: &str, now: Instant, identity: Arc<Identity>) {
         self.lock().put(
             id.to_string(),
             Entry {
                 synced_at: now,
                 pending: 0,
+                identity: Some(identity),
             },
         );
     }
 
-    pub fn remove(&self, id: &str) {
-        self.lock().pop(id);
+    /// Forgets a session; its identity, when it was known.
+    pub fn remove(&self, id: &str) -> Option<Arc<Identity>> {
+        self.lock().pop(id).and_then(|e| e.identity)
     }
 
     /// Takes every pending count (for the flush at shutdown).
@@ -133,8 +157,12 @@ mod tests {
         let cache = SessionCache::new(10, Duration::from_secs(60));
         let t0 = Instant::now();
         assert_eq!(cache.on_message("a", t0), Lookup::Sync { add: 1, cached: false });
+        cache.set_identity("a", Arc::default());
         for i in 1..=5 {
-            assert_eq!(cache.on_message("a", t0 + Duration::from_secs(i)), Lookup::Fresh);
+            assert!(matches!(
+                cache.on_message("a", t0 + Duration::from_secs(i)),
+                Lookup::Fresh(_)
+            ));
         }
         // Past the interval: the five pending plus this one are written together.
         assert_eq!(
@@ -147,9 +175,9 @@ mod tests {
     fn failed_sync_keeps_pending() {
         let cache = SessionCache::new(10, Duration::from_secs(60));
         let t0 = Instant::now();
-        cache.insert_synced("a", t0);
-        assert_eq!(cache.on_message("a", t0), Lookup::Fresh);
-        assert_eq!(cache.on_message("a", t0), Lookup::Fresh);
+        cache.insert_synced("a", t0, Arc::default());
+        assert!(matches!(cache.on_message("a", t0), Lookup::Fresh(_)));
+        assert!(matches!(cache.on_message("a", t0), Lookup::Fresh(_)));
         let later = t0 + Duration::from_secs(120);
         let Lookup::Sync { add, cached } = cache.on_message("a", later) else {
             panic!("expected a sync")
@@ -170,6 +198,25 @@ mod tests {
         cache.sync_failed("a", add, cached);
         assert!(cache.is_empty());
         assert_eq!(cache.on_message("a", t0), Lookup::Sync { add: 1, cached: false });
+    }
+
+    #[test]
+    fn keeps_the_identity_and_waits_for_it() {
+        let cache = SessionCache::new(10, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let alice = Arc::new(Identity {
+            principal_id: Some("alice".into()),
+            attributes: [("tenant", "acme")].into_iter().collect(),
+        });
+        assert_eq!(cache.on_message("a", t0), Lookup::Sync { add: 1, cached: false });
+        // The first write has not answered: another message makes its own.
+        assert_eq!(cache.on_message("a", t0), Lookup::Sync { add: 1, cached: true });
+        cache.set_identity("a", alice.clone());
+        assert_eq!(cache.on_message("a", t0), Lookup::Fresh(alice.clone()));
+        cache.insert_synced("b", t0, alice.clone());
+        assert_eq!(cache.on_message("b", t0), Lookup::Fresh(alice.clone()));
+        assert_eq!(cache.remove("b"), Some(alice));
+        assert_eq!(cache.remove("b"), None);
     }
 
     #[test]

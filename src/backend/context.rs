@@ -1,10 +1,11 @@
 //! Reads the gateway context of one integration call from its `x-socketless-*` headers, as the
-//! rows of [`crate::contract::CONTEXT`] say, in one pass over the request headers.
+//! rows of [`crate::contract::CONTEXT`] and [`crate::contract::AUTHORIZER`] say, in one pass
+//! over the request headers.
 
 use http::HeaderMap;
 
 use super::error::ApiError;
-use crate::contract::{self, CONTEXT, RequestContext};
+use crate::contract::{self, AUTHORIZER, CONTEXT, Header, RequestContext};
 
 /// A connection id as API Gateway issues them: short, printable, no separators.
 pub fn valid_connection_id(id: &str) -> bool {
@@ -17,11 +18,23 @@ pub fn request_context(headers: &HeaderMap) -> Result<RequestContext, String> {
     context(headers).map_err(|e| e.to_string())
 }
 
+/// The header named `name` and its index among every row of [`CONTEXT`], then [`AUTHORIZER`].
+fn row_of(name: &str) -> Option<(usize, Header)> {
+    let context = CONTEXT
+        .iter()
+        .position(|row| row.header.is_some_and(|h| h.name == name))
+        .and_then(|i| Some((i, CONTEXT[i].header?)));
+    context.or_else(|| {
+        let i = AUTHORIZER.iter().position(|row| row.header.name == name)?;
+        Some((CONTEXT.len() + i, AUTHORIZER[i].header))
+    })
+}
+
 /// Reads the gateway context from the request headers. The first value of a repeated header
 /// wins, as with `HeaderMap::get`.
 pub(super) fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
     let mut ctx = RequestContext::default();
-    let mut seen = [false; CONTEXT.len()];
+    let mut seen = [false; CONTEXT.len() + AUTHORIZER.len()];
     let mut malformed = None;
     for (name, value) in headers {
         let name = name.as_str();
@@ -29,19 +42,14 @@ pub(super) fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
         if !name.starts_with(contract::HEADER_PREFIX) {
             continue;
         }
-        let Some(i) = CONTEXT
-            .iter()
-            .position(|row| row.header.is_some_and(|h| h.name == name))
-        else {
+        let Some((i, header)) = row_of(name) else {
             continue;
         };
         if std::mem::replace(&mut seen[i], true) {
             continue;
         }
-        if let Some(header) = CONTEXT[i].header {
-            if (header.store)(&mut ctx, value).is_err() {
-                malformed.get_or_insert(header.name);
-            }
+        if (header.store)(&mut ctx, value).is_err() {
+            malformed.get_or_insert(header.name);
         }
     }
     if ctx.connection_id.is_empty() {

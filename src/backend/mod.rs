@@ -7,11 +7,13 @@
 //! share, `context` reads the gateway context from the request headers, `public` and
 //! `internal` are the two listeners, and `error` is the one error type both answer with.
 //! `cache` keeps DynamoDB calls under one per message, `push` is the `@connections` client, and
-//! `upstream` hands the events to the team's own HTTP app (`serve --upstream`).
+//! `upstream` hands the events to the team's own HTTP app (`serve --upstream`); `identity` is the
+//! principal and attributes a session keeps from its connect.
 
 pub mod cache;
 mod context;
 mod error;
+pub mod identity;
 mod internal;
 mod public;
 pub mod push;

@@ -1,6 +1,7 @@
 //! The public port, the gateway's integration target: `/connect`, `/message` and `/disconnect`
 //! (shared secret, context headers, body), session bookkeeping around the handler, and the
-//! reply in the response or through `@connections`.
+//! reply in the response or through `@connections`. The principal and attributes a call's
+//! handler sees are the session's, stored at connect (see [`super::identity`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use subtle::ConstantTimeEq;
 use super::cache::Lookup;
 use super::context::context;
 use super::error::ApiError;
+use super::identity::{self, Identity};
 use super::push::PushOutcome;
 use super::settings::ReplyMode;
 use super::state::{Backend, InFlight};
@@ -164,43 +166,70 @@ impl Backend {
             stage: ctx.stage.clone(),
             message_count: 0,
             expires_at: connected_at / 1000 + self.settings.session_ttl.as_secs() as i64,
+            // Only a connect stores who the session belongs to.
+            principal_id: None,
+            attributes: identity::Attributes::new(),
         }
     }
 
+    /// Gives a call the session's identity in place of anything its own headers said.
+    fn with_identity(ctx: &mut RequestContext, identity: Option<&Identity>) {
+        ctx.principal_id = identity.and_then(|i| i.principal_id.clone());
+        ctx.attributes = identity.map(|i| i.attributes.clone()).unwrap_or_default();
+    }
+
     async fn connect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
-        if let Err(rejection) = self.handler.on_connect(&ctx).await {
-            tracing::info!(
-                connection_id = %ctx.connection_id,
-                request_id = %ctx.request_id,
-                status = rejection.status.as_u16(),
-                "connect rejected by the handler"
-            );
-            return Err(ApiError::Rejected(rejection));
+        let attributes = match self.handler.on_connect_with_attributes(&ctx).await {
+            Ok(attributes) => attributes,
+            Err(rejection) => {
+                tracing::info!(
+                    connection_id = %ctx.connection_id,
+                    request_id = %ctx.request_id,
+                    status = rejection.status.as_u16(),
+                    "connect rejected by the handler"
+                );
+                return Err(ApiError::Rejected(rejection));
+            }
+        };
+        if let Err(rule) = attributes.check() {
+            return Err(ApiError::Rejected(identity::refused(&ctx, &rule)));
         }
-        let session = self.new_session(&ctx);
+        let mut session = self.new_session(&ctx);
+        // The gateway's principal header is trusted here, at connect, and nowhere else.
+        session.principal_id = ctx.principal_id.as_deref().map(str::to_owned);
+        session.attributes = attributes;
         let (connection_id, request_id) = (&ctx.connection_id, &ctx.request_id);
         let created = self
             .store
             .create(&session)
             .await
             .map_err(|e| ApiError::store(e, connection_id, Some(request_id)))?;
-        match created {
-            Created::Created => tracing::info!(%connection_id, %request_id, "connected"),
-            Created::AlreadyExists => {
-                tracing::info!(%connection_id, %request_id, "duplicate connect; existing session kept")
+        let identity = match created {
+            Created::Created => {
+                tracing::info!(%connection_id, %request_id, "connected");
+                session.identity()
             }
-        }
-        self.cache.insert_synced(&ctx.connection_id, Instant::now());
+            Created::AlreadyExists(existing) => {
+                tracing::info!(%connection_id, %request_id, "duplicate connect; existing session kept");
+                existing.map_or_else(|| session.identity(), |s| s.identity())
+            }
+        };
+        self.cache
+            .insert_synced(&ctx.connection_id, Instant::now(), Arc::new(identity));
         Ok(http_server::empty(StatusCode::OK))
     }
 
-    async fn disconnect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
-        self.cache.remove(&ctx.connection_id);
-        let existed = self
+    async fn disconnect(&self, mut ctx: RequestContext) -> Result<Response<Body>, ApiError> {
+        let cached = self.cache.remove(&ctx.connection_id);
+        let deleted = self
             .store
             .delete(&ctx.connection_id)
             .await
             .map_err(|e| ApiError::store(e, &ctx.connection_id, Some(&ctx.request_id)))?;
+        let existed = deleted.is_some();
+        // The identity from the cache, or from the item the delete returned.
+        let identity = cached.or_else(|| deleted.map(|s| Arc::new(s.identity())));
+        Self::with_identity(&mut ctx, identity.as_deref());
         self.handler.on_disconnect(&ctx).await;
         tracing::info!(
             connection_id = %ctx.connection_id,
@@ -212,15 +241,19 @@ impl Backend {
         Ok(http_server::empty(StatusCode::OK))
     }
 
-    async fn message(&self, ctx: RequestContext, body: Bytes) -> Result<Response<Body>, ApiError> {
+    async fn message(&self, mut ctx: RequestContext, body: Bytes) -> Result<Response<Body>, ApiError> {
         self.metrics.messages.inc();
-        match self.cache.on_message(&ctx.connection_id, Instant::now()) {
-            Lookup::Fresh => self.metrics.cache_lookup(true),
+        let identity = match self.cache.on_message(&ctx.connection_id, Instant::now()) {
+            Lookup::Fresh(identity) => {
+                self.metrics.cache_lookup(true);
+                identity
+            }
             Lookup::Sync { add, cached } => {
                 self.metrics.cache_lookup(false);
-                Box::pin(self.sync_session(&ctx, add, cached)).await?;
+                Box::pin(self.sync_session(&ctx, add, cached)).await?
             }
-        }
+        };
+        Self::with_identity(&mut ctx, Some(&identity));
         let reply = self.handler.on_message(&ctx, body).await.map_err(ApiError::Rejected)?;
         let Some(reply) = reply else {
             return Ok(http_server::empty(StatusCode::OK));
@@ -236,14 +269,20 @@ impl Backend {
     }
 
     /// Writes the session of a message's connection (see [`crate::backend::cache`]), adding `add`
-    /// messages to its count.
-    async fn sync_session(&self, ctx: &RequestContext, add: u64, cached: bool) -> Result<(), ApiError> {
+    /// messages to its count; returns the session's identity as stored, now in the cache too.
+    async fn sync_session(&self, ctx: &RequestContext, add: u64, cached: bool) -> Result<Arc<Identity>, ApiError> {
         let session = self.new_session(ctx);
-        if let Err(err) = self.store.upsert(&session, add).await {
-            self.cache.sync_failed(&ctx.connection_id, add, cached);
-            return Err(ApiError::store(err, &ctx.connection_id, Some(&ctx.request_id)));
+        match self.store.upsert(&session, add).await {
+            Ok(stored) => {
+                let identity = Arc::new(stored.identity());
+                self.cache.set_identity(&ctx.connection_id, identity.clone());
+                Ok(identity)
+            }
+            Err(err) => {
+                self.cache.sync_failed(&ctx.connection_id, add, cached);
+                Err(ApiError::store(err, &ctx.connection_id, Some(&ctx.request_id)))
+            }
         }
-        Ok(())
     }
 
     /// Sends a reply through `@connections`.

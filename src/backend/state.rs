@@ -64,7 +64,7 @@ impl Backend {
     /// Removes a session the gateway reported gone (410).
     pub(super) async fn forget(&self, connection_id: &str) {
         self.cache.remove(connection_id);
-        if let Err(err) = self.store.delete(connection_id).await {
+        if let Err(err) = self.store.delete(connection_id).await.map(drop) {
             tracing::warn!(connection_id, error = %err, "could not delete a gone session");
         }
     }

@@ -6,8 +6,10 @@
 //! WebSocket-over-HTTP and Azure Web PubSub's event handlers work the same way.
 //!
 //! What the app's answers do:
-//! - connect: 2xx accepts; any other status refuses the handshake with that status (and its
-//!   body), and no session is created;
+//! - connect: 2xx accepts, and its `x-socketless-attribute-NAME` headers become the session's
+//!   attributes (sent back as the same headers on every later message and disconnect; the
+//!   principal too, from the session); any other status refuses the handshake with that status
+//!   (and its body), and no session is created; attributes beyond the limits refuse it with 500;
 //! - message: a 2xx body is the reply (or is pushed, in asynchronous mode); an empty body sends
 //!   nothing; any other status and body are passed back as they are, as a backend's would be;
 //! - disconnect: told after the session is deleted, best effort, within the timeout;
@@ -31,6 +33,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
+use super::identity::{Attributes, refused};
 use crate::contract::{self, RequestContext};
 use crate::defaults;
 use crate::future::BoxFuture;
@@ -78,7 +81,7 @@ pub struct Upstream {
 
 /// How one call to the app ended.
 enum Answer {
-    Status(StatusCode, Bytes),
+    Status(StatusCode, Bytes, http::HeaderMap),
     TimedOut,
     Unreachable(String),
 }
@@ -159,8 +162,8 @@ impl Upstream {
             Err(_) => Answer::TimedOut,
         };
         let outcome = match &answer {
-            Answer::Status(s, _) if s.is_success() => "ok",
-            Answer::Status(s, _) if s.is_client_error() => "status_4xx",
+            Answer::Status(s, ..) if s.is_success() => "ok",
+            Answer::Status(s, ..) if s.is_client_error() => "status_4xx",
             Answer::Status(..) => "status_5xx",
             Answer::TimedOut => "timeout",
             Answer::Unreachable(_) => "unreachable",
@@ -200,13 +203,14 @@ impl Upstream {
                 req.headers_mut().insert(name, v);
             }
         }
+        req.headers_mut().extend(ctx.attributes.headers());
         let resp = match self.client.request(req).await {
             Ok(r) => r,
             Err(e) => return Answer::Unreachable(format!("{e:?}")),
         };
-        let status = resp.status();
-        match Limited::new(resp.into_body(), MAX_ANSWER_BYTES).collect().await {
-            Ok(b) => Answer::Status(status, b.to_bytes()),
+        let (parts, body) = resp.into_parts();
+        match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
+            Ok(b) => Answer::Status(parts.status, b.to_bytes(), parts.headers),
             Err(e) => Answer::Unreachable(format!("reading the answer: {e}")),
         }
     }
@@ -223,15 +227,24 @@ fn failed(answer: Answer) -> Rejection {
     match answer {
         Answer::TimedOut => Rejection::new(StatusCode::GATEWAY_TIMEOUT, "the upstream app did not answer in time"),
         Answer::Unreachable(_) => Rejection::new(StatusCode::BAD_GATEWAY, "the upstream app could not be reached"),
-        Answer::Status(status, body) => Rejection::with_body(status, body),
+        Answer::Status(status, body, _) => Rejection::with_body(status, body),
     }
 }
 
 impl MessageHandler for Upstream {
     fn on_connect<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<(), Rejection>> {
+        Box::pin(async move { self.on_connect_with_attributes(ctx).await.map(drop) })
+    }
+
+    fn on_connect_with_attributes<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Attributes, Rejection>> {
         Box::pin(async move {
             match self.call("connect", contract::PATH_CONNECT, ctx, Bytes::new()).await {
-                Answer::Status(s, _) if s.is_success() => Ok(()),
+                Answer::Status(s, _, headers) if s.is_success() => {
+                    Attributes::from_headers(&headers).map_err(|rule| refused(ctx, &rule))
+                }
                 other => Err(failed(other)),
             }
         })
@@ -244,7 +257,7 @@ impl MessageHandler for Upstream {
     ) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>> {
         Box::pin(async move {
             match self.call("message", contract::PATH_MESSAGE, ctx, body).await {
-                Answer::Status(s, reply) if s.is_success() => Ok((!reply.is_empty()).then_some(reply)),
+                Answer::Status(s, reply, _) if s.is_success() => Ok((!reply.is_empty()).then_some(reply)),
                 other => Err(failed(other)),
             }
         })

@@ -1,5 +1,6 @@
 //! The DynamoDB session store. One item per connection, keyed by `connectionId`, expiring
-//! through the table's TTL on `expiresAt`. Every method is exactly one DynamoDB call, counted in
+//! through the table's TTL on `expiresAt`; `principalId` (a string) and `attributes` (a map of
+//! strings) only when the connect set them. Every method is exactly one DynamoDB call, counted in
 //! `socketless_dynamodb_calls_total`.
 
 use std::collections::HashMap;
@@ -10,8 +11,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
 };
 
 use super::{Created, Page, Session, SessionStore, StoreError};
@@ -20,6 +21,8 @@ use crate::metrics::BackendMetrics;
 
 pub const KEY: &str = "connectionId";
 pub const TTL_ATTRIBUTE: &str = "expiresAt";
+const PRINCIPAL: &str = "principalId";
+const ATTRIBUTES: &str = "attributes";
 
 /// Where the store lives.
 #[derive(Debug, Clone)]
@@ -182,7 +185,7 @@ fn n(v: impl ToString) -> AttributeValue {
 }
 
 fn item(session: &Session) -> HashMap<String, AttributeValue> {
-    HashMap::from([
+    let mut item = HashMap::from([
         (KEY.to_string(), s(&session.connection_id)),
         ("connectedAt".to_string(), n(session.connected_at)),
         ("lastSeenAt".to_string(), n(session.last_seen_at)),
@@ -192,7 +195,15 @@ fn item(session: &Session) -> HashMap<String, AttributeValue> {
         ("stage".to_string(), s(&session.stage)),
         ("messageCount".to_string(), n(session.message_count)),
         (TTL_ATTRIBUTE.to_string(), n(session.expires_at)),
-    ])
+    ]);
+    if let Some(principal) = &session.principal_id {
+        item.insert(PRINCIPAL.to_string(), s(principal));
+    }
+    if !session.attributes.is_empty() {
+        let map = session.attributes.iter().map(|(k, v)| (k.to_string(), s(v))).collect();
+        item.insert(ATTRIBUTES.to_string(), AttributeValue::M(map));
+    }
+    item
 }
 
 fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Session> {
@@ -213,6 +224,16 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Session> {
         stage: text("stage"),
         message_count: u64::try_from(num("messageCount")).unwrap_or(0),
         expires_at: num(TTL_ATTRIBUTE),
+        principal_id: item.get(PRINCIPAL).and_then(|v| v.as_s().ok()).cloned(),
+        attributes: item
+            .get(ATTRIBUTES)
+            .and_then(|v| v.as_m().ok())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_s().ok()?.clone())))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -226,14 +247,27 @@ impl SessionStore for DynamoStore {
                 .set_item(Some(item(session)))
                 .condition_expression("attribute_not_exists(#k)")
                 .expression_attribute_names("#k", KEY)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .send()
                 .await;
+            // The item that made the condition fail comes back with the refusal.
+            let existing = match &res {
+                Err(err) => match err.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(e)) => e.item().and_then(from_item),
+                    _ => None,
+                },
+                Ok(_) => None,
+            };
             let made = self.record_conditional("PutItem", res, PutItemError::is_conditional_check_failed_exception)?;
-            Ok(if made { Created::Created } else { Created::AlreadyExists })
+            Ok(if made {
+                Created::Created
+            } else {
+                Created::AlreadyExists(existing.map(Box::new))
+            })
         })
     }
 
-    fn upsert<'a>(&'a self, session: &'a Session, add_messages: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn upsert<'a>(&'a self, session: &'a Session, add_messages: u64) -> BoxFuture<'a, Result<Session, StoreError>> {
         Box::pin(async move {
             let res = self
                 .client
@@ -261,9 +295,12 @@ impl SessionStore for DynamoStore {
                 .expression_attribute_values(":st", s(&session.stage))
                 .expression_attribute_values(":ex", n(session.expires_at))
                 .expression_attribute_values(":n", n(add_messages))
+                .return_values(ReturnValue::AllNew)
                 .send()
                 .await;
-            self.record("UpdateItem", res).map(drop)
+            let out = self.record("UpdateItem", res)?;
+            // The session as stored: with the principal and attributes its connect wrote.
+            Ok(out.attributes().and_then(from_item).unwrap_or_else(|| session.clone()))
         })
     }
 
@@ -310,7 +347,7 @@ impl SessionStore for DynamoStore {
         })
     }
 
-    fn delete<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn delete<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         Box::pin(async move {
             let res = self
                 .client
@@ -321,7 +358,7 @@ impl SessionStore for DynamoStore {
                 .send()
                 .await;
             let out = self.record("DeleteItem", res)?;
-            Ok(out.attributes().is_some_and(|a| !a.is_empty()))
+            Ok(out.attributes().filter(|a| !a.is_empty()).and_then(from_item))
         })
     }
 

@@ -30,8 +30,8 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     fn create<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Created, StoreError>> {
         let out = self.with(|m| {
-            if m.contains_key(&session.connection_id) {
-                Created::AlreadyExists
+            if let Some(existing) = m.get(&session.connection_id) {
+                Created::AlreadyExists(Some(Box::new(existing.clone())))
             } else {
                 m.insert(session.connection_id.clone(), session.clone());
                 Created::Created
@@ -40,16 +40,17 @@ impl SessionStore for MemoryStore {
         Box::pin(async move { Ok(out) })
     }
 
-    fn upsert<'a>(&'a self, session: &'a Session, add_messages: u64) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.with(|m| {
+    fn upsert<'a>(&'a self, session: &'a Session, add_messages: u64) -> BoxFuture<'a, Result<Session, StoreError>> {
+        let stored = self.with(|m| {
             let entry = m.entry(session.connection_id.clone()).or_insert_with(|| Session {
                 message_count: 0,
                 ..session.clone()
             });
             entry.last_seen_at = session.last_seen_at;
             entry.message_count += add_messages;
+            entry.clone()
         });
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(stored) })
     }
 
     fn touch_existing<'a>(
@@ -74,8 +75,8 @@ impl SessionStore for MemoryStore {
         Box::pin(async move { Ok(out) })
     }
 
-    fn delete<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
-        let existed = self.with(|m| m.remove(connection_id).is_some());
+    fn delete<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        let existed = self.with(|m| m.remove(connection_id));
         Box::pin(async move { Ok(existed) })
     }
 
@@ -97,5 +98,54 @@ impl SessionStore for MemoryStore {
             Page { sessions, next }
         });
         Box::pin(async move { Ok(page) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::identity::Attributes;
+
+    fn session(id: &str) -> Session {
+        Session {
+            connection_id: id.into(),
+            connected_at: 1,
+            last_seen_at: 1,
+            source_ip: String::new(),
+            user_agent: String::new(),
+            domain: String::new(),
+            stage: String::new(),
+            message_count: 0,
+            expires_at: 9,
+            principal_id: None,
+            attributes: Attributes::new(),
+        }
+    }
+
+    /// The principal and attributes written at connect come back from every read: a duplicate
+    /// create, the upsert of a message and the delete.
+    #[tokio::test]
+    async fn identity_round_trips() {
+        let store = MemoryStore::new();
+        let mut first = session("a");
+        first.principal_id = Some("alice".into());
+        first.attributes = [("tenant", "acme"), ("role", "admin")].into_iter().collect();
+        assert_eq!(store.create(&first).await.unwrap(), Created::Created);
+        let Created::AlreadyExists(Some(existing)) = store.create(&session("a")).await.unwrap() else {
+            panic!("a duplicate create finds the first session")
+        };
+        assert_eq!(existing.identity(), first.identity());
+        // A message's upsert carries no identity, and keeps the stored one.
+        let stored = store.upsert(&session("a"), 3).await.unwrap();
+        assert_eq!(stored.principal_id.as_deref(), Some("alice"));
+        assert_eq!(stored.attributes.get("tenant"), Some("acme"));
+        assert_eq!(stored.message_count, 3);
+        let deleted = store.delete("a").await.unwrap().expect("it existed");
+        assert_eq!(deleted.identity(), first.identity());
+        assert_eq!(store.delete("a").await.unwrap(), None);
+        // A session a message created has no identity.
+        let made = store.upsert(&session("b"), 1).await.unwrap();
+        assert_eq!(made.principal_id, None);
+        assert!(made.attributes.is_empty());
     }
 }

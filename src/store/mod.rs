@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::backend::identity::{Attributes, Identity};
 use crate::metrics::BackendMetrics;
 
 /// The plug-in traits' future, also reachable here for code written against this path.
@@ -99,14 +100,29 @@ pub struct Session {
     pub message_count: u64,
     /// DynamoDB TTL attribute, epoch seconds.
     pub expires_at: i64,
+    /// The principal an authorizer vouched for at connect; `null` without one.
+    pub principal_id: Option<String>,
+    /// Set at connect by the handler or the app.
+    pub attributes: Attributes,
+}
+
+impl Session {
+    /// Who the session belongs to, as the cache keeps it.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            principal_id: self.principal_id.as_deref().map(Into::into),
+            attributes: self.attributes.clone(),
+        }
+    }
 }
 
 /// What a conditional create found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
     Created,
-    /// A session with this id already existed and was left untouched.
-    AlreadyExists,
+    /// A session with this id already existed and was left untouched; it is given when the
+    /// store returned it with the refusal (DynamoDB and memory do).
+    AlreadyExists(Option<Box<Session>>),
 }
 
 /// One page of a scan.
@@ -135,7 +151,9 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Makes sure the session exists: creates it from `session` if missing, otherwise sets
     /// `lastSeenAt` and adds `add_messages` to the message count, leaving the rest untouched.
-    fn upsert<'a>(&'a self, session: &'a Session, add_messages: u64) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Returns the session as stored after the write (in the same round trip), so a pod that
+    /// never saw the connect learns its principal and attributes.
+    fn upsert<'a>(&'a self, session: &'a Session, add_messages: u64) -> BoxFuture<'a, Result<Session, StoreError>>;
 
     /// Adds to the message count and sets `lastSeenAt` only if the session still exists.
     /// Returns false when it did not (so nothing was written).
@@ -149,8 +167,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Reads one session (strongly consistent where the store offers it).
     fn get<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
 
-    /// Deletes one session; true when it existed.
-    fn delete<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Deletes one session; returns it when it existed (in the same round trip).
+    fn delete<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
 
     /// Reads sessions page by page, at most `limit` per page, starting after `start`.
     fn scan<'a>(&'a self, start: Option<String>, limit: usize) -> BoxFuture<'a, Result<Page, StoreError>>;

@@ -122,7 +122,13 @@ def make_server(host, port, tokens):
             self.wfile.write(data)
 
         def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self.close_connection = True
+                return self._send(400, {"message": "bad Content-Length"})
             if length > MAX_EVENT:
                 self.close_connection = True  # the body stays unread
                 return self._send(413, {"message": "event too large"})

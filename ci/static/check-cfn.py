@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Checks on cfn/websocket-api.yml that cfn-lint cannot make: least-privilege grants, the
-SharedSecret and OidcIssuer patterns against concrete values, the KEDA role, the parameters the
-local gateway needs. Then it proves the checks bite: each mutation below puts back an older,
+SharedSecret, OidcIssuer and AuthorizerFunctionArn patterns against concrete values, the KEDA
+role, the parameters the local gateway needs, and the optional $connect authorizer (off by
+default; on with AuthorizerFunctionArn, read from the template as CloudFormation would create it
+with that parameter). Then it proves the checks bite: each mutation below puts back an older,
 wrong version of one part of the template and must fail the named check.
 Prints `cfn-py: N passed, N failed`.
 """
@@ -43,6 +45,16 @@ OIDC_OK = ["", "oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXA
            "oidc.eks.cn-north-1.amazonaws.com.cn/id/0123456789ABCDEF"]
 OIDC_BAD = ["https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE",
             "oidc.eks.us-east-1.amazonaws.com", "oidc.example.com/id/X"]
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:socketless-authorizer"
+AUTHORIZER_ARN_OK = ["", FUNCTION_ARN, FUNCTION_ARN + ":live", FUNCTION_ARN + ":$LATEST", FUNCTION_ARN + ":7",
+                     "arn:aws-cn:lambda:cn-north-1:123456789012:function:auth"]
+AUTHORIZER_ARN_BAD = ["socketless-authorizer", "arn:aws:lambda:us-east-1:123456789012:function:",
+                      "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/" + FUNCTION_ARN + "/invocations",
+                      "arn:aws:iam::123456789012:role/authorizer", " " + FUNCTION_ARN]
+AUTHORIZER_URI = ("arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/"
+                  "${AuthorizerFunctionArn}/invocations")
+AUTHORIZER_SOURCE_ARN = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${Api}/authorizers/${ConnectAuthorizer}"
+PRINCIPAL_HEADER = "integration.request.header.x-socketless-principal-id"
 # What `socketless gateway` can emulate; other ApiGatewayV2 types or properties stop it.
 GATEWAY_TYPES = {"AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Integration", "AWS::ApiGatewayV2::Route",
                  "AWS::ApiGatewayV2::RouteResponse", "AWS::ApiGatewayV2::Stage", "AWS::ApiGatewayV2::Deployment"}
@@ -64,9 +76,123 @@ def as_text(value):
     return value.get("Fn::Sub", "") if isinstance(value, dict) else value
 
 
+class Deployed:
+    """The template as CloudFormation creates it with the given parameter values (the rest take
+    their Default): resources whose Condition is false dropped, Fn::If and Condition resolved,
+    AWS::NoValue removed. Other intrinsic functions (Ref to a resource, Fn::Sub, Fn::GetAtt) are
+    left as written, so a check can compare them with the text it expects."""
+
+    NO_VALUE = object()
+
+    def __init__(self, t, **given):
+        self.params = {k: str(given.get(k, v.get("Default", ""))) for k, v in t["Parameters"].items()}
+        self.raw_conditions = t.get("Conditions", {})
+        self.conditions = {}
+        self.resources = {}
+        for rid, r in t["Resources"].items():
+            if "Condition" in r and not self.condition(r["Condition"]):
+                continue
+            r = dict(r)
+            r["Properties"] = self.resolve(r.get("Properties", {}))
+            self.resources[rid] = r
+
+    def condition(self, name):
+        if name not in self.conditions:
+            self.conditions[name] = bool(self.value(self.raw_conditions[name]))
+        return self.conditions[name]
+
+    def value(self, v):
+        """A condition's operands: parameters and literals."""
+        if isinstance(v, dict) and len(v) == 1:
+            (k, a), = v.items()
+            if k == "Ref":
+                return self.params[a] if a in self.params else v
+            if k == "Condition":
+                return self.condition(a)
+            if k == "Fn::Equals":
+                return str(self.value(a[0])) == str(self.value(a[1]))
+            if k == "Fn::Not":
+                return not self.value(a[0])
+            if k == "Fn::And":
+                return all(self.value(c) for c in a)
+            if k == "Fn::Or":
+                return any(self.value(c) for c in a)
+        return v
+
+    def resolve(self, v):
+        if isinstance(v, dict):
+            if len(v) == 1 and "Fn::If" in v:
+                name, then, other = v["Fn::If"]
+                return self.resolve(then if self.condition(name) else other)
+            if v == {"Ref": "AWS::NoValue"}:
+                return self.NO_VALUE
+            out = {k: self.resolve(x) for k, x in v.items()}
+            return {k: x for k, x in out.items() if x is not self.NO_VALUE}
+        if isinstance(v, list):
+            return [x for x in (self.resolve(i) for i in v) if x is not self.NO_VALUE]
+        return v
+
+    def of_type(self, ty):
+        return {rid: r["Properties"] for rid, r in self.resources.items() if r["Type"] == ty}
+
+    def route(self, key):
+        return next((p for p in self.of_type("AWS::ApiGatewayV2::Route").values() if p.get("RouteKey") == key), {})
+
+
+def authorizer_checks(t):
+    """The optional $connect authorizer: absent with the defaults; complete with
+    AuthorizerFunctionArn (and every optional integration and route turned on)."""
+    out = {}
+    ap = t["Parameters"].get("AuthorizerFunctionArn", {})
+    pattern = ap.get("AllowedPattern", ".*")
+    out["AuthorizerFunctionArn accepts empty and function ARNs (version, alias, aws-cn)"] = (
+        all(matches(pattern, v) for v in AUTHORIZER_ARN_OK), pattern)
+    out["AuthorizerFunctionArn refuses a bare name, an invocation URI, other ARNs"] = (
+        not any(matches(pattern, v) for v in AUTHORIZER_ARN_BAD), pattern)
+
+    off = Deployed(t)
+    present = sorted(rid for rid, r in off.resources.items()
+                     if r["Type"] in ("AWS::ApiGatewayV2::Authorizer", "AWS::Lambda::Permission"))
+    out["authorizer off by default: no Authorizer, no Lambda permission"] = (
+        ap.get("Default") == "" and not present, present)
+    connect = off.route("$connect")
+    mapped = sorted(rid for rid, p in off.of_type("AWS::ApiGatewayV2::Integration").items()
+                    if PRINCIPAL_HEADER in p.get("RequestParameters", {}))
+    out["authorizer off by default: $connect is NONE, no AuthorizerId, no principal header"] = (
+        connect.get("AuthorizationType") == "NONE" and "AuthorizerId" not in connect and not mapped,
+        {"connect": connect.get("AuthorizationType"), "AuthorizerId": connect.get("AuthorizerId"), "mapped": mapped})
+
+    on = Deployed(t, AuthorizerFunctionArn=FUNCTION_ARN, ConformanceMapping="true", DisconnectContext="true")
+    authorizers = on.of_type("AWS::ApiGatewayV2::Authorizer")
+    auth = authorizers.get("ConnectAuthorizer", {})
+    out["authorizer on: one REQUEST authorizer, ?token= identity source, URI from the function ARN"] = (
+        list(authorizers) == ["ConnectAuthorizer"] and auth.get("ApiId") == {"Ref": "Api"}
+        and auth.get("AuthorizerType") == "REQUEST"
+        and auth.get("IdentitySource") == ["route.request.querystring.token"]
+        and auth.get("AuthorizerUri") == {"Fn::Sub": AUTHORIZER_URI}, authorizers)
+    routes = on.of_type("AWS::ApiGatewayV2::Route")
+    authorized = {p.get("RouteKey"): (p.get("AuthorizationType"), p.get("AuthorizerId")) for p in routes.values()}
+    others = {k: v for k, v in authorized.items() if k != "$connect" and v != ("NONE", None)}
+    out["authorizer on: $connect is CUSTOM with ConnectAuthorizer, no other route authorized"] = (
+        authorized.get("$connect") == ("CUSTOM", {"Ref": "ConnectAuthorizer"}) and not others, authorized)
+    perms = on.of_type("AWS::Lambda::Permission")
+    out["authorizer on: apigateway.amazonaws.com may invoke the function, from this API's authorizer only"] = (
+        list(perms.values()) == [{"Action": "lambda:InvokeFunction", "FunctionName": {"Ref": "AuthorizerFunctionArn"},
+                                  "Principal": "apigateway.amazonaws.com",
+                                  "SourceArn": {"Fn::Sub": AUTHORIZER_SOURCE_ARN}}], perms)
+    integrations = on.of_type("AWS::ApiGatewayV2::Integration")
+    targets = {p.get("Target", {}).get("Fn::Sub", "") for p in routes.values()}
+    unmapped = sorted(rid for rid, p in integrations.items()
+                      if p.get("RequestParameters", {}).get(PRINCIPAL_HEADER) != "context.authorizer.principalId")
+    out["authorizer on: context.authorizer.principalId on x-socketless-principal-id in every integration"] = (
+        len(integrations) >= 3 and targets == {f"integrations/${{{rid}}}" for rid in integrations} and not unmapped,
+        {"unmapped": unmapped, "targets": sorted(targets)})
+    return out
+
+
 def checks(t):
     """{check name: (ok, detail)} for one parsed template."""
-    out = {}
+    out = authorizer_checks(t)
     params, res = t["Parameters"], t["Resources"]
     backend = {s["Sid"]: s for s in statements(res["BackendRole"])}
     grants = [as_text(r) for r in backend["ManageConnections"]["Resource"]]
@@ -114,8 +240,9 @@ def checks(t):
         no_default == ["IntegrationUri", "SharedSecret"], no_default)
     bad_defaults = [k for k, v in params.items() if "Default" in v and "AllowedPattern" in v and not matches(v["AllowedPattern"], str(v["Default"]))]
     out["every Default matches its AllowedPattern"] = (not bad_defaults, bad_defaults)
-    v2 = sorted({r["Type"] for r in res.values() if r["Type"].startswith("AWS::ApiGatewayV2::")} - GATEWAY_TYPES)
-    out["only ApiGatewayV2 types socketless gateway emulates"] = (not v2, v2)
+    # With the defaults, as the gateway loads the template unless told otherwise.
+    v2 = sorted({r["Type"] for r in Deployed(t).resources.values() if r["Type"].startswith("AWS::ApiGatewayV2::")} - GATEWAY_TYPES)
+    out["with the defaults, only ApiGatewayV2 types socketless gateway emulates"] = (not v2, v2)
     return out
 
 
@@ -148,6 +275,63 @@ MUTATIONS = {
     "a KEDA parameter without a Default": (
         "    Default: keda-operator\n", "",
         "every parameter but IntegrationUri and SharedSecret has a Default (the local gateway needs it)"),
+    "the authorizer without its Condition": (
+        "    Type: AWS::ApiGatewayV2::Authorizer\n    Condition: UseConnectAuthorizer\n", "    Type: AWS::ApiGatewayV2::Authorizer\n",
+        "authorizer off by default: no Authorizer, no Lambda permission"),
+    "the Lambda permission without its Condition": (
+        "    Type: AWS::Lambda::Permission\n    Condition: UseConnectAuthorizer\n", "    Type: AWS::Lambda::Permission\n",
+        "authorizer off by default: no Authorizer, no Lambda permission"),
+    "an authorizer function by default": (
+        '  AuthorizerFunctionArn:\n    Type: String\n    Default: ""\n',
+        f'  AuthorizerFunctionArn:\n    Type: String\n    Default: "{FUNCTION_ARN}"\n',
+        "authorizer off by default: no Authorizer, no Lambda permission"),
+    "$connect always CUSTOM": (
+        "      AuthorizationType: !If [UseConnectAuthorizer, CUSTOM, NONE]\n", "      AuthorizationType: CUSTOM\n",
+        "authorizer off by default: $connect is NONE, no AuthorizerId, no principal header"),
+    "the principal mapped with the authorizer off": (
+        f'{PRINCIPAL_HEADER}: !If [UseConnectAuthorizer, context.authorizer.principalId, !Ref "AWS::NoValue"]\n\n  ConnectRoute:',
+        f'{PRINCIPAL_HEADER}: context.authorizer.principalId\n\n  ConnectRoute:',
+        "authorizer off by default: $connect is NONE, no AuthorizerId, no principal header"),
+    "$connect never authorized": (
+        "      AuthorizationType: !If [UseConnectAuthorizer, CUSTOM, NONE]\n", "      AuthorizationType: NONE\n",
+        "authorizer on: $connect is CUSTOM with ConnectAuthorizer, no other route authorized"),
+    "$connect CUSTOM without its authorizer": (
+        '      AuthorizerId: !If [UseConnectAuthorizer, !Ref ConnectAuthorizer, !Ref "AWS::NoValue"]\n', "",
+        "authorizer on: $connect is CUSTOM with ConnectAuthorizer, no other route authorized"),
+    "$default authorized too": (
+        "      RouteKey: $default\n      AuthorizationType: NONE\n",
+        "      RouteKey: $default\n      AuthorizationType: !If [UseConnectAuthorizer, CUSTOM, NONE]\n",
+        "authorizer on: $connect is CUSTOM with ConnectAuthorizer, no other route authorized"),
+    "the token from a header instead of ?token=": (
+        "        - route.request.querystring.token\n", "        - route.request.header.Authorization\n",
+        "authorizer on: one REQUEST authorizer, ?token= identity source, URI from the function ARN"),
+    "the authorizer URI in the wrong service": (
+        '      AuthorizerUri: !Sub "arn:${AWS::Partition}:apigateway:', '      AuthorizerUri: !Sub "arn:${AWS::Partition}:apigateway-bad:',
+        "authorizer on: one REQUEST authorizer, ?token= identity source, URI from the function ARN"),
+    "the permission open to every API in the account": (
+        f'      SourceArn: !Sub "{AUTHORIZER_SOURCE_ARN}"\n',
+        '      SourceArn: !Sub "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:*"\n',
+        "authorizer on: apigateway.amazonaws.com may invoke the function, from this API's authorizer only"),
+    "the permission without a SourceArn": (
+        f'      SourceArn: !Sub "{AUTHORIZER_SOURCE_ARN}"\n', "",
+        "authorizer on: apigateway.amazonaws.com may invoke the function, from this API's authorizer only"),
+    "the principal not mapped on $default and custom routes": (
+        f'{PRINCIPAL_HEADER}: !If [UseConnectAuthorizer, context.authorizer.principalId, !Ref "AWS::NoValue"]\n\n  ConnectRoute:',
+        "\n  ConnectRoute:",
+        "authorizer on: context.authorizer.principalId on x-socketless-principal-id in every integration"),
+    "the principal not mapped on $disconnect": (
+        f'        {PRINCIPAL_HEADER}: !If [UseConnectAuthorizer, context.authorizer.principalId, !Ref "AWS::NoValue"]\n'
+        '        integration.request.header.x-socketless-disconnect-status:',
+        "        integration.request.header.x-socketless-disconnect-status:",
+        "authorizer on: context.authorizer.principalId on x-socketless-principal-id in every integration"),
+    "the principal not mapped on $connect": (
+        f'        {PRINCIPAL_HEADER}: !If [UseConnectAuthorizer, context.authorizer.principalId, !Ref "AWS::NoValue"]\n'
+        '        integration.request.header.x-socketless-conformance-connect:',
+        "        integration.request.header.x-socketless-conformance-connect:",
+        "authorizer on: context.authorizer.principalId on x-socketless-principal-id in every integration"),
+    "AuthorizerFunctionArn without a pattern": (
+        "    AllowedPattern: '^(arn:aws[a-z-]*:lambda:", "    X-AllowedPattern: '^(arn:aws[a-z-]*:lambda:",
+        "AuthorizerFunctionArn refuses a bare name, an invocation URI, other ARNs"),
 }
 
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # cfn-lint on the CloudFormation template, clean (no errors, no warnings), plus the project's
 # custom rules (ci/static/cfn-rules.txt), which catch what cfn-lint's bundled schemas miss: a wrong
-# ProtocolType or IntegrationType on ApiGatewayV2. Then it proves the custom rules bite, on
-# mutated copies of the template. Last, ci/static/check-cfn.py checks what neither can (least-privilege
-# grants, the SharedSecret and OidcIssuer patterns against real values, the KEDA role, the
-# parameters the local gateway needs), with its own mutations. cfn-lint comes from the tool venv
+# ProtocolType or IntegrationType on ApiGatewayV2, or a JWT authorizer on a WebSocket API. Then
+# it proves the custom rules bite, on mutated copies of the template. Last,
+# ci/static/check-cfn.py checks what neither can (least-privilege grants, the SharedSecret,
+# OidcIssuer and AuthorizerFunctionArn patterns against real values, the KEDA role, the
+# parameters the local gateway needs, the $connect authorizer off by default and complete when
+# on), with its own mutations. cfn-lint comes from the tool venv
 # (ci/requirements.txt), installed on first use.
 set -euo pipefail
 # shellcheck source=../lib/lib.sh
@@ -46,6 +48,7 @@ mutate protocol-http "ProtocolType: WEBSOCKET" "ProtocolType: HTTP" "ProtocolTyp
 mutate integration-lambda "IntegrationType: HTTP_PROXY" "IntegrationType: LAMBDA" "IntegrationType must be one of"
 mutate integration-aws-proxy "IntegrationType: HTTP_PROXY" "IntegrationType: AWS_PROXY" "integrations are HTTP_PROXY"
 mutate method-get "IntegrationMethod: POST" "IntegrationMethod: GET" "call the backend with POST"
+mutate authorizer-jwt "AuthorizerType: REQUEST" "AuthorizerType: JWT" "REQUEST authorizers only"
 
 if out=$(python "$ROOT/ci/static/check-cfn.py" 2>&1); then
   ok "ci/static/check-cfn.py: $(tail -n 1 <<<"$out")"

@@ -40,6 +40,11 @@ browser() {
 }
 step "headless Chromium against dev: round trip and a clean close" browser
 step "example apps (Python, Node) through gateway → serve --upstream → app" python3 ci/checks/check-examples.py target/debug/socketless
+authorizer_examples() {
+  python3 -m unittest discover -s examples/authorizer/python || return 1
+  node --test examples/authorizer/node/authorizer.test.js
+}
+step "example authorizer functions (Python, Node): allow, deny, missing token, the RIE endpoint" authorizer_examples
 
 static_check() {
   local bin

@@ -875,6 +875,13 @@ class Cluster:
         with open(os.path.join(d, "resolv.conf"), "w") as f:
             f.write("# the pod twin answers names through /etc/hosts only\nnameserver 127.0.0.1\n"
                     "options timeout:1 attempts:1\n")
+        # A name missing from the hosts file must fail as CoreDNS's NXDOMAIN does ("no such
+        # name"), not as a resolver that did not answer: the gateway tells the two apart (410
+        # for a replica that no longer exists, 503 for one that may). glibc consults only the
+        # files source with this; a static musl binary has no nsswitch and would see the
+        # unanswered server instead (docs/podtwin.md says so).
+        with open(os.path.join(d, "nsswitch.conf"), "w") as f:
+            f.write("hosts: files\n")
         with open(os.path.join(d, "hosts"), "w") as f:
             f.write(self.hosts_for(pod))
 

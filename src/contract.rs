@@ -85,6 +85,8 @@ pub enum Supply {
     DisconnectStatus,
     /// `$disconnect` only: the close reason.
     DisconnectReason,
+    /// The `principalId` a `$connect` authorizer returned, kept on the connection.
+    AuthorizerPrincipalId,
 }
 
 /// Why a context header's value was refused.
@@ -219,7 +221,27 @@ pub const CONTEXT: &[ContextVariable] = &[
         }),
         Supply::DisconnectReason,
     ),
+    // Set on a connection a `$connect` REQUEST authorizer allowed; no header of its own: a
+    // template maps it where it wants (cfn/websocket-api.yml: x-socketless-principal-id).
+    row("authorizer.principalId", None, Supply::AuthorizerPrincipalId),
 ];
+
+/// The pattern row of the context table: `context.authorizer.<key>` is each key of the
+/// `context` map a `$connect` authorizer returned (values stringified), kept on the connection
+/// like `authorizer.principalId`. Any key is accepted when a template loads; one the
+/// authorizer did not return is absent, and its mapping is left out.
+pub const AUTHORIZER_CONTEXT_PREFIX: &str = "authorizer.";
+
+/// The key of a `context.authorizer.<key>` variable (named without `context.`) that is not a
+/// row of [`CONTEXT`]: `None` for any other variable.
+pub fn authorizer_context_key(variable: &str) -> Option<&str> {
+    if context_variable(variable).is_some() {
+        return None;
+    }
+    variable
+        .strip_prefix(AUTHORIZER_CONTEXT_PREFIX)
+        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.$".contains(&b)))
+}
 
 /// The rows the backend reads a header for, in table order, with their headers.
 pub fn header_rows() -> impl Iterator<Item = (&'static ContextVariable, Header)> {

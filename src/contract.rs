@@ -36,6 +36,9 @@ pub const USER_AGENT: &str = "x-socketless-user-agent";
 pub const DISCONNECT_STATUS: &str = "x-socketless-disconnect-status";
 /// Close reason on `$disconnect` (`context.disconnectReason`; optional).
 pub const DISCONNECT_REASON: &str = "x-socketless-disconnect-reason";
+/// The `principalId` a `$connect` REQUEST authorizer returned
+/// (`context.authorizer.principalId`); sent only behind an authorizer.
+pub const PRINCIPAL_ID: &str = "x-socketless-principal-id";
 /// Shared secret the gateway adds as a literal; checked when the backend has one configured.
 pub const SHARED_SECRET: &str = "x-socketless-secret";
 
@@ -56,6 +59,8 @@ pub struct RequestContext {
     /// Close status on `$disconnect`, when the gateway maps it.
     pub disconnect_status: Option<u16>,
     pub disconnect_reason: Option<String>,
+    /// The principal a `$connect` authorizer admitted the connection as; empty without one.
+    pub principal_id: String,
     /// Every header of the call, for handlers whose
     /// [`crate::handler::MessageHandler::wants_headers`] says so (to read parameters the
     /// template maps beyond the context); `None` otherwise.
@@ -221,9 +226,12 @@ pub const CONTEXT: &[ContextVariable] = &[
         }),
         Supply::DisconnectReason,
     ),
-    // Set on a connection a `$connect` REQUEST authorizer allowed; no header of its own: a
-    // template maps it where it wants (cfn/websocket-api.yml: x-socketless-principal-id).
-    row("authorizer.principalId", None, Supply::AuthorizerPrincipalId),
+    // Set on a connection a `$connect` REQUEST authorizer allowed, for every route of it.
+    row(
+        "authorizer.principalId",
+        text_header!(PRINCIPAL_ID, principal_id),
+        Supply::AuthorizerPrincipalId,
+    ),
 ];
 
 /// The pattern row of the context table: `context.authorizer.<key>` is each key of the
@@ -313,7 +321,8 @@ mod tests {
     use super::*;
 
     /// Every `integration.request.header.x-socketless-*: context.X` line of the template names a
-    /// row of [`CONTEXT`] with that header, and every header of the table is mapped there.
+    /// row of [`CONTEXT`] with that header, and every header of the table is mapped there (the
+    /// principal's when the template has an authorizer that supplies it).
     #[test]
     fn template_maps_the_table() {
         let template = include_str!("../cfn/websocket-api.yml");
@@ -336,7 +345,11 @@ mod tests {
             assert_eq!(row.header.map(|h| h.name), Some(name), "context.{variable}");
             mapped.push(name.to_string());
         }
+        let has_authorizer = template.contains("AWS::ApiGatewayV2::Authorizer");
         for row in CONTEXT {
+            if row.supply == Supply::AuthorizerPrincipalId && !has_authorizer {
+                continue;
+            }
             if let Some(h) = row.header {
                 assert!(
                     mapped.iter().any(|m| m == h.name),
@@ -407,7 +420,10 @@ mod tests {
                 checked
                     || matches!(
                         row.supply,
-                        Supply::UserAgent | Supply::DisconnectStatus | Supply::DisconnectReason
+                        Supply::UserAgent
+                            | Supply::DisconnectStatus
+                            | Supply::DisconnectReason
+                            | Supply::AuthorizerPrincipalId
                     ),
                 "{} is not checked by the conformance kit",
                 h.name

@@ -364,3 +364,33 @@ pub async fn run(config: DevConfig, handler: Arc<dyn MessageHandler>) -> Result<
     let _ = out.flush();
     Ok(started.run.await)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FromFlags;
+
+    #[test]
+    fn authorizer_flags_reach_the_gateway() {
+        let args = DevArgs::from_flags([
+            "--authorizer=ConnectAuthorizer=http://127.0.0.1:9000/2015-03-31/functions/function/invocations",
+            "--authorizer-timeout=2s",
+        ])
+        .expect("flags parse");
+        let config = args.validate().expect("valid");
+        assert!(config.authorizer);
+        assert!(
+            config.gateway_flags.contains(
+                &"--authorizer=ConnectAuthorizer=http://127.0.0.1:9000/2015-03-31/functions/function/invocations"
+                    .to_string()
+            )
+        );
+        assert!(config.gateway_flags.contains(&"--authorizer-timeout=2s".to_string()));
+        let none = DevArgs::from_flags(Vec::<String>::new())
+            .expect("flags parse")
+            .validate()
+            .expect("valid");
+        assert!(!none.authorizer);
+        assert!(!none.gateway_flags.iter().any(|f| f.starts_with("--authorizer")));
+    }
+}

@@ -7,8 +7,9 @@
 //! of those variables: what the gateway supplies, which header carries it, and where the backend
 //! keeps it in the [`RequestContext`]. Every list of context headers is built from it: the
 //! gateway's context values, the backend's reader, the headers `serve --upstream` passes on to
-//! the app, the conformance kit's checks, the property test and the fuzz target. [`AUTHORIZER`]
-//! adds the variables only a `$connect` authorizer supplies (optional: absent without one).
+//! the app, the conformance kit's checks, the property test and the fuzz target. The rows a
+//! `$connect` authorizer supplies (`authorizer.principalId`, and the `authorizer.<key>` pattern)
+//! are optional: absent without one.
 
 use http::HeaderValue;
 
@@ -96,6 +97,8 @@ pub enum Supply {
     DisconnectStatus,
     /// `$disconnect` only: the close reason.
     DisconnectReason,
+    /// The `principalId` a `$connect` authorizer returned, kept on the connection.
+    AuthorizerPrincipalId,
 }
 
 /// Why a context header's value was refused.
@@ -230,72 +233,53 @@ pub const CONTEXT: &[ContextVariable] = &[
         }),
         Supply::DisconnectReason,
     ),
+    // Set on a connection a `$connect` REQUEST authorizer allowed, for every route of it.
+    row(
+        "authorizer.principalId",
+        // Optional: absent without an authorizer. `serve` trusts it on `/connect` only, stores it
+        // on the session and gives the stored value to every later call.
+        Some(Header {
+            name: PRINCIPAL_ID,
+            store: |c, v| {
+                c.principal_id = Some(text(v)).filter(|p| !p.is_empty()).map(Into::into);
+                Ok(())
+            },
+            load: |c| c.principal_id.as_deref().and_then(nonempty),
+        }),
+        Supply::AuthorizerPrincipalId,
+    ),
 ];
 
-/// A context variable only an authorizer supplies: absent when the route has none. The backend
-/// reads and passes on its header like a row of [`CONTEXT`]; nothing requires it (the template
-/// maps it only when an authorizer is enabled, the conformance kit does not expect it), and a
-/// gateway that knows no authorizer accepts its mapping and leaves the header out.
-#[derive(Clone, Copy)]
-pub struct AuthorizerVariable {
-    /// API Gateway's name, after `context.`.
-    pub variable: &'static str,
-    pub header: Header,
-}
+/// The pattern row of the context table: `context.authorizer.<key>` is each key of the
+/// `context` map a `$connect` authorizer returned (values stringified), kept on the connection
+/// like `authorizer.principalId`. Any key is accepted when a template loads; one the
+/// authorizer did not return is absent, and its mapping is left out.
+pub const AUTHORIZER_CONTEXT_PREFIX: &str = "authorizer.";
 
-/// The authorizer's context variables the backend reads.
-pub const AUTHORIZER: &[AuthorizerVariable] = &[AuthorizerVariable {
-    variable: "authorizer.principalId",
-    header: Header {
-        name: PRINCIPAL_ID,
-        store: |c, v| {
-            c.principal_id = Some(text(v)).filter(|p| !p.is_empty()).map(Into::into);
-            Ok(())
-        },
-        load: |c| c.principal_id.as_deref().and_then(nonempty),
-    },
-}];
+/// The key of a `context.authorizer.<key>` variable (named without `context.`) that is not a
+/// row of [`CONTEXT`]: `None` for any other variable.
+pub fn authorizer_context_key(variable: &str) -> Option<&str> {
+    if context_variable(variable).is_some() {
+        return None;
+    }
+    variable
+        .strip_prefix(AUTHORIZER_CONTEXT_PREFIX)
+        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.$".contains(&b)))
+}
 
 /// The rows the backend reads a header for, in table order, with their headers.
 pub fn header_rows() -> impl Iterator<Item = (&'static ContextVariable, Header)> {
     CONTEXT.iter().filter_map(|row| Some((row, row.header?)))
 }
 
-/// Every context header, in table order, then the authorizer's.
+/// Every context header, in table order.
 pub fn headers() -> impl Iterator<Item = Header> {
-    CONTEXT
-        .iter()
-        .filter_map(|row| row.header)
-        .chain(AUTHORIZER.iter().map(|row| row.header))
-}
-
-/// A `context.*` variable the contract knows: a row of [`CONTEXT`] or of [`AUTHORIZER`].
-#[derive(Clone, Copy)]
-pub struct Variable {
-    pub variable: &'static str,
-    /// The header the backend reads it from, when it reads it.
-    pub header: Option<Header>,
-    /// What the gateway supplies it from; `None` for an authorizer's variable.
-    pub supply: Option<Supply>,
+    CONTEXT.iter().filter_map(|row| row.header)
 }
 
 /// A `context.*` variable (named without the `context.` prefix).
-pub fn context_variable(variable: &str) -> Option<Variable> {
-    let row = CONTEXT.iter().find(|row| row.variable == variable).map(|row| Variable {
-        variable: row.variable,
-        header: row.header,
-        supply: Some(row.supply),
-    });
-    row.or_else(|| {
-        AUTHORIZER
-            .iter()
-            .find(|row| row.variable == variable)
-            .map(|row| Variable {
-                variable: row.variable,
-                header: Some(row.header),
-                supply: None,
-            })
-    })
+pub fn context_variable(variable: &str) -> Option<&'static ContextVariable> {
+    CONTEXT.iter().find(|row| row.variable == variable)
 }
 
 /// Integration paths on the backend's public port.
@@ -353,7 +337,8 @@ mod tests {
     use super::*;
 
     /// Every `integration.request.header.x-socketless-*: context.X` line of the template names a
-    /// row of [`CONTEXT`] with that header, and every header of the table is mapped there.
+    /// row of [`CONTEXT`] with that header, and every header of the table is mapped there (the
+    /// principal's when the template has an authorizer that supplies it).
     #[test]
     fn template_maps_the_table() {
         let template = include_str!("../cfn/websocket-api.yml");
@@ -376,8 +361,11 @@ mod tests {
             assert_eq!(row.header.map(|h| h.name), Some(name), "context.{variable}");
             mapped.push(name.to_string());
         }
-        // Authorizer rows are mapped only when an authorizer is enabled.
+        let has_authorizer = template.contains("AWS::ApiGatewayV2::Authorizer");
         for row in CONTEXT {
+            if row.supply == Supply::AuthorizerPrincipalId && !has_authorizer {
+                continue;
+            }
             if let Some(h) = row.header {
                 assert!(
                     mapped.iter().any(|m| m == h.name),
@@ -388,19 +376,15 @@ mod tests {
         }
     }
 
-    /// The authorizer's principal is a known variable with its header, supplied by no gateway
-    /// row: a gateway without an authorizer accepts the mapping and leaves the header out.
+    /// The authorizer's principal is a row with its header, which the gateway supplies from the
+    /// authorizer's answer; any other `context.authorizer.<key>` is the pattern row.
     #[test]
-    fn the_principal_row_is_optional() {
+    fn the_principal_is_a_row_and_other_authorizer_keys_a_pattern() {
         let v = context_variable("authorizer.principalId").expect("a known variable");
         assert_eq!(v.header.map(|h| h.name), Some(PRINCIPAL_ID));
-        assert!(v.supply.is_none());
-        let m = crate::gateway::mapping::Mapping::parse(
-            "integration.request.header.x-socketless-principal-id",
-            "context.authorizer.principalId",
-        )
-        .expect("the gateway accepts the mapping");
-        assert_eq!(m.context_row, None, "and supplies no value for it");
+        assert!(v.supply == Supply::AuthorizerPrincipalId);
+        assert_eq!(authorizer_context_key("authorizer.principalId"), None);
+        assert_eq!(authorizer_context_key("authorizer.tenant"), Some("tenant"));
         assert!(context_variable("authorizer.tenant").is_none());
     }
 
@@ -427,15 +411,10 @@ mod tests {
             passed_on, want,
             "read by the backend and passed on to the upstream app unchanged"
         );
-        for row in AUTHORIZER {
-            assert!(
-                passed_on.iter().any(|(name, _)| *name == row.header.name),
-                "{} is passed on",
-                row.header.name
-            );
-            // Optional: the kit's gateway may have no authorizer, so it never expects one.
-            assert!(header_rows().all(|(_, h)| h.name != row.header.name));
-        }
+        assert!(
+            passed_on.iter().any(|(name, _)| *name == PRINCIPAL_ID),
+            "{PRINCIPAL_ID} is passed on"
+        );
 
         // A `whoami` answer meeting every expectation passes the conformance case...
         let (id, stage) = ("conn-1=", "dev");
@@ -473,7 +452,10 @@ mod tests {
                 checked
                     || matches!(
                         row.supply,
-                        Supply::UserAgent | Supply::DisconnectStatus | Supply::DisconnectReason
+                        Supply::UserAgent
+                            | Supply::DisconnectStatus
+                            | Supply::DisconnectReason
+                            | Supply::AuthorizerPrincipalId
                     ),
                 "{} is not checked by the conformance kit",
                 h.name

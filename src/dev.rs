@@ -74,7 +74,18 @@ pub struct DevArgs {
     /// The gateway's --max-connection-duration (default 2h).
     #[arg(long, env = "SOCKETLESS_DEV_MAX_CONNECTION_DURATION")]
     pub max_connection_duration: Option<String>,
+    /// The gateway's --authorizer LOGICAL_ID=URL (repeatable; comma-separated in the
+    /// variable). Given, the built-in template's `$connect` authorizer is turned on (its
+    /// AuthorizerFunctionArn parameter is set to a local placeholder) and called at URL.
+    #[arg(long = "authorizer", env = "SOCKETLESS_DEV_AUTHORIZERS", value_delimiter = ',')]
+    pub authorizers: Vec<String>,
+    /// The gateway's --authorizer-timeout (default 10s).
+    #[arg(long, env = "SOCKETLESS_DEV_AUTHORIZER_TIMEOUT")]
+    pub authorizer_timeout: Option<String>,
 }
+
+/// The template parameter that turns the built-in template's `$connect` authorizer on.
+const AUTHORIZER_PARAMETER: &str = "AuthorizerFunctionArn";
 
 /// Validated `dev` settings.
 #[derive(Debug, Clone)]
@@ -87,6 +98,8 @@ pub struct DevConfig {
     pub conformance: bool,
     /// How long to wait for the upstream app before giving up.
     pub upstream_wait: Duration,
+    /// Whether `--authorizer` was given: the template's authorizer is turned on.
+    pub authorizer: bool,
 }
 
 fn random_secret() -> String {
@@ -146,6 +159,7 @@ impl DevArgs {
             ("integration-timeout", &self.integration_timeout),
             ("idle-timeout", &self.idle_timeout),
             ("max-connection-duration", &self.max_connection_duration),
+            ("authorizer-timeout", &self.authorizer_timeout),
         ] {
             if let Some(v) = value {
                 gateway_flags.push(format!("--{flag}={v}"));
@@ -155,7 +169,12 @@ impl DevArgs {
             listen,
             serve,
             stage: self.stage.clone(),
-            gateway_flags,
+            authorizer: !self.authorizers.is_empty(),
+            gateway_flags: {
+                let authorizers = self.authorizers.iter().filter(|a| !a.trim().is_empty());
+                gateway_flags.extend(authorizers.map(|a| format!("--authorizer={a}")));
+                gateway_flags
+            },
             conformance: self.conformance,
             upstream_wait: upstream_wait.unwrap_or_default(),
         })
@@ -252,6 +271,18 @@ pub async fn start_saying(
     if config.conformance {
         params.insert("ConformanceMapping".to_string(), "true".to_string());
     }
+    if config.authorizer
+        && template::parameter_names(EMBEDDED_TEMPLATE)
+            .iter()
+            .any(|p| p == AUTHORIZER_PARAMETER)
+    {
+        // A placeholder: locally the function is reached at the --authorizer URL.
+        let arn = format!(
+            "arn:aws:lambda:{}:000000000000:function:socketless-dev-authorizer",
+            defaults::REGION
+        );
+        params.insert(AUTHORIZER_PARAMETER.to_string(), arn);
+    }
     let mut gw_config = GatewayConfig::from_template_with(EMBEDDED_TEMPLATE, &params, &config.gateway_flags)
         .map_err(|errs| DevError::Config(errs.into_iter().map(|e| e.0).collect::<Vec<_>>().join("; ")))?;
     gw_config.listen = gw_addr;
@@ -330,4 +361,34 @@ pub async fn run(config: DevConfig, handler: Arc<dyn MessageHandler>) -> Result<
     );
     let _ = out.flush();
     Ok(started.run.await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FromFlags;
+
+    #[test]
+    fn authorizer_flags_reach_the_gateway() {
+        let args = DevArgs::from_flags([
+            "--authorizer=ConnectAuthorizer=http://127.0.0.1:9000/2015-03-31/functions/function/invocations",
+            "--authorizer-timeout=2s",
+        ])
+        .expect("flags parse");
+        let config = args.validate().expect("valid");
+        assert!(config.authorizer);
+        assert!(
+            config.gateway_flags.contains(
+                &"--authorizer=ConnectAuthorizer=http://127.0.0.1:9000/2015-03-31/functions/function/invocations"
+                    .to_string()
+            )
+        );
+        assert!(config.gateway_flags.contains(&"--authorizer-timeout=2s".to_string()));
+        let none = DevArgs::from_flags(Vec::<String>::new())
+            .expect("flags parse")
+            .validate()
+            .expect("valid");
+        assert!(!none.authorizer);
+        assert!(!none.gateway_flags.iter().any(|f| f.starts_with("--authorizer")));
+    }
 }

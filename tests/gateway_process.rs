@@ -39,7 +39,7 @@ fn unsupported_template_constructs_are_start_up_errors_naming_the_resource() {
     // authorizer inside Resources.
     let bad = bad.replace(
         "Outputs:",
-        "  Authorizer2:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties:\n      ApiId: !Ref Api\n\nOutputs:",
+        "  Authorizer2:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties:\n      ApiId: !Ref Api\n      AuthorizerType: JWT\n      JwtConfiguration: { Audience: [a] }\n\nOutputs:",
     );
     let path = write_template("bad", &bad);
     // The gateway on this template, with `extra` flags.
@@ -64,7 +64,9 @@ fn unsupported_template_constructs_are_start_up_errors_naming_the_resource() {
         "{err}"
     );
     assert!(
-        err.contains("resource Authorizer2: AWS::ApiGatewayV2::Authorizer cannot be emulated"),
+        err.contains(
+            "resource Authorizer2: property JwtConfiguration of AWS::ApiGatewayV2::Authorizer cannot be emulated"
+        ),
         "{err}"
     );
 }

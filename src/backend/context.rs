@@ -1,11 +1,11 @@
 //! Reads the gateway context of one integration call from its `x-socketless-*` headers, as the
-//! rows of [`crate::contract::CONTEXT`] and [`crate::contract::AUTHORIZER`] say, in one pass
+//! rows of [`crate::contract::CONTEXT`] say, in one pass
 //! over the request headers.
 
 use http::HeaderMap;
 
 use super::error::ApiError;
-use crate::contract::{self, AUTHORIZER, CONTEXT, Header, RequestContext};
+use crate::contract::{self, CONTEXT, Header, RequestContext};
 
 /// A connection id as API Gateway issues them: short, printable, no separators.
 pub fn valid_connection_id(id: &str) -> bool {
@@ -18,23 +18,19 @@ pub fn request_context(headers: &HeaderMap) -> Result<RequestContext, String> {
     context(headers).map_err(|e| e.to_string())
 }
 
-/// The header named `name` and its index among every row of [`CONTEXT`], then [`AUTHORIZER`].
+/// The header named `name` and its row's index in [`CONTEXT`].
 fn row_of(name: &str) -> Option<(usize, Header)> {
-    let context = CONTEXT
+    let i = CONTEXT
         .iter()
-        .position(|row| row.header.is_some_and(|h| h.name == name))
-        .and_then(|i| Some((i, CONTEXT[i].header?)));
-    context.or_else(|| {
-        let i = AUTHORIZER.iter().position(|row| row.header.name == name)?;
-        Some((CONTEXT.len() + i, AUTHORIZER[i].header))
-    })
+        .position(|row| row.header.is_some_and(|h| h.name == name))?;
+    Some((i, CONTEXT[i].header?))
 }
 
 /// Reads the gateway context from the request headers. The first value of a repeated header
 /// wins, as with `HeaderMap::get`.
 pub(super) fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
     let mut ctx = RequestContext::default();
-    let mut seen = [false; CONTEXT.len() + AUTHORIZER.len()];
+    let mut seen = [false; CONTEXT.len()];
     let mut malformed = None;
     for (name, value) in headers {
         let name = name.as_str();

@@ -257,6 +257,7 @@ pub(crate) fn expect(supply: Supply, call: Call) -> Expect {
         Supply::DisconnectStatus | Supply::DisconnectReason => {
             Expect::Unchecked("sent on `$disconnect` only, which `whoami` cannot show")
         }
+        Supply::AuthorizerPrincipalId => Expect::Unchecked("set only behind a $connect authorizer"),
     }
 }
 

@@ -129,6 +129,76 @@ pub struct GatewayArgs {
     /// that does not exist, or refuses the connection, is 410).
     #[arg(long, env = "SOCKETLESS_GATEWAY_PEER_TIMEOUT", default_value = defaults::PEER_TIMEOUT)]
     pub peer_timeout: String,
+    /// A `$connect` REQUEST authorizer of the template, LOGICAL_ID=URL (repeatable;
+    /// comma-separated in the variable): the URL receives the authorizer event as a POST body
+    /// and answers the Lambda function's result (a Lambda Runtime Interface Emulator's
+    /// http://HOST:PORT/2015-03-31/functions/function/invocations works as it is). Every
+    /// authorizer of the template needs one.
+    #[arg(long = "authorizer", env = "SOCKETLESS_GATEWAY_AUTHORIZERS", value_delimiter = ',')]
+    pub authorizers: Vec<String>,
+    /// An authorizer that has not answered within this long refuses the handshake with 500.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_AUTHORIZER_TIMEOUT", default_value = AUTHORIZER_TIMEOUT)]
+    pub authorizer_timeout: String,
+}
+
+/// `--authorizer-timeout`'s default.
+pub const AUTHORIZER_TIMEOUT: &str = "10s";
+
+/// Where the template's `$connect` authorizers are called, and how long they may take.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizerSettings {
+    /// Each authorizer's endpoint, by logical id.
+    pub endpoints: BTreeMap<String, http::Uri>,
+    pub timeout: Duration,
+    /// The region in the method ARN (`--region`).
+    pub region: String,
+}
+
+impl GatewayArgs {
+    /// Reads `--authorizer` and `--authorizer-timeout`, and checks that the template's
+    /// authorizers and the flags name the same logical ids (when the template loaded).
+    fn authorizer_settings(&self, l: &Labels, p: &mut Problems, model: Option<&ApiModel>) -> AuthorizerSettings {
+        let label = l.get("authorizers");
+        let mut endpoints = BTreeMap::new();
+        for item in self.authorizers.iter().filter(|i| !i.trim().is_empty()) {
+            let Some((id, url)) = item.split_once('=').filter(|(id, _)| !id.trim().is_empty()) else {
+                p.push(format!("{label}: {item:?} is not LOGICAL_ID=URL"));
+                continue;
+            };
+            let id = id.trim().to_string();
+            if let Some(uri) = p.url(label, url.trim()) {
+                if uri.scheme_str() != Some("http") {
+                    p.push(format!(
+                        "{label}: {url:?} must be an http:// URL (terminate TLS in front of the authorizer)"
+                    ));
+                } else if endpoints.insert(id.clone(), uri).is_some() {
+                    p.push(format!("{label}: {id} is given more than once"));
+                }
+            }
+        }
+        if let Some(model) = model {
+            for id in model.authorizers.keys().filter(|id| !endpoints.contains_key(*id)) {
+                p.push(format!(
+                    "template: authorizer {id} needs an endpoint: {label} {id}=http://HOST:PORT/2015-03-31/functions/function/invocations"
+                ));
+            }
+            for id in endpoints.keys().filter(|id| !model.authorizers.contains_key(*id)) {
+                let known: Vec<&str> = model.authorizers.keys().map(String::as_str).collect();
+                p.push(format!(
+                    "{label}: the template has no authorizer {id} (its authorizers: {known:?})"
+                ));
+            }
+        }
+        let timeout = p.duration(l.get("authorizer_timeout"), &self.authorizer_timeout);
+        if timeout.is_some_and(|t| t.is_zero()) {
+            p.push(format!("{}: must be more than zero", l.get("authorizer_timeout")));
+        }
+        AuthorizerSettings {
+            endpoints,
+            timeout: timeout.unwrap_or_default(),
+            region: self.region.clone(),
+        }
+    }
 }
 
 /// A template parameter not given by `--param` is read from this variable followed by its
@@ -168,6 +238,8 @@ pub struct GatewayConfig {
     /// Where the other replicas are.
     pub peers: PeerUrls,
     pub peer_timeout: Duration,
+    /// The `$connect` authorizers' endpoints (`--authorizer`).
+    pub authorizer: AuthorizerSettings,
 }
 
 /// Parses `Key=Value` parameters, recording problems.
@@ -378,6 +450,7 @@ impl GatewayArgs {
             None => PeerUrls::List(peers),
         };
         let peer_timeout = p.duration(l.get("peer_timeout"), &self.peer_timeout);
+        let authorizer = self.authorizer_settings(&l, &mut p, model.as_ref());
         p.into_result()?;
         let (Some(model), Some(listen), Some((http, body))) = (model, listen, limits) else {
             return Err(ConfigError(vec!["internal: validated settings missing".into()]));
@@ -405,6 +478,7 @@ impl GatewayArgs {
             ordinal: ordinal.unwrap_or(0),
             peers,
             peer_timeout: peer_timeout.unwrap_or_default(),
+            authorizer,
         })
     }
 }

@@ -68,6 +68,8 @@ pub struct Ctx {
     pub domain: String,
     pub source_ip: String,
     pub user_agent: String,
+    /// What the `$connect` authorizer returned, when one allowed the connection.
+    pub authorizer: Option<Box<super::authorizer::Authorized>>,
 }
 
 /// What the rest of the gateway knows about a live connection.

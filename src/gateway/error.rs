@@ -73,6 +73,16 @@ pub enum GatewayError {
     /// The `$connect` integration call failed.
     #[error("the $connect integration call failed")]
     ConnectFailed,
+    /// A `$connect` authorizer's identity source is missing or empty, or the authorizer
+    /// failed with `Unauthorized`.
+    #[error("Unauthorized")]
+    Unauthorized,
+    /// The `$connect` authorizer's policy does not allow `$connect`.
+    #[error("Forbidden")]
+    AuthorizerDenied,
+    /// The `$connect` authorizer failed, timed out, or gave a malformed or oversized answer.
+    #[error("the $connect authorizer failed")]
+    AuthorizerFailed,
     /// The signal handlers could not be installed.
     #[error(transparent)]
     Signals(std::io::Error),
@@ -153,6 +163,9 @@ impl GatewayError {
             E::ConnectRefused { status, .. } => (*status, Message, status.canonical_reason().unwrap_or("Forbidden")),
             E::ConnectTimedOut => (StatusCode::GATEWAY_TIMEOUT, Message, "Endpoint request timed out"),
             E::ConnectFailed => (StatusCode::BAD_GATEWAY, Message, "Internal server error"),
+            E::Unauthorized => (StatusCode::UNAUTHORIZED, Message, "Unauthorized"),
+            E::AuthorizerDenied => (StatusCode::FORBIDDEN, Message, "Forbidden"),
+            E::AuthorizerFailed => (StatusCode::INTERNAL_SERVER_ERROR, Message, "Internal server error"),
             // Never sent: the gateway is not serving yet. Nothing of the cause in it.
             E::Signals(_) | E::Bind(_) | E::Listener(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, Message, "Internal server error")

@@ -1,5 +1,5 @@
 //! The event pipeline: for `$connect`, each message and `$disconnect`, the context variables
-//! (built from [`crate::contract::CONTEXT`]), route selection, the mapped integration call with
+//! (built from [`crate::contract::CONTEXT`]), the `$connect` authorizer, route selection, the mapped integration call with
 //! its timeout and metrics, and what the client gets back (the 101's subprotocol, a reply frame
 //! or an error frame).
 
@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderValue, header};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::authorizer::{self, EventContext, Sources, Verdict};
 use super::connection::Ctx;
 use super::error::GatewayError;
 use super::ids;
@@ -39,31 +40,37 @@ struct Event<'a> {
 fn context(gw: &Shared, c: &Ctx, e: &Event<'_>, mappings: &[Mapping]) -> ContextValues {
     let mut values = ContextValues::default();
     let mut now = None;
-    let model = &gw.config.model;
     for i in mappings.iter().filter_map(|m| m.context_row) {
         if values[i].is_some() {
             continue;
         }
-        let mut now = || *now.get_or_insert_with(now_ms);
-        values[i] = match contract::CONTEXT[i].supply {
-            Supply::ConnectionId => Some(c.id.clone()),
-            Supply::ConnectedAt => Some(c.connected_at.to_string()),
-            Supply::DomainName => Some(c.domain.clone()),
-            Supply::EventType => Some(e.kind.to_string()),
-            Supply::RouteKey => Some(e.route.to_string()),
-            Supply::RequestId => Some(e.request_id.to_string()),
-            Supply::ApiId => Some(model.api_id.clone()),
-            Supply::SourceIp => Some(c.source_ip.clone()),
-            Supply::UserAgent => Some(c.user_agent.clone()),
-            Supply::RequestTime => Some(clf(now())),
-            Supply::RequestTimeEpoch => Some(now().to_string()),
-            Supply::Stage => Some(model.stage.clone()),
-            Supply::MessageId => e.message.then(ids::new_id),
-            Supply::DisconnectStatus => e.close.map(|(code, _)| code.to_string()),
-            Supply::DisconnectReason => e.close.map(|(_, reason)| reason.to_string()),
-        };
+        values[i] = supply(gw, c, e, contract::CONTEXT[i].supply, &mut now);
     }
     values
+}
+
+/// One context variable's value for an event (`now` is read once per event).
+fn supply(gw: &Shared, c: &Ctx, e: &Event<'_>, supply: Supply, now: &mut Option<i64>) -> Option<String> {
+    let model = &gw.config.model;
+    let mut now = || *now.get_or_insert_with(now_ms);
+    match supply {
+        Supply::ConnectionId => Some(c.id.clone()),
+        Supply::ConnectedAt => Some(c.connected_at.to_string()),
+        Supply::DomainName => Some(c.domain.clone()),
+        Supply::EventType => Some(e.kind.to_string()),
+        Supply::RouteKey => Some(e.route.to_string()),
+        Supply::RequestId => Some(e.request_id.to_string()),
+        Supply::ApiId => Some(model.api_id.clone()),
+        Supply::SourceIp => Some(c.source_ip.clone()),
+        Supply::UserAgent => Some(c.user_agent.clone()),
+        Supply::RequestTime => Some(clf(now())),
+        Supply::RequestTimeEpoch => Some(now().to_string()),
+        Supply::Stage => Some(model.stage.clone()),
+        Supply::MessageId => e.message.then(ids::new_id),
+        Supply::DisconnectStatus => e.close.map(|(code, _)| code.to_string()),
+        Supply::DisconnectReason => e.close.map(|(_, reason)| reason.to_string()),
+        Supply::AuthorizerPrincipalId => c.authorizer.as_ref().map(|a| a.principal_id.clone()),
+    }
 }
 
 /// What a route's integration maps (nothing without an integration).
@@ -101,10 +108,75 @@ pub fn error_frame(message: &str, connection_id: &str, request_id: &str) -> Stri
     serde_json::json!({ "message": message, "connectionId": connection_id, "requestId": request_id }).to_string()
 }
 
-/// Runs `$connect`: `Ok` with the subprotocol to confirm, or the refusal to answer.
-pub async fn connect(
+/// Runs the `$connect` route's authorizer: what it allowed, or the refusal to answer (401
+/// without a call when an identity source is missing or empty).
+async fn authorize(
     gw: &Shared,
     ctx: &Ctx,
+    event: &Event<'_>,
+    logical_id: &str,
+    headers: &HashMap<String, String>,
+    query: &HashMap<String, String>,
+) -> Result<authorizer::Authorized, GatewayError> {
+    let model = &gw.config.model;
+    let (Some(spec), Some(endpoint)) = (
+        model.authorizers.get(logical_id),
+        gw.config.authorizer.endpoints.get(logical_id),
+    ) else {
+        // Configuration makes sure both exist; refuse rather than let a client through.
+        gw.metrics.connect("failed");
+        return Err(GatewayError::AuthorizerFailed);
+    };
+    let now = now_ms();
+    let context_of = |variable: &str| {
+        let row = contract::context_variable(variable)?;
+        supply(gw, ctx, event, row.supply, &mut Some(now))
+    };
+    let sources = Sources {
+        headers,
+        query,
+        stage_variables: &model.stage_variables,
+        context: &context_of,
+    };
+    if !authorizer::identity_present(spec, &sources) {
+        gw.metrics.connect("rejected");
+        return Err(GatewayError::Unauthorized);
+    }
+    let arn = authorizer::method_arn(&gw.config.authorizer.region, &model.api_id, &model.stage);
+    let body = authorizer::event(
+        &arn,
+        &sources,
+        &EventContext {
+            ctx,
+            request_id: event.request_id,
+            api_id: &model.api_id,
+            stage: &model.stage,
+            now_ms: now,
+        },
+    );
+    let (verdict, took) = authorizer::call(&gw.client, endpoint, &body, gw.config.authorizer.timeout).await;
+    gw.metrics.authorizer(logical_id, verdict.outcome(), took);
+    match verdict {
+        Verdict::Allow(authorized) => Ok(authorized),
+        Verdict::Failed(outcome) => {
+            if let Some(alike) = gw.warn_integration.admit() {
+                tracing::warn!(authorizer = %logical_id, outcome, alike_since_last = alike, "authorizer call failed");
+            }
+            gw.metrics.connect("failed");
+            Err(authorizer::refusal(&verdict))
+        }
+        other => {
+            gw.metrics.connect("rejected");
+            Err(authorizer::refusal(&other))
+        }
+    }
+}
+
+/// Runs `$connect`: its authorizer first, when it has one (what it allowed stays on `ctx`),
+/// then its integration: `Ok` with the subprotocol to confirm, or the refusal to answer.
+pub async fn connect(
+    gw: &Shared,
+    ctx: &mut Ctx,
     headers: &HashMap<String, String>,
     query: &HashMap<String, String>,
 ) -> Result<Option<HeaderValue>, GatewayError> {
@@ -119,12 +191,18 @@ pub async fn connect(
         message: false,
         close: None,
     };
+    if let Some(logical_id) = &route.authorizer {
+        let authorized = Box::pin(authorize(gw, ctx, &event, logical_id, headers, query)).await?;
+        ctx.authorizer = Some(Box::new(authorized));
+    }
+    let ctx: &Ctx = ctx;
     let context = context(gw, ctx, &event, mappings(route));
     let inputs = Inputs {
         context: &context,
         handshake: Some((headers, query)),
         body: None,
         stage_variables: &gw.config.model.stage_variables,
+        authorizer: ctx.authorizer.as_deref(),
     };
     match invoke(gw, route, &inputs, Bytes::new()).await {
         None => Ok(None),
@@ -179,6 +257,7 @@ pub async fn message(gw: Arc<Shared>, ctx: Arc<Ctx>, text: Utf8Bytes) -> Option<
         handshake: None,
         body: body_json.as_ref(),
         stage_variables: &model.stage_variables,
+        authorizer: ctx.authorizer.as_deref(),
     };
     match invoke(&gw, route, &inputs, Bytes::from(text)).await? {
         Outcome::Response { body, .. } => {
@@ -215,6 +294,7 @@ pub async fn disconnect(gw: &Shared, ctx: &Ctx, code: u16, reason: &str) {
         handshake: None,
         body: None,
         stage_variables: &gw.config.model.stage_variables,
+        authorizer: ctx.authorizer.as_deref(),
     };
     let _ = invoke(gw, route, &inputs, Bytes::new()).await;
 }

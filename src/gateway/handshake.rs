@@ -1,5 +1,5 @@
 //! The WebSocket handshake on `/{stage}`: the request is checked (RFC 6455 §4.2.1), a slot is
-//! reserved, `$connect` decides, and only then does the client get its 101. The connection's
+//! reserved, `$connect` (its authorizer, then its integration) decides, and only then does the client get its 101. The connection's
 //! task then runs it until it ends, and always reports `$disconnect` for a connection that
 //! `$connect` accepted, even one whose client left before the upgrade.
 
@@ -118,12 +118,13 @@ pub async fn handshake(
         gw.metrics.connect("refused_limit");
         return GatewayError::TooManyConnections.response();
     };
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         id: ids::connection_id(gw.peers.ordinal()),
         connected_at: now_ms(),
         domain: gw.config.domain_name.clone().unwrap_or(hs.host),
         source_ip: peer.ip().to_string(),
         user_agent: hs.user_agent,
+        authorizer: None,
     };
     let (handshake_headers, query) = (hs.headers, hs.query);
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -136,7 +137,8 @@ pub async fn handshake(
     // The connect and disconnect calls are boxed: awaited inline they would size this task by
     // the largest of them.
     let fut = async move {
-        let subprotocol = match Box::pin(events::connect(&gw, &ctx, &handshake_headers, &query)).await {
+        // `$connect`'s authorizer, when it has one, runs in here first.
+        let subprotocol = match Box::pin(events::connect(&gw, &mut ctx, &handshake_headers, &query)).await {
             Ok(subprotocol) => subprotocol,
             Err(refusal) => {
                 let _ = answer.send(refusal.response());

@@ -1,6 +1,7 @@
 //! Integration request parameters: `integration.request.{header,querystring,path}.NAME` mapped
 //! from `context.*`, `route.request.header|querystring.*` (on `$connect`),
-//! `route.request.body.*`, `stageVariables.*` or a `'literal'`. Only mapped values reach the
+//! `route.request.body.*`, `stageVariables.*`, `context.authorizer.<key>` (what a `$connect`
+//! authorizer returned, on every route of the connection) or a `'literal'`. Only mapped values reach the
 //! backend; a source that has no value in this event is left out. The `context.*` variables
 //! accepted are the rows of [`crate::contract::CONTEXT`].
 
@@ -28,6 +29,8 @@ pub enum Source {
     RequestQuery(String),
     Body(Vec<Segment>),
     StageVariable(String),
+    /// `context.authorizer.<key>`: a key of the authorizer's `context` map.
+    AuthorizerContext(String),
     Literal(String),
 }
 
@@ -73,12 +76,15 @@ impl Mapping {
         let source = if v.len() >= 2 && v.starts_with('\'') && v.ends_with('\'') {
             Source::Literal(v[1..v.len() - 1].to_string())
         } else if let Some(c) = v.strip_prefix("context.") {
-            if crate::contract::context_variable(c).is_none() {
+            if let Some(k) = crate::contract::authorizer_context_key(c) {
+                Source::AuthorizerContext(k.to_string())
+            } else if crate::contract::context_variable(c).is_none() {
                 return Err(bad(format!(
                     "{key}: {v} is not a context variable socketless gateway supplies"
                 )));
+            } else {
+                Source::Context(c.to_string())
             }
-            Source::Context(c.to_string())
         } else if let Some(h) = v.strip_prefix("route.request.header.") {
             Source::RequestHeader(h.to_ascii_lowercase())
         } else if let Some(q) = v.strip_prefix("route.request.querystring.") {
@@ -128,6 +134,8 @@ pub struct Inputs<'a> {
     pub handshake: Option<Handshake<'a>>,
     pub body: Option<&'a Value>,
     pub stage_variables: &'a BTreeMap<String, String>,
+    /// What the connection's `$connect` authorizer returned, when one allowed it.
+    pub authorizer: Option<&'a super::authorizer::Authorized>,
 }
 
 /// The mapped values, by target.
@@ -151,6 +159,7 @@ pub fn apply(mappings: &[Mapping], inputs: &Inputs<'_>) -> Mapped {
             Source::RequestQuery(q) => inputs.handshake.and_then(|(_, qs)| qs.get(q).cloned()),
             Source::Body(p) => inputs.body.and_then(|b| lookup(b, p)).map(stringify),
             Source::StageVariable(s) => inputs.stage_variables.get(s).cloned(),
+            Source::AuthorizerContext(k) => inputs.authorizer.and_then(|a| a.context.get(k).cloned()),
         };
         let Some(value) = value else { continue };
         match &m.target {
@@ -199,6 +208,19 @@ mod tests {
             Source::StageVariable(_)
         ));
         assert!(Mapping::parse("integration.request.header.t", "context.bogus").is_err());
+        assert_eq!(
+            Mapping::parse("integration.request.header.p", "context.authorizer.principalId")
+                .unwrap()
+                .source,
+            Source::Context("authorizer.principalId".into())
+        );
+        assert_eq!(
+            Mapping::parse("integration.request.header.t", "context.authorizer.tenant")
+                .unwrap()
+                .source,
+            Source::AuthorizerContext("tenant".into())
+        );
+        assert!(Mapping::parse("integration.request.header.t", "context.authorizer.").is_err());
         assert!(Mapping::parse("integration.response.header.t", "'x'").is_err());
         assert!(Mapping::parse("integration.request.header.bad name", "'x'").is_err());
         assert!(Mapping::parse("integration.request.header.t", "method.request.header.x").is_err());
@@ -224,6 +246,7 @@ mod tests {
                 handshake: None,
                 body: Some(&body),
                 stage_variables: &sv,
+                authorizer: None,
             },
         );
         assert_eq!(

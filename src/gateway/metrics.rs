@@ -1,5 +1,6 @@
 //! The gateway's Prometheus metrics: connections, handshakes by result, messages, integration
-//! calls by route and outcome with their latency, `@connections` calls by status, and the
+//! calls by route and outcome with their latency, `$connect` authorizer calls by outcome with
+//! their latency, `@connections` calls by status, and the
 //! memory budgets (bytes held, connections closed to keep them).
 
 use std::collections::HashMap;
@@ -36,6 +37,17 @@ struct RouteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthorizerLabels {
+    authorizer: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthorizerLabel {
+    authorizer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MgmtLabels {
     operation: &'static str,
     status: u16,
@@ -56,6 +68,8 @@ pub struct GatewayMetrics {
     /// Bytes queued for clients against `--max-outbound-bytes`.
     pub queued_outbound_bytes: Gauge,
     memory_closes: Family<ReasonLabel, Counter>,
+    authorizer_calls: Family<AuthorizerLabels, Counter>,
+    authorizer_latency: Family<AuthorizerLabel, Histogram, fn() -> Histogram>,
     /// Each route's successful-call counter and latency histogram, resolved once: the message
     /// path then neither allocates label strings nor looks the series up under a lock.
     hot: HashMap<String, (Counter, Histogram), foldhash::fast::RandomState>,
@@ -76,6 +90,8 @@ impl GatewayMetrics {
             pending_message_bytes: Gauge::default(),
             queued_outbound_bytes: Gauge::default(),
             memory_closes: Family::default(),
+            authorizer_calls: Family::default(),
+            authorizer_latency: Family::new_with_constructor(latency_histogram),
             hot: HashMap::default(),
         };
         for route in routes {
@@ -147,6 +163,16 @@ impl GatewayMetrics {
             "Connections closed to keep memory bounded, by reason (message_budget 1009, message_timeout 1008, outbound_budget 1013)",
             m.memory_closes.clone(),
         );
+        r.register(
+            "socketless_gateway_authorizer_calls",
+            "$connect authorizer calls, by authorizer (logical id) and outcome (allow, deny, unauthorized, error, timeout, malformed, too_large)",
+            m.authorizer_calls.clone(),
+        );
+        r.register(
+            "socketless_gateway_authorizer_latency_seconds",
+            "$connect authorizer call latency, by authorizer",
+            m.authorizer_latency.clone(),
+        );
         for reason in ["message_budget", "message_timeout", "outbound_budget"] {
             m.memory_close(reason);
         }
@@ -187,6 +213,18 @@ impl GatewayMetrics {
                 route: route.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn authorizer(&self, authorizer: &str, outcome: &'static str, took: Duration) {
+        let authorizer = authorizer.to_string();
+        self.authorizer_latency
+            .get_or_create(&AuthorizerLabel {
+                authorizer: authorizer.clone(),
+            })
+            .observe(took.as_secs_f64());
+        self.authorizer_calls
+            .get_or_create(&AuthorizerLabels { authorizer, outcome })
+            .inc();
     }
 
     pub fn forward(&self, result: &'static str) {

@@ -7,10 +7,12 @@
 //! and serving until shutdown. The rooms behind it: `config` (settings and the template),
 //! `handshake` (`$connect` and the 101), `connection` (an open connection's handle, queue and
 //! loop), `events` (context, integration calls, replies), `management` (`@connections`),
-//! `error` (the one error type, and the answer each error gives), `connections` (open
+//! `authorizer` (`$connect` REQUEST authorizers), `error` (the one error type, and the answer each
+//! error gives), `connections` (open
 //! connections), `pool` (the integration client), `metrics`, and `shared` (what those rooms
 //! share).
 
+mod authorizer;
 mod budget;
 mod config;
 mod connection;

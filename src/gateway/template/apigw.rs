@@ -30,6 +30,48 @@ pub struct Route {
     pub key: String,
     pub integration: Option<Integration>,
     pub two_way: bool,
+    /// The logical id of the REQUEST authorizer that guards it (`$connect` only).
+    pub authorizer: Option<String>,
+}
+
+/// Where an authorizer's identity source is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// `route.request.header.X` (held lowercased).
+    Header(String),
+    /// `route.request.querystring.X`.
+    Query(String),
+    /// `stageVariables.X`.
+    StageVariable(String),
+    /// `context.X`: a row of [`crate::contract::CONTEXT`].
+    Context(String),
+}
+
+impl IdentitySource {
+    /// Reads `route.request.header.X`, `route.request.querystring.X`, `stageVariables.X` or
+    /// `context.X` (a variable of the contract table).
+    pub fn parse(text: &str) -> Option<IdentitySource> {
+        let t = text.trim();
+        let named = |n: &str| (!n.is_empty()).then(|| n.to_string());
+        if let Some(h) = t.strip_prefix("route.request.header.") {
+            named(&h.to_ascii_lowercase()).map(IdentitySource::Header)
+        } else if let Some(q) = t.strip_prefix("route.request.querystring.") {
+            named(q).map(IdentitySource::Query)
+        } else if let Some(s) = t.strip_prefix("stageVariables.") {
+            named(s).map(IdentitySource::StageVariable)
+        } else if let Some(c) = t.strip_prefix("context.") {
+            crate::contract::context_variable(c).map(|row| IdentitySource::Context(row.variable.to_string()))
+        } else {
+            None
+        }
+    }
+}
+
+/// An `AWS::ApiGatewayV2::Authorizer` of type REQUEST: its logical id and identity sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorizer {
+    pub logical_id: String,
+    pub identity_sources: Vec<IdentitySource>,
 }
 
 /// What the gateway emulates, read from the template.
@@ -40,6 +82,8 @@ pub struct ApiModel {
     pub routes: HashMap<String, Route>,
     pub stage: String,
     pub stage_variables: BTreeMap<String, String>,
+    /// The REQUEST authorizers, by logical id.
+    pub authorizers: BTreeMap<String, Authorizer>,
 }
 
 /// Evaluated ApiGatewayV2 resources by type: (logical id, properties).
@@ -86,6 +130,7 @@ fn allowed(ty: &str) -> Option<(&'static [&'static str], &'static [&'static str]
                 "RouteKey",
                 "Target",
                 "AuthorizationType",
+                "AuthorizerId",
                 "RouteResponseSelectionExpression",
                 "ApiKeyRequired",
             ],
@@ -105,6 +150,11 @@ fn allowed(ty: &str) -> Option<(&'static [&'static str], &'static [&'static str]
             ],
         ),
         "AWS::ApiGatewayV2::Deployment" => (&["ApiId"], &["Description", "StageName"]),
+        // The function behind AuthorizerUri is reached at the URL `--authorizer` gives.
+        "AWS::ApiGatewayV2::Authorizer" => (
+            &["ApiId", "AuthorizerType", "IdentitySource"],
+            &["Name", "AuthorizerUri", "AuthorizerCredentialsArn"],
+        ),
         _ => return None,
     })
 }
@@ -128,7 +178,7 @@ pub fn resources(template: &mut Template) -> Result<ByType, Vec<TemplateError>> 
         }
         let Some((used, inert)) = allowed(&ty) else {
             problems.push(err(format!(
-                "resource {id}: {ty} cannot be emulated by socketless gateway (it emulates Api, Integration, Route, RouteResponse, Stage)"
+                "resource {id}: {ty} cannot be emulated by socketless gateway (it emulates Api, Integration, Route, RouteResponse, Stage, Deployment, and REQUEST Authorizers)"
             )));
             continue;
         };
@@ -179,11 +229,16 @@ pub fn build(by_type: &ByType) -> Result<ApiModel, TemplateError> {
         check_api(&api_id, id, p)?;
         integrations.insert(id.clone(), integration(id, p)?);
     }
+    let mut authorizers = BTreeMap::new();
+    for (id, p) in of("AWS::ApiGatewayV2::Authorizer") {
+        check_api(&api_id, id, p)?;
+        authorizers.insert(id.clone(), authorizer(id, p)?);
+    }
     let mut routes = HashMap::new();
     let mut route_ids = HashMap::new();
     for (id, p) in of("AWS::ApiGatewayV2::Route") {
         check_api(&api_id, id, p)?;
-        let r = route(id, p, &integrations)?;
+        let r = route(id, p, &integrations, &authorizers)?;
         if routes.contains_key(&r.key) {
             return Err(err(format!("resource {id}: route key {:?} is defined twice", r.key)));
         }
@@ -209,6 +264,38 @@ pub fn build(by_type: &ByType) -> Result<ApiModel, TemplateError> {
         routes,
         stage,
         stage_variables,
+        authorizers,
+    })
+}
+
+/// A REQUEST authorizer and its identity sources (a list, or one comma-separated string).
+fn authorizer(id: &str, p: &Map<String, Value>) -> Result<Authorizer, TemplateError> {
+    match prop(p, "AuthorizerType").as_deref() {
+        Some("REQUEST") => {}
+        other => {
+            return Err(err(format!(
+                "resource {id}: AuthorizerType {other:?} cannot be emulated by socketless gateway (only REQUEST, a Lambda authorizer on $connect)"
+            )));
+        }
+    }
+    let texts: Vec<String> = match p.get("IdentitySource") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items.iter().filter_map(scalar).collect(),
+        Some(v) => scalar(v)
+            .map(|s| s.split(',').map(|t| t.trim().to_string()).collect())
+            .unwrap_or_default(),
+    };
+    let mut identity_sources = Vec::new();
+    for t in texts.iter().filter(|t| !t.is_empty()) {
+        identity_sources.push(IdentitySource::parse(t).ok_or_else(|| {
+            err(format!(
+                "resource {id}: IdentitySource {t:?} is not route.request.header.X, route.request.querystring.X, stageVariables.X or a context variable socketless gateway supplies"
+            ))
+        })?);
+    }
+    Ok(Authorizer {
+        logical_id: id.to_string(),
+        identity_sources,
     })
 }
 
@@ -317,21 +404,46 @@ fn request_parameters(id: &str, p: &Map<String, Value>) -> Result<Vec<Mapping>, 
     Ok(parameters)
 }
 
-/// A route without authorization, and its integration. It is one-way until a route response
-/// names it.
+/// A route, its integration, and on `$connect` its REQUEST authorizer. It is one-way until a
+/// route response names it.
 fn route(
     id: &str,
     p: &Map<String, Value>,
     integrations: &HashMap<String, Integration>,
+    authorizers: &BTreeMap<String, Authorizer>,
 ) -> Result<Route, TemplateError> {
     let key = prop(p, "RouteKey").ok_or_else(|| err(format!("resource {id}: RouteKey is required")))?;
-    if let Some(auth) = prop(p, "AuthorizationType") {
-        if auth != "NONE" {
+    let authorizer_id = prop(p, "AuthorizerId");
+    let authorizer = match prop(p, "AuthorizationType").as_deref() {
+        None | Some("NONE") => {
+            if let Some(a) = authorizer_id {
+                return Err(err(format!(
+                    "resource {id}: AuthorizerId {a:?} needs AuthorizationType CUSTOM"
+                )));
+            }
+            None
+        }
+        Some("CUSTOM") => {
+            if key != "$connect" {
+                return Err(err(format!(
+                    "resource {id}: route {key:?} cannot have an authorizer (API Gateway authorizes $connect only)"
+                )));
+            }
+            let a = authorizer_id
+                .ok_or_else(|| err(format!("resource {id}: AuthorizationType CUSTOM needs an AuthorizerId")))?;
+            if !authorizers.contains_key(&a) {
+                return Err(err(format!(
+                    "resource {id}: AuthorizerId {a:?} names no REQUEST authorizer in the template"
+                )));
+            }
+            Some(a)
+        }
+        Some(auth) => {
             return Err(err(format!(
-                "resource {id}: AuthorizationType {auth} cannot be emulated by socketless gateway (use NONE and the backend's shared secret)"
+                "resource {id}: AuthorizationType {auth} cannot be emulated by socketless gateway (use NONE, or CUSTOM with a REQUEST authorizer on $connect)"
             )));
         }
-    }
+    };
     if p.get("ApiKeyRequired").and_then(as_bool) == Some(true) {
         return Err(err(format!(
             "resource {id}: ApiKeyRequired cannot be emulated by socketless gateway"
@@ -357,6 +469,7 @@ fn route(
         key,
         integration,
         two_way: false,
+        authorizer,
     })
 }
 

@@ -11,7 +11,7 @@ mod yaml;
 
 use std::collections::BTreeMap;
 
-pub use apigw::{ApiModel, Integration, Route};
+pub use apigw::{ApiModel, Authorizer, IdentitySource, Integration, Route};
 
 /// A template problem, naming where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

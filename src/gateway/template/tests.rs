@@ -134,11 +134,31 @@ fn unsupported_constructs_name_the_resource() {
     let e = load(&bad, &params(&[("Backend", "http://h:1")]), "l").unwrap_err();
     assert!(e[0].0.contains("resource Msg: property RequestTemplates"), "{e:?}");
 
-    let bad =
-        format!("{MINI}\n  Auth:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties: {{ ApiId: !Ref Api }}\n");
+    let bad = format!(
+        "{MINI}\n  Auth:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties: {{ ApiId: !Ref Api, AuthorizerType: JWT }}\n"
+    );
     let e = load(&bad, &params(&[("Backend", "http://h:1")]), "l").unwrap_err();
     assert!(
         e[0].0.contains("resource Auth") && e[0].0.contains("cannot be emulated"),
+        "{e:?}"
+    );
+
+    let bad = format!(
+        "{MINI}\n  Auth:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties: {{ ApiId: !Ref Api, AuthorizerType: REQUEST, AuthorizerResultTtlInSeconds: 300 }}\n"
+    );
+    let e = load(&bad, &params(&[("Backend", "http://h:1")]), "l").unwrap_err();
+    assert!(
+        e[0].0.contains("resource Auth: property AuthorizerResultTtlInSeconds"),
+        "{e:?}"
+    );
+
+    let bad = MINI.replace(
+        "RouteKey: \"$default\",",
+        "RouteKey: \"$default\", AuthorizationType: AWS_IAM,",
+    );
+    let e = load(&bad, &params(&[("Backend", "http://h:1")]), "l").unwrap_err();
+    assert!(
+        e[0].0.contains("resource Default") && e[0].0.contains("AWS_IAM"),
         "{e:?}"
     );
 
@@ -180,4 +200,21 @@ fn stage_names_are_checked_by_one_rule() {
         e[0].0,
         format!("resource StageRes: StageName \"a b\" {STAGE_NAME_RULE}")
     );
+}
+
+#[test]
+fn a_request_authorizer_guards_connect() {
+    let text = format!(
+        "{MINI}\n  Auth:\n    Type: AWS::ApiGatewayV2::Authorizer\n    Properties: {{ ApiId: !Ref Api, Name: a, AuthorizerType: REQUEST, IdentitySource: \"route.request.header.Auth, route.request.querystring.t\", AuthorizerUri: arn }}\n  Connect:\n    Type: AWS::ApiGatewayV2::Route\n    Properties: {{ ApiId: !Ref Api, RouteKey: $connect, AuthorizationType: CUSTOM, AuthorizerId: !Ref Auth, Target: !Sub \"integrations/${{Msg}}\" }}\n"
+    );
+    let m = load(&text, &params(&[("Backend", "http://h:1")]), "l").unwrap();
+    assert_eq!(m.routes["$connect"].authorizer.as_deref(), Some("Auth"));
+    assert_eq!(m.routes["$default"].authorizer, None);
+    assert_eq!(
+        m.authorizers["Auth"].identity_sources,
+        vec![IdentitySource::Header("auth".into()), IdentitySource::Query("t".into())]
+    );
+    let missing = text.replace("AuthorizerId: !Ref Auth", "AuthorizerId: Nope");
+    let e = load(&missing, &params(&[("Backend", "http://h:1")]), "l").unwrap_err();
+    assert!(e[0].0.contains("resource Connect") && e[0].0.contains("Nope"), "{e:?}");
 }

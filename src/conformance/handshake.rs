@@ -257,6 +257,9 @@ pub(crate) fn expect(supply: Supply, call: Call) -> Expect {
         Supply::DisconnectStatus | Supply::DisconnectReason => {
             Expect::Unchecked("sent on `$disconnect` only, which `whoami` cannot show")
         }
+        Supply::Iam(_) => {
+            Expect::Unchecked("only for connections presigned under AWS_IAM, which the kit does not sign")
+        }
     }
 }
 

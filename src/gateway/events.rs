@@ -61,6 +61,13 @@ fn context(gw: &Shared, c: &Ctx, e: &Event<'_>, mappings: &[Mapping]) -> Context
             Supply::MessageId => e.message.then(ids::new_id),
             Supply::DisconnectStatus => e.close.map(|(code, _)| code.to_string()),
             Supply::DisconnectReason => e.close.map(|(_, reason)| reason.to_string()),
+            // Every connection was presigned with the one key when `$connect` is AWS_IAM.
+            Supply::Iam(field) => model
+                .routes
+                .get("$connect")
+                .filter(|r| r.iam)
+                .and(gw.config.verifier.as_ref())
+                .map(|v| v.identity(field)),
         };
     }
     values

@@ -30,6 +30,9 @@ pub struct Route {
     pub key: String,
     pub integration: Option<Integration>,
     pub two_way: bool,
+    /// `AuthorizationType: AWS_IAM` (only `$connect` may have it): handshakes must be presigned
+    /// with the gateway's SigV4 key pair.
+    pub iam: bool,
 }
 
 /// What the gateway emulates, read from the template.
@@ -317,7 +320,7 @@ fn request_parameters(id: &str, p: &Map<String, Value>) -> Result<Vec<Mapping>, 
     Ok(parameters)
 }
 
-/// A route without authorization, and its integration. It is one-way until a route response
+/// A route (authorization `NONE`, or `AWS_IAM` on `$connect`), and its integration. It is one-way until a route response
 /// names it.
 fn route(
     id: &str,
@@ -325,13 +328,20 @@ fn route(
     integrations: &HashMap<String, Integration>,
 ) -> Result<Route, TemplateError> {
     let key = prop(p, "RouteKey").ok_or_else(|| err(format!("resource {id}: RouteKey is required")))?;
-    if let Some(auth) = prop(p, "AuthorizationType") {
-        if auth != "NONE" {
+    let iam = match prop(p, "AuthorizationType").as_deref() {
+        None | Some("NONE") => false,
+        Some("AWS_IAM") if key == "$connect" => true,
+        Some("AWS_IAM") => {
             return Err(err(format!(
-                "resource {id}: AuthorizationType {auth} cannot be emulated by socketless gateway (use NONE and the backend's shared secret)"
+                "resource {id}: AuthorizationType AWS_IAM is only allowed on $connect"
             )));
         }
-    }
+        Some(auth) => {
+            return Err(err(format!(
+                "resource {id}: AuthorizationType {auth} cannot be emulated by socketless gateway (use NONE or AWS_IAM, and the backend's shared secret)"
+            )));
+        }
+    };
     if p.get("ApiKeyRequired").and_then(as_bool) == Some(true) {
         return Err(err(format!(
             "resource {id}: ApiKeyRequired cannot be emulated by socketless gateway"
@@ -357,6 +367,7 @@ fn route(
         key,
         integration,
         two_way: false,
+        iam,
     })
 }
 

@@ -94,12 +94,17 @@ fn presign(url: &str, p: Presign<'_>) -> String {
     req.uri().to_string().replacen("http://", "ws://", 1)
 }
 
-/// The handshake's status: 101, or the refusal's.
+/// The handshake's status: 101, or the refusal's, whose body must be API Gateway's.
 async fn status(url: &str) -> u16 {
     use tokio_tungstenite::tungstenite::Error;
     match within(tokio_tungstenite::connect_async(url)).await {
         Ok((_ws, resp)) => resp.status().as_u16(),
-        Err(Error::Http(resp)) => resp.status().as_u16(),
+        Err(Error::Http(resp)) => {
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned();
+            assert_eq!(body, r#"{"message":"Forbidden"}"#, "{url}");
+            assert!(resp.headers().get("x-amzn-errortype").is_none(), "{url}");
+            resp.status().as_u16()
+        }
         Err(other) => panic!("handshake failed without an answer: {other}"),
     }
 }

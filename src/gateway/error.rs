@@ -57,6 +57,9 @@ pub enum GatewayError {
     /// A handshake past `--max-connections`.
     #[error("LimitExceededException: the gateway is at its maximum connection count")]
     TooManyConnections,
+    /// A handshake under `AuthorizationType: AWS_IAM` whose presigned URL does not verify.
+    #[error("Forbidden")]
+    IamRefused,
     /// The handshake's task ended without an answer.
     #[error("handshake failed")]
     HandshakeFailed,
@@ -155,6 +158,7 @@ impl GatewayError {
                 "LimitExceededException: the gateway is at its maximum connection count",
             ),
             E::HandshakeFailed => (StatusCode::INTERNAL_SERVER_ERROR, Error, "handshake failed"),
+            E::IamRefused => (StatusCode::FORBIDDEN, Message, "Forbidden"),
             E::ConnectRefused { status, .. } => (*status, Message, status.canonical_reason().unwrap_or("Forbidden")),
             E::ConnectTimedOut => (StatusCode::GATEWAY_TIMEOUT, Message, "Endpoint request timed out"),
             E::ConnectFailed => (StatusCode::BAD_GATEWAY, Message, "Internal server error"),

@@ -361,7 +361,7 @@ pub fn authorize_connect<B>(gw: &Shared, req: &http::Request<B>) -> Result<(), G
     }
     // The gateway does not start with an AWS_IAM `$connect` and no key pair; refuse anyway.
     let Some(verifier) = gw.config.verifier.as_ref() else {
-        return Err(GatewayError::Forbidden);
+        return Err(GatewayError::IamRefused);
     };
     let signed = Signed {
         method: req.method().as_str(),
@@ -374,7 +374,7 @@ pub fn authorize_connect<B>(gw: &Shared, req: &http::Request<B>) -> Result<(), G
         .map_err(|reason| {
             tracing::debug!(reason = %reason, "AWS_IAM handshake refused");
             gw.metrics.connect("refused_iam");
-            GatewayError::Forbidden
+            GatewayError::IamRefused
         })
 }
 

@@ -38,7 +38,7 @@ browser() {
   need_apt chromium chromium
   python3 ci/checks/check-browser.py target/debug/socketless
 }
-step "headless Chromium against dev: round trip and a clean close" browser
+step "headless Chromium against dev: round trip, a clean close, tokens by ?token= and by subprotocol" browser
 step "example apps (Python, Node) through gateway → serve --upstream → app" python3 ci/checks/check-examples.py target/debug/socketless
 authorizer_examples() {
   python3 -m unittest discover -s examples/authorizer/python || return 1

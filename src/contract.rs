@@ -13,6 +13,8 @@
 
 use http::HeaderValue;
 
+use crate::gateway::IamIdentity;
+
 /// What every header of the contract begins with.
 pub const HEADER_PREFIX: &str = "x-socketless-";
 
@@ -99,6 +101,9 @@ pub enum Supply {
     DisconnectReason,
     /// The `principalId` a `$connect` authorizer returned, kept on the connection.
     AuthorizerPrincipalId,
+    /// Connections authorized with `AWS_IAM` on `$connect` only: the caller's identity, from
+    /// the gateway's SigV4 key.
+    Iam(IamIdentity),
 }
 
 /// Why a context header's value was refused.
@@ -206,6 +211,11 @@ pub const CONTEXT: &[ContextVariable] = &[
         text_header!(USER_AGENT, user_agent),
         Supply::UserAgent,
     ),
+    row("identity.accessKey", None, Supply::Iam(IamIdentity::AccessKey)),
+    row("identity.caller", None, Supply::Iam(IamIdentity::Caller)),
+    row("identity.user", None, Supply::Iam(IamIdentity::User)),
+    row("identity.userArn", None, Supply::Iam(IamIdentity::UserArn)),
+    row("identity.accountId", None, Supply::Iam(IamIdentity::AccountId)),
     row("requestTime", None, Supply::RequestTime),
     row("requestTimeEpoch", None, Supply::RequestTimeEpoch),
     row("stage", text_header!(STAGE, stage), Supply::Stage),

@@ -70,6 +70,13 @@ pub trait MessageHandler: Send + Sync + 'static {
         Box::pin(async move { self.on_connect(ctx).await.map(|()| Attributes::new()) })
     }
 
+    /// For an accepted `$connect`: the subprotocol to confirm, sent as the answer's
+    /// `Sec-WebSocket-Protocol` (the gateway copies it into the 101). It must be one the
+    /// client offered; browsers close a connection that offered some and got none. Default: none.
+    fn subprotocol(&self, _ctx: &RequestContext) -> Option<String> {
+        None
+    }
+
     /// Handles one message. `Some(reply)` is sent back to the client: in the HTTP response
     /// (synchronous mode) or through `@connections` (asynchronous mode). `None` sends nothing.
     fn on_message<'a>(

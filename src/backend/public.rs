@@ -216,7 +216,15 @@ impl Backend {
         };
         self.cache
             .insert_synced(&ctx.connection_id, Instant::now(), Arc::new(identity));
-        Ok(http_server::empty(StatusCode::OK))
+        let mut answer = http_server::empty(StatusCode::OK);
+        if let Some(p) = self
+            .handler
+            .subprotocol(&ctx)
+            .and_then(|p| http::HeaderValue::try_from(p).ok())
+        {
+            answer.headers_mut().insert(http::header::SEC_WEBSOCKET_PROTOCOL, p);
+        }
+        Ok(answer)
     }
 
     async fn disconnect(&self, mut ctx: RequestContext) -> Result<Response<Body>, ApiError> {

@@ -8,7 +8,10 @@
 //! reply that is not UTF-8), `disconnects` (`id`: did its `$disconnect` arrive here?) and
 //! `tags` (`tag`: did a `$connect` with `?tag=` carry it?). `$connect` is refused with the status
 //! in `x-socketless-conformance-connect`, which the template maps from `?refuse=` when
-//! `ConformanceMapping=true`.
+//! `ConformanceMapping=true`. An accepted `$connect` that offered subprotocols (the template
+//! maps `Sec-WebSocket-Protocol` onto `x-socketless-conformance-protocol`) confirms the first
+//! one, as a browser that carries a token as its subprotocol needs; `?token=` reaches it as
+//! `x-socketless-conformance-token`. Both show in `whoami`'s `connectHeaders`.
 //!
 //! It reads every header of a call (`wants_headers`). State is kept in memory, bounded: run one
 //! replica.
@@ -29,6 +32,8 @@ use crate::handler::{MessageHandler, Rejection, RequestContext};
 pub const REFUSE_HEADER: &str = "x-socketless-conformance-connect";
 /// Header the template maps from `route.request.querystring.tag` on `$connect`.
 pub const TAG_HEADER: &str = "x-socketless-conformance-tag";
+/// Header the template maps from the handshake's `Sec-WebSocket-Protocol` on `$connect`.
+pub const PROTOCOL_HEADER: &str = "x-socketless-conformance-protocol";
 /// Longest `sleep` op honoured.
 const MAX_SLEEP_MS: u64 = 60_000;
 /// Entries kept per record (connect headers, disconnects, tags).
@@ -179,9 +184,22 @@ impl Conformance {
     }
 }
 
+/// The first subprotocol a `Sec-WebSocket-Protocol` value offers.
+fn first_offered(offered: &str) -> Option<String> {
+    offered
+        .split(',')
+        .map(str::trim)
+        .find(|p| !p.is_empty())
+        .map(str::to_string)
+}
+
 impl MessageHandler for Conformance {
     fn wants_headers(&self) -> bool {
         true
+    }
+
+    fn subprotocol(&self, ctx: &RequestContext) -> Option<String> {
+        first_offered(&header(ctx, PROTOCOL_HEADER)?)
     }
 
     fn on_connect<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<(), Rejection>> {
@@ -231,5 +249,17 @@ impl MessageHandler for Conformance {
             let mut state = self.state();
             state.disconnects.insert(ctx.connection_id.clone(), record);
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_offered_subprotocol_is_confirmed() {
+        assert_eq!(first_offered("tok-123, chat").as_deref(), Some("tok-123"));
+        assert_eq!(first_offered(" , chat").as_deref(), Some("chat"));
+        assert_eq!(first_offered(""), None);
     }
 }

@@ -258,6 +258,9 @@ pub(crate) fn expect(supply: Supply, call: Call) -> Expect {
             Expect::Unchecked("sent on `$disconnect` only, which `whoami` cannot show")
         }
         Supply::AuthorizerPrincipalId => Expect::Unchecked("set only behind a $connect authorizer"),
+        Supply::Iam(_) => {
+            Expect::Unchecked("only for connections presigned under AWS_IAM, which the kit does not sign")
+        }
     }
 }
 

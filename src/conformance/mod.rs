@@ -8,10 +8,15 @@
 //! unconfirmed; see [`known`]) or `not-run NAME: reason`. Then the counts, the last line being
 //! exactly `N passed, N failed`; the exit status is non-zero on any failure.
 //!
+//! A target with a `$connect` REQUEST authorizer (identity source `?token=`) is declared with
+//! `--auth-token-allow` / `--auth-token-deny` (see [`auth`]): the `auth-*` cases run, and every
+//! other case connects with the allowed token. Without them the `auth-*` cases are not run.
+//!
 //! Credentials for `@connections` (see `credentials`): none with `--unsigned`, the
 //! environment's keys (or a placeholder) for a loopback target, the default chain otherwise,
 //! resolved once before any case so a missing key is one line, not one failure per case.
 
+mod auth;
 pub mod backend;
 mod connections;
 pub(crate) mod handshake;
@@ -73,6 +78,17 @@ pub struct ConformanceArgs {
     /// How long to wait for each reply, close or API answer.
     #[arg(long, env = "SOCKETLESS_CONFORMANCE_WAIT", default_value = defaults::WAIT)]
     pub wait: String,
+    /// A token the target's `$connect` authorizer allows (`?token=`): the `auth-*` cases run,
+    /// and every other case connects with it.
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_AUTH_TOKEN_ALLOW", hide_env_values = true)]
+    pub auth_token_allow: Option<String>,
+    /// A token the target's `$connect` authorizer denies (`auth-denied-403`).
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_AUTH_TOKEN_DENY", hide_env_values = true)]
+    pub auth_token_deny: Option<String>,
+    /// The `principalId` the authorizer returns for --auth-token-allow; without it
+    /// `auth-allowed-principal` checks only that one arrives.
+    #[arg(long, env = "SOCKETLESS_CONFORMANCE_AUTH_PRINCIPAL")]
+    pub auth_principal: Option<String>,
     /// Run only the cases whose name starts with one of these (repeatable; comma-separated in
     /// the variable).
     #[arg(long, env = "SOCKETLESS_CONFORMANCE_ONLY", value_delimiter = ',')]
@@ -99,8 +115,13 @@ const SLOW_BEYOND: Duration = defaults::CONFORMANCE_SLOW_BEYOND;
 
 /// One run of the kit: the target and the validated settings every case shares.
 pub struct Run {
-    /// WebSocket URL without a query.
+    /// The WebSocket URL the cases connect to: the stage URL, with `?token=` the allowed
+    /// token when the target has an authorizer.
     pub url: String,
+    /// The stage URL without a query.
+    pub stage_url: String,
+    /// The authorizer's tokens, for the `auth-*` cases.
+    pub auth: auth::Tokens,
     pub stage: String,
     pub connections: String,
     pub integration_timeout: Duration,
@@ -163,6 +184,7 @@ pub fn names() -> Vec<&'static str> {
     all.extend_from_slice(messages::NAMES);
     all.extend_from_slice(connections::NAMES);
     all.extend_from_slice(timeouts::NAMES);
+    all.extend_from_slice(auth::NAMES);
     all
 }
 
@@ -177,6 +199,9 @@ async fn run_one(name: &str, cx: &Run) -> Outcome {
         return o;
     }
     if let Some(o) = timeouts::run(name, cx).await {
+        return o;
+    }
+    if let Some(o) = auth::run(name, cx).await {
         return o;
     }
     fail("no such case")
@@ -381,8 +406,19 @@ pub async fn run(config: ConformanceConfig) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let nonempty = |v: &Option<String>| v.clone().filter(|t| !t.is_empty());
+    let tokens = auth::Tokens {
+        allow: nonempty(&args.auth_token_allow),
+        deny: nonempty(&args.auth_token_deny),
+        principal: nonempty(&args.auth_principal),
+    };
     let cx = Run {
-        url,
+        url: match &tokens.allow {
+            Some(token) => auth::with_token(&url, token),
+            None => url.clone(),
+        },
+        stage_url: url,
+        auth: tokens,
         stage,
         connections,
         integration_timeout,

@@ -57,6 +57,9 @@ pub enum GatewayError {
     /// A handshake past `--max-connections`.
     #[error("LimitExceededException: the gateway is at its maximum connection count")]
     TooManyConnections,
+    /// A handshake under `AuthorizationType: AWS_IAM` whose presigned URL does not verify.
+    #[error("Forbidden")]
+    IamRefused,
     /// The handshake's task ended without an answer.
     #[error("handshake failed")]
     HandshakeFailed,
@@ -86,6 +89,11 @@ pub enum GatewayError {
     /// The signal handlers could not be installed.
     #[error(transparent)]
     Signals(std::io::Error),
+    /// The template's `$connect` has `AuthorizationType: AWS_IAM` and no key pair verifies it.
+    #[error(
+        "the template's $connect route has AuthorizationType AWS_IAM: set --sigv4-access-key-id and --sigv4-secret-access-key (SOCKETLESS_GATEWAY_SIGV4_ACCESS_KEY_ID, SOCKETLESS_GATEWAY_SIGV4_SECRET_ACCESS_KEY) to the key pair its handshakes are presigned with"
+    )]
+    IamWithoutKey,
     /// The listen address could not be bound.
     #[error(transparent)]
     Bind(std::io::Error),
@@ -160,6 +168,7 @@ impl GatewayError {
                 "LimitExceededException: the gateway is at its maximum connection count",
             ),
             E::HandshakeFailed => (StatusCode::INTERNAL_SERVER_ERROR, Error, "handshake failed"),
+            E::IamRefused => (StatusCode::FORBIDDEN, Message, "Forbidden"),
             E::ConnectRefused { status, .. } => (*status, Message, status.canonical_reason().unwrap_or("Forbidden")),
             E::ConnectTimedOut => (StatusCode::GATEWAY_TIMEOUT, Message, "Endpoint request timed out"),
             E::ConnectFailed => (StatusCode::BAD_GATEWAY, Message, "Internal server error"),
@@ -167,7 +176,7 @@ impl GatewayError {
             E::AuthorizerDenied => (StatusCode::FORBIDDEN, Message, "Forbidden"),
             E::AuthorizerFailed => (StatusCode::INTERNAL_SERVER_ERROR, Message, "Internal server error"),
             // Never sent: the gateway is not serving yet. Nothing of the cause in it.
-            E::Signals(_) | E::Bind(_) | E::Listener(_) => {
+            E::Signals(_) | E::Bind(_) | E::Listener(_) | E::IamWithoutKey => {
                 (StatusCode::INTERNAL_SERVER_ERROR, Message, "Internal server error")
             }
         };

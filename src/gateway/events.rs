@@ -70,6 +70,13 @@ fn supply(gw: &Shared, c: &Ctx, e: &Event<'_>, supply: Supply, now: &mut Option<
         Supply::DisconnectStatus => e.close.map(|(code, _)| code.to_string()),
         Supply::DisconnectReason => e.close.map(|(_, reason)| reason.to_string()),
         Supply::AuthorizerPrincipalId => c.authorizer.as_ref().map(|a| a.principal_id.clone()),
+        // Every connection was presigned with the one key when `$connect` is AWS_IAM.
+        Supply::Iam(field) => model
+            .routes
+            .get("$connect")
+            .filter(|r| r.iam)
+            .and(gw.config.verifier.as_ref())
+            .map(|v| v.identity(field)),
     }
 }
 

@@ -110,6 +110,9 @@ pub async fn handshake(
         Ok(hs) => hs,
         Err(err) => return err.response(),
     };
+    if let Err(refusal) = super::sigv4::authorize_connect(&gw, &req) {
+        return refusal.response();
+    }
     let key = hs.key;
     if lifecycle.is_draining() {
         return GatewayError::ShuttingDown.response();

@@ -49,7 +49,7 @@ pub use config::{EMBEDDED_TEMPLATE, GatewayArgs, GatewayConfig, PARAM_VARIABLE_P
 pub use error::GatewayError;
 pub use handshake::{HandshakeRequest, parse_handshake};
 pub use peers::PeerUrls;
-pub use sigv4::{Signed, Verifier};
+pub use sigv4::{IamIdentity, Signed, Verifier};
 pub use template::{ApiModel, TemplateError};
 
 /// Reads the connection id from a raw `/{stage}/@connections/{id}` path (segments may be
@@ -201,6 +201,9 @@ const LAST_REQUESTS: Duration = Duration::from_secs(1);
 
 /// Runs `socketless gateway` until SIGTERM/SIGINT and the graceful shutdown complete.
 pub async fn run(config: GatewayConfig) -> Result<Drain, GatewayError> {
+    if config.model.routes.get("$connect").is_some_and(|r| r.iam) && config.verifier.is_none() {
+        return Err(GatewayError::IamWithoutKey);
+    }
     let lifecycle = Lifecycle::new();
     lifecycle
         .spawn_signal_handler(config.shutdown_delay)

@@ -30,6 +30,9 @@ pub struct Route {
     pub key: String,
     pub integration: Option<Integration>,
     pub two_way: bool,
+    /// `AuthorizationType: AWS_IAM` (only `$connect` may have it): handshakes must be presigned
+    /// with the gateway's SigV4 key pair.
+    pub iam: bool,
     /// The logical id of the REQUEST authorizer that guards it (`$connect` only).
     pub authorizer: Option<String>,
 }
@@ -404,8 +407,8 @@ fn request_parameters(id: &str, p: &Map<String, Value>) -> Result<Vec<Mapping>, 
     Ok(parameters)
 }
 
-/// A route, its integration, and on `$connect` its REQUEST authorizer. It is one-way until a
-/// route response names it.
+/// A route, its integration, and on `$connect` its REQUEST authorizer or `AWS_IAM`. It is one-way
+/// until a route response names it.
 fn route(
     id: &str,
     p: &Map<String, Value>,
@@ -414,7 +417,17 @@ fn route(
 ) -> Result<Route, TemplateError> {
     let key = prop(p, "RouteKey").ok_or_else(|| err(format!("resource {id}: RouteKey is required")))?;
     let authorizer_id = prop(p, "AuthorizerId");
+    let mut iam = false;
     let authorizer = match prop(p, "AuthorizationType").as_deref() {
+        Some("AWS_IAM") if key == "$connect" && authorizer_id.is_none() => {
+            iam = true;
+            None
+        }
+        Some("AWS_IAM") => {
+            return Err(err(format!(
+                "resource {id}: AuthorizationType AWS_IAM is only allowed on $connect, without an AuthorizerId"
+            )));
+        }
         None | Some("NONE") => {
             if let Some(a) = authorizer_id {
                 return Err(err(format!(
@@ -440,7 +453,7 @@ fn route(
         }
         Some(auth) => {
             return Err(err(format!(
-                "resource {id}: AuthorizationType {auth} cannot be emulated by socketless gateway (use NONE, or CUSTOM with a REQUEST authorizer on $connect)"
+                "resource {id}: AuthorizationType {auth} cannot be emulated by socketless gateway (use NONE, CUSTOM with a REQUEST authorizer on $connect, or AWS_IAM on $connect)"
             )));
         }
     };
@@ -470,6 +483,7 @@ fn route(
         integration,
         two_way: false,
         authorizer,
+        iam,
     })
 }
 

@@ -4,7 +4,11 @@
 # --conformance`. Both start on free 127.0.0.1 ports with scaled timeouts (integration 1 s, idle
 # 3 s, duration 6 s), which the kit is told. Against the gateway it also runs Node's AWS SDK v3
 # (ci/checks/node-sdk/check-node-sdk.js) on @connections. Against `dev` the kit runs with --unsigned and an empty
-# environment: no AWS credentials. Exits non-zero if any run fails.
+# environment: no AWS credentials. Last, the gateway with the stack's `$connect` authorizer turned
+# on (AuthorizerFunctionArn) and pointed at the example Python authorizer
+# (examples/authorizer/python/authorizer.py, the Lambda Runtime Interface Emulator's endpoint):
+# the whole kit with a token, and the `auth-*` cases (401 without a token, 403 denied, the
+# principal on every call). Exits non-zero if any run fails.
 set -euo pipefail
 # shellcheck source=../lib/lib.sh
 source "$(dirname "$0")/../lib/lib.sh"
@@ -67,5 +71,28 @@ wait_port "$dev_port" "${pids[-1]}" || { cat "$logs/dev.log"; die "dev did not s
 env -i HOME="$HOME" PATH="$PATH" "$BIN" conformance \
   --url "ws://127.0.0.1:$dev_port/$STAGE" --connections "http://127.0.0.1:$dev_port/$STAGE" \
   "${KIT_TIMEOUTS[@]}" --unsigned || status=1
+
+log "conformance: socketless gateway with the stack's \$connect authorizer (examples/authorizer/python)"
+auth_port="$(free_port)"; backend2="$(free_port)"; internal2="$(free_port)"; gw2="$(free_port)"
+PORT="$auth_port" python3 examples/authorizer/python/authorizer.py >"$logs/authorizer.log" 2>&1 &
+pids+=($!)
+wait_port "$auth_port" "${pids[-1]}" || { cat "$logs/authorizer.log"; die "the example authorizer did not start"; }
+"$BIN" serve --conformance --listen "127.0.0.1:$backend2" --internal-listen "127.0.0.1:$internal2" \
+  --shared-secret "$SHARED" --shutdown-delay 0s >"$logs/serve2.log" 2>&1 &
+pids+=($!)
+wait_port "$backend2" "${pids[-1]}" || { cat "$logs/serve2.log"; die "serve --conformance did not start"; }
+"$BIN" gateway --listen "127.0.0.1:$gw2" \
+  --param "IntegrationUri=http://127.0.0.1:$backend2" --param "SharedSecret=$SHARED" \
+  --param "StageName=$STAGE" --param ConformanceMapping=true --param DisconnectContext=true \
+  --param "AuthorizerFunctionArn=arn:aws:lambda:us-east-1:123456789012:function:socketless-authorizer" \
+  --authorizer "ConnectAuthorizer=http://127.0.0.1:$auth_port/2015-03-31/functions/function/invocations" \
+  "${TIMEOUTS[@]}" --max-connection-duration 6s \
+  --sigv4-access-key-id "$KEY" --sigv4-secret-access-key "$SECRET" --shutdown-delay 0s \
+  >"$logs/gateway2.log" 2>&1 &
+pids+=($!)
+wait_port "$gw2" "${pids[-1]}" || { cat "$logs/gateway2.log"; die "the gateway with the authorizer did not start"; }
+kit --url "ws://127.0.0.1:$gw2/$STAGE" --connections "http://127.0.0.1:$gw2/$STAGE" "${KIT_TIMEOUTS[@]}" \
+  --auth-token-allow alice-token-0123456789 --auth-token-deny not-a-known-token --auth-principal alice \
+  || { tail -n 20 "$logs/gateway2.log" "$logs/authorizer.log"; status=1; }
 
 exit "$status"

@@ -45,6 +45,7 @@ authorizer_examples() {
   node --test examples/authorizer/node/authorizer.test.js
 }
 step "example authorizer functions (Python, Node): allow, deny, missing token, the RIE endpoint" authorizer_examples
+step "who is connecting with a Python app: principal and attributes on 1,000 messages over two serve processes, 0 DynamoDB calls" python3 ci/checks/check-identity.py target/debug/socketless
 
 static_check() {
   local bin

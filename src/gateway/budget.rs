@@ -12,7 +12,7 @@
 //! protocol layer may be replaced by a fresh one, so no buffer keeps a large frame's size.
 //!
 //! Outbound, the connection's handle charges each queued frame (`connection.rs`) and the
-//! connections share the budget fairly (`connections.rs`).
+//! connections share the budget fairly (`connections.rs`). The budgets' flags are checked here too.
 
 use std::io;
 use std::pin::Pin;
@@ -24,9 +24,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::config::GatewayConfig;
+use super::config::{GatewayArgs, GatewayConfig};
 use super::connection::ConnHandle;
 use super::metrics::GatewayMetrics;
+use crate::config::{Labels, Problems};
+use crate::contract;
 
 /// The first bytes of every message are not charged: an ordinary small message never touches
 /// the budget, so clients that send small messages are never closed by it. These bytes are part
@@ -344,6 +346,38 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.as_ref().is_some_and(|i| i.is_write_vectored())
+    }
+}
+
+impl GatewayArgs {
+    /// The memory budgets: each must hold at least one message, or one post.
+    pub(super) fn memory_budgets(&self, l: &Labels, p: &mut Problems) -> (Option<u64>, Option<Duration>, Option<u64>) {
+        const MAX_BUDGET: u64 = 1 << 40;
+        let pending = p.count(
+            l.get("max_pending_message_bytes"),
+            &self.max_pending_message_bytes,
+            MAX_BUDGET,
+        );
+        let timeout = p.duration(l.get("message_timeout"), &self.message_timeout);
+        let outbound = p.count(l.get("max_outbound_bytes"), &self.max_outbound_bytes, MAX_BUDGET);
+        if pending.is_some_and(|b| b < contract::MAX_MESSAGE_BYTES as u64) {
+            p.push(format!(
+                "{}: must hold at least one message ({} bytes)",
+                l.get("max_pending_message_bytes"),
+                contract::MAX_MESSAGE_BYTES
+            ));
+        }
+        if outbound.is_some_and(|b| b < contract::MAX_POST_BYTES as u64) {
+            p.push(format!(
+                "{}: must hold at least one post ({} bytes)",
+                l.get("max_outbound_bytes"),
+                contract::MAX_POST_BYTES
+            ));
+        }
+        if timeout.is_some_and(|d| d.is_zero()) {
+            p.push(format!("{}: must be more than zero", l.get("message_timeout")));
+        }
+        (pending, timeout, outbound)
     }
 }
 

@@ -1,17 +1,27 @@
 //! The gateway's settings: its flags (each with its variable), their validation (every problem
-//! reported at once) and the API model read from the CloudFormation template.
+//! reported at once) and the API model read from the CloudFormation template. The authorizers'
+//! settings are read in `config/authorizer.rs`, the replicas' in `config/peers.rs`, and the
+//! memory budgets' in `budget.rs`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::peers::{self, PeerUrls};
+use super::peers::PeerUrls;
 use super::sigv4::Verifier;
 use super::template::{self, ApiModel, TemplateError};
 use crate::config::{self, ConfigError, FromFlags, Labels, Problems};
 use crate::contract;
 use crate::defaults;
 use crate::http_server::{BodyPolicy, HttpLimits};
+
+mod authorizer;
+mod peers;
+#[cfg(test)]
+mod tests;
+
+pub use authorizer::{AUTHORIZER_TIMEOUT, AuthorizerSettings};
+use peers::{check_template, parse_ordinal};
 
 /// The repository's template, built into the binary so `gateway` and `dev` work anywhere.
 pub const EMBEDDED_TEMPLATE: &str = include_str!("../../cfn/websocket-api.yml");
@@ -141,75 +151,9 @@ pub struct GatewayArgs {
     pub authorizer_timeout: String,
 }
 
-/// `--authorizer-timeout`'s default.
-pub const AUTHORIZER_TIMEOUT: &str = "10s";
-
-/// Where the template's `$connect` authorizers are called, and how long they may take.
-#[derive(Debug, Clone, Default)]
-pub struct AuthorizerSettings {
-    /// Each authorizer's endpoint, by logical id.
-    pub endpoints: BTreeMap<String, http::Uri>,
-    pub timeout: Duration,
-    /// The region in the method ARN (`--region`).
-    pub region: String,
-}
-
-impl GatewayArgs {
-    /// Reads `--authorizer` and `--authorizer-timeout`, and checks that the template's
-    /// authorizers and the flags name the same logical ids (when the template loaded).
-    fn authorizer_settings(&self, l: &Labels, p: &mut Problems, model: Option<&ApiModel>) -> AuthorizerSettings {
-        let label = l.get("authorizers");
-        let mut endpoints = BTreeMap::new();
-        for item in self.authorizers.iter().filter(|i| !i.trim().is_empty()) {
-            let Some((id, url)) = item.split_once('=').filter(|(id, _)| !id.trim().is_empty()) else {
-                p.push(format!("{label}: {item:?} is not LOGICAL_ID=URL"));
-                continue;
-            };
-            let id = id.trim().to_string();
-            if let Some(uri) = p.url(label, url.trim()) {
-                if uri.scheme_str() != Some("http") {
-                    p.push(format!(
-                        "{label}: {url:?} must be an http:// URL (terminate TLS in front of the authorizer)"
-                    ));
-                } else if endpoints.insert(id.clone(), uri).is_some() {
-                    p.push(format!("{label}: {id} is given more than once"));
-                }
-            }
-        }
-        if let Some(model) = model {
-            for id in model.authorizers.keys().filter(|id| !endpoints.contains_key(*id)) {
-                p.push(format!(
-                    "template: authorizer {id} needs an endpoint: {label} {id}=http://HOST:PORT/2015-03-31/functions/function/invocations"
-                ));
-            }
-            for id in endpoints.keys().filter(|id| !model.authorizers.contains_key(*id)) {
-                let known: Vec<&str> = model.authorizers.keys().map(String::as_str).collect();
-                p.push(format!(
-                    "{label}: the template has no authorizer {id} (its authorizers: {known:?})"
-                ));
-            }
-        }
-        let timeout = p.duration(l.get("authorizer_timeout"), &self.authorizer_timeout);
-        if timeout.is_some_and(|t| t.is_zero()) {
-            p.push(format!("{}: must be more than zero", l.get("authorizer_timeout")));
-        }
-        AuthorizerSettings {
-            endpoints,
-            timeout: timeout.unwrap_or_default(),
-            region: self.region.clone(),
-        }
-    }
-}
-
 /// A template parameter not given by `--param` is read from this variable followed by its
 /// name, in the template's case (`SOCKETLESS_GATEWAY_PARAM_SharedSecret`).
 pub const PARAM_VARIABLE_PREFIX: &str = "SOCKETLESS_GATEWAY_PARAM_";
-
-/// Reads an ordinal: `3`, or the number at the end of a StatefulSet pod's name (`name-3`).
-fn parse_ordinal(text: &str) -> Option<u8> {
-    let digits = text.trim().rsplit('-').next()?;
-    digits.parse::<u8>().ok()
-}
 
 /// Validated settings of the gateway.
 #[derive(Debug, Clone)]
@@ -265,34 +209,6 @@ fn params_from_variables(text: &str, params: &mut BTreeMap<String, String>, look
         }
         if let Some(value) = lookup(&format!("{PARAM_VARIABLE_PREFIX}{name}")) {
             params.insert(name, value);
-        }
-    }
-}
-
-/// Checks a peer URL template: exactly one `{ordinal}`, and with an ordinal in its place, an
-/// http base URL.
-fn check_template(template: &str, label: &str, p: &mut Problems) {
-    let count = template.matches(peers::ORDINAL).count();
-    if count != 1 {
-        p.push(format!(
-            "{label}: {template:?} must contain {} exactly once (it has it {count} times)",
-            peers::ORDINAL
-        ));
-        return;
-    }
-    let example = template.replacen(peers::ORDINAL, "0", 1);
-    if let Some(uri) = p.url(label, &example) {
-        // `http::Uri` takes a port it cannot read as no port at all.
-        let bad_port = uri
-            .authority()
-            .map(|a| a.as_str())
-            .filter(|a| !a.ends_with(']'))
-            .and_then(|a| a.rsplit_once(':'))
-            .is_some_and(|(_, port)| port.parse::<u16>().is_err());
-        if uri.scheme_str() != Some("http") || uri.path() != "/" || uri.query().is_some() || bad_port {
-            p.push(format!(
-                "{label}: {template:?} must be a base URL like http://name-{{ordinal}}.peers.ns.svc:8081"
-            ));
         }
     }
 }
@@ -483,38 +399,6 @@ impl GatewayArgs {
     }
 }
 
-impl GatewayArgs {
-    /// The memory budgets: each must hold at least one message, or one post.
-    fn memory_budgets(&self, l: &Labels, p: &mut Problems) -> (Option<u64>, Option<Duration>, Option<u64>) {
-        const MAX_BUDGET: u64 = 1 << 40;
-        let pending = p.count(
-            l.get("max_pending_message_bytes"),
-            &self.max_pending_message_bytes,
-            MAX_BUDGET,
-        );
-        let timeout = p.duration(l.get("message_timeout"), &self.message_timeout);
-        let outbound = p.count(l.get("max_outbound_bytes"), &self.max_outbound_bytes, MAX_BUDGET);
-        if pending.is_some_and(|b| b < contract::MAX_MESSAGE_BYTES as u64) {
-            p.push(format!(
-                "{}: must hold at least one message ({} bytes)",
-                l.get("max_pending_message_bytes"),
-                contract::MAX_MESSAGE_BYTES
-            ));
-        }
-        if outbound.is_some_and(|b| b < contract::MAX_POST_BYTES as u64) {
-            p.push(format!(
-                "{}: must hold at least one post ({} bytes)",
-                l.get("max_outbound_bytes"),
-                contract::MAX_POST_BYTES
-            ));
-        }
-        if timeout.is_some_and(|d| d.is_zero()) {
-            p.push(format!("{}: must be more than zero", l.get("message_timeout")));
-        }
-        (pending, timeout, outbound)
-    }
-}
-
 impl GatewayConfig {
     /// Settings with the flags' defaults for a template text and parameters, listening on an
     /// ephemeral loopback port (used by `dev` and tests; the CLI goes through
@@ -538,94 +422,5 @@ impl GatewayConfig {
         let args = GatewayArgs::from_flags(flags).map_err(|e| vec![TemplateError(e.to_string())])?;
         args.validate_with(Some(text.to_string()), Problems::new())
             .map_err(|e| e.0.into_iter().map(TemplateError).collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PARAMS: [&str; 2] = [
-        "--param=IntegrationUri=http://127.0.0.1:8080",
-        "--param=SharedSecret=0123456789abcdef",
-    ];
-
-    fn problems(extra: &[&str]) -> Vec<String> {
-        let flags = PARAMS.iter().chain(extra).copied();
-        let args = GatewayArgs::from_flags(flags).expect("flags parse");
-        match args.validate_with(Some(EMBEDDED_TEMPLATE.to_string()), Problems::new()) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.0,
-        }
-    }
-
-    fn peers(extra: &[&str]) -> PeerUrls {
-        let flags = PARAMS.iter().chain(extra).copied();
-        let args = GatewayArgs::from_flags(flags).expect("flags parse");
-        args.validate_with(Some(EMBEDDED_TEMPLATE.to_string()), Problems::new())
-            .expect("valid")
-            .peers
-    }
-
-    #[test]
-    fn a_peer_url_template_has_one_ordinal_and_is_an_http_base_url() {
-        let t = "--peer-url-template=http://rel-socketless-gateway-{ordinal}.rel-socketless-gateway-peers.ns.svc:8081/";
-        assert_eq!(
-            peers(&[t, "--ordinal=rel-socketless-gateway-3"]),
-            PeerUrls::Template(
-                "http://rel-socketless-gateway-{ordinal}.rel-socketless-gateway-peers.ns.svc:8081".into()
-            )
-        );
-        assert_eq!(peers(&[]), PeerUrls::None);
-        assert_eq!(
-            peers(&["--peers=http://a:1,http://b:2"]),
-            PeerUrls::List(vec!["http://a:1".into(), "http://b:2".into()])
-        );
-        for (bad, why) in [
-            ("http://gw.peers:8081", "exactly once (it has it 0 times)"),
-            (
-                "http://gw-{ordinal}-{ordinal}.peers:8081",
-                "exactly once (it has it 2 times)",
-            ),
-            ("https://gw-{ordinal}.peers:8081", "must be a base URL"),
-            ("http://gw-{ordinal}.peers:8081/dev", "must be a base URL"),
-            ("gw-{ordinal}.peers:8081", "is not an http:// or https:// URL"),
-            ("http://gw.peers:80{ordinal}999", "must be a base URL"),
-        ] {
-            let found = problems(&[&format!("--peer-url-template={bad}")]);
-            assert!(
-                found
-                    .iter()
-                    .any(|p| p.contains("--peer-url-template") && p.contains(why)),
-                "{bad}: {found:?}"
-            );
-        }
-        let both = problems(&[
-            "--peer-url-template=http://gw-{ordinal}.peers:8081",
-            "--peers=http://a:1",
-        ]);
-        assert!(
-            both.iter().any(|p| p.contains("give one of them, not both")),
-            "{both:?}"
-        );
-    }
-
-    #[test]
-    fn parameters_come_from_their_variables_unless_given() {
-        let variables: BTreeMap<String, String> = [
-            ("SOCKETLESS_GATEWAY_PARAM_SharedSecret", "from-the-variable-0123"),
-            ("SOCKETLESS_GATEWAY_PARAM_StageName", "prod"),
-            ("SOCKETLESS_GATEWAY_PARAM_NotInTheTemplate", "x"),
-            ("SOCKETLESS_GATEWAY_PARAM_stagename", "wrong case"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let mut params = BTreeMap::from([("StageName".to_string(), "given".to_string())]);
-        params_from_variables(EMBEDDED_TEMPLATE, &mut params, |name| variables.get(name).cloned());
-        assert_eq!(params["SharedSecret"], "from-the-variable-0123");
-        assert_eq!(params["StageName"], "given", "--param wins");
-        assert!(!params.contains_key("NotInTheTemplate"));
-        assert!(!params.contains_key("IntegrationUri"));
     }
 }

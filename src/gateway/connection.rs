@@ -1,7 +1,8 @@
 //! One client connection once it is open: the handle the rest of the gateway holds (its
 //! context, its bounded outbound queue, a close request), the close codes, and the single task
 //! loop that reads frames in order, hands each message to the event pipeline (one at a time),
-//! writes replies and `@connections` posts, and completes the closing handshake.
+//! writes replies and `@connections` posts (`connection/write.rs`), and completes the closing
+//! handshake (`connection/close.rs`).
 //!
 //! The task holds no timer and no shutdown watch: the idle timeout, the maximum duration, the
 //! message timeout and the shutdown reach it as close requests from the gateway's sweep over its
@@ -19,19 +20,21 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::budget::{self, Budgets, FREE_MESSAGE_BYTES, Metered};
 use crate::timefmt::now_ms;
+
+mod close;
+mod write;
+
+pub use close::Ending;
+use write::{renew, write_or_close};
 
 /// Close codes and reasons the gateway uses.
 pub const NORMAL: (u16, &str) = (1000, "Connection Closed Normally");
@@ -420,212 +423,5 @@ pub async fn run(
                 None => break Ending::Dropped,
             },
         }
-    }
-}
-
-/// How a connection ended, and what the closing handshake still owes the client.
-pub enum Ending {
-    /// The gateway closes: send a Close frame with this status and wait briefly for the reply.
-    ByUs(u16, String),
-    /// As `ByUs`, but a data frame was cut short: the rest of it goes first, if the client
-    /// takes it in time; otherwise no Close frame can follow.
-    Interrupted(u16, String, Bytes),
-    /// The client sent a Close frame: answer it (RFC 6455 §5.5.1) with the same status.
-    ByPeer(u16, String),
-    /// The client broke the protocol: send a Close frame with this status, expect nothing back.
-    Violation(u16, String),
-    /// The connection is gone (reset, write failure): nothing can be sent.
-    Dropped,
-}
-
-impl Ending {
-    fn by_us((code, reason): (u16, &str)) -> Self {
-        Ending::ByUs(code, reason.to_string())
-    }
-
-    /// Maps a read error: limits give 1009, invalid UTF-8 gives 1007 and other protocol
-    /// violations (unmasked frames, reserved opcodes or bits, oversized control frames) give
-    /// 1002; a dropped connection gives nothing to send.
-    fn from_read_error(err: WsError) -> Self {
-        match err {
-            WsError::Capacity(_) => Ending::by_us(TOO_BIG),
-            WsError::Utf8(_) => Ending::Violation(INVALID_PAYLOAD.0, INVALID_PAYLOAD.1.to_string()),
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Dropped,
-            WsError::Protocol(_) => Ending::Violation(PROTOCOL_ERROR.0, PROTOCOL_ERROR.1.to_string()),
-            _ => Ending::Dropped,
-        }
-    }
-
-    /// Completes the closing handshake as far as the client allows; returns the status and
-    /// reason `$disconnect` reports.
-    pub async fn finish(self, ws: &mut Socket) -> (u16, String) {
-        let bound = Duration::from_secs(2);
-        let this = match self {
-            Ending::Interrupted(code, reason, rest) => {
-                let whole = tokio::time::timeout(bound, async {
-                    let io = ws.get_mut();
-                    io.write_all(&rest).await?;
-                    io.flush().await
-                })
-                .await;
-                if !matches!(whole, Ok(Ok(()))) {
-                    return (code, reason);
-                }
-                Ending::ByUs(code, reason)
-            }
-            other => other,
-        };
-        match this {
-            Ending::ByUs(code, reason) => {
-                let _ = tokio::time::timeout(bound, async {
-                    if ws.send(close_frame(code, &reason)).await.is_ok() {
-                        // Wait for the client's Close reply, briefly.
-                        while let Some(Ok(m)) = ws.next().await {
-                            if m.is_close() {
-                                break;
-                            }
-                        }
-                    }
-                })
-                .await;
-                (code, reason)
-            }
-            Ending::ByPeer(code, reason) => {
-                // The protocol layer queued the reply when it read the client's Close frame;
-                // flushing sends it.
-                let _ = tokio::time::timeout(bound, SinkExt::flush(ws)).await;
-                (code, reason)
-            }
-            Ending::Violation(code, reason) => {
-                let _ = tokio::time::timeout(bound, ws.send(close_frame(code, &reason))).await;
-                (code, reason)
-            }
-            Ending::Dropped => (ABNORMAL, String::new()),
-            Ending::Interrupted(code, reason, _) => (code, reason),
-        }
-    }
-}
-
-fn close_frame(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.to_string().into(),
-    }))
-}
-
-/// Writes one data frame within the write timeout, unless the connection is asked to close
-/// meanwhile: a client that does not read is then closed at once, not after the write timeout.
-///
-/// The frame goes straight to the socket, not through the protocol layer: that layer would copy
-/// it into its write buffer, and a buffer keeps the size of the largest frame it ever held
-/// (128 KiB for every connection that once received a large post). Written here, a frame costs
-/// nothing past its own bytes, which the outbound budget counts until the write ends. Whatever
-/// the protocol layer itself has to send (a pong, say) is flushed first, so frames never mix.
-async fn write_or_close(ws: &mut Socket, handle: &ConnHandle, msg: Message, within: Duration) -> Result<(), Ending> {
-    let (opcode, payload) = match msg {
-        Message::Text(t) => (0x1u8, Bytes::from(t)),
-        Message::Binary(b) => (0x2u8, b),
-        other => return write(ws, other, within).await,
-    };
-    let head = frame_head(opcode, payload.len());
-    let mut written = 0usize;
-    let outcome = {
-        let send = tokio::time::timeout(within, async {
-            SinkExt::flush(ws).await.map_err(|_| ())?;
-            let io = ws.get_mut();
-            while written < head.len() + payload.len() {
-                let chunk = if written < head.len() {
-                    &head[written..]
-                } else {
-                    &payload[written - head.len()..]
-                };
-                match io.write(chunk).await {
-                    Ok(0) | Err(_) => return Err(()),
-                    Ok(n) => written += n,
-                }
-            }
-            io.flush().await.map_err(|_| ())
-        });
-        tokio::pin!(send);
-        let mut woken = false;
-        loop {
-            tokio::select! {
-                biased;
-                done = &mut send => {
-                    if woken {
-                        // A frame was queued meanwhile: keep the wake-up for the task's loop.
-                        handle.wake.notify_one();
-                    }
-                    break match done {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(())) => Err(None),
-                        Err(_) => Err(Some((GOING_AWAY.0, "Write timed out".to_string()))),
-                    };
-                }
-                _ = handle.wake.notified() => {
-                    if let Some(close) = handle.take_close() {
-                        break Err(Some(close));
-                    }
-                    woken = true;
-                }
-            }
-        }
-    };
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(None) => Err(Ending::Dropped),
-        Err(Some((code, reason))) => {
-            // The Close frame may follow only once this frame is whole.
-            let rest = if written == 0 {
-                Bytes::new()
-            } else if written < head.len() {
-                let mut b = head[written..].to_vec();
-                b.extend_from_slice(&payload);
-                Bytes::from(b)
-            } else {
-                payload.slice(written - head.len()..)
-            };
-            Err(Ending::Interrupted(code, reason, rest))
-        }
-    }
-}
-
-/// Starts the protocol layer afresh on the same socket when its read buffer grew for a large
-/// frame and holds nothing unread (see `budget::Metered`): otherwise every connection that once
-/// sent a 32 KiB frame would keep a 32 KiB buffer until it closes. Whatever the old layer still
-/// has to send (a pong) must go first; if it cannot go at once, the layer is kept this time.
-async fn renew(ws: &mut Socket) {
-    use futures_util::FutureExt;
-    if !matches!(SinkExt::flush(ws).now_or_never(), Some(Ok(()))) {
-        return;
-    }
-    let config = *ws.get_config();
-    if let Some(io) = ws.get_mut().renew() {
-        *ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    }
-}
-
-/// A server frame's header: FIN, the opcode and the payload length (servers do not mask).
-fn frame_head(opcode: u8, len: usize) -> Vec<u8> {
-    let mut head = Vec::with_capacity(10);
-    head.push(0x80 | opcode);
-    if len < 126 {
-        head.push(len as u8);
-    } else if let Ok(short) = u16::try_from(len) {
-        head.push(126);
-        head.extend_from_slice(&short.to_be_bytes());
-    } else {
-        head.push(127);
-        head.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    head
-}
-
-/// Writes one frame through the protocol layer within the write timeout.
-async fn write(ws: &mut Socket, msg: Message, within: Duration) -> Result<(), Ending> {
-    match tokio::time::timeout(within, ws.send(msg)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Ending::Dropped),
-        Err(_) => Err(Ending::ByUs(GOING_AWAY.0, "Write timed out".to_string())),
     }
 }

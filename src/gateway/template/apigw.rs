@@ -1,27 +1,17 @@
 //! The ApiGatewayV2 model: which resources and properties the gateway emulates (the
 //! allow-list), and how the evaluated Api, Integrations, Routes, RouteResponses and Stage become
 //! the [`ApiModel`] the gateway serves. Anything it cannot emulate is an error that names the
-//! resource.
+//! resource. Authorizers are read in `authorizer.rs`, integrations in `integration.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 
+use super::authorizer::{Authorizer, authorizer};
 use super::eval::{Template, as_bool, scalar};
+use super::integration::{Integration, integration};
 use super::{TemplateError, err};
-use crate::contract::INTEGRATION_TIMEOUT_MS;
-use crate::gateway::mapping::{Mapping, MappingError};
 use crate::gateway::selection::Expression;
-
-/// One HTTP_PROXY integration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Integration {
-    pub logical_id: String,
-    pub uri: http::Uri,
-    pub method: http::Method,
-    pub timeout_ms: Option<u64>,
-    pub parameters: Vec<Mapping>,
-}
 
 /// One route: its integration (if any) and whether it has a route response (two-way).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,46 +25,6 @@ pub struct Route {
     pub iam: bool,
     /// The logical id of the REQUEST authorizer that guards it (`$connect` only).
     pub authorizer: Option<String>,
-}
-
-/// Where an authorizer's identity source is read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentitySource {
-    /// `route.request.header.X` (held lowercased).
-    Header(String),
-    /// `route.request.querystring.X`.
-    Query(String),
-    /// `stageVariables.X`.
-    StageVariable(String),
-    /// `context.X`: a row of [`crate::contract::CONTEXT`].
-    Context(String),
-}
-
-impl IdentitySource {
-    /// Reads `route.request.header.X`, `route.request.querystring.X`, `stageVariables.X` or
-    /// `context.X` (a variable of the contract table).
-    pub fn parse(text: &str) -> Option<IdentitySource> {
-        let t = text.trim();
-        let named = |n: &str| (!n.is_empty()).then(|| n.to_string());
-        if let Some(h) = t.strip_prefix("route.request.header.") {
-            named(&h.to_ascii_lowercase()).map(IdentitySource::Header)
-        } else if let Some(q) = t.strip_prefix("route.request.querystring.") {
-            named(q).map(IdentitySource::Query)
-        } else if let Some(s) = t.strip_prefix("stageVariables.") {
-            named(s).map(IdentitySource::StageVariable)
-        } else if let Some(c) = t.strip_prefix("context.") {
-            crate::contract::context_variable(c).map(|row| IdentitySource::Context(row.variable.to_string()))
-        } else {
-            None
-        }
-    }
-}
-
-/// An `AWS::ApiGatewayV2::Authorizer` of type REQUEST: its logical id and identity sources.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorizer {
-    pub logical_id: String,
-    pub identity_sources: Vec<IdentitySource>,
 }
 
 /// What the gateway emulates, read from the template.
@@ -208,7 +158,7 @@ pub fn resources(template: &mut Template) -> Result<ByType, Vec<TemplateError>> 
     }
 }
 
-fn prop(props: &Map<String, Value>, key: &str) -> Option<String> {
+pub(super) fn prop(props: &Map<String, Value>, key: &str) -> Option<String> {
     props.get(key).and_then(scalar)
 }
 
@@ -271,37 +221,6 @@ pub fn build(by_type: &ByType) -> Result<ApiModel, TemplateError> {
     })
 }
 
-/// A REQUEST authorizer and its identity sources (a list, or one comma-separated string).
-fn authorizer(id: &str, p: &Map<String, Value>) -> Result<Authorizer, TemplateError> {
-    match prop(p, "AuthorizerType").as_deref() {
-        Some("REQUEST") => {}
-        other => {
-            return Err(err(format!(
-                "resource {id}: AuthorizerType {other:?} cannot be emulated by socketless gateway (only REQUEST, a Lambda authorizer on $connect)"
-            )));
-        }
-    }
-    let texts: Vec<String> = match p.get("IdentitySource") {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items.iter().filter_map(scalar).collect(),
-        Some(v) => scalar(v)
-            .map(|s| s.split(',').map(|t| t.trim().to_string()).collect())
-            .unwrap_or_default(),
-    };
-    let mut identity_sources = Vec::new();
-    for t in texts.iter().filter(|t| !t.is_empty()) {
-        identity_sources.push(IdentitySource::parse(t).ok_or_else(|| {
-            err(format!(
-                "resource {id}: IdentitySource {t:?} is not route.request.header.X, route.request.querystring.X, stageVariables.X or a context variable socketless gateway supplies"
-            ))
-        })?);
-    }
-    Ok(Authorizer {
-        logical_id: id.to_string(),
-        identity_sources,
-    })
-}
-
 /// The one Api: its id and route selection expression.
 fn api(apis: &[(String, Map<String, Value>)]) -> Result<(String, Expression), TemplateError> {
     let [(api_id, api)] = apis else {
@@ -323,88 +242,6 @@ fn api(apis: &[(String, Map<String, Value>)]) -> Result<(String, Expression), Te
     let selection =
         Expression::parse(&expr_text).map_err(|e| err(format!("resource {api_id}: RouteSelectionExpression: {e}")))?;
     Ok((api_id.clone(), selection))
-}
-
-/// An HTTP_PROXY integration to a plain-http backend.
-fn integration(id: &str, p: &Map<String, Value>) -> Result<Integration, TemplateError> {
-    match prop(p, "IntegrationType").as_deref() {
-        Some("HTTP_PROXY") => {}
-        other => {
-            return Err(err(format!(
-                "resource {id}: IntegrationType {other:?} cannot be emulated by socketless gateway (only HTTP_PROXY)"
-            )));
-        }
-    }
-    let uri = integration_uri(id, p)?;
-    let method = match prop(p, "IntegrationMethod").as_deref() {
-        None | Some("ANY") => http::Method::POST,
-        Some(m) => m
-            .parse::<http::Method>()
-            .map_err(|_| err(format!("resource {id}: IntegrationMethod {m:?} is not an HTTP method")))?,
-    };
-    let timeout_ms = match p.get("TimeoutInMillis") {
-        None => None,
-        Some(v) => {
-            let ms = scalar(v)
-                .and_then(|s| s.parse::<u64>().ok())
-                .filter(|ms| (50..=INTEGRATION_TIMEOUT_MS).contains(ms))
-                .ok_or_else(|| {
-                    err(format!(
-                        "resource {id}: TimeoutInMillis must be 50 to {}",
-                        INTEGRATION_TIMEOUT_MS
-                    ))
-                })?;
-            Some(ms)
-        }
-    };
-    Ok(Integration {
-        logical_id: id.to_string(),
-        uri,
-        method,
-        timeout_ms,
-        parameters: request_parameters(id, p)?,
-    })
-}
-
-/// The integration's URI: http:// with a host.
-fn integration_uri(id: &str, p: &Map<String, Value>) -> Result<http::Uri, TemplateError> {
-    let uri_text =
-        prop(p, "IntegrationUri").ok_or_else(|| err(format!("resource {id}: IntegrationUri is required")))?;
-    let uri: http::Uri = uri_text
-        .parse()
-        .map_err(|_| err(format!("resource {id}: IntegrationUri {uri_text:?} is not a URL")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(err(format!(
-                "resource {id}: IntegrationUri {uri_text:?} uses https; socketless gateway calls backends over plain http (terminate TLS in front of the backend or use an http Service)"
-            )));
-        }
-        _ => {
-            return Err(err(format!(
-                "resource {id}: IntegrationUri {uri_text:?} must be an http:// URL"
-            )));
-        }
-    }
-    if uri.host().is_none() {
-        return Err(err(format!("resource {id}: IntegrationUri {uri_text:?} has no host")));
-    }
-    Ok(uri)
-}
-
-/// The integration's RequestParameters, each one a mapping.
-fn request_parameters(id: &str, p: &Map<String, Value>) -> Result<Vec<Mapping>, TemplateError> {
-    let mut parameters = Vec::new();
-    if let Some(map) = p.get("RequestParameters") {
-        let map = map
-            .as_object()
-            .ok_or_else(|| err(format!("resource {id}: RequestParameters must be a map")))?;
-        for (k, v) in map {
-            let v = scalar(v).ok_or_else(|| err(format!("resource {id}: RequestParameters.{k} must be a string")))?;
-            parameters.push(Mapping::parse(k, &v).map_err(|e: MappingError| err(format!("resource {id}: {e}")))?);
-        }
-    }
-    Ok(parameters)
 }
 
 /// A route, its integration, and on `$connect` its REQUEST authorizer or `AWS_IAM`. It is one-way

@@ -1,17 +1,22 @@
 //! Loads the gateway's configuration from the CloudFormation template that deploys the real API:
 //! `yaml` reads the short-form tags, `eval` is a plain CloudFormation evaluator (parameters,
 //! conditions, intrinsic functions), and `apigw` turns the evaluated ApiGatewayV2 resources
-//! into the [`ApiModel`], refusing what the gateway cannot emulate.
+//! into the [`ApiModel`], refusing what the gateway cannot emulate (`authorizer` and
+//! `integration` read those resources).
 
 mod apigw;
+mod authorizer;
 mod eval;
+mod integration;
 #[cfg(test)]
 mod tests;
 mod yaml;
 
 use std::collections::BTreeMap;
 
-pub use apigw::{ApiModel, Authorizer, IdentitySource, Integration, Route};
+pub use apigw::{ApiModel, Route};
+pub use authorizer::{Authorizer, IdentitySource};
+pub use integration::Integration;
 
 /// A template problem, naming where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -14,10 +14,6 @@ use http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-fn connection_id(seen: &Seen) -> String {
-    seen.headers["x-socketless-connection-id"].to_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn connections_api_post_get_delete_gone_and_too_large() {
     let backend = FakeBackend::start().await;

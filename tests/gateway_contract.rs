@@ -14,10 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-fn connection_id(seen: &Seen) -> String {
-    seen.headers["x-socketless-connection-id"].to_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn rejected_connect_refuses_the_handshake_with_its_status() {
     let backend = FakeBackend::start().await;

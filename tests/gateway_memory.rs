@@ -168,10 +168,6 @@ async fn post(gw: &Gw, id: &str, body: String) -> (u16, String) {
     (status.as_u16(), kind)
 }
 
-fn connection_id(seen: &Seen) -> String {
-    seen.headers["x-socketless-connection-id"].to_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn a_full_outbound_budget_answers_429_then_closes_the_client_over_its_share_with_1013() {
     let backend = FakeBackend::start().await;

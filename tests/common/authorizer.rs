@@ -10,10 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
-use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
-use socketless::gateway::{Gateway, GatewayConfig};
-use socketless::lifecycle::Lifecycle;
+use socketless::gateway::GatewayConfig;
 use tokio::net::TcpListener;
 
 use super::gw::*;
@@ -185,20 +183,7 @@ pub async fn start(backend: &FakeBackend, auth: &FakeAuthorizer) -> Gw {
     let mut config = GatewayConfig::from_template_with(TEMPLATE, &params, &flags).expect("template loads");
     config.shutdown_delay = Duration::ZERO;
     config.drain_timeout = Duration::from_secs(5);
-    let listener = TcpListener::bind(config.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut registry = Registry::default();
-    let gateway = Gateway::new(config, &mut registry);
-    let lifecycle = Lifecycle::new();
-    lifecycle.set_ready();
-    let task = tokio::spawn(gateway.clone().serve(listener, lifecycle.clone(), Arc::new(registry)));
-    Gw {
-        addr,
-        gateway,
-        lifecycle,
-        stage: "dev".into(),
-        task,
-    }
+    launch(config).await
 }
 
 /// The handshake's status when the gateway refuses it.

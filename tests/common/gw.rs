@@ -190,6 +190,11 @@ pub async fn start_gateway(template: &str, params: &[(String, String)], tweak: i
     config.shutdown_delay = Duration::ZERO;
     config.drain_timeout = Duration::from_secs(5);
     tweak(&mut config);
+    launch(config).await
+}
+
+/// Serves a gateway with this configuration on its listener, ready at once.
+pub async fn launch(config: GatewayConfig) -> Gw {
     let listener = TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut registry = Registry::default();
@@ -241,4 +246,9 @@ pub async fn close_code(ws: &mut Ws) -> (u16, String) {
 
 pub async fn send_text(ws: &mut Ws, text: &str) {
     within(ws.send(Message::text(text))).await.expect("send");
+}
+
+/// The connection id the gateway sent the backend on a recorded call.
+pub fn connection_id(seen: &Seen) -> String {
+    seen.headers["x-socketless-connection-id"].to_str().unwrap().to_string()
 }

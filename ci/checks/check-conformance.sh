@@ -41,20 +41,29 @@ kit() {
 
 status=0
 
+# Starts `serve --conformance` and a gateway in front of it (SigV4 on @connections); NAME names
+# the logs, the rest are extra gateway flags. Sets GW_PORT.
+start_target() {
+  local name="$1"; shift
+  local backend internal
+  backend="$(free_port)"; internal="$(free_port)"; GW_PORT="$(free_port)"
+  "$BIN" serve --conformance --listen "127.0.0.1:$backend" --internal-listen "127.0.0.1:$internal" \
+    --shared-secret "$SHARED" --shutdown-delay 0s >"$logs/serve-$name.log" 2>&1 &
+  pids+=($!)
+  wait_port "$backend" "${pids[-1]}" || { cat "$logs/serve-$name.log"; die "serve --conformance did not start"; }
+  "$BIN" gateway --listen "127.0.0.1:$GW_PORT" \
+    --param "IntegrationUri=http://127.0.0.1:$backend" --param "SharedSecret=$SHARED" \
+    --param "StageName=$STAGE" --param ConformanceMapping=true --param DisconnectContext=true \
+    "${TIMEOUTS[@]}" --max-connection-duration 6s \
+    --sigv4-access-key-id "$KEY" --sigv4-secret-access-key "$SECRET" --shutdown-delay 0s "$@" \
+    >"$logs/gateway-$name.log" 2>&1 &
+  pids+=($!)
+  wait_port "$GW_PORT" "${pids[-1]}" || { cat "$logs/gateway-$name.log"; die "the gateway ($name) did not start"; }
+}
+
 log "conformance: socketless gateway + serve --conformance (SigV4 on)"
-backend_port="$(free_port)"; internal_port="$(free_port)"; gw_port="$(free_port)"
-"$BIN" serve --conformance --listen "127.0.0.1:$backend_port" --internal-listen "127.0.0.1:$internal_port" \
-  --shared-secret "$SHARED" --shutdown-delay 0s >"$logs/serve.log" 2>&1 &
-pids+=($!)
-wait_port "$backend_port" "${pids[-1]}" || { cat "$logs/serve.log"; die "serve --conformance did not start"; }
-"$BIN" gateway --listen "127.0.0.1:$gw_port" \
-  --param "IntegrationUri=http://127.0.0.1:$backend_port" --param "SharedSecret=$SHARED" \
-  --param "StageName=$STAGE" --param ConformanceMapping=true --param DisconnectContext=true \
-  "${TIMEOUTS[@]}" --max-connection-duration 6s \
-  --sigv4-access-key-id "$KEY" --sigv4-secret-access-key "$SECRET" --shutdown-delay 0s \
-  >"$logs/gateway.log" 2>&1 &
-pids+=($!)
-wait_port "$gw_port" "${pids[-1]}" || { cat "$logs/gateway.log"; die "the gateway did not start"; }
+start_target plain
+gw_port="$GW_PORT"
 kit --url "ws://127.0.0.1:$gw_port/$STAGE" --connections "http://127.0.0.1:$gw_port/$STAGE" \
   "${KIT_TIMEOUTS[@]}" || status=1
 
@@ -73,26 +82,16 @@ env -i HOME="$HOME" PATH="$PATH" "$BIN" conformance \
   "${KIT_TIMEOUTS[@]}" --unsigned || status=1
 
 log "conformance: socketless gateway with the stack's \$connect authorizer (examples/authorizer/python)"
-auth_port="$(free_port)"; backend2="$(free_port)"; internal2="$(free_port)"; gw2="$(free_port)"
+auth_port="$(free_port)"
 PORT="$auth_port" python3 examples/authorizer/python/authorizer.py >"$logs/authorizer.log" 2>&1 &
 pids+=($!)
 wait_port "$auth_port" "${pids[-1]}" || { cat "$logs/authorizer.log"; die "the example authorizer did not start"; }
-"$BIN" serve --conformance --listen "127.0.0.1:$backend2" --internal-listen "127.0.0.1:$internal2" \
-  --shared-secret "$SHARED" --shutdown-delay 0s >"$logs/serve2.log" 2>&1 &
-pids+=($!)
-wait_port "$backend2" "${pids[-1]}" || { cat "$logs/serve2.log"; die "serve --conformance did not start"; }
-"$BIN" gateway --listen "127.0.0.1:$gw2" \
-  --param "IntegrationUri=http://127.0.0.1:$backend2" --param "SharedSecret=$SHARED" \
-  --param "StageName=$STAGE" --param ConformanceMapping=true --param DisconnectContext=true \
+start_target authorizer \
   --param "AuthorizerFunctionArn=arn:aws:lambda:us-east-1:123456789012:function:socketless-authorizer" \
-  --authorizer "ConnectAuthorizer=http://127.0.0.1:$auth_port/2015-03-31/functions/function/invocations" \
-  "${TIMEOUTS[@]}" --max-connection-duration 6s \
-  --sigv4-access-key-id "$KEY" --sigv4-secret-access-key "$SECRET" --shutdown-delay 0s \
-  >"$logs/gateway2.log" 2>&1 &
-pids+=($!)
-wait_port "$gw2" "${pids[-1]}" || { cat "$logs/gateway2.log"; die "the gateway with the authorizer did not start"; }
+  --authorizer "ConnectAuthorizer=http://127.0.0.1:$auth_port/2015-03-31/functions/function/invocations"
+gw2="$GW_PORT"
 kit --url "ws://127.0.0.1:$gw2/$STAGE" --connections "http://127.0.0.1:$gw2/$STAGE" "${KIT_TIMEOUTS[@]}" \
   --auth-token-allow alice-token-0123456789 --auth-token-deny not-a-known-token --auth-principal alice \
-  || { tail -n 20 "$logs/gateway2.log" "$logs/authorizer.log"; status=1; }
+  || { tail -n 20 "$logs/gateway-authorizer.log" "$logs/authorizer.log"; status=1; }
 
 exit "$status"

@@ -139,14 +139,21 @@ def dashboard_exprs(dash):
 # Real /metrics: moto, serve with an upstream app, and two gateways, after traffic.
 
 class App(BaseHTTPRequestHandler):
-    """The upstream app: accepts connects, echoes messages, answers 500 to a message "fail"."""
+    """The upstream app: accepts connects (refuses them with 403 once `refuse` is set), echoes
+    messages, answers 500 to a message "fail"; keeps the connection ids it saw."""
+    refuse = False
+    ids = []
 
     def do_GET(self):
         self.answer(200, b"ok")
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
-        self.answer(500 if body == b"fail" else 200, body if self.path == "/message" else b"")
+        if self.path == "/connect":
+            App.ids.append(self.headers.get("x-socketless-connection-id"))
+            self.answer(403 if App.refuse else 200, b"")
+        else:
+            self.answer(500 if body == b"fail" else 200, body if self.path == "/message" else b"")
 
     def answer(self, status, body):
         self.send_response(status)
@@ -213,7 +220,7 @@ def record(binary, logs):
         return p
 
     try:
-        moto_port, backend, internal, gw, dead_gw = (free_port() for _ in range(5))
+        moto_port, backend, internal, gw, dead_gw, backend_b, internal_b = (free_port() for _ in range(7))
         moto = start("moto", ["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)], moto_port)
         start("serve", [binary, "serve", "--listen", f"127.0.0.1:{backend}", "--internal-listen", f"127.0.0.1:{internal}",
                         "--store", "dynamodb", "--dynamodb-endpoint", f"http://127.0.0.1:{moto_port}", "--create-table",
@@ -222,6 +229,12 @@ def record(binary, logs):
                         "--upstream", f"http://127.0.0.1:{app.server_address[1]}", "--shutdown-delay", "0s"], backend)
         if not wait_status(f"http://127.0.0.1:{internal}/readyz", 200, 30):
             sys.exit("serve never turned ready")
+        # A second serve on the same table, which has none of the sessions in its cache.
+        start("serve-b", [binary, "serve", "--listen", f"127.0.0.1:{backend_b}", "--internal-listen",
+                          f"127.0.0.1:{internal_b}", "--store", "dynamodb", "--dynamodb-endpoint",
+                          f"http://127.0.0.1:{moto_port}", "--table", "obs-sessions", "--region", "us-east-1",
+                          "--shared-secret", secret, "--push-endpoint", f"http://127.0.0.1:{gw}/{stage}",
+                          "--shutdown-delay", "0s"], backend_b)
         gateway = [binary, "gateway", "--param", f"SharedSecret={secret}", "--param", f"StageName={stage}",
                    "--integration-timeout", "5s", "--shutdown-delay", "0s"]
         start("gateway", gateway + ["--listen", f"127.0.0.1:{gw}", "--param", f"IntegrationUri=http://127.0.0.1:{backend}",
@@ -239,14 +252,24 @@ def record(binary, logs):
                        http("POST", f"http://127.0.0.1:{internal}/v1/connections/bm90LWEtY29ubmVjdGlvbg=/messages",
                             b"nobody")[0]]:
             statuses.append(status)
+        # A message, and a repeated $connect, for a live session reaching the serve that has not
+        # seen it: the create is a conditional write that finds the session there.
+        for route, event in (("message", "MESSAGE"), ("connect", "CONNECT")):
+            statuses.append(http("POST", f"http://127.0.0.1:{backend_b}/{route}", b"elsewhere", {
+                "x-socketless-connection-id": App.ids[0], "x-socketless-secret": secret,
+                "x-socketless-event-type": event})[0])
         for ws in held:
             ws.close()
         time.sleep(0.5)
+        App.refuse = True                                 # the app turns a client away (403)
+        statuses.append(try_ws(url))
+        App.refuse = False
         # DynamoDB gone: the next handshake's session cannot be written.
         stop(moto)
         statuses.append(try_ws(url))
         print(f"recording run: handshake and API statuses {statuses}")
-        serve_text = http("GET", f"http://127.0.0.1:{internal}/metrics")[1]
+        serve_text = http("GET", f"http://127.0.0.1:{internal}/metrics")[1] + "\n" + \
+            http("GET", f"http://127.0.0.1:{internal_b}/metrics")[1]
         gateway_text = http("GET", f"http://127.0.0.1:{gw}/metrics")[1] + "\n" + \
             http("GET", f"http://127.0.0.1:{dead_gw}/metrics")[1]
         return serve_text, gateway_text
@@ -256,9 +279,252 @@ def record(binary, logs):
         app.shutdown()
 
 
-if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[2] == "--record-only":
-    d = tempfile.mkdtemp()
-    s, g = record(sys.argv[1], d)
-    print(s)
-    print(g)
-    sys.exit(0)
+
+# ---------------------------------------------------------------------------------------------
+# The rendered objects.
+
+RULE_KEYS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+ON = {"dashboards": {"enabled": True}, "prometheusRule": {"enabled": True},
+      "serviceMonitor": {"enabled": True}, "networkPolicy": {"internalFrom": [{"podSelector": {}}]}}
+
+
+def check_configmap(rendered, dashboard):
+    cms = of_kind(rendered, "ConfigMap")
+    cms = [c for c in cms if c["metadata"]["name"].endswith("-dashboard")]
+    if not check("one dashboard ConfigMap renders with dashboards.enabled", len(cms) == 1, f"got {len(cms)}"):
+        return
+    cm = cms[0]
+    errors = []
+    try:
+        kubernetes_validate.validate(cm, KUBE, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        errors.append(str(e))
+    check("the dashboard ConfigMap validates (kubernetes-validate --strict)", not errors, errors)
+    check("it carries the Grafana sidecar's label grafana_dashboard: \"1\"",
+          cm["metadata"]["labels"].get("grafana_dashboard") == "1", cm["metadata"]["labels"])
+    check("its data is dashboards/socketless.json, byte for byte",
+          cm["data"].get("socketless.json") == open(DASHBOARD).read().rstrip("\n"))
+    custom = of_kind(render(merge(ON, {"dashboards": {"label": "grafana_dashboard_socketless", "labelValue": "yes",
+                                                        "folder": "Realtime", "namespace": "monitoring"}})), "ConfigMap")
+    custom = [c for c in custom if c["metadata"]["name"].endswith("-dashboard")][0]
+    check("dashboards.label/labelValue/folder/namespace land on the ConfigMap",
+          custom["metadata"]["labels"].get("grafana_dashboard_socketless") == "yes"
+          and "grafana_dashboard" not in custom["metadata"]["labels"]
+          and custom["metadata"].get("annotations", {}).get("grafana_folder") == "Realtime"
+          and custom["metadata"]["namespace"] == "monitoring", custom["metadata"])
+
+
+def check_rule_shape(rule):
+    """The PrometheusRule CRD's shape (monitoring.coreos.com/v1): what the operator's schema
+    requires and what it allows, and what these alerts promise (severity, runbook)."""
+    problems = []
+    if rule.get("apiVersion") != "monitoring.coreos.com/v1":
+        problems.append(f"apiVersion {rule.get('apiVersion')}")
+    md = rule.get("metadata", {})
+    if not md.get("name") or md.get("namespace") != NAMESPACE:
+        problems.append(f"metadata {md}")
+    if set(rule) - {"apiVersion", "kind", "metadata", "spec"} or set(rule.get("spec", {})) != {"groups"}:
+        problems.append(f"unknown top-level or spec fields: {sorted(rule)} {sorted(rule.get('spec', {}))}")
+    names = set()
+    for g in rule.get("spec", {}).get("groups", []):
+        if set(g) - {"name", "interval", "rules", "partial_response_strategy", "limit", "query_offset", "labels"}:
+            problems.append(f"group fields {sorted(g)}")
+        if not isinstance(g.get("name"), str) or not g["name"] or g["name"] in names:
+            problems.append(f"group name {g.get('name')!r} missing or repeated")
+        names.add(g.get("name"))
+        for r in g.get("rules", []):
+            if set(r) - RULE_KEYS:
+                problems.append(f"{r.get('alert')}: unknown fields {sorted(set(r) - RULE_KEYS)}")
+            if not isinstance(r.get("expr"), str) or not r["expr"].strip():
+                problems.append(f"{r.get('alert')}: expr must be a non-empty string")
+            if not re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", str(r.get("for", ""))):
+                problems.append(f"{r.get('alert')}: for {r.get('for')!r} is not a duration")
+            for k in ("labels", "annotations"):
+                if not all(isinstance(v, str) for v in r.get(k, {}).values()):
+                    problems.append(f"{r.get('alert')}: {k} values must be strings")
+            if r.get("labels", {}).get("severity") not in ("info", "warning", "critical"):
+                problems.append(f"{r.get('alert')}: no severity")
+            a = r.get("annotations", {})
+            if not (a.get("summary") and a.get("description") and a.get("runbook_url", "").startswith("https://")):
+                problems.append(f"{r.get('alert')}: summary, description and runbook_url are required")
+    return problems
+
+
+def alerts_of(rule):
+    return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+
+
+def promtool(args, cwd):
+    p = subprocess.run(["promtool", *args], cwd=cwd, capture_output=True, text=True)
+    return p.returncode, p.stdout + p.stderr
+
+
+def check_rules(rendered, work):
+    rules = of_kind(rendered, "PrometheusRule")
+    if not check("one PrometheusRule renders with prometheusRule.enabled", len(rules) == 1, f"got {len(rules)}"):
+        return None
+    rule = rules[0]
+    problems = check_rule_shape(rule)
+    check("the PrometheusRule has the CRD's shape, and every alert a severity, summary, description and "
+          "runbook_url", not problems, problems)
+    alerts = alerts_of(rule)
+    print(f"alerts: {', '.join(alerts)}")
+    with open(os.path.join(work, "rules.yaml"), "w") as f:
+        yaml.safe_dump({"groups": rule["spec"]["groups"]}, f, sort_keys=False)
+    code, out = promtool(["check", "rules", "rules.yaml"], work)
+    check("promtool check rules accepts the rendered groups", code == 0, out)
+    tests = sorted(f for f in os.listdir(FIXTURES) if f.endswith(".test.yaml"))
+    for t in tests:
+        shutil.copy(os.path.join(FIXTURES, t), work)
+    code, out = promtool(["test", "rules", *tests], work)
+    check(f"promtool test rules ({', '.join(tests)}): each alert fires on failing series and stays silent "
+          "on healthy ones", code == 0, out)
+    # Every alert is tested both ways.
+    fires, silent = set(), set()
+    for t in tests:
+        with open(os.path.join(FIXTURES, t)) as f:
+            for group in yaml.safe_load(f)["tests"]:
+                for case in group.get("alert_rule_test", []):
+                    (fires if case.get("exp_alerts") else silent).add(case["alertname"])
+    check("every rendered alert has a test where it fires", not set(alerts) - fires, sorted(set(alerts) - fires))
+    check("every rendered alert has a test where it stays silent", not set(alerts) - silent,
+          sorted(set(alerts) - silent))
+    # The tests can fail: with thresholds no failure reaches, the same tests must not pass.
+    high = {k: {"ratio": 100} for k in ("gatewayIntegrationErrors", "backendErrors", "pushFailures",
+                                          "dynamodbErrors", "upstreamErrors")}
+    high["connectionLimit"] = {"perSecond": 1000}
+    blunt = of_kind(render(merge(ON, {"prometheusRule": {"alerts": high}})), "PrometheusRule")[0]
+    bdir = os.path.join(work, "blunt")
+    os.makedirs(bdir)
+    with open(os.path.join(bdir, "rules.yaml"), "w") as f:
+        yaml.safe_dump({"groups": blunt["spec"]["groups"]}, f, sort_keys=False)
+    for t in tests:
+        shutil.copy(os.path.join(FIXTURES, t), bdir)
+    code, out = promtool(["test", "rules", *tests], bdir)
+    missing = [a for a in ("SocketlessDynamoDBErrors", "SocketlessConnectionLimit") if f"alertname: {a}" not in out]
+    check("promtool test rules fails when the thresholds are out of reach (the tests can fail), naming the alerts",
+          code != 0 and not missing, f"exit {code}, alerts not named: {missing}")
+    return rule
+
+
+def check_values(base_rule):
+    """The values reach the rule: thresholds, for, severity, labels, selector, disabling."""
+    r = of_kind(render(merge(ON, {"prometheusRule": {
+        "labels": {"release": "kube-prometheus-stack"}, "alertLabels": {"team": "realtime"},
+        "selector": 'namespace="chat",job=~"chat-socketless.*"',
+        "alerts": {"dynamodbErrors": {"ratio": 0.2, "for": "15m", "severity": "warning"},
+                   "podNotReady": {"enabled": False}}}})), "PrometheusRule")[0]
+    a = alerts_of(r)
+    d = a["SocketlessDynamoDBErrors"]
+    check("prometheusRule.alerts.*: threshold, for and severity reach the alert",
+          "> 0.2" in d["expr"] and d["for"] == "15m" and d["labels"]["severity"] == "warning", d)
+    check("prometheusRule.alerts.*.enabled=false leaves the alert out", "SocketlessPodNotReady" not in a, sorted(a))
+    check("prometheusRule.labels and alertLabels land on the object and on every alert",
+          r["metadata"]["labels"].get("release") == "kube-prometheus-stack"
+          and all(x["labels"].get("team") == "realtime" for x in a.values()))
+    check("prometheusRule.selector replaces the namespace matcher in the socketless_* selectors",
+          all('namespace="chat",job=~"chat-socketless.*"' in x["expr"] for n, x in a.items()
+              if "socketless_" in x["expr"]) and 'namespace="prod"' not in d["expr"])
+    no_sm = alerts_of(of_kind(render({"prometheusRule": {"enabled": True}}), "PrometheusRule")[0])
+    check("SocketlessTargetDown renders only with serviceMonitor.enabled (which defines its job)",
+          "SocketlessTargetDown" in alerts_of(base_rule) and "SocketlessTargetDown" not in no_sm)
+
+
+def check_defaults_and_capabilities():
+    plain = render({})
+    check("by default neither the dashboard nor the PrometheusRule renders",
+          not of_kind(plain, "PrometheusRule") and not any(
+              c["metadata"]["name"].endswith("-dashboard") for c in of_kind(plain, "ConfigMap")))
+    err = render_error({"prometheusRule": {"enabled": True}}, apis=[])
+    check("prometheusRule.enabled without the monitoring.coreos.com/v1 API fails the render and says what to install",
+          err is not None and "PrometheusRule API" in err and "kube-prometheus-stack" in err, err)
+    err = render_error({"prometheusRule": {"enabled": True, "alerts": {"pushFailures": {"ratio": "high"}}}})
+    check("the schema rejects a threshold that is not a number", err is not None and "ratio" in err, err)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every metric name the dashboard, the alerts and the fixtures use is one the binary exports.
+
+def check_names(scraped, dashboard, rule):
+    exported = set(scraped)
+    used = {}
+    for title, expr in dashboard_exprs(dashboard):
+        for n in metric_names(expr):
+            used.setdefault(n, set()).add(f"dashboard panel {title!r}")
+    for name, r in alerts_of(rule).items():
+        for n in metric_names(r["expr"]):
+            used.setdefault(n, set()).add(f"alert {name}")
+    unknown = {n: sorted(w) for n, w in used.items() if n not in exported and n not in EXTERNAL}
+    print(f"metric names used: {len(used)} ({len(used) - len(set(used) & set(EXTERNAL))} from the binary, "
+          f"{len(set(used) & set(EXTERNAL))} from Prometheus/kube-state-metrics); the binary exported "
+          f"{len(exported)} sample names")
+    check("every metric the dashboard and the alerts query is one the binary exports (or kube-state-metrics'/up)",
+          not unknown, "; ".join(f"{n} (in {', '.join(w)})" for n, w in sorted(unknown.items())))
+    # The same test on a misspelt query: the extractor must hand back the bad name for it to fail.
+    probe = metric_names('histogram_quantile(0.99, sum by (le) (rate(socketless_gateway_conects_total'
+                         '{namespace="$namespace",result=~"a|b"}[$__rate_interval]))) / on (pod) group_left up')
+    check("a misspelt name in a query is caught (socketless_gateway_conects_total is not exported)",
+          probe == {"socketless_gateway_conects_total", "up"} and "socketless_gateway_conects_total" not in exported,
+          probe)
+    dash_names = {n for _, e in dashboard_exprs(dashboard) for n in metric_names(e)}
+    check("the dashboard queries at least one metric (the extractor finds names)", len(dash_names) >= 10,
+          sorted(dash_names))
+    # The fixtures' series: name exported, labels as exported (target labels aside), values seen.
+    bad = []
+    for t in sorted(os.listdir(FIXTURES)):
+        if not t.endswith(".test.yaml"):
+            continue
+        with open(os.path.join(FIXTURES, t)) as f:
+            for group in yaml.safe_load(f)["tests"]:
+                for s in group.get("input_series", []):
+                    m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}$", s["series"])
+                    name, labels = m.group(1), dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+                    if name in EXTERNAL:
+                        continue
+                    if name not in exported:
+                        bad.append(f"{t}: {name} is not exported")
+                        continue
+                    keys = {k for ls in scraped[name] for k in ls}
+                    for k, v in labels.items():
+                        if k in TARGET_LABELS:
+                            continue
+                        if k not in keys:
+                            bad.append(f"{t}: {name} has no label {k}")
+                        elif v not in {ls.get(k) for ls in scraped[name]} | UNRECORDED.get((name, k), set()):
+                            bad.append(f"{t}: {name}{{{k}=\"{v}\"}} was never seen")
+    check("every series in the promtool fixtures has a name, labels and label values the binary exports",
+          not bad, "; ".join(bad))
+
+
+def main():
+    if len(sys.argv) != 2 or not os.access(sys.argv[1], os.X_OK):
+        sys.exit("usage: check-observability.py BINARY (an executable socketless)")
+    if shutil.which("promtool") is None:
+        sys.exit("promtool is missing (Debian: apt-get install prometheus)")
+    binary = os.path.abspath(sys.argv[1])
+    with open(DASHBOARD) as f:
+        dashboard = json.load(f)
+    check_defaults_and_capabilities()
+    work = tempfile.mkdtemp(prefix="socketless-obs-")
+    try:
+        rendered = render(ON)
+        check_configmap(rendered, dashboard)
+        rule = check_rules(rendered, work)
+        if rule is None:
+            TALLY.finish()
+        check_values(rule)
+        serve_text, gateway_text = record(binary, work)
+        scraped = parse_metrics(serve_text)
+        for k, v in parse_metrics(gateway_text).items():
+            scraped.setdefault(k, []).extend(v)
+        check("the recording run exported serve's and the gateway's metrics",
+              "socketless_messages_total" in scraped and "socketless_gateway_connects_total" in scraped,
+              sorted(scraped))
+        check_names(scraped, dashboard, rule)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    TALLY.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Tests the chart's dashboard and alerts against the real binary. Renders the dashboard
-ConfigMap and the PrometheusRule with a real Helm (helm-python-sdk) and checks their shape
-(kubernetes-validate --strict for the ConfigMap; the PrometheusRule, a CRD, against the
-Prometheus Operator's rule fields); runs `promtool check rules` and `promtool test rules` with the
-unit tests in ci/fixtures/promtool/ (each alert fires on the series that should fire it and stays
-silent on healthy ones), and shows a test failing when the rules cannot fire. Then starts moto,
-`socketless serve` (DynamoDB, an upstream app) and two `socketless gateway`s, drives traffic that
-succeeds and traffic that fails (a connection limit, a dead backend, an app answering 500,
-DynamoDB stopped), scrapes their /metrics, and fails, naming them, on any metric in the
-dashboard's queries, the alerts or the promtool fixtures that the binary does not export, and on
-any fixture label the binary does not put on that metric. Usage: check-observability.py BINARY
+ConfigMap, the PrometheusRule and the gateway's PodMonitor with a real Helm (helm-python-sdk) and
+checks their shape (kubernetes-validate --strict for the ConfigMap; the Prometheus Operator's
+kinds, CRDs without a schema here, field by field); runs `promtool check rules` and
+`promtool test rules` with the unit tests in ci/fixtures/promtool/ (each alert fires on the
+series that should fire it and stays silent on healthy ones), and shows the tests failing when
+the rules cannot fire. Then starts moto, two `socketless serve` on one table (one with an
+upstream app) and two `socketless gateway`s, drives traffic that succeeds and traffic that fails
+(a connection limit, a dead backend, an app answering 403 and 500, a repeated create, DynamoDB
+stopped), scrapes their /metrics, and fails, naming them, on any metric in the dashboard's
+queries, the alerts or the promtool fixtures that the binary does not export, and on any fixture
+label or label value the binary does not put on that metric. Usage: check-observability.py BINARY
 Prints `observability: N passed, N failed`.
 """
 import copy
@@ -41,7 +42,7 @@ DASHBOARD = os.path.join(CHART_DIR, "dashboards", "socketless.json")
 KUBE = "1.33.0"
 NAMESPACE = "prod"
 MONITORING = ["monitoring.coreos.com/v1", "monitoring.coreos.com/v1/PrometheusRule",
-              "monitoring.coreos.com/v1/ServiceMonitor"]
+              "monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PodMonitor"]
 BASE = {"config": {"region": "us-east-1"}, "sharedSecret": {"value": "observability-secret-0123"}}
 TALLY = Tally("observability")
 check = TALLY.check
@@ -442,6 +443,47 @@ def check_defaults_and_capabilities():
     check("the schema rejects a threshold that is not a number", err is not None and "ratio" in err, err)
 
 
+def check_gateway_podmonitor():
+    """The gateway's PodMonitor scrapes /metrics on the port the StatefulSet's container names,
+    on exactly the gateway's pods."""
+    values = {"gateway": {"enabled": True, "replicaCount": 2},
+              "gatewayPodMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}}
+    rendered = render(values)
+    pms = of_kind(rendered, "PodMonitor")
+    if not check("one PodMonitor renders with gateway.enabled and gatewayPodMonitor.enabled", len(pms) == 1,
+                 f"got {len(pms)}"):
+        return
+    pm = pms[0]
+    sts = of_kind(rendered, "StatefulSet")[0]
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    ports = {p["name"] for c in sts["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+    selector = pm["spec"]["selector"]["matchLabels"]
+    backend_pods = [d["spec"]["template"]["metadata"]["labels"] for d in of_kind(rendered, "Deployment")]
+    eps = pm["spec"]["podMetricsEndpoints"]
+    problems = []
+    if set(pm) - {"apiVersion", "kind", "metadata", "spec"} or pm["apiVersion"] != "monitoring.coreos.com/v1":
+        problems.append(f"top level {sorted(pm)} {pm['apiVersion']}")
+    if set(pm["spec"]) - {"namespaceSelector", "selector", "podMetricsEndpoints", "jobLabel", "podTargetLabels"}:
+        problems.append(f"spec fields {sorted(pm['spec'])}")
+    if not all(pod_labels.get(k) == v for k, v in selector.items()):
+        problems.append(f"selector {selector} does not match the gateway pods {pod_labels}")
+    if any(all(b.get(k) == v for k, v in selector.items()) for b in backend_pods):
+        problems.append("the selector also matches the backend pods")
+    if len(eps) != 1 or eps[0].get("port") not in ports or eps[0].get("path") != "/metrics":
+        problems.append(f"endpoints {eps} against container ports {ports}")
+    if pm["spec"]["namespaceSelector"] != {"matchNames": [NAMESPACE]}:
+        problems.append(f"namespaceSelector {pm['spec']['namespaceSelector']}")
+    if pm["metadata"]["labels"].get("release") != "kube-prometheus-stack":
+        problems.append("gatewayPodMonitor.labels missing")
+    check("the PodMonitor scrapes /metrics on the gateway container's named port, gateway pods only, with its labels",
+          not problems, problems)
+    check("no PodMonitor without gateway.enabled",
+          not of_kind(render({"gatewayPodMonitor": {"enabled": True}}), "PodMonitor"))
+    err = render_error(values, apis=[])
+    check("gatewayPodMonitor.enabled without the PodMonitor API fails the render and says what to install",
+          err is not None and "PodMonitor API" in err and "kube-prometheus-stack" in err, err)
+
+
 # ---------------------------------------------------------------------------------------------
 # Every metric name the dashboard, the alerts and the fixtures use is one the binary exports.
 
@@ -513,6 +555,7 @@ def main():
         if rule is None:
             TALLY.finish()
         check_values(rule)
+        check_gateway_podmonitor()
         serve_text, gateway_text = record(binary, work)
         scraped = parse_metrics(serve_text)
         for k, v in parse_metrics(gateway_text).items():

@@ -443,6 +443,45 @@ def check_defaults_and_capabilities():
     check("the schema rejects a threshold that is not a number", err is not None and "ratio" in err, err)
 
 
+def check_dashboard(dashboard, work):
+    """What Grafana needs to import it as-is, and every query parses as PromQL."""
+    problems = []
+    if not dashboard.get("uid") or not dashboard.get("title") or dashboard.get("id") is not None:
+        problems.append("uid and title required, no id (Grafana assigns it)")
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    if not {"datasource", "namespace"} <= variables:
+        problems.append(f"variables {sorted(variables)}")
+    ids, cells = set(), {}
+    for p in dashboard["panels"]:
+        if p["id"] in ids:
+            problems.append(f"panel id {p['id']} repeated")
+        ids.add(p["id"])
+        g = p["gridPos"]
+        if g["x"] < 0 or g["x"] + g["w"] > 24:
+            problems.append(f"{p['title']!r} outside the 24 columns")
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                if (x, y) in cells:
+                    problems.append(f"{p['title']!r} overlaps {cells[(x, y)]!r}")
+                cells[(x, y)] = p["title"]
+        if p["type"] != "row":
+            if p.get("datasource", {}).get("uid") != "${datasource}" or not p.get("targets"):
+                problems.append(f"{p['title']!r}: no targets on the $datasource variable")
+            if not p.get("description"):
+                problems.append(f"{p['title']!r}: no description")
+    check("the dashboard imports as-is: uid, variables, unique panel ids, no overlapping panels, every "
+          "panel described and on the $datasource variable", not problems, sorted(set(problems)))
+    # Each query, variables filled in, as a recording rule: promtool parses it.
+    rules = []
+    for i, (title, expr) in enumerate(dashboard_exprs(dashboard)):
+        e = expr.replace("$__rate_interval", "5m").replace("${release}", "rel-socketless").replace("$namespace", NAMESPACE)
+        rules.append({"record": f"dashboard:query{i}", "expr": e})
+    with open(os.path.join(work, "dashboard-queries.yaml"), "w") as f:
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, f)
+    code, out = promtool(["check", "rules", "dashboard-queries.yaml"], work)
+    check(f"all {len(rules)} dashboard queries parse as PromQL (promtool check rules)", code == 0, out)
+
+
 def check_gateway_podmonitor():
     """The gateway's PodMonitor scrapes /metrics on the port the StatefulSet's container names,
     on exactly the gateway's pods."""
@@ -551,6 +590,7 @@ def main():
     try:
         rendered = render(ON)
         check_configmap(rendered, dashboard)
+        check_dashboard(dashboard, work)
         rule = check_rules(rendered, work)
         if rule is None:
             TALLY.finish()

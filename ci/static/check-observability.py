@@ -6,11 +6,13 @@ kinds, CRDs without a schema here, field by field); runs `promtool check rules` 
 `promtool test rules` with the unit tests in ci/fixtures/promtool/ (each alert fires on the
 series that should fire it and stays silent on healthy ones), and shows the tests failing when
 the rules cannot fire. Then starts moto, two `socketless serve` on one table (one with an
-upstream app) and two `socketless gateway`s, drives traffic that succeeds and traffic that fails
-(a connection limit, a dead backend, an app answering 403 and 500, a repeated create, DynamoDB
-stopped), scrapes their /metrics, and fails, naming them, on any metric in the dashboard's
-queries, the alerts or the promtool fixtures that the binary does not export, and on any fixture
-label or label value the binary does not put on that metric. Usage: check-observability.py BINARY
+upstream app) and two `socketless gateway`s, drives healthy traffic and scrapes /metrics, then
+failing traffic (an app answering 500, a connection limit, a dead backend, DynamoDB stopped) and
+scrapes again. It fails, naming them, on any metric in the dashboard's queries, the alerts or the
+promtool fixtures that the binary does not export, and on any fixture label or label value the
+binary does not put on that metric; and it runs `promtool test rules` on the recorded series
+themselves: nothing fires on the healthy snapshot, exactly the provoked alerts on the failing one.
+Usage: check-observability.py BINARY
 Prints `observability: N passed, N failed`.
 """
 import copy
@@ -200,8 +202,24 @@ def try_ws(url, messages=(), hold=None):
     return 101
 
 
+# The pods the recorded processes stand for, with the target labels Prometheus would add when
+# scraping them through the chart's ServiceMonitor (serve) and PodMonitor (gateway).
+SERVE_JOB = "rel-socketless-internal"
+GATEWAY_JOB = f"{NAMESPACE}/rel-socketless-gateway"
+PODS = {
+    "serve": {"pod": "rel-socketless-7d9f8c6b5-x2k8q", "job": SERVE_JOB},
+    "serve-b": {"pod": "rel-socketless-7d9f8c6b5-w9d4z", "job": SERVE_JOB},
+    "gateway": {"pod": "rel-socketless-gateway-0", "job": GATEWAY_JOB},
+    "gateway-dead-backend": {"pod": "rel-socketless-gateway-1", "job": GATEWAY_JOB},
+}
+
+
 def record(binary, logs):
-    """Runs the processes, drives traffic, returns (serve's /metrics, the gateways' /metrics)."""
+    """Runs the processes and drives traffic in two phases. Returns two snapshots,
+    {process: its /metrics text}: after healthy traffic only (clients come, talk and go, a push
+    finds its client gone, a second serve's create finds the session there, the app refuses a
+    client), and after failing traffic too (the app answers 500, a third client at
+    --max-connections 2, a gateway with no backend, DynamoDB stopped)."""
     procs = []
     app = ThreadingHTTPServer(("127.0.0.1", 0), App)
     threading.Thread(target=app.serve_forever, daemon=True).start()
@@ -222,6 +240,10 @@ def record(binary, logs):
 
     try:
         moto_port, backend, internal, gw, dead_gw, backend_b, internal_b = (free_port() for _ in range(7))
+        metrics_urls = {"serve": f"http://127.0.0.1:{internal}/metrics",
+                        "serve-b": f"http://127.0.0.1:{internal_b}/metrics",
+                        "gateway": f"http://127.0.0.1:{gw}/metrics",
+                        "gateway-dead-backend": f"http://127.0.0.1:{dead_gw}/metrics"}
         moto = start("moto", ["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)], moto_port)
         start("serve", [binary, "serve", "--listen", f"127.0.0.1:{backend}", "--internal-listen", f"127.0.0.1:{internal}",
                         "--store", "dynamodb", "--dynamodb-endpoint", f"http://127.0.0.1:{moto_port}", "--create-table",
@@ -243,16 +265,18 @@ def record(binary, logs):
         # A gateway whose backend is not there: every $connect fails.
         start("gateway-dead-backend", gateway + ["--listen", f"127.0.0.1:{dead_gw}", "--param",
                                                  f"IntegrationUri=http://127.0.0.1:{free_port()}"], dead_gw)
+
+        def snapshot():
+            return {name: http("GET", url)[1] for name, url in metrics_urls.items()}
+
         url = f"ws://127.0.0.1:{gw}/{stage}"
         held = []
-        statuses = [try_ws(url, ["hello", "again", "fail"], held), try_ws(url, ["hi"], held)]
-        statuses.append(try_ws(url))                       # the third: 429 at --max-connections 2
-        statuses.append(try_ws(f"ws://127.0.0.1:{dead_gw}/{stage}"))
-        # Pushes through serve's internal API: to the held connections, and to an unknown id.
-        for status in [http("POST", f"http://127.0.0.1:{internal}/v1/broadcast", b"to everyone")[0],
-                       http("POST", f"http://127.0.0.1:{internal}/v1/connections/bm90LWEtY29ubmVjdGlvbg=/messages",
-                            b"nobody")[0]]:
-            statuses.append(status)
+        # Healthy traffic.
+        statuses = [try_ws(url, ["hello", "again"], held), try_ws(url, ["hi"], held)]
+        # Pushes through serve's internal API: to the held connections, and to an unknown id (410).
+        statuses.append(http("POST", f"http://127.0.0.1:{internal}/v1/broadcast", b"to everyone")[0])
+        statuses.append(http("POST", f"http://127.0.0.1:{internal}/v1/connections/bm90LWEtY29ubmVjdGlvbg=/messages",
+                             b"nobody")[0])
         # A message, and a repeated $connect, for a live session reaching the serve that has not
         # seen it: the create is a conditional write that finds the session there.
         for route, event in (("message", "MESSAGE"), ("connect", "CONNECT")):
@@ -261,24 +285,102 @@ def record(binary, logs):
                 "x-socketless-event-type": event})[0])
         for ws in held:
             ws.close()
+        held.clear()
         time.sleep(0.5)
         App.refuse = True                                 # the app turns a client away (403)
         statuses.append(try_ws(url))
         App.refuse = False
-        # DynamoDB gone: the next handshake's session cannot be written.
-        stop(moto)
+        healthy = snapshot()
+        # Failing traffic.
+        statuses.append(try_ws(url, ["fail"], held))      # the app answers 500
+        statuses.append(try_ws(url, [], held))
+        statuses.append(try_ws(url))                       # the third: 429 at --max-connections 2
+        statuses.append(try_ws(f"ws://127.0.0.1:{dead_gw}/{stage}"))
+        for ws in held:
+            ws.close()
+        time.sleep(0.5)
+        stop(moto)                                         # DynamoDB gone: no session can be written
         statuses.append(try_ws(url))
         print(f"recording run: handshake and API statuses {statuses}")
-        serve_text = http("GET", f"http://127.0.0.1:{internal}/metrics")[1] + "\n" + \
-            http("GET", f"http://127.0.0.1:{internal_b}/metrics")[1]
-        gateway_text = http("GET", f"http://127.0.0.1:{gw}/metrics")[1] + "\n" + \
-            http("GET", f"http://127.0.0.1:{dead_gw}/metrics")[1]
-        return serve_text, gateway_text
+        return healthy, snapshot()
     finally:
         for p in reversed(procs):
             stop(p)
         app.shutdown()
 
+
+def recorded_series(snap):
+    """promtool input series from one snapshot: every sample with its pod's target labels, a
+    counter growing by its recorded value every minute (the run repeated each minute), a gauge
+    holding its value."""
+    out = []
+    for proc, text in snap.items():
+        for line in text.splitlines():
+            m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)", line)
+            if not m or line.startswith("#"):
+                continue
+            name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
+            target = dict(PODS[proc], namespace=NAMESPACE)
+            all_labels = ",".join([labels] * bool(labels) + [f'{k}="{v}"' for k, v in sorted(target.items())])
+            counter = name.endswith(("_total", "_bucket", "_sum", "_count"))
+            out.append({"series": f"{name}{{{all_labels}}}",
+                        "values": f"0+{value!r}x20" if counter else f"{value!r}x20"})
+    return out
+
+
+# The socketless_* alerts and what the failing phase of the recording run must fire.
+RECORDED_ALERTS = ["SocketlessGatewayIntegrationErrors", "SocketlessBackendErrors", "SocketlessPushFailures",
+                   "SocketlessConnectionLimit", "SocketlessDynamoDBErrors", "SocketlessUpstreamErrors"]
+
+
+def expected_failing(failing):
+    """The alerts the failing phase must fire, label by label. The DynamoDB outage shows as a
+    timeout or an error depending on how the connection fails: the recorded outcome is expected."""
+    dynamo = sorted({(ls["operation"], ls["outcome"]) for ls in
+                     parse_metrics(failing["serve"]).get("socketless_dynamodb_calls_total", [])
+                     if ls["outcome"] in ("timeout", "error")})
+    return {
+        "SocketlessGatewayIntegrationErrors": [{"severity": "warning", "namespace": NAMESPACE, "route": r}
+                                               for r in ("$connect", "$default")],
+        "SocketlessBackendErrors": [{"severity": "warning", "namespace": NAMESPACE, "route": r}
+                                    for r in ("/connect", "/message")],
+        "SocketlessPushFailures": [],
+        "SocketlessConnectionLimit": [{"severity": "warning", "namespace": NAMESPACE,
+                                       "pod": PODS["gateway"]["pod"]}],
+        "SocketlessDynamoDBErrors": [{"severity": "critical", "namespace": NAMESPACE, "operation": o, "outcome": c}
+                                     for o, c in dynamo],
+        "SocketlessUpstreamErrors": [{"severity": "warning", "namespace": NAMESPACE, "event": "message"}],
+    }
+
+
+def check_recorded(rule, healthy, failing, work):
+    """promtool test rules on the recorded series themselves: nothing fires on the healthy
+    phase; on the failing one exactly the alerts it provoked fire (annotations, tested by the
+    fixtures, are left out here)."""
+    rdir = os.path.join(work, "recorded")
+    os.makedirs(rdir)
+    groups = copy.deepcopy(rule["spec"]["groups"])
+    for g in groups:
+        for r in g["rules"]:
+            r.pop("annotations", None)
+    with open(os.path.join(rdir, "rules.yaml"), "w") as f:
+        yaml.safe_dump({"groups": groups}, f, sort_keys=False)
+    expected = expected_failing(failing)
+    check("the DynamoDB outage was recorded (a PutItem timeout or error)", bool(expected["SocketlessDynamoDBErrors"]))
+    tests = {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [
+        {"name": "recorded healthy traffic", "interval": "1m", "input_series": recorded_series(healthy),
+         "alert_rule_test": [{"eval_time": "15m", "alertname": a, "exp_alerts": []} for a in RECORDED_ALERTS]},
+        {"name": "recorded failing traffic", "interval": "1m", "input_series": recorded_series(failing),
+         "alert_rule_test": [{"eval_time": "15m", "alertname": a, "exp_alerts": [{"exp_labels": l} for l in ls]}
+                             for a, ls in expected.items()]},
+    ]}
+    with open(os.path.join(rdir, "recorded.test.yaml"), "w") as f:
+        yaml.safe_dump(tests, f, sort_keys=False)
+    n = len(tests["tests"][0]["input_series"]), len(tests["tests"][1]["input_series"])
+    code, out = promtool(["test", "rules", "recorded.test.yaml"], rdir)
+    check(f"on the series the binary recorded ({n[0]} healthy, {n[1]} failing), promtool: healthy traffic fires "
+          f"nothing; the failures fire {', '.join(a for a, ls in expected.items() if ls)}, and not "
+          "SocketlessPushFailures (410s are clients leaving)", code == 0, out[-4000:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -596,14 +698,16 @@ def main():
             TALLY.finish()
         check_values(rule)
         check_gateway_podmonitor()
-        serve_text, gateway_text = record(binary, work)
-        scraped = parse_metrics(serve_text)
-        for k, v in parse_metrics(gateway_text).items():
-            scraped.setdefault(k, []).extend(v)
+        healthy, failing = record(binary, work)
+        scraped = {}
+        for text in list(healthy.values()) + list(failing.values()):
+            for k, v in parse_metrics(text).items():
+                scraped.setdefault(k, []).extend(v)
         check("the recording run exported serve's and the gateway's metrics",
               "socketless_messages_total" in scraped and "socketless_gateway_connects_total" in scraped,
               sorted(scraped))
         check_names(scraped, dashboard, rule)
+        check_recorded(rule, healthy, failing, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     TALLY.finish()

@@ -47,6 +47,7 @@ authorizer_examples() {
 }
 step "example authorizer functions (Python, Node): allow, deny, missing token, the RIE endpoint" authorizer_examples
 step "who is connecting with a Python app: principal and attributes on 1,000 messages over two serve processes, 0 DynamoDB calls" python3 ci/checks/check-identity.py target/debug/socketless
+step "groups: a publish to 900 members over 3 gateways and 2 serve in ≤ 3 calls, each member once; pruning; serve SIGKILLed mid-publish; hostile calls" python3 ci/checks/check-groups.py target/debug/socketless
 
 static_check() {
   local bin

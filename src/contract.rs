@@ -47,6 +47,24 @@ pub const PRINCIPAL_ID: &str = "x-socketless-principal-id";
 /// Shared secret the gateway adds as a literal; checked when the backend has one configured.
 pub const SHARED_SECRET: &str = "x-socketless-secret";
 
+/// Headers of the answer to `/connect` (from a handler through `serve`, or from the app in
+/// upstream mode) that `serve` keeps with the new session. None reaches the gateway.
+/// `x-socketless-attribute-NAME: value`: a session attribute (see [`crate::backend::identity`]).
+pub const ATTRIBUTE_PREFIX: &str = crate::backend::identity::ATTRIBUTE_PREFIX;
+/// `x-socketless-groups: a,b`: the groups the connection joins (comma-separated, the header may
+/// repeat; each name 1..=128 bytes of `[A-Za-z0-9._:@=-]`; at most `--max-groups-per-connection`
+/// and 32). A name that breaks a rule refuses the connect with 500, and no session is made.
+pub const GROUPS: &str = "x-socketless-groups";
+
+/// The answer headers of `/connect`: the name (a prefix for attributes) and what it does.
+pub const CONNECT_ANSWER_HEADERS: &[(&str, &str)] = &[
+    (
+        ATTRIBUTE_PREFIX,
+        "sets session attribute NAME, given back on every later call",
+    ),
+    (GROUPS, "joins the connection to these groups"),
+];
+
 /// The gateway context of one call, read from the request headers by the rows of [`CONTEXT`]
 /// (see [`crate::backend::request_context`]); what a [`crate::handler::MessageHandler`] receives.
 #[derive(Debug, Clone, Default)]

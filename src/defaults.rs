@@ -41,6 +41,18 @@ pub const SESSION_TTL: &str = "2h15m";
 pub const MAX_BODY_BYTES: &str = "131072";
 pub const AWS_TIMEOUT: &str = "3s";
 pub const BROADCAST_CONCURRENCY: &str = "32";
+/// Groups one connection may belong to at once.
+pub const MAX_GROUPS_PER_CONNECTION: &str = "32";
+/// `auto`: use the gateway's batch delivery when its `info` answers as a socketless gateway.
+pub const PUSH_BATCH: &str = "auto";
+/// Groups `x-socketless-groups` may name at connect, at most (also bounded by
+/// `--max-groups-per-connection`).
+pub const MAX_CONNECT_GROUPS: usize = 32;
+/// Connection ids in one batch `deliver` call, at most (the extension's `maxIds`).
+pub const DELIVER_MAX_IDS: usize = 10_000;
+/// Members read per Query while a group is published to (DynamoDB's page of at most 1 MB holds
+/// far more memberships than this).
+pub const GROUP_PUBLISH_PAGE: usize = 1000;
 pub const UPSTREAM_TIMEOUT: &str = "10s";
 pub const UPSTREAM_CONCURRENCY: &str = "256";
 pub const UPSTREAM_HEALTH_PATH: &str = "/healthz";

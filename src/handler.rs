@@ -44,6 +44,15 @@ impl Rejection {
     }
 }
 
+/// What an accepted connect keeps: the session's attributes, and the groups the connection
+/// joins at once (names as [`crate::store::groups::valid_group_name`] takes them; at most
+/// `--max-groups-per-connection`, and 32; beyond that the connect is refused with 500).
+#[derive(Debug, Clone, Default)]
+pub struct Accepted {
+    pub attributes: Attributes,
+    pub groups: Vec<String>,
+}
+
 /// Application logic. Implementations must be stateless across pods: any pod may receive any
 /// call. Keep state in the session store or your own services.
 pub trait MessageHandler: Send + Sync + 'static {
@@ -68,6 +77,18 @@ pub trait MessageHandler: Send + Sync + 'static {
         ctx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<Attributes, Rejection>> {
         Box::pin(async move { self.on_connect(ctx).await.map(|()| Attributes::new()) })
+    }
+
+    /// What `serve` calls at connect: [`Self::on_connect_with_attributes`], and the groups the
+    /// connection joins (written with its session; an app answers `x-socketless-groups: a,b`).
+    /// The default joins none; override this to join some.
+    fn on_connect_accepted<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<Accepted, Rejection>> {
+        Box::pin(async move {
+            self.on_connect_with_attributes(ctx).await.map(|attributes| Accepted {
+                attributes,
+                groups: Vec::new(),
+            })
+        })
     }
 
     /// For an accepted `$connect`: the subprotocol to confirm, sent as the answer's

@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::aws::{self, AwsSettings};
-use crate::backend::{Backend, cache::SessionCache, push::Pusher, upstream::Upstream};
+use crate::backend::{Backend, PushBatch, batch::BatchClient, cache::SessionCache, push::Pusher, upstream::Upstream};
 pub use crate::backend::{ServeArgs, ServeConfig};
 use crate::contract;
 use crate::handler::MessageHandler;
@@ -27,6 +27,10 @@ pub enum ServeError {
     Signals(std::io::Error),
     #[error("cannot create the session table: {0}")]
     CreateTable(StoreError),
+    #[error("cannot create the groups table: {0}")]
+    CreateGroupsTable(StoreError),
+    #[error("--push-batch on: {0}")]
+    PushBatch(String),
 }
 
 /// A backend ready to serve: listeners bound, store connected.
@@ -89,11 +93,24 @@ pub async fn prepare_with_sdk(
     let store = store::open(&config.store, &sdk, metrics.clone())
         .await
         .map_err(ServeError::CreateTable)?;
+    let groups = store::groups::open(&config.store, &config.store.groups_table, &sdk, metrics.clone())
+        .await
+        .map_err(ServeError::CreateGroupsTable)?;
+    let batch = BatchClient::new(config.backend.push_batch, sdk.clone(), &mut registry);
+    // Required and the endpoint fixed: a wrong endpoint is found now, not at the first publish.
+    if let (PushBatch::On, Some(endpoint)) = (config.backend.push_batch, &config.push_endpoint) {
+        batch
+            .check_required(endpoint.trim_end_matches('/'))
+            .await
+            .map_err(ServeError::PushBatch)?;
+    }
     let public = bind(config.listen).await?;
     let internal = bind(config.internal_listen).await?;
     let pusher = Arc::new(Pusher::new(sdk, config.push_endpoint.clone(), metrics.clone()));
     let backend = Arc::new(Backend {
         store,
+        groups,
+        batch,
         cache: SessionCache::new(config.cache_capacity, config.sync_interval),
         pusher,
         handler,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Benchmarks, run on demand (not part of ci/test.sh), bounded to about twenty minutes. Prints one
-# markdown table, every row measured in this run next to its limit or peer, and appends it with
-# the date and core count to bench/RESULTS.md. See README, "Benchmarks".
+# Benchmarks, run on demand (not part of ci/test.sh): bench/bench.py, bounded to about twenty
+# minutes, then the group publish (bench/groups.py, at most fifteen more). Each prints a markdown
+# table, every row measured in this run next to its limit or peer, and appends it with the date
+# and core count to bench/RESULTS.md. See README, "Benchmarks".
 set -euo pipefail
 # shellcheck source=../lib/lib.sh
 source "$(dirname "$0")/../lib/lib.sh"
@@ -31,3 +32,5 @@ log "measuring"
 # where this user may, otherwise the row says why it was not run.
 ulimit -n 204800 2>/dev/null || log "open files stay at $(ulimit -n) (hard limit $(ulimit -Hn))"
 timeout 1200 python bench/bench.py "$bin" "$examples" "$VENV/bin/python" "$image_size"
+# Group publish: 30,000 members, the gateways' batch extension against one post per member.
+timeout 900 python bench/groups.py "$bin" "$examples"

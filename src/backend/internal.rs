@@ -1,6 +1,6 @@
 //! The internal port, for other services and never behind the ingress: push to a connection,
-//! close it, look it up, and broadcast to every session with bounded concurrency; plus health
-//! and metrics. With `--internal-token`, every request other than `/healthz`, `/readyz` and
+//! close it, look it up, broadcast to every session, and the groups API (see [`super::groups`]);
+//! plus health and metrics. With `--internal-token`, every request other than `/healthz`, `/readyz` and
 //! `/metrics` (kubelet probes, Prometheus) must carry `Authorization: Bearer TOKEN`, compared
 //! in constant time; otherwise 401 with a JSON error.
 
@@ -11,11 +11,11 @@ use std::time::Instant;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::context::valid_connection_id;
 use super::error::ApiError;
+use super::fanout::Fanout;
+use super::groups::group_name;
 use super::push::PushOutcome;
 use super::state::{Backend, InFlight};
 use crate::contract;
@@ -23,29 +23,6 @@ use crate::http_server::{self, Body};
 
 /// Page size used by broadcast scans.
 const BROADCAST_PAGE: usize = 100;
-
-/// Counts of one broadcast.
-#[derive(Default)]
-struct Tally {
-    sessions: u64,
-    delivered: u64,
-    gone: u64,
-    failed: u64,
-    gone_ids: Vec<String>,
-}
-
-impl Tally {
-    fn add(&mut self, id: String, outcome: &PushOutcome) {
-        match outcome {
-            PushOutcome::Delivered => self.delivered += 1,
-            PushOutcome::Gone => {
-                self.gone += 1;
-                self.gone_ids.push(id);
-            }
-            _ => self.failed += 1,
-        }
-    }
-}
 
 /// Whether `headers` carry `Authorization: Bearer {token}` (scheme case-insensitive, token
 /// compared in constant time).
@@ -97,6 +74,32 @@ impl Backend {
         let method = req.method().clone();
         let (route, result): (&'static str, Result<Response<Body>, ApiError>) = match (method, segments.as_slice()) {
             (Method::POST, ["v1", "broadcast"]) => ("/v1/broadcast", self.broadcast(req).await),
+            (m, ["v1", "groups", group]) => {
+                let query = req.uri().query().map(str::to_owned);
+                let result = match (group_name(group), m) {
+                    (Err(e), _) => Err(e),
+                    (Ok(g), Method::GET) => self.group_page(&g, query.as_deref()).await,
+                    (Ok(_), _) => Err(ApiError::Method("use GET")),
+                };
+                ("/v1/groups/{group}", result)
+            }
+            (m, ["v1", "groups", group, "messages"]) => {
+                let result = match group_name(group) {
+                    Err(e) => Err(e),
+                    Ok(_) if m != Method::POST => Err(ApiError::Method("use POST")),
+                    Ok(g) => self.publish(&g, req).await,
+                };
+                ("/v1/groups/{group}/messages", result)
+            }
+            (m, ["v1", "groups", group, "connections", id]) => {
+                let result = match (group_name(group), connection_id(id), m) {
+                    (Err(e), _, _) | (_, Err(e), _) => Err(e),
+                    (Ok(g), Ok(id), Method::PUT) => self.join(&g, &id).await,
+                    (Ok(g), Ok(id), Method::DELETE) => self.leave(&g, &id).await,
+                    _ => Err(ApiError::Method("use PUT or DELETE")),
+                };
+                ("/v1/groups/{group}/connections/{id}", result)
+            }
             (m, ["v1", "connections", id]) => {
                 let result = match (connection_id(id), m) {
                     (Err(e), _) => Err(e),
@@ -175,11 +178,11 @@ impl Backend {
             .await
     }
 
+    /// Every session gets the body, through the same fan-out as a group publish (one
+    /// `deliver` per gateway replica when the endpoint is a socketless gateway).
     async fn broadcast(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let body = http_server::read_body(req, contract::MAX_POST_BYTES, &self.body).await?;
-        let limit = Arc::new(Semaphore::new(self.settings.broadcast_concurrency.max(1)));
-        let mut tasks: JoinSet<(String, PushOutcome)> = JoinSet::new();
-        let mut tally = Tally::default();
+        let mut fanout = Fanout::new(self, body.bytes.clone());
         let mut cursor = None;
         let mut scan_failed = false;
         loop {
@@ -192,40 +195,15 @@ impl Backend {
                 }
             };
             for session in page.sessions {
-                tally.sessions += 1;
-                let Some(endpoint) = self.pusher.endpoint(&session.domain, &session.stage) else {
-                    tally.failed += 1;
-                    continue;
-                };
-                let Ok(permit) = limit.clone().acquire_owned().await else {
-                    break;
-                };
-                let data = body.bytes.clone();
-                let pusher = self.pusher.clone();
-                tasks.spawn(async move {
-                    let outcome = pusher.post(&endpoint, &session.connection_id, data).await;
-                    drop(permit);
-                    (session.connection_id, outcome)
-                });
-                // Reap finished sends as we go so the set stays small.
-                while let Some(Ok((id, outcome))) = tasks.try_join_next() {
-                    tally.add(id, &outcome);
-                }
+                let endpoint = self.pusher.endpoint(&session.domain, &session.stage);
+                fanout.add(session.connection_id, endpoint).await?;
             }
             match page.next {
                 Some(next) => cursor = Some(next),
                 None => break,
             }
         }
-        while let Some(res) = tasks.join_next().await {
-            match res {
-                Ok((id, outcome)) => tally.add(id, &outcome),
-                Err(_) => tally.failed += 1,
-            }
-        }
-        for id in std::mem::take(&mut tally.gone_ids) {
-            self.forget(&id).await;
-        }
+        let tally = fanout.finish().await;
         let status = if scan_failed {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
@@ -234,7 +212,7 @@ impl Backend {
         Ok(http_server::json(
             status,
             &serde_json::json!({
-                "sessions": tally.sessions,
+                "sessions": tally.targets,
                 "delivered": tally.delivered,
                 "gone": tally.gone,
                 "failed": tally.failed,

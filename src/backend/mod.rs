@@ -8,11 +8,16 @@
 //! `internal` are the two listeners, and `error` is the one error type both answer with.
 //! `cache` keeps DynamoDB calls under one per message, `push` is the `@connections` client, and
 //! `upstream` hands the events to the team's own HTTP app (`serve --upstream`); `identity` is the
-//! principal and attributes a session keeps from its connect.
+//! principal and attributes a session keeps from its connect. `groups` is the groups API,
+//! `fanout` the one path of broadcasts and group publishes (per member to API Gateway, per
+//! gateway replica through `batch`, the batch extension's client, to a socketless gateway).
 
+pub mod batch;
 pub mod cache;
 mod context;
 mod error;
+mod fanout;
+pub mod groups;
 pub mod identity;
 mod internal;
 mod public;
@@ -23,5 +28,5 @@ pub mod upstream;
 
 pub use context::request_context;
 pub use error::ApiError;
-pub use settings::{BackendSettings, ReplyMode, ServeArgs, ServeConfig};
+pub use settings::{BackendSettings, PushBatch, ReplyMode, ServeArgs, ServeConfig};
 pub use state::Backend;

@@ -1,7 +1,8 @@
 //! The public port, the gateway's integration target: `/connect`, `/message` and `/disconnect`
 //! (shared secret, context headers, body), session bookkeeping around the handler, and the
 //! reply in the response or through `@connections`. The principal and attributes a call's
-//! handler sees are the session's, stored at connect (see [`super::identity`]).
+//! handler sees are the session's, stored at connect (see [`super::identity`]); the groups a
+//! connect names are joined with its session and left at its disconnect.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use super::settings::ReplyMode;
 use super::state::{Backend, InFlight};
 use crate::contract::{self, RequestContext};
 use crate::http_server::{self, Body};
-use crate::store::{Created, Session};
+use crate::store::{Created, Member, Session};
 use crate::timefmt::now_ms;
 
 /// At most `max` bytes of `text`, cut at a character boundary.
@@ -179,8 +180,8 @@ impl Backend {
     }
 
     async fn connect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
-        let attributes = match self.handler.on_connect_with_attributes(&ctx).await {
-            Ok(attributes) => attributes,
+        let accepted = match self.handler.on_connect_accepted(&ctx).await {
+            Ok(accepted) => accepted,
             Err(rejection) => {
                 tracing::info!(
                     connection_id = %ctx.connection_id,
@@ -191,9 +192,11 @@ impl Backend {
                 return Err(ApiError::Rejected(rejection));
             }
         };
+        let (attributes, groups) = (accepted.attributes, accepted.groups);
         if let Err(rule) = attributes.check() {
             return Err(ApiError::Rejected(identity::refused(&ctx, &rule)));
         }
+        self.check_connect_groups(&ctx, &groups)?;
         let mut session = self.new_session(&ctx);
         // The gateway's principal header is trusted here, at connect, and nowhere else.
         session.principal_id = ctx.principal_id.as_deref().map(str::to_owned);
@@ -204,6 +207,7 @@ impl Backend {
             .create(&session)
             .await
             .map_err(|e| ApiError::store(e, connection_id, Some(request_id)))?;
+        let made = created == Created::Created;
         let identity = match created {
             Created::Created => {
                 tracing::info!(%connection_id, %request_id, "connected");
@@ -214,6 +218,24 @@ impl Backend {
                 existing.map_or_else(|| session.identity(), |s| s.identity())
             }
         };
+        if !groups.is_empty() {
+            let member = Member {
+                connection_id: session.connection_id.clone(),
+                domain: session.domain.clone(),
+                stage: session.stage.clone(),
+                expires_at: session.expires_at,
+            };
+            if let Err(err) = self.join_at_connect(&member, &groups).await {
+                // No half-joined connection: the handshake fails, so what it wrote goes too.
+                if made {
+                    self.leave_all(connection_id).await;
+                    if let Err(e) = self.store.delete(connection_id).await {
+                        tracing::warn!(%connection_id, error = %e, "could not delete the session of a failed connect");
+                    }
+                }
+                return Err(err);
+            }
+        }
         self.cache
             .insert_synced(&ctx.connection_id, Instant::now(), Arc::new(identity));
         let mut answer = http_server::empty(StatusCode::OK);
@@ -235,6 +257,7 @@ impl Backend {
             .await
             .map_err(|e| ApiError::store(e, &ctx.connection_id, Some(&ctx.request_id)))?;
         let existed = deleted.is_some();
+        self.leave_all(&ctx.connection_id).await;
         // The identity from the cache, or from the item the delete returned.
         let identity = cached.or_else(|| deleted.map(|s| Arc::new(s.identity())));
         Self::with_identity(&mut ctx, identity.as_deref());

@@ -32,6 +32,21 @@ pub struct BackendSettings {
     pub broadcast_concurrency: usize,
     /// Bearer token every `/v1` request on the internal port must carry. Unset: not checked.
     pub internal_token: Option<String>,
+    /// Groups one connection may belong to at once; a join beyond it answers 409.
+    pub max_groups_per_connection: usize,
+    /// Whether publishes use the gateway's batch delivery (`--push-batch`).
+    pub push_batch: PushBatch,
+}
+
+/// `--push-batch`: how fan-out reaches a socketless gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushBatch {
+    /// Ask the endpoint's `@socketless/v1/info` once (cached) and batch when it answers.
+    Auto,
+    /// Require the batch extension: fail start-up (fixed endpoint) or the publish without it.
+    On,
+    /// One PostToConnection per member.
+    Off,
 }
 
 impl std::fmt::Debug for BackendSettings {
@@ -43,6 +58,8 @@ impl std::fmt::Debug for BackendSettings {
             .field("session_ttl", &self.session_ttl)
             .field("broadcast_concurrency", &self.broadcast_concurrency)
             .field("internal_token", &self.internal_token.as_ref().map(|_| "<redacted>"))
+            .field("max_groups_per_connection", &self.max_groups_per_connection)
+            .field("push_batch", &self.push_batch)
             .finish()
     }
 }
@@ -66,6 +83,16 @@ pub struct ServeArgs {
     /// AWS region; falls back to AWS_REGION / AWS_DEFAULT_REGION. Required for dynamodb and async replies.
     #[arg(long, env = "SOCKETLESS_REGION")]
     pub region: Option<String>,
+    /// DynamoDB table holding group memberships. Default: the sessions table's name with `-groups`.
+    #[arg(long, env = "SOCKETLESS_GROUPS_TABLE")]
+    pub groups_table: Option<String>,
+    /// Groups one connection may belong to at once; a join beyond it answers 409.
+    #[arg(long, env = "SOCKETLESS_MAX_GROUPS_PER_CONNECTION", default_value = defaults::MAX_GROUPS_PER_CONNECTION)]
+    pub max_groups_per_connection: String,
+    /// Group and broadcast fan-out through a socketless gateway's batch `deliver`: `auto` (ask the
+    /// endpoint once), `on` (require it) or `off` (one PostToConnection per member).
+    #[arg(long, env = "SOCKETLESS_PUSH_BATCH", default_value = defaults::PUSH_BATCH)]
+    pub push_batch: String,
     /// DynamoDB endpoint override (moto, LocalStack). AWS_ENDPOINT_URL is honoured too.
     #[arg(long, env = "SOCKETLESS_DYNAMODB_ENDPOINT")]
     pub dynamodb_endpoint: Option<String>,
@@ -188,14 +215,37 @@ impl ServeArgs {
             None => None,
         };
         let table = self.table.trim().to_string();
-        let table_ok =
-            (3..=255).contains(&table.len()) && table.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-        if !table_ok {
+        let table_ok = |t: &str| {
+            (3..=255).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        };
+        if !table_ok(&table) {
             p.push(format!(
                 "{label}: {table:?} is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)",
                 label = l.get("table")
             ));
         }
+        let groups_table = self
+            .groups_table
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map_or_else(|| crate::store::groups::default_table(&table), str::to_owned);
+        if !table_ok(&groups_table) {
+            p.push(format!(
+                "{label}: {groups_table:?} is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)",
+                label = l.get("groups_table")
+            ));
+        }
+        let max_groups = p.count(
+            l.get("max_groups_per_connection"),
+            &self.max_groups_per_connection,
+            1000,
+        );
+        let push_batch = match p.one_of(l.get("push_batch"), &self.push_batch, &["auto", "on", "off"]) {
+            Some("on") => PushBatch::On,
+            Some("off") => PushBatch::Off,
+            _ => PushBatch::Auto,
+        };
         let region = self
             .region
             .clone()
@@ -300,6 +350,7 @@ impl ServeArgs {
                 table,
                 endpoint: self.dynamodb_endpoint.clone(),
                 create_table: self.create_table,
+                groups_table,
             },
             region: region.unwrap_or_else(|| defaults::REGION.to_string()),
             push_endpoint: self.push_endpoint.clone(),
@@ -317,6 +368,8 @@ impl ServeArgs {
                 session_ttl: session_ttl.unwrap_or_default(),
                 broadcast_concurrency: concurrency.unwrap_or(1) as usize,
                 internal_token: self.internal_token.clone(),
+                max_groups_per_connection: max_groups.unwrap_or(1) as usize,
+                push_batch,
             },
             conformance: self.conformance,
             upstream,

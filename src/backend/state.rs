@@ -1,4 +1,5 @@
-//! The backend's state, shared by both listeners: the session store and its cache, the pusher,
+//! The backend's state, shared by both listeners: the session and group stores, the session
+//! cache, the pusher and the batch client,
 //! the handler, metrics, lifecycle and settings; plus what both listeners do with it (count
 //! requests, forget a gone session, flush pending counts at shutdown).
 
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use http::{Response, StatusCode};
 use prometheus_client::registry::Registry;
 
+use super::batch::BatchClient;
 use super::cache::SessionCache;
 use super::push::Pusher;
 use super::settings::BackendSettings;
@@ -15,12 +17,15 @@ use crate::handler::MessageHandler;
 use crate::http_server::{self, Body, BodyPolicy};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{self, BackendMetrics};
-use crate::store::SessionStore;
+use crate::store::{GroupStore, SessionStore};
 use crate::timefmt::now_ms;
 
 /// The backend's state. Built by [`crate::serve::prepare`].
 pub struct Backend {
     pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) groups: Arc<dyn GroupStore>,
+    /// The batch extension's client, for fan-out to a socketless gateway.
+    pub(crate) batch: Arc<BatchClient>,
     pub(crate) cache: SessionCache,
     pub(crate) pusher: Arc<Pusher>,
     pub(crate) handler: Arc<dyn MessageHandler>,
@@ -61,12 +66,13 @@ impl Backend {
         http_server::with_body(StatusCode::OK, metrics::CONTENT_TYPE, metrics::encode(&self.registry))
     }
 
-    /// Removes a session the gateway reported gone (410).
+    /// Removes a session the gateway reported gone (410), and its group memberships.
     pub(super) async fn forget(&self, connection_id: &str) {
         self.cache.remove(connection_id);
         if let Err(err) = self.store.delete(connection_id).await.map(drop) {
             tracing::warn!(connection_id, error = %err, "could not delete a gone session");
         }
+        self.leave_all(connection_id).await;
     }
 
     /// Writes message counts still pending in the cache, without re-creating sessions that

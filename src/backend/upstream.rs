@@ -8,7 +8,8 @@
 //! What the app's answers do:
 //! - connect: 2xx accepts, and its `x-socketless-attribute-NAME` headers become the session's
 //!   attributes (sent back as the same headers on every later message and disconnect; the
-//!   principal too, from the session); any other status refuses the handshake with that status
+//!   principal too, from the session), its `x-socketless-groups: a,b` the groups the connection
+//!   joins; any other status refuses the handshake with that status
 //!   (and its body), and no session is created; attributes beyond the limits refuse it with 500;
 //! - message: a 2xx body is the reply (or is pushed, in asynchronous mode); an empty body sends
 //!   nothing; any other status and body are passed back as they are, as a backend's would be;
@@ -37,7 +38,7 @@ use super::identity::{Attributes, refused};
 use crate::contract::{self, RequestContext};
 use crate::defaults;
 use crate::future::BoxFuture;
-use crate::handler::{MessageHandler, Rejection};
+use crate::handler::{Accepted, MessageHandler, Rejection};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::latency_histogram;
 use crate::telemetry::LogThrottle;
@@ -222,6 +223,15 @@ pub(crate) fn context_headers(ctx: &RequestContext) -> impl Iterator<Item = (&'s
     contract::headers().filter_map(|h| Some((h.name, (h.load)(ctx)?)))
 }
 
+/// The refusal of a connect whose `x-socketless-groups` break a rule: a 500 naming it, logged.
+fn groups_refused(ctx: &RequestContext, rule: &str) -> Rejection {
+    tracing::warn!(connection_id = %ctx.connection_id, request_id = %ctx.request_id, rule, "connect refused: the app's groups break a rule");
+    Rejection::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("connect groups refused: {rule}"),
+    )
+}
+
 /// The refusal for an app that did not answer.
 fn failed(answer: Answer) -> Rejection {
     match answer {
@@ -240,10 +250,17 @@ impl MessageHandler for Upstream {
         &'a self,
         ctx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<Attributes, Rejection>> {
+        Box::pin(async move { self.on_connect_accepted(ctx).await.map(|a| a.attributes) })
+    }
+
+    fn on_connect_accepted<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<Accepted, Rejection>> {
         Box::pin(async move {
             match self.call("connect", contract::PATH_CONNECT, ctx, Bytes::new()).await {
                 Answer::Status(s, _, headers) if s.is_success() => {
-                    Attributes::from_headers(&headers).map_err(|rule| refused(ctx, &rule))
+                    let attributes = Attributes::from_headers(&headers).map_err(|rule| refused(ctx, &rule))?;
+                    let groups = super::groups::groups_from_headers(&headers, defaults::MAX_CONNECT_GROUPS)
+                        .map_err(|rule| groups_refused(ctx, &rule))?;
+                    Ok(Accepted { attributes, groups })
                 }
                 other => Err(failed(other)),
             }

@@ -17,6 +17,13 @@ pub enum GatewayError {
     /// `@connections` with a method other than POST, GET or DELETE.
     #[error("use POST, GET or DELETE")]
     MethodNotAllowed,
+    /// The batch extension's `info` with a method other than GET, or `deliver` with one other
+    /// than POST.
+    #[error("use GET for info, POST for deliver")]
+    ExtensionMethod,
+    /// A batch delivery that is malformed or over a limit; the text says which.
+    #[error("bad delivery: {0}")]
+    BadDelivery(String),
     /// A path that is neither the stage nor `@connections`, or a call whose signature or
     /// forwarding marker does not verify.
     #[error("Forbidden")]
@@ -123,6 +130,19 @@ impl GatewayError {
                 Aws("MethodNotAllowedException"),
                 "use POST, GET or DELETE",
             ),
+            E::ExtensionMethod => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Aws("MethodNotAllowedException"),
+                "use GET for info, POST for deliver",
+            ),
+            // The caller's own request described, never a cause from inside the gateway.
+            E::BadDelivery(why) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Aws("BadRequestException"),
+                    Cow::Owned(why.clone()),
+                );
+            }
             E::Forbidden => (StatusCode::FORBIDDEN, Aws("ForbiddenException"), "Forbidden"),
             E::PayloadTooLarge => {
                 let message = format!("Request body exceeded {MAX_POST_BYTES} bytes");

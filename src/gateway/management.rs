@@ -36,9 +36,20 @@ pub async fn management(gw: &Shared, req: Request<Incoming>, id: String) -> Resp
         Method::DELETE => "delete",
         _ => return GatewayError::MethodNotAllowed.response(),
     };
+    let source = source_of(&req);
     let resp = call(gw, req, &id, &method).await.unwrap_or_else(|err| err.response());
-    gw.metrics.management(op, resp.status().as_u16());
+    gw.metrics.management(op, source, resp.status().as_u16());
     resp
+}
+
+/// Who made a call, for the metrics: another replica (it carries the forwarding marker, which
+/// is checked later) or any other caller.
+pub(super) fn source_of<B>(req: &Request<B>) -> &'static str {
+    if req.headers().contains_key(peers::FORWARDED) {
+        "peer"
+    } else {
+        "client"
+    }
 }
 
 /// One call, step by step: the checks that need no body, the body, its signature (or the
@@ -64,14 +75,14 @@ async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) ->
 }
 
 /// Where a call was sent, as the signature and the forwarding see it.
-struct Target {
-    raw_path: String,
-    raw_query: String,
-    path_and_query: String,
+pub(super) struct Target {
+    pub raw_path: String,
+    pub raw_query: String,
+    pub path_and_query: String,
 }
 
 impl Target {
-    fn of(req: &Request<Incoming>) -> Self {
+    pub(super) fn of(req: &Request<Incoming>) -> Self {
         let uri = req.uri();
         Target {
             raw_path: uri.path().to_string(),
@@ -83,7 +94,7 @@ impl Target {
 
 /// What can be checked before the body arrives is checked first: an unsigned caller never gets
 /// a body buffered.
-fn precheck(gw: &Shared, req: &Request<Incoming>, from_peer: bool) -> Result<(), GatewayError> {
+pub(super) fn precheck(gw: &Shared, req: &Request<Incoming>, from_peer: bool) -> Result<(), GatewayError> {
     if let (Some(v), false) = (&gw.config.verifier, from_peer) {
         if let Err(why) = v.precheck(req.headers(), now_ms() / 1000) {
             tracing::info!(reason = %why, "@connections call refused: bad signature");
@@ -94,7 +105,7 @@ fn precheck(gw: &Shared, req: &Request<Incoming>, from_peer: bool) -> Result<(),
 }
 
 /// The answer to a body that could not be read whole.
-fn body_error(err: BodyError) -> GatewayError {
+pub(super) fn body_error(err: BodyError) -> GatewayError {
     match err {
         BodyError::TooLarge(_) => GatewayError::PayloadTooLarge,
         BodyError::Busy => GatewayError::BodiesBusy,
@@ -105,7 +116,7 @@ fn body_error(err: BodyError) -> GatewayError {
 
 /// The caller proves who it is: a forwarded call with the peers' marker (over the method, path
 /// and body), any other with its SigV4 signature, when the gateway checks them.
-fn authenticate(
+pub(super) fn authenticate(
     gw: &Shared,
     from_peer: bool,
     method: &Method,

@@ -1,6 +1,7 @@
 //! The gateway's Prometheus metrics: connections, handshakes by result, messages, integration
 //! calls by route and outcome with their latency, `$connect` authorizer calls by outcome with
-//! their latency, `@connections` calls by status, and the
+//! their latency, management calls (`@connections` and the batch extension) by operation,
+//! source and status, and the
 //! memory budgets (bytes held, connections closed to keep them).
 
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ struct AuthorizerLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MgmtLabels {
     operation: &'static str,
+    source: &'static str,
     status: u16,
 }
 
@@ -145,7 +147,7 @@ impl GatewayMetrics {
         );
         r.register(
             "socketless_gateway_management_calls",
-            "@connections calls, by operation and status",
+            "Management calls (@connections post, get, delete; the batch extension's deliver and info), by operation, source (client, or peer for a call another replica forwarded) and status",
             m.management.clone(),
         );
         r.register(
@@ -231,7 +233,16 @@ impl GatewayMetrics {
         self.forwards.get_or_create(&ResultLabel { result }).inc();
     }
 
-    pub fn management(&self, operation: &'static str, status: u16) {
-        self.management.get_or_create(&MgmtLabels { operation, status }).inc();
+    /// One management call: `operation` is post, get or delete (`@connections`), or deliver or
+    /// info (the batch extension); `source` is peer for a call another replica forwarded,
+    /// client for any other.
+    pub fn management(&self, operation: &'static str, source: &'static str, status: u16) {
+        self.management
+            .get_or_create(&MgmtLabels {
+                operation,
+                source,
+                status,
+            })
+            .inc();
     }
 }

@@ -7,6 +7,7 @@
 //! and serving until shutdown. The rooms behind it: `config` (settings and the template),
 //! `handshake` (`$connect` and the 101), `connection` (an open connection's handle, queue and
 //! loop), `events` (context, integration calls, replies), `management` (`@connections`),
+//! `deliver` (the batch extension of `@connections`: one frame to many connections),
 //! `authorizer` (`$connect` REQUEST authorizers), `error` (the one error type, and the answer each
 //! error gives), `connections` (open
 //! connections), `pool` (the integration client), `metrics`, and `shared` (what those rooms
@@ -17,6 +18,7 @@ mod budget;
 mod config;
 mod connection;
 mod connections;
+mod deliver;
 mod error;
 mod events;
 mod handshake;
@@ -114,6 +116,9 @@ impl Gateway {
         }
         if let Some(id) = management::parse_path(&path, stage) {
             return management::management(&self.shared, req, id).await;
+        }
+        if let Some(call) = deliver::parse_path(&path, stage) {
+            return deliver::extension(&self.shared, req, call).await;
         }
         GatewayError::Forbidden.response()
     }

@@ -188,6 +188,23 @@ impl Peers {
         body: Bytes,
         now_ms: i64,
     ) -> Result<Response<Body>, Unanswered> {
+        self.forward_bounded(owner, method, path_and_query, path, body, now_ms, MAX_ANSWER_BYTES)
+            .await
+    }
+
+    /// [`Peers::forward`] with a bound of its own on the answer's size (an answer over it
+    /// counts as broken off): the batch extension's answers list up to 10,000 ids.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn forward_bounded(
+        &self,
+        owner: &str,
+        method: &Method,
+        path_and_query: &str,
+        path: &str,
+        body: Bytes,
+        now_ms: i64,
+        max_answer: usize,
+    ) -> Result<Response<Body>, Unanswered> {
         let marker = match &self.key {
             Some(key) => format!("{now_ms}.{}", self.mac(key, method.as_str(), path, now_ms, &body)),
             None => "1".to_string(),
@@ -203,7 +220,7 @@ impl Peers {
         let call = async {
             let resp = self.client.request(req).await.map_err(|e| classify(&e))?;
             let (parts, body) = resp.into_parts();
-            let bytes = Limited::new(body, MAX_ANSWER_BYTES)
+            let bytes = Limited::new(body, max_answer)
                 .collect()
                 .await
                 .map_err(|e| Unanswered::Unavailable(format!("the answer broke off: {e}")))?

@@ -152,7 +152,7 @@ impl DynamoStore {
 
 /// Maps an SDK error onto the store's error kinds. Throttling and server faults are
 /// "unavailable" (retryable by the caller), client faults are "rejected".
-fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+pub(super) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,

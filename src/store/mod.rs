@@ -2,6 +2,9 @@
 //! production, an in-memory map for `dev` and tests; both behind [`SessionStore`].
 
 mod dynamo;
+pub mod groups;
+mod groups_dynamo;
+mod groups_memory;
 mod memory;
 
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use crate::metrics::BackendMetrics;
 /// The plug-in traits' future, also reachable here for code written against this path.
 pub use crate::future::BoxFuture;
 pub use dynamo::{DynamoStore, DynamoStoreConfig};
+pub use groups::{GroupStore, Member, MemberPage};
 pub use memory::MemoryStore;
 
 /// Which store holds the sessions. A new store is a variant here, a module beside these, and a
@@ -54,8 +58,10 @@ pub struct StoreSettings {
     pub table: String,
     /// Endpoint override (moto, LocalStack).
     pub endpoint: Option<String>,
-    /// Create the table at start if it is missing.
+    /// Create the table at start if it is missing (and the groups table beside it).
     pub create_table: bool,
+    /// The table of group memberships (`--groups-table`).
+    pub groups_table: String,
 }
 
 /// Opens the configured store: the one place that knows every kind.

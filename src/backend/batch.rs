@@ -1,0 +1,421 @@
+//! The client of a socketless gateway's batch extension of `@connections`:
+//! `GET {endpoint}/@socketless/v1/info` says whether the push endpoint is a socketless gateway
+//! (asked once per endpoint, the answer cached), and `POST {endpoint}/@socketless/v1/deliver`
+//! carries one frame to up to 10,000 connections at once. Requests are signed with SigV4
+//! (service `execute-api`) with the same credentials the `@connections` pushes use. API Gateway
+//! has no such path (it answers 403 or 404), so `--push-batch auto` falls back to one
+//! PostToConnection per member there.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+
+use super::settings::PushBatch;
+use crate::defaults;
+
+/// The extension's paths under the stage, beside `@connections`.
+pub const INFO_PATH: &str = "/@socketless/v1/info";
+pub const DELIVER_PATH: &str = "/@socketless/v1/deliver";
+/// Bound on one `info` or `deliver` call, connecting included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer read: a `deliver` answer lists at most 10,000 ids.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// What a socketless gateway's `info` says about `deliver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_ids: usize,
+    pub max_bytes: usize,
+}
+
+#[derive(Deserialize)]
+struct InfoAnswer {
+    gateway: String,
+    deliver: DeliverInfo,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeliverInfo {
+    max_ids: usize,
+    max_bytes: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FailedId {
+    connection_id: String,
+    status: u16,
+}
+
+#[derive(Deserialize)]
+struct DeliverAnswer {
+    delivered: u64,
+    #[serde(default)]
+    gone: Vec<String>,
+    #[serde(default)]
+    failed: Vec<FailedId>,
+}
+
+/// What one `deliver` call did for its ids.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub delivered: u64,
+    /// Ids the gateway reported gone (no such connection): to prune.
+    pub gone: Vec<String>,
+    /// Ids not delivered for another reason, with the status (429, 503, ...; 502 when the call
+    /// itself failed).
+    pub failed: Vec<(String, u16)>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+/// Whether an endpoint takes batches, as far as this process knows.
+#[derive(Clone, Copy)]
+enum Known {
+    Batch(Limits),
+    NotSocketless,
+}
+
+pub struct BatchClient {
+    mode: PushBatch,
+    sdk: aws_config::SdkConfig,
+    http: Client<HttpConnector, Full<Bytes>>,
+    known: Mutex<HashMap<String, Known>>,
+    calls: Family<CallLabels, Counter>,
+}
+
+/// Why a call failed before an answer was read.
+type CallError = String;
+
+impl BatchClient {
+    pub fn new(mode: PushBatch, sdk: aws_config::SdkConfig, registry: &mut Registry) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CALL_TIMEOUT));
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "socketless_push_batch_calls",
+            "Calls to a socketless gateway's batch extension, by operation (info, deliver) and outcome",
+            calls.clone(),
+        );
+        Arc::new(BatchClient {
+            mode,
+            sdk,
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            known: Mutex::new(HashMap::new()),
+            calls,
+        })
+    }
+
+    pub fn mode(&self) -> PushBatch {
+        self.mode
+    }
+
+    fn count(&self, operation: &'static str, outcome: &'static str) {
+        self.calls.get_or_create(&CallLabels { operation, outcome }).inc();
+    }
+
+    /// Whether to batch to `endpoint`: its limits when it is a socketless gateway (asked once,
+    /// then cached), `None` to push one by one. With `--push-batch on`, an endpoint without the
+    /// extension is an error naming it.
+    pub async fn limits(&self, endpoint: &str) -> Result<Option<Limits>, String> {
+        if self.mode == PushBatch::Off {
+            return Ok(None);
+        }
+        let cached = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(endpoint)
+            .copied();
+        let known = match cached {
+            Some(known) => known,
+            None => match self.info(endpoint).await {
+                Ok(known) => {
+                    let mut map = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                    if map.len() >= defaults::PUSH_MAX_CLIENTS {
+                        map.clear();
+                    }
+                    map.insert(endpoint.to_owned(), known);
+                    known
+                }
+                // Unreachable now: not cached, so the next publish asks again.
+                Err(why) if self.mode == PushBatch::On => {
+                    return Err(format!("{endpoint}{INFO_PATH} could not be asked: {why}"));
+                }
+                Err(_) => Known::NotSocketless,
+            },
+        };
+        match known {
+            Known::Batch(limits) => Ok(Some(limits)),
+            Known::NotSocketless if self.mode == PushBatch::On => Err(format!(
+                "{endpoint} is not a socketless gateway ({INFO_PATH} did not answer as one) and --push-batch is on"
+            )),
+            Known::NotSocketless => Ok(None),
+        }
+    }
+
+    /// For `--push-batch on` with a fixed endpoint, at start-up: an error when the endpoint
+    /// answers but not as a socketless gateway. One that cannot be reached yet (it may start
+    /// after `serve`) is only logged; publishes ask again.
+    pub async fn check_required(&self, endpoint: &str) -> Result<(), String> {
+        match self.info(endpoint).await {
+            Ok(Known::NotSocketless) => Err(format!(
+                "{endpoint} is not a socketless gateway ({INFO_PATH} did not answer as one) and --push-batch is on"
+            )),
+            Ok(known) => {
+                self.known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(endpoint.to_owned(), known);
+                Ok(())
+            }
+            Err(why) => {
+                tracing::warn!(endpoint, reason = %why, "--push-batch on: the push endpoint cannot be asked yet; publishes will ask again");
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks `info`: any answer but a socketless gateway's 200 means "not a socketless gateway".
+    async fn info(&self, endpoint: &str) -> Result<Known, CallError> {
+        let (status, body) = match self
+            .call(Method::GET, &format!("{endpoint}{INFO_PATH}"), Bytes::new())
+            .await
+        {
+            Ok(answer) => answer,
+            Err(why) => {
+                self.count("info", "unreachable");
+                return Err(why);
+            }
+        };
+        let answer = (status == StatusCode::OK)
+            .then(|| serde_json::from_slice::<InfoAnswer>(&body).ok())
+            .flatten()
+            .filter(|a| a.gateway == "socketless" && a.deliver.max_ids > 0 && a.deliver.max_bytes > 0);
+        Ok(match answer {
+            Some(a) => {
+                self.count("info", "socketless");
+                tracing::info!(
+                    endpoint,
+                    max_ids = a.deliver.max_ids,
+                    "push endpoint is a socketless gateway: group fan-out is batched per replica"
+                );
+                Known::Batch(Limits {
+                    max_ids: a.deliver.max_ids.min(defaults::DELIVER_MAX_IDS),
+                    max_bytes: a.deliver.max_bytes,
+                })
+            }
+            None => {
+                self.count("info", "other");
+                Known::NotSocketless
+            }
+        })
+    }
+
+    /// Delivers `data` to `ids` (all of one owner, within the limits) in one call.
+    pub async fn deliver(&self, endpoint: &str, ids: &[String], data: &str) -> Delivery {
+        let fail_all = |status: u16| Delivery {
+            failed: ids.iter().map(|id| (id.clone(), status)).collect(),
+            ..Delivery::default()
+        };
+        let body = match serde_json::to_vec(&serde_json::json!({ "connectionIds": ids, "data": data })) {
+            Ok(b) => Bytes::from(b),
+            Err(_) => return fail_all(500),
+        };
+        let (status, answer) = match self
+            .call(Method::POST, &format!("{endpoint}{DELIVER_PATH}"), body)
+            .await
+        {
+            Ok(a) => a,
+            Err(why) => {
+                self.count("deliver", "unreachable");
+                tracing::warn!(endpoint, ids = ids.len(), reason = %why, "batch deliver failed");
+                return fail_all(StatusCode::BAD_GATEWAY.as_u16());
+            }
+        };
+        let parsed = (status == StatusCode::OK)
+            .then(|| serde_json::from_slice::<DeliverAnswer>(&answer).ok())
+            .flatten();
+        let Some(parsed) = parsed else {
+            self.count("deliver", "refused");
+            tracing::warn!(
+                endpoint,
+                status = status.as_u16(),
+                answer = %String::from_utf8_lossy(&answer[..answer.len().min(200)]),
+                "batch deliver refused"
+            );
+            let status = if status.is_success() { 502 } else { status.as_u16() };
+            return fail_all(status);
+        };
+        self.count("deliver", "ok");
+        Delivery {
+            delivered: parsed.delivered,
+            gone: parsed.gone,
+            failed: parsed.failed.into_iter().map(|f| (f.connection_id, f.status)).collect(),
+        }
+    }
+
+    /// One signed call; the answer's status and body.
+    async fn call(&self, method: Method, url: &str, body: Bytes) -> Result<(StatusCode, Bytes), CallError> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        let authority = uri.authority().ok_or_else(|| format!("{url}: no host"))?.clone();
+        let mut req = Request::new(Full::new(body.clone()));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.clone();
+        let headers = req.headers_mut();
+        headers.insert(
+            http::header::HOST,
+            HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
+        );
+        if !body.is_empty() {
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        self.sign(&mut req, &body).await?;
+        let secure = uri.scheme_str() == Some("https");
+        let work = async {
+            let resp = if secure {
+                send_tls(req, &authority).await?
+            } else {
+                self.http
+                    .request(req)
+                    .await
+                    .map_err(|e| format!("{e:?}"))?
+                    .map(|b| b.boxed())
+            };
+            let (parts, body) = resp.into_parts();
+            let bytes = Limited::new(body, MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .to_bytes();
+            Ok::<_, CallError>((parts.status, bytes))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, work)
+            .await
+            .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
+    }
+
+    /// Signs with SigV4 for `execute-api` in the configured region, with the SDK's credentials.
+    async fn sign(&self, req: &mut Request<Full<Bytes>>, body: &[u8]) -> Result<(), CallError> {
+        let Some(provider) = self.sdk.credentials_provider() else {
+            return Err("no AWS credentials to sign with".into());
+        };
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| format!("AWS credentials: {e}"))?;
+        let identity = credentials.into();
+        let region = self
+            .sdk
+            .region()
+            .map_or_else(|| defaults::REGION.to_string(), |r| r.to_string());
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&region)
+            .name("execute-api")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| e.to_string())?
+            .into();
+        let uri = req.uri().to_string();
+        let headers: Vec<(&str, &str)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+            .collect();
+        let signable = SignableRequest::new(
+            req.method().as_str(),
+            uri.as_str(),
+            headers.into_iter(),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| e.to_string())?;
+        let (instructions, _) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
+        instructions.apply_to_request_http1x(req);
+        Ok(())
+    }
+}
+
+type Boxed = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// One request over its own TLS connection (an `https` endpoint; batches are a few calls per
+/// publish, so no pool is kept).
+async fn send_tls(
+    req: Request<Full<Bytes>>,
+    authority: &http::uri::Authority,
+) -> Result<http::Response<Boxed>, CallError> {
+    let host = authority.host().to_owned();
+    let port = authority.port_u16().unwrap_or(443);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+    let tls = crate::probe::tls_connector()?
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {host}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    Ok(resp.map(|b| b.boxed()))
+}
+
+/// How many ids of 16 characters fit one `deliver` body with this frame, within `limits`.
+pub fn ids_per_call(limits: Limits, data: &str) -> usize {
+    // The frame as a JSON string, the braces and keys, then `"id",` per id.
+    let frame = serde_json::to_string(data).map_or(usize::MAX, |s| s.len());
+    let room = limits.max_bytes.saturating_sub(frame + 64);
+    (room / 19).min(limits.max_ids).min(defaults::DELIVER_MAX_IDS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_per_call_respects_both_limits() {
+        let roomy = Limits {
+            max_ids: 10_000,
+            max_bytes: 10 * 1024 * 1024,
+        };
+        assert_eq!(ids_per_call(roomy, "hi"), 10_000);
+        let tight = Limits {
+            max_ids: 10_000,
+            max_bytes: 64 * 1024,
+        };
+        let n = ids_per_call(tight, &"x".repeat(32 * 1024));
+        let ids: Vec<String> = (0..n).map(|i| format!("{i:015}=")).collect();
+        let body =
+            serde_json::to_vec(&serde_json::json!({"connectionIds": ids, "data": "x".repeat(32 * 1024)})).unwrap();
+        assert!(
+            n > 1000 && body.len() <= tight.max_bytes,
+            "{n} ids, {} bytes",
+            body.len()
+        );
+        assert_eq!(ids_per_call(tight, &"x".repeat(64 * 1024)), 0);
+    }
+}

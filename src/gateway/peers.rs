@@ -140,11 +140,18 @@ impl Peers {
     /// Who holds the connection with this id.
     pub fn owner(&self, id: &str) -> Owner {
         match super::ids::ordinal_of(id) {
-            Some(o) if o == self.ordinal => Owner::Here,
-            Some(o) => match self.urls.url(o) {
-                Some(url) => Owner::Peer(url),
-                None => Owner::Nobody,
-            },
+            Some(o) => self.replica(o),
+            None => Owner::Nobody,
+        }
+    }
+
+    /// Where the replica with this ordinal is.
+    pub fn replica(&self, ordinal: u8) -> Owner {
+        if ordinal == self.ordinal {
+            return Owner::Here;
+        }
+        match self.urls.url(ordinal) {
+            Some(url) => Owner::Peer(url),
             None => Owner::Nobody,
         }
     }

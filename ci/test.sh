@@ -31,6 +31,7 @@ licenses_and_bans() {
 step "licenses and duplicate dependencies (cargo deny)" licenses_and_bans
 step "cfn-lint + custom rules" bash ci/static/check-cfn.sh
 step "Helm chart" bash ci/static/check-chart.sh
+step "dashboard and alerts: promtool rule tests, every queried metric exported by the binary" bash ci/static/check-observability.sh target/debug/socketless
 step "static checks (actionlint, shellcheck, checkov)" bash ci/static/check-static.sh
 step "boto3 against @connections" python3 ci/checks/check-boto3.py target/debug/socketless
 step "conformance suite against gateway and dev; Node AWS SDK v3 against @connections" bash ci/checks/check-conformance.sh

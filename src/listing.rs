@@ -32,7 +32,8 @@ pub struct Entry {
     /// Messages received from the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<u64>,
-    /// Frames sent to the client (replies and pushes); the gateway's listing only.
+    /// Frames pushed to the client through `@connections` posts and deliveries (replies to its
+    /// messages are not counted); the gateway's listing only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushed: Option<u64>,
     /// Epoch milliseconds; the gateway's listing only.

@@ -95,7 +95,7 @@ pub struct ConnHandle {
     /// A post was refused because this connection held more than its fair share of a full
     /// outbound budget; the sweep closes it if it still does.
     over_share: AtomicBool,
-    /// Messages received from the client, and frames queued for it, for the listing.
+    /// Messages received from the client, and frames posts queued for it, for the listing.
     received: AtomicU32,
     pushed: AtomicU32,
 }
@@ -167,7 +167,8 @@ impl ConnHandle {
         self.received.load(Ordering::Relaxed)
     }
 
-    /// Frames queued for the client so far: replies and posts (wrapping at 2^32).
+    /// Frames queued for the client so far by `@connections` posts and batch deliveries; the
+    /// replies to its messages are written by its task and not counted (wrapping at 2^32).
     pub fn pushed(&self) -> u32 {
         self.pushed.load(Ordering::Relaxed)
     }

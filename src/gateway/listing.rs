@@ -214,10 +214,9 @@ async fn ask<T: for<'de> Deserialize<'de>>(
 }
 
 /// One page across the replicas, from `cursor` on: each replica's connections in id order,
-/// the replicas in ordinal order, up to `limit` entries. A replica that does not exist ends the
-/// walk, unless its ordinal is below this replica's own (then it is skipped); one that exists
-/// and does not answer fails the page with 503, so a caller never takes a partial list for a
-/// whole one.
+/// the replicas in ordinal order, up to `limit` entries; where the walk ends is
+/// [`last_replica`]'s rule. A replica that exists and does not answer fails the page with 503,
+/// so a caller never takes a partial list for a whole one.
 pub(super) async fn list_all(gw: &Shared, cursor: Option<&str>, limit: usize) -> Result<Page, GatewayError> {
     let (mut ordinal, mut after) = parse_cursor(cursor)?;
     let mut connections = Vec::new();
@@ -231,25 +230,18 @@ pub(super) async fn list_all(gw: &Shared, cursor: Option<&str>, limit: usize) ->
                 ask::<Page>(gw, &url, Call::List, Some(query_of(Some(&cursor), want))).await?
             }
         };
-        match got {
-            None if ordinal >= gw.peers.ordinal() => {
+        let absent = got.is_none();
+        if let Some(page) = got {
+            connections.extend(page.connections.into_iter().take(want));
+            if page.next.is_some() {
                 return Ok(Page {
                     connections,
-                    next: None,
+                    next: page.next,
                 });
             }
-            None => {}
-            Some(page) => {
-                connections.extend(page.connections.into_iter().take(want));
-                if page.next.is_some() {
-                    return Ok(Page {
-                        connections,
-                        next: page.next,
-                    });
-                }
-            }
         }
-        let Some(following) = ordinal.checked_add(1) else {
+        let following = ordinal.checked_add(1).filter(|_| !last_replica(gw, ordinal, absent));
+        let Some(following) = following else {
             return Ok(Page {
                 connections,
                 next: None,
@@ -274,13 +266,25 @@ pub(super) async fn count_all(gw: &Shared) -> Result<Totals, GatewayError> {
             Owner::Nobody => None,
             Owner::Peer(url) => ask::<Totals>(gw, &url, Call::Count, None).await?,
         };
-        match got {
-            Some(t) => totals.add(t),
-            None if ordinal >= gw.peers.ordinal() => break,
-            None => {}
+        let absent = got.is_none();
+        if let Some(t) = got {
+            totals.add(t);
+        }
+        if last_replica(gw, ordinal, absent) {
+            break;
         }
     }
     Ok(totals)
+}
+
+/// Whether the walk ends after `ordinal`: at the last of a known set of replicas (`--peers`, or
+/// this one alone), where an absent replica is skipped; under `--peer-url-template`, at the
+/// first absent one above this replica's own ordinal (below it, absent ones are skipped).
+fn last_replica(gw: &Shared, ordinal: u8, absent: bool) -> bool {
+    match gw.peers.last_ordinal() {
+        Some(last) => ordinal >= last,
+        None => absent && ordinal >= gw.peers.ordinal(),
+    }
 }
 
 #[cfg(test)]

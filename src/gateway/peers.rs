@@ -145,6 +145,20 @@ impl Peers {
         }
     }
 
+    /// The highest ordinal a replica can have when the replicas are known (a list, or this one
+    /// alone); `None` under a URL template, where only asking tells.
+    pub fn last_ordinal(&self) -> Option<u8> {
+        match &self.urls {
+            PeerUrls::None => Some(self.ordinal),
+            PeerUrls::List(urls) => Some(
+                u8::try_from(urls.len().saturating_sub(1))
+                    .unwrap_or(u8::MAX)
+                    .max(self.ordinal),
+            ),
+            PeerUrls::Template(_) => None,
+        }
+    }
+
     /// Where the replica with this ordinal is.
     pub fn replica(&self, ordinal: u8) -> Owner {
         if ordinal == self.ordinal {

@@ -13,7 +13,8 @@
 2. The live page in headless Chromium (driven over the DevTools protocol), served by `dev`'s
    internal port with `--internal-token` (the page reads it from `#token=`): a client that
    connects appears on the page within the one-second poll (bound: 2 s), a message typed into its
-   row and sent arrives at the client, and the row's Close reaches the client as 1000.
+   row and sent arrives at the client, one sent to a group it joined arrives too, and the row's
+   Close reaches the client as 1000.
    Screenshots go to target/ci-artifacts/ (live-page.png, live-page-sent.png).
 
 Everything listens on 127.0.0.1; every process is stopped by PID.
@@ -276,6 +277,15 @@ def live_page():
               until(lambda: "from the live page" in client.got, 5), str(client.got))
         until(lambda: "sent to" in (cdp.js(status_text) or ""), 5)
         cdp.screenshot("live-page-sent.png")
+        bearer = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
+        status, body = http("PUT", f"http://127.0.0.1:{iport}/v1/groups/room/connections/{urllib.parse.quote(cid, safe='')}",
+                            headers=bearer)
+        check("the client joins a group through the internal API", status in (200, 201, 204), f"{status} {body}")
+        cdp.js("document.getElementById('group').value = 'room'; "
+               "document.getElementById('group-text').value = 'to the whole room'; "
+               "document.getElementById('group-form').requestSubmit(); true")
+        check("a message sent to a group from the page arrives at its member",
+              until(lambda: "to the whole room" in client.got, 5), str(client.got))
         cdp.js(f"{row}.querySelector('button.close').click(); true")
         client.closed.wait(5)
         check("a close from the page reaches the client as 1000", client.code == 1000, str(client.code))

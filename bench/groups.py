@@ -113,7 +113,7 @@ def publish_once(internal, members, gw_ports, text, members_n):
     total_db = sum(v - db0.get(k, 0) for k, v in db1.items())
     result = json.loads(body) if status == 200 else {"status": status, "body": body[:200]}
     return {"last_ms": (last / 1e6 - t0) * 1000 if last else None, "answer_ms": (answered - t0) * 1000,
-            "got": got, "dups": dups, "calls": calls1 - calls0, "reads": reads, "db": total_db, "result": result}
+            "members": members_n, "got": got, "dups": dups, "calls": calls1 - calls0, "reads": reads, "db": total_db, "result": result}
 
 
 def pct(values, q):
@@ -156,8 +156,9 @@ def phase(mode, store, members_n, publishes):
             moto = spawn(f"moto-{mode}", ["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)])
             if not wait_port(moto_port, 20, moto):
                 sys.exit("moto did not start")
+            # moto answers one call at a time: the connects queue up behind each other.
             store_args = ["--store", "dynamodb", "--create-table", "--table", f"bench-groups-{moto_port}",
-                          "--dynamodb-endpoint", f"http://127.0.0.1:{moto_port}"]
+                          "--dynamodb-endpoint", f"http://127.0.0.1:{moto_port}", "--aws-timeout", "20s"]
         gw_ports = [free_port() for _ in range(REPLICAS)]
         port, iport = free_port(), free_port()
         internal = f"http://127.0.0.1:{iport}"
@@ -187,10 +188,13 @@ def phase(mode, store, members_n, publishes):
         status, body = http("GET", f"{internal}/v1/groups/{GROUP}?limit=1")
         count = json.loads(body).get("count") if status == 200 else body
         print(f"{mode}/{store}: members {opened} in {time.time() - t:.0f} s; the group counts {count}", file=sys.stderr)
-        if count != members_n:
-            sys.exit(f"the group has {count} members, not {members_n} (logs in {work})")
-        publish_once(internal, members, gw_ports, f"warm-{mode}", members_n)  # the info probe, pools
-        runs = [publish_once(internal, members, gw_ports, f"{mode}-{k}-{FRAME}", members_n) for k in range(publishes)]
+        expected = sum(o["open"] for o in opened)
+        # On moto a few connects may time out under the load of opening them; the DynamoDB rows
+        # only count calls, so they go on with the members that connected.
+        if (expected != members_n and store == "memory") or count != expected:
+            sys.exit(f"{expected} members open, the group counts {count}, not {members_n} (logs in {work})")
+        publish_once(internal, members, gw_ports, f"warm-{mode}", expected)  # the info probe, pools
+        runs = [publish_once(internal, members, gw_ports, f"{mode}-{k}-{FRAME}", expected) for k in range(publishes)]
         for r in runs:
             print(f"{mode}/{store}: {json.dumps(r)}", file=sys.stderr)
         return runs
@@ -214,14 +218,14 @@ def main():
 def table(runs):
     batch, off = runs["auto"], runs["off"]
 
-    def figures(rs, members=MEMBERS):
+    def figures(rs):
         lat = [r["last_ms"] for r in rs if r["last_ms"] is not None]
         return {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "calls": max(r["calls"] for r in rs),
                 "reads": max(r["reads"] for r in rs), "db": max(r["db"] for r in rs),
-                "complete": all(r["got"] == members and r["dups"] == 0 for r in rs), "answer": pct([r["answer_ms"] for r in rs], 0.5)}
+                "complete": all(r["got"] == r["members"] and r["dups"] == 0 for r in rs), "members": rs[0]["members"], "answer": pct([r["answer_ms"] for r in rs], 0.5)}
 
     b, o = figures(batch), figures(off)
-    bd, od = figures(runs["auto-db"], DB_MEMBERS), figures(runs["off-db"], DB_MEMBERS)
+    bd, od = figures(runs["auto-db"]), figures(runs["off-db"])
     n = f"{MEMBERS:,} members over {REPLICAS} gateways, {PUBLISHES} publishes each"
     rows = [
         (f"Group publish, per-owner batch (`--push-batch auto`): calls from serve to the gateways per publish ({n})",
@@ -232,7 +236,8 @@ def table(runs):
          "≥ 10× faster", o["p50"] >= 10 * b["p50"]),
         ("Group publish: the publish call's own answer, p50 ms", f"{b['answer']:.0f}",
          f"one post per member {o['answer']:.0f}", "", "", None),
-        (f"Group publish, DynamoDB store (moto; {DB_MEMBERS:,} members, since moto's Query takes seconds a page): "
+        (f"Group publish, DynamoDB store (moto; {bd['members']:,} and {od['members']:,} members, since moto's Query "
+         "takes seconds a page): "
          "reads (Query/GetItem) and all DynamoDB calls per publish",
          f"{bd['reads']:.0f}, {bd['db']:.0f}", f"one post per member {od['reads']:.0f}, {od['db']:.0f}", "", "", None),
         ("Group publish: every member got every publish exactly once", "yes" if b["complete"] else "no",

@@ -47,6 +47,12 @@ authorizer_examples() {
 }
 step "example authorizer functions (Python, Node): allow, deny, missing token, the RIE endpoint" authorizer_examples
 step "who is connecting with a Python app: principal and attributes on 1,000 messages over two serve processes, 0 DynamoDB calls" python3 ci/checks/check-identity.py target/debug/socketless
+live_page() {
+  need_apt chromium chromium
+  cargo build --locked --example ws_members || return 1
+  python3 ci/checks/check-live.py target/debug/socketless target/debug/examples
+}
+step "who is connected: 30,000 connections over 3 gateways listed in pages of 1,000, each once; the live page in headless Chromium (screenshots in target/ci-artifacts/)" live_page
 step "groups: a publish to 900 members over 3 gateways and 2 serve in ≤ 3 calls, each member once; pruning; serve SIGKILLed mid-publish; hostile calls" python3 ci/checks/check-groups.py target/debug/socketless
 
 static_check() {

@@ -359,6 +359,11 @@ pub async fn run(config: DevConfig, handler: Arc<dyn MessageHandler>) -> Result<
         "socketless dev: internal API, health and metrics on http://{}",
         started.internal
     );
+    let _ = writeln!(
+        out,
+        "socketless dev: live page (who is connected, send, close) on http://{}/",
+        started.internal
+    );
     let _ = out.flush();
     Ok(started.run.await)
 }

@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod handler;
 pub mod http_server;
 pub mod lifecycle;
+pub mod listing;
 pub mod memory;
 pub mod metrics;
 pub mod percent;

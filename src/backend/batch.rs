@@ -276,7 +276,7 @@ impl BatchClient {
     }
 
     /// One signed call; the answer's status and body.
-    async fn call(&self, method: Method, url: &str, body: Bytes) -> Result<(StatusCode, Bytes), CallError> {
+    pub(super) async fn call(&self, method: Method, url: &str, body: Bytes) -> Result<(StatusCode, Bytes), CallError> {
         let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
         let authority = uri.authority().ok_or_else(|| format!("{url}: no host"))?.clone();
         let mut req = Request::new(Full::new(body.clone()));

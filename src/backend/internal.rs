@@ -1,6 +1,7 @@
 //! The internal port, for other services and never behind the ingress: push to a connection,
-//! close it, look it up, broadcast to every session, and the groups API (see [`super::groups`]);
-//! plus health and metrics. With `--internal-token`, every request other than `/healthz`, `/readyz` and
+//! close it, look it up, list who is connected (see [`super::listing`]), broadcast to every
+//! session, and the groups API (see [`super::groups`]); plus health, metrics, and the live page
+//! at `/` (static, no data of its own: it reads this port's JSON with the token). With `--internal-token`, every request other than `/healthz`, `/readyz` and
 //! `/metrics` (kubelet probes, Prometheus) must carry `Authorization: Bearer TOKEN`, compared
 //! in constant time; otherwise 401 with a JSON error.
 
@@ -63,6 +64,9 @@ impl Backend {
         if path == "/metrics" {
             return self.metrics_response();
         }
+        if path == "/" && req.method() == Method::GET {
+            return http_server::with_body(StatusCode::OK, "text/html; charset=utf-8", crate::listing::LIVE_PAGE);
+        }
         if let Some(token) = &self.settings.internal_token {
             if let Err(err) = authorized(req.headers(), token) {
                 let resp = err.response();
@@ -99,6 +103,20 @@ impl Backend {
                     _ => Err(ApiError::Method("use PUT or DELETE")),
                 };
                 ("/v1/groups/{group}/connections/{id}", result)
+            }
+            (m, ["v1", "connections"]) => {
+                let result = match m {
+                    Method::GET => self.list_connections(req.uri().query()).await,
+                    _ => Err(ApiError::Method("use GET")),
+                };
+                ("/v1/connections", result)
+            }
+            (m, ["v1", "connections", "count"]) => {
+                let result = match m {
+                    Method::GET => self.count_connections().await,
+                    _ => Err(ApiError::Method("use GET")),
+                };
+                ("/v1/connections/count", result)
             }
             (m, ["v1", "connections", id]) => {
                 let result = match (connection_id(id), m) {

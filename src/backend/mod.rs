@@ -11,6 +11,7 @@
 //! principal and attributes a session keeps from its connect. `groups` is the groups API,
 //! `fanout` the one path of broadcasts and group publishes (per member to API Gateway, per
 //! gateway replica through `batch`, the batch extension's client, to a socketless gateway).
+//! `listing` says who is connected (from the gateway's replicas, or the sessions table).
 
 pub mod batch;
 pub mod cache;
@@ -20,6 +21,7 @@ mod fanout;
 pub mod groups;
 pub mod identity;
 mod internal;
+mod listing;
 mod public;
 pub mod push;
 mod settings;

@@ -149,6 +149,13 @@ pub struct GatewayArgs {
     /// An authorizer that has not answered within this long refuses the handshake with 500.
     #[arg(long, env = "SOCKETLESS_GATEWAY_AUTHORIZER_TIMEOUT", default_value = AUTHORIZER_TIMEOUT)]
     pub authorizer_timeout: String,
+    /// The admin port: the live page at / and its JSON (who is connected, send, close). Off
+    /// unless given; keep it on 127.0.0.1, or set --admin-token before exposing it.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Bearer token the admin port's JSON requires (Authorization: Bearer TOKEN). Unset: none.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// A template parameter not given by `--param` is read from this variable followed by its
@@ -184,6 +191,9 @@ pub struct GatewayConfig {
     pub peer_timeout: Duration,
     /// The `$connect` authorizers' endpoints (`--authorizer`).
     pub authorizer: AuthorizerSettings,
+    /// The admin port (`--admin-listen`), off when `None`, and its bearer token.
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token: Option<String>,
 }
 
 /// Parses `Key=Value` parameters, recording problems.
@@ -235,6 +245,11 @@ impl GatewayArgs {
     fn validate_with(&self, text: Option<String>, mut p: Problems) -> Result<GatewayConfig, ConfigError> {
         let l = Labels::of::<GatewayArgs>();
         let listen = p.addr(l.get("listen"), &self.listen);
+        let admin_listen = self
+            .admin_listen
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .and_then(|a| p.addr(l.get("admin_listen"), a));
         let max_connections = p.count(l.get("max_connections"), &self.max_connections, 1_000_000);
         let idle_timeout = p.duration(l.get("idle_timeout"), &self.idle_timeout);
         let max_duration = p.duration(l.get("max_connection_duration"), &self.max_connection_duration);
@@ -395,6 +410,8 @@ impl GatewayArgs {
             peers,
             peer_timeout: peer_timeout.unwrap_or_default(),
             authorizer,
+            admin_listen,
+            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
         })
     }
 }

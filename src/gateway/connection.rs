@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,6 +95,9 @@ pub struct ConnHandle {
     /// A post was refused because this connection held more than its fair share of a full
     /// outbound budget; the sweep closes it if it still does.
     over_share: AtomicBool,
+    /// Messages received from the client, and frames posts queued for it, for the listing.
+    received: AtomicU32,
+    pushed: AtomicU32,
 }
 
 struct Outbound {
@@ -154,7 +157,20 @@ impl ConnHandle {
             budgets,
             inbound: Mutex::new(Inbound::default()),
             over_share: AtomicBool::new(false),
+            received: AtomicU32::new(0),
+            pushed: AtomicU32::new(0),
         }
+    }
+
+    /// Messages received from the client so far (wrapping at 2^32).
+    pub fn received(&self) -> u32 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Frames queued for the client so far by `@connections` posts and batch deliveries; the
+    /// replies to its messages are written by its task and not counted (wrapping at 2^32).
+    pub fn pushed(&self) -> u32 {
+        self.pushed.load(Ordering::Relaxed)
     }
 
     pub fn budgets(&self) -> &Budgets {
@@ -185,6 +201,7 @@ impl ConnHandle {
 
     /// The last byte of a message went by: it waits for the task, still charged.
     pub fn message_arrived(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
         let mut i = self.inbound();
         let charged = std::mem::take(&mut i.charged);
         i.arrived.push_back(charged);
@@ -278,6 +295,7 @@ impl ConnHandle {
         q.bytes += n;
         q.frames.push_back(msg);
         drop(q);
+        self.pushed.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
         Ok(())
     }

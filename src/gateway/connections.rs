@@ -1,10 +1,12 @@
 //! The open connections by id, and the slots that bound how many handshakes and connections
 //! the gateway holds at once. `@connections` finds a connection here; a connection that is not
 //! here is gone. The sweep over them enforces the time limits, and `post` shares the outbound
-//! budget fairly between them.
+//! budget fairly between them. They are kept in connection id order, so the listing can page
+//! through them with a stable cursor.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,12 +26,14 @@ fn millis(d: Duration) -> i64 {
 
 /// Open connections, and the slots taken by handshakes in progress plus open connections.
 pub struct Connections {
-    connections: Mutex<HashMap<String, Arc<ConnHandle>>>,
+    connections: Mutex<BTreeMap<String, Arc<ConnHandle>>>,
     slots: Arc<AtomicUsize>,
     max: usize,
     /// The open-connections gauge, kept equal to the map's size.
     active: Gauge,
     budgets: Arc<Budgets>,
+    /// Frames queued by `@connections` posts, since start.
+    posted: AtomicU64,
 }
 
 /// A reserved connection slot, released on drop.
@@ -44,11 +48,12 @@ impl Drop for Slot {
 impl Connections {
     pub fn new(max: usize, active: Gauge, budgets: Budgets) -> Self {
         Connections {
-            connections: Mutex::new(HashMap::new()),
+            connections: Mutex::new(BTreeMap::new()),
             slots: Arc::new(AtomicUsize::new(0)),
             max,
             active,
             budgets: Arc::new(budgets),
+            posted: AtomicU64::new(0),
         }
     }
 
@@ -63,6 +68,36 @@ impl Connections {
     /// furthest over their share, whose queued frames are dropped, so a client that does not
     /// read can never take the memory of the others.
     pub fn post(&self, conn: &ConnHandle, msg: Message) -> Result<(), QueueError> {
+        let queued = self.queue(conn, msg);
+        if queued.is_ok() {
+            self.posted.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// Frames queued by `@connections` posts (and batch deliveries) since start.
+    pub fn posted(&self) -> u64 {
+        self.posted.load(Ordering::Relaxed)
+    }
+
+    /// Up to `limit` open connections in id order, after `after` when given, and whether more
+    /// follow. The lock is held only to clone the page's handles.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> (Vec<Arc<ConnHandle>>, bool) {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut page: Vec<Arc<ConnHandle>> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take(limit.saturating_add(1))
+            .map(|(_, h)| h.clone())
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page, more)
+    }
+
+    fn queue(&self, conn: &ConnHandle, msg: Message) -> Result<(), QueueError> {
         let msg = match conn.push(msg) {
             Ok(()) => return Ok(()),
             Err(PushError::Queue(e)) => return Err(e),

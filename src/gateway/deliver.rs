@@ -211,11 +211,12 @@ async fn deliver(gw: &Shared, req: Request<Incoming>) -> Result<Response<Body>, 
             _ if from_peer => here.push(id),
             Owner::Here => here.push(id),
             Owner::Peer(url) => elsewhere.entry(url).or_default().push(id),
-            Owner::Nobody => {
-                gw.metrics.forward("no_owner");
-                outcome.gone.push(id);
-            }
+            Owner::Nobody => outcome.gone.push(id),
         }
+    }
+    // Counted once per delivery, as each owner's share is counted once.
+    if !outcome.gone.is_empty() {
+        gw.metrics.forward("no_owner");
     }
     // The forwarded shares' bodies are built before the frame's text moves into the shared
     // buffer the local share is queued from.

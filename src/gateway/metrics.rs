@@ -194,6 +194,11 @@ impl GatewayMetrics {
         self.messages.inc();
     }
 
+    /// Messages received from clients since start.
+    pub fn messages_total(&self) -> u64 {
+        self.messages.get()
+    }
+
     pub fn integration(&self, route: &str, outcome: &'static str, took: Duration) {
         if outcome == "ok" {
             if let Some((ok, latency)) = self.hot.get(route) {

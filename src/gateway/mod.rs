@@ -8,11 +8,14 @@
 //! `handshake` (`$connect` and the 101), `connection` (an open connection's handle, queue and
 //! loop), `events` (context, integration calls, replies), `management` (`@connections`),
 //! `deliver` (the batch extension of `@connections`: one frame to many connections),
+//! `listing` (the extension's who-is-connected, across the replicas), `admin` (the admin port
+//! and its live page),
 //! `authorizer` (`$connect` REQUEST authorizers), `error` (the one error type, and the answer each
 //! error gives), `connections` (open
 //! connections), `pool` (the integration client), `metrics`, and `shared` (what those rooms
 //! share).
 
+mod admin;
 mod authorizer;
 mod budget;
 mod config;
@@ -24,6 +27,7 @@ mod events;
 mod handshake;
 mod ids;
 mod integration;
+mod listing;
 mod management;
 pub mod mapping;
 mod metrics;
@@ -120,6 +124,9 @@ impl Gateway {
         if let Some(call) = deliver::parse_path(&path, stage) {
             return deliver::extension(&self.shared, req, call).await;
         }
+        if let Some(call) = listing::parse_path(&path, stage) {
+            return listing::extension(&self.shared, req, call).await;
+        }
         GatewayError::Forbidden.response()
     }
 
@@ -200,6 +207,15 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Serves the admin port (the live page and its JSON, see `admin.rs`) on `listener` until
+    /// the lifecycle stops it.
+    pub async fn serve_admin(self: Arc<Self>, listener: TcpListener, lifecycle: Lifecycle) -> Drain {
+        let token = self.shared.config.admin_token.clone();
+        admin::serve(self.shared.clone(), listener, lifecycle, token).await
+    }
+}
+
 /// Requests in flight on the listener when it closes get at least this long to finish, even
 /// when the connections took the whole drain timeout.
 const LAST_REQUESTS: Duration = Duration::from_secs(1);
@@ -214,6 +230,10 @@ pub async fn run(config: GatewayConfig) -> Result<Drain, GatewayError> {
         .spawn_signal_handler(config.shutdown_delay)
         .map_err(GatewayError::Signals)?;
     let listener = TcpListener::bind(config.listen).await.map_err(GatewayError::Bind)?;
+    let admin = match config.admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(GatewayError::Bind)?),
+        None => None,
+    };
     let mut registry = Registry::default();
     let stage = config.model.stage.clone();
     let routes: Vec<String> = config.model.routes.keys().cloned().collect();
@@ -221,5 +241,14 @@ pub async fn run(config: GatewayConfig) -> Result<Drain, GatewayError> {
     lifecycle.set_ready();
     let addr = listener.local_addr().map_err(GatewayError::Listener)?;
     tracing::info!(url = %format!("ws://{addr}/{stage}"), routes = ?routes, "socketless gateway ready");
-    Ok(gateway.serve(listener, lifecycle, Arc::new(registry)).await)
+    let Some(admin) = admin else {
+        return Ok(gateway.serve(listener, lifecycle, Arc::new(registry)).await);
+    };
+    let admin_addr = admin.local_addr().map_err(GatewayError::Listener)?;
+    tracing::info!(url = %format!("http://{admin_addr}/"), "admin port (live page) ready");
+    let (drain, _) = tokio::join!(
+        gateway.clone().serve(listener, lifecycle.clone(), Arc::new(registry)),
+        gateway.serve_admin(admin, lifecycle)
+    );
+    Ok(drain)
 }

@@ -140,11 +140,32 @@ impl Peers {
     /// Who holds the connection with this id.
     pub fn owner(&self, id: &str) -> Owner {
         match super::ids::ordinal_of(id) {
-            Some(o) if o == self.ordinal => Owner::Here,
-            Some(o) => match self.urls.url(o) {
-                Some(url) => Owner::Peer(url),
-                None => Owner::Nobody,
-            },
+            Some(o) => self.replica(o),
+            None => Owner::Nobody,
+        }
+    }
+
+    /// The highest ordinal a replica can have when the replicas are known (a list, or this one
+    /// alone); `None` under a URL template, where only asking tells.
+    pub fn last_ordinal(&self) -> Option<u8> {
+        match &self.urls {
+            PeerUrls::None => Some(self.ordinal),
+            PeerUrls::List(urls) => Some(
+                u8::try_from(urls.len().saturating_sub(1))
+                    .unwrap_or(u8::MAX)
+                    .max(self.ordinal),
+            ),
+            PeerUrls::Template(_) => None,
+        }
+    }
+
+    /// Where the replica with this ordinal is.
+    pub fn replica(&self, ordinal: u8) -> Owner {
+        if ordinal == self.ordinal {
+            return Owner::Here;
+        }
+        match self.urls.url(ordinal) {
+            Some(url) => Owner::Peer(url),
             None => Owner::Nobody,
         }
     }

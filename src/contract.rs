@@ -44,6 +44,17 @@ pub const DISCONNECT_REASON: &str = "x-socketless-disconnect-reason";
 /// without an authorizer). `serve` trusts it on `/connect` only, stores it on the session and
 /// gives the stored value to every later call (see [`crate::backend::identity`]).
 pub const PRINCIPAL_ID: &str = "x-socketless-principal-id";
+/// The subprotocols the client offered on `$connect`, as offered (comma-separated), mapped from
+/// the handshake's `Sec-WebSocket-Protocol` (`route.request.header.Sec-WebSocket-Protocol`, not a
+/// context variable). The backend confirms one by answering `/connect` with
+/// `Sec-WebSocket-Protocol`; `serve` passes it on to an upstream app.
+pub const SUBPROTOCOLS: &str = "x-socketless-subprotocols";
+/// `binary` on a message that arrived in a binary frame (`socketless gateway --binary-frames`;
+/// the body is the frame's bytes), and on an answer whose body is to go out as a binary frame.
+/// `serve` passes it on to an upstream app, and answers with it for a binary reply.
+pub const FRAME: &str = "x-socketless-frame";
+/// The value of [`FRAME`] that marks a binary frame.
+pub const FRAME_BINARY: &str = "binary";
 /// Shared secret the gateway adds as a literal; checked when the backend has one configured.
 pub const SHARED_SECRET: &str = "x-socketless-secret";
 
@@ -70,6 +81,10 @@ pub struct RequestContext {
     /// The session's attributes, set at `/connect` by the handler or the app; empty on
     /// `/connect` itself.
     pub attributes: crate::backend::identity::Attributes,
+    /// `$connect` only: the subprotocols the client offered, as offered (from [`SUBPROTOCOLS`]).
+    pub subprotocols: Option<String>,
+    /// The message arrived in a binary frame ([`FRAME`] said `binary`).
+    pub binary: bool,
     /// Every header of the call, for handlers whose
     /// [`crate::handler::MessageHandler::wants_headers`] says so (to read parameters the
     /// template maps beyond the context); `None` otherwise.
@@ -158,6 +173,18 @@ macro_rules! text_header {
             load: |c| nonempty(&c.$field),
         })
     };
+}
+
+impl RequestContext {
+    /// The subprotocols the client offered, in order.
+    pub fn offered_subprotocols(&self) -> impl Iterator<Item = &str> {
+        self.subprotocols
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+    }
 }
 
 const fn row(variable: &'static str, header: Option<Header>, supply: Supply) -> ContextVariable {

@@ -44,6 +44,25 @@ impl Rejection {
     }
 }
 
+/// What an accepted `$connect` keeps: the session's attributes and the subprotocol to confirm.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    pub attributes: Attributes,
+    /// Sent as the answer's `Sec-WebSocket-Protocol`; the gateway copies it into the 101. It
+    /// must be one of [`RequestContext::offered_subprotocols`]: a gateway refuses the handshake
+    /// (502) for any other.
+    pub subprotocol: Option<String>,
+}
+
+/// A reply to one message, and whether it goes out as a binary frame (with `socketless gateway
+/// --binary-frames`; `serve` answers it as `application/octet-stream` with
+/// `x-socketless-frame: binary`).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub body: Bytes,
+    pub binary: bool,
+}
+
 /// Application logic. Implementations must be stateless across pods: any pod may receive any
 /// call. Keep state in the session store or your own services.
 pub trait MessageHandler: Send + Sync + 'static {
@@ -75,6 +94,35 @@ pub trait MessageHandler: Send + Sync + 'static {
     /// client offered; browsers close a connection that offered some and got none. Default: none.
     fn subprotocol(&self, _ctx: &RequestContext) -> Option<String> {
         None
+    }
+
+    /// What `serve` calls at connect: [`Self::on_connect_with_attributes`] and
+    /// [`Self::subprotocol`] by default. Override it to choose the subprotocol from the connect's
+    /// outcome (an upstream app does, from its answer's `Sec-WebSocket-Protocol`).
+    fn on_connect_accepted<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<Accepted, Rejection>> {
+        Box::pin(async move {
+            let attributes = self.on_connect_with_attributes(ctx).await?;
+            Ok(Accepted {
+                attributes,
+                subprotocol: self.subprotocol(ctx),
+            })
+        })
+    }
+
+    /// What `serve` calls for a message: [`Self::on_message`], its reply binary when the
+    /// message was ([`RequestContext::binary`]). Override it to choose the frame's kind.
+    fn on_message_reply<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Reply>, Rejection>> {
+        Box::pin(async move {
+            let reply = self.on_message(ctx, body).await?;
+            Ok(reply.map(|body| Reply {
+                body,
+                binary: ctx.binary,
+            }))
+        })
     }
 
     /// Handles one message. `Some(reply)` is sent back to the client: in the HTTP response

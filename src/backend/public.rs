@@ -179,8 +179,8 @@ impl Backend {
     }
 
     async fn connect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
-        let attributes = match self.handler.on_connect_with_attributes(&ctx).await {
-            Ok(attributes) => attributes,
+        let accepted = match self.handler.on_connect_accepted(&ctx).await {
+            Ok(accepted) => accepted,
             Err(rejection) => {
                 tracing::info!(
                     connection_id = %ctx.connection_id,
@@ -191,6 +191,7 @@ impl Backend {
                 return Err(ApiError::Rejected(rejection));
             }
         };
+        let attributes = accepted.attributes;
         if let Err(rule) = attributes.check() {
             return Err(ApiError::Rejected(identity::refused(&ctx, &rule)));
         }
@@ -217,11 +218,7 @@ impl Backend {
         self.cache
             .insert_synced(&ctx.connection_id, Instant::now(), Arc::new(identity));
         let mut answer = http_server::empty(StatusCode::OK);
-        if let Some(p) = self
-            .handler
-            .subprotocol(&ctx)
-            .and_then(|p| http::HeaderValue::try_from(p).ok())
-        {
+        if let Some(p) = accepted.subprotocol.and_then(|p| http::HeaderValue::try_from(p).ok()) {
             answer.headers_mut().insert(http::header::SEC_WEBSOCKET_PROTOCOL, p);
         }
         Ok(answer)
@@ -262,17 +259,28 @@ impl Backend {
             }
         };
         Self::with_identity(&mut ctx, Some(&identity));
-        let reply = self.handler.on_message(&ctx, body).await.map_err(ApiError::Rejected)?;
+        let reply = self
+            .handler
+            .on_message_reply(&ctx, body)
+            .await
+            .map_err(ApiError::Rejected)?;
         let Some(reply) = reply else {
             return Ok(http_server::empty(StatusCode::OK));
         };
         match self.settings.reply_mode {
+            ReplyMode::Sync if reply.binary => {
+                let mut answer = http_server::with_body(StatusCode::OK, "application/octet-stream", reply.body);
+                answer
+                    .headers_mut()
+                    .insert(contract::FRAME, http::HeaderValue::from_static(contract::FRAME_BINARY));
+                Ok(answer)
+            }
             ReplyMode::Sync => Ok(http_server::with_body(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
-                reply,
+                reply.body,
             )),
-            ReplyMode::Async => self.reply_async(&ctx, reply).await,
+            ReplyMode::Async => self.reply_async(&ctx, reply.body, reply.binary).await,
         }
     }
 
@@ -294,7 +302,7 @@ impl Backend {
     }
 
     /// Sends a reply through `@connections`.
-    async fn reply_async(&self, ctx: &RequestContext, reply: Bytes) -> Result<Response<Body>, ApiError> {
+    async fn reply_async(&self, ctx: &RequestContext, reply: Bytes, binary: bool) -> Result<Response<Body>, ApiError> {
         let Some(endpoint) = self.pusher.endpoint(&ctx.domain, &ctx.stage) else {
             tracing::warn!(
                 connection_id = %ctx.connection_id,
@@ -308,7 +316,7 @@ impl Backend {
         };
         // Boxed: the SDK call's future is large, and inlined it would make every request's
         // future (which hyper moves) that large too.
-        match Box::pin(self.pusher.post(&endpoint, &ctx.connection_id, reply)).await {
+        match Box::pin(self.pusher.post_frame(&endpoint, &ctx.connection_id, reply, binary)).await {
             PushOutcome::Delivered => Ok(http_server::empty(StatusCode::OK)),
             PushOutcome::Gone => {
                 self.forget(&ctx.connection_id).await;

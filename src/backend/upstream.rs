@@ -10,8 +10,11 @@
 //!   attributes (sent back as the same headers on every later message and disconnect; the
 //!   principal too, from the session); any other status refuses the handshake with that status
 //!   (and its body), and no session is created; attributes beyond the limits refuse it with 500;
+//! - connect: a 2xx answer's `Sec-WebSocket-Protocol` is the subprotocol the app chose among
+//!   the `x-socketless-subprotocols` it was sent; the gateway confirms it in the 101;
 //! - message: a 2xx body is the reply (or is pushed, in asynchronous mode); an empty body sends
-//!   nothing; any other status and body are passed back as they are, as a backend's would be;
+//!   nothing; `x-socketless-frame: binary` or `Content-Type: application/octet-stream` makes it
+//!   a binary reply (a binary frame with `socketless gateway --binary-frames`); any other status and body are passed back as they are, as a backend's would be;
 //! - disconnect: told after the session is deleted, best effort, within the timeout;
 //! - an app that does not answer in time or cannot be reached gives 504 or 502 (the gateway
 //!   then sends its `Endpoint request timed out` or passes the error on), is counted in
@@ -37,7 +40,7 @@ use super::identity::{Attributes, refused};
 use crate::contract::{self, RequestContext};
 use crate::defaults;
 use crate::future::BoxFuture;
-use crate::handler::{MessageHandler, Rejection};
+use crate::handler::{Accepted, MessageHandler, Rejection, Reply};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::latency_histogram;
 use crate::telemetry::LogThrottle;
@@ -204,6 +207,13 @@ impl Upstream {
             }
         }
         req.headers_mut().extend(ctx.attributes.headers());
+        if let Some(v) = ctx.subprotocols.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            req.headers_mut().insert(contract::SUBPROTOCOLS, v);
+        }
+        if ctx.binary {
+            req.headers_mut()
+                .insert(contract::FRAME, HeaderValue::from_static(contract::FRAME_BINARY));
+        }
         let resp = match self.client.request(req).await {
             Ok(r) => r,
             Err(e) => return Answer::Unreachable(format!("{e:?}")),
@@ -220,6 +230,18 @@ impl Upstream {
 /// [`contract::CONTEXT`] that carried a non-empty value (the shared secret stays with `serve`).
 pub(crate) fn context_headers(ctx: &RequestContext) -> impl Iterator<Item = (&'static str, String)> + '_ {
     contract::headers().filter_map(|h| Some((h.name, (h.load)(ctx)?)))
+}
+
+/// Whether an answer's headers mark its body as a binary frame: `x-socketless-frame: binary`, or
+/// `Content-Type: application/octet-stream`.
+pub fn says_binary(headers: &http::HeaderMap) -> bool {
+    let frame = headers.get(contract::FRAME).map(|v| v.as_bytes());
+    let binary_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"));
+    binary_type || frame.is_some_and(|f| f.eq_ignore_ascii_case(contract::FRAME_BINARY.as_bytes()))
 }
 
 /// The refusal for an app that did not answer.
@@ -240,11 +262,21 @@ impl MessageHandler for Upstream {
         &'a self,
         ctx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<Attributes, Rejection>> {
+        Box::pin(async move { self.on_connect_accepted(ctx).await.map(|a| a.attributes) })
+    }
+
+    /// The app's 2xx answer: its attribute headers, and its `Sec-WebSocket-Protocol` (the
+    /// subprotocol it chose among `x-socketless-subprotocols`).
+    fn on_connect_accepted<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<Accepted, Rejection>> {
         Box::pin(async move {
             match self.call("connect", contract::PATH_CONNECT, ctx, Bytes::new()).await {
-                Answer::Status(s, _, headers) if s.is_success() => {
-                    Attributes::from_headers(&headers).map_err(|rule| refused(ctx, &rule))
-                }
+                Answer::Status(s, _, headers) if s.is_success() => Ok(Accepted {
+                    attributes: Attributes::from_headers(&headers).map_err(|rule| refused(ctx, &rule))?,
+                    subprotocol: headers
+                        .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                }),
                 other => Err(failed(other)),
             }
         })
@@ -255,9 +287,22 @@ impl MessageHandler for Upstream {
         ctx: &'a RequestContext,
         body: Bytes,
     ) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>> {
+        Box::pin(async move { Ok(self.on_message_reply(ctx, body).await?.map(|r| r.body)) })
+    }
+
+    /// The app's 2xx body is the reply; binary when the app says so (`x-socketless-frame:
+    /// binary` or `Content-Type: application/octet-stream`).
+    fn on_message_reply<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Reply>, Rejection>> {
         Box::pin(async move {
             match self.call("message", contract::PATH_MESSAGE, ctx, body).await {
-                Answer::Status(s, reply, _) if s.is_success() => Ok((!reply.is_empty()).then_some(reply)),
+                Answer::Status(s, reply, headers) if s.is_success() => Ok((!reply.is_empty()).then(|| Reply {
+                    body: reply,
+                    binary: says_binary(&headers),
+                })),
                 other => Err(failed(other)),
             }
         })

@@ -214,7 +214,21 @@ pub async fn connect(
     match invoke(gw, route, &inputs, Bytes::new()).await {
         None => Ok(None),
         Some(Outcome::Response { status, headers, .. }) if status.is_success() => {
-            Ok(headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned())
+            // The 101 may confirm only a protocol the client offered, and only one.
+            let offer = inputs
+                .handshake
+                .and_then(|(h, _)| h.get("sec-websocket-protocol"))
+                .map(String::as_str);
+            let chosen = headers.get(header::SEC_WEBSOCKET_PROTOCOL);
+            super::handshake::chosen_subprotocol(offer, chosen).map_err(|()| {
+                gw.metrics.connect("failed");
+                tracing::info!(
+                    connection_id = %ctx.id,
+                    chosen = ?chosen,
+                    "$connect chose a subprotocol the client did not offer; handshake refused"
+                );
+                GatewayError::SubprotocolNotOffered
+            })
         }
         Some(Outcome::Response { status, .. }) => {
             gw.metrics.connect("rejected");

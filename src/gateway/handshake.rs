@@ -75,13 +75,54 @@ pub fn parse_handshake<B>(req: &Request<B>) -> Result<HandshakeRequest, GatewayE
         key,
         host: header_str(req, header::HOST).unwrap_or_default().to_string(),
         user_agent: header_str(req, header::USER_AGENT).unwrap_or_default().to_string(),
-        headers: req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
+        headers: handshake_headers(req.headers()),
         query: crate::percent::query_pairs(req.uri().query().unwrap_or("")).collect(),
     })
+}
+
+/// The handshake's headers by lowercase name. A repeated `Sec-WebSocket-Protocol` is one list
+/// (RFC 6455 §4.1 lets a client send the offer in several lines; HTTP joins them with commas);
+/// any other repeated header keeps its last value.
+fn handshake_headers(headers: &http::HeaderMap) -> HashMap<String, String> {
+    let mut out = HashMap::with_capacity(headers.keys_len());
+    for (k, v) in headers {
+        let Ok(v) = v.to_str() else { continue };
+        if k == header::SEC_WEBSOCKET_PROTOCOL {
+            if let Some(offered) = out.get_mut(k.as_str()) {
+                let offered: &mut String = offered;
+                offered.push_str(", ");
+                offered.push_str(v);
+                continue;
+            }
+        }
+        out.insert(k.as_str().to_string(), v.to_string());
+    }
+    out
+}
+
+/// The subprotocols a handshake offered, in order (`Sec-WebSocket-Protocol`, comma-separated).
+pub fn offered_subprotocols(offer: Option<&str>) -> impl Iterator<Item = &str> {
+    offer
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// Checks the subprotocol the `$connect` integration chose against the offer: `Ok(None)` when it
+/// chose none (an empty value is none), `Ok(Some)` for exactly one offered protocol, `Err` for
+/// anything else (one the client did not offer, or a list).
+pub fn chosen_subprotocol(offer: Option<&str>, chosen: Option<&HeaderValue>) -> Result<Option<HeaderValue>, ()> {
+    let Some(chosen) = chosen else { return Ok(None) };
+    let text = chosen.to_str().map_err(|_| ())?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if offered_subprotocols(offer).any(|p| p == text) {
+        HeaderValue::from_str(text).map(Some).map_err(|_| ())
+    } else {
+        Err(())
+    }
 }
 
 /// The 101 answer that completes a handshake.
@@ -144,7 +185,13 @@ pub async fn handshake(
         let subprotocol = match Box::pin(events::connect(&gw, &mut ctx, &handshake_headers, &query)).await {
             Ok(subprotocol) => subprotocol,
             Err(refusal) => {
+                let accepted = matches!(refusal, GatewayError::SubprotocolNotOffered);
                 let _ = answer.send(refusal.response());
+                // The backend accepted this one (its session exists): tell it the connection
+                // never opened, as for a client that left during `$connect`.
+                if accepted {
+                    Box::pin(events::disconnect(&gw, &ctx, ABNORMAL, "Subprotocol not offered")).await;
+                }
                 return;
             }
         };

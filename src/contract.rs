@@ -55,6 +55,18 @@ pub const SUBPROTOCOLS: &str = "x-socketless-subprotocols";
 pub const FRAME: &str = "x-socketless-frame";
 /// The value of [`FRAME`] that marks a binary frame.
 pub const FRAME_BINARY: &str = "binary";
+/// Whether an answer's headers mark its body as a binary frame: `x-socketless-frame: binary`, or
+/// `Content-Type: application/octet-stream`.
+pub fn says_binary(headers: &http::HeaderMap) -> bool {
+    let frame = headers.get(FRAME).map(|v| v.as_bytes());
+    let binary_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"));
+    binary_type || frame.is_some_and(|f| f.eq_ignore_ascii_case(FRAME_BINARY.as_bytes()))
+}
+
 /// Shared secret the gateway adds as a literal; checked when the backend has one configured.
 pub const SHARED_SECRET: &str = "x-socketless-secret";
 
@@ -82,7 +94,7 @@ pub struct RequestContext {
     /// `/connect` itself.
     pub attributes: crate::backend::identity::Attributes,
     /// `$connect` only: the subprotocols the client offered, as offered (from [`SUBPROTOCOLS`]).
-    pub subprotocols: Option<String>,
+    pub subprotocols: Option<Box<str>>,
     /// The message arrived in a binary frame ([`FRAME`] said `binary`).
     pub binary: bool,
     /// Every header of the call, for handlers whose

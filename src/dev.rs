@@ -82,6 +82,9 @@ pub struct DevArgs {
     /// The gateway's --authorizer-timeout (default 10s).
     #[arg(long, env = "SOCKETLESS_DEV_AUTHORIZER_TIMEOUT")]
     pub authorizer_timeout: Option<String>,
+    /// The gateway's --binary-frames: binary frames pass both ways (off: 1003, as API Gateway).
+    #[arg(long, env = "SOCKETLESS_DEV_BINARY_FRAMES", default_value_t = false)]
+    pub binary_frames: bool,
 }
 
 /// The template parameter that turns the built-in template's `$connect` authorizer on.
@@ -164,6 +167,9 @@ impl DevArgs {
             if let Some(v) = value {
                 gateway_flags.push(format!("--{flag}={v}"));
             }
+        }
+        if self.binary_frames {
+            gateway_flags.push("--binary-frames".to_string());
         }
         Ok(DevConfig {
             listen,

@@ -41,7 +41,7 @@ pub(super) fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
         let Some((i, header)) = row_of(name) else {
             // Not context variables: what the handshake offered, and the frame's kind.
             if name == contract::SUBPROTOCOLS && ctx.subprotocols.is_none() {
-                ctx.subprotocols = value.to_str().ok().filter(|v| !v.is_empty()).map(str::to_owned);
+                ctx.subprotocols = value.to_str().ok().filter(|v| !v.is_empty()).map(Box::from);
             } else if name == contract::FRAME {
                 ctx.binary = value.as_bytes().eq_ignore_ascii_case(contract::FRAME_BINARY.as_bytes());
             }

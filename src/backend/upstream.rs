@@ -232,18 +232,6 @@ pub(crate) fn context_headers(ctx: &RequestContext) -> impl Iterator<Item = (&'s
     contract::headers().filter_map(|h| Some((h.name, (h.load)(ctx)?)))
 }
 
-/// Whether an answer's headers mark its body as a binary frame: `x-socketless-frame: binary`, or
-/// `Content-Type: application/octet-stream`.
-pub fn says_binary(headers: &http::HeaderMap) -> bool {
-    let frame = headers.get(contract::FRAME).map(|v| v.as_bytes());
-    let binary_type = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"));
-    binary_type || frame.is_some_and(|f| f.eq_ignore_ascii_case(contract::FRAME_BINARY.as_bytes()))
-}
-
 /// The refusal for an app that did not answer.
 fn failed(answer: Answer) -> Rejection {
     match answer {
@@ -301,7 +289,7 @@ impl MessageHandler for Upstream {
             match self.call("message", contract::PATH_MESSAGE, ctx, body).await {
                 Answer::Status(s, reply, headers) if s.is_success() => Ok((!reply.is_empty()).then(|| Reply {
                     body: reply,
-                    binary: says_binary(&headers),
+                    binary: contract::says_binary(&headers),
                 })),
                 other => Err(failed(other)),
             }

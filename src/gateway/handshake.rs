@@ -10,10 +10,9 @@ use std::sync::Arc;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::connection::{self, ABNORMAL, Ctx, GOING_AWAY, Reply};
+use super::connection::{self, ABNORMAL, ClientMessage, Ctx, GOING_AWAY, Reply};
 use super::connections::Slot;
 use super::error::GatewayError;
 use super::events;
@@ -237,8 +236,9 @@ async fn open(gw: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, ctx: Arc<Ctx>
     if lifecycle.is_stopping() {
         handle.request_close(GOING_AWAY.0, GOING_AWAY.1);
     }
-    let on_message = |text: Utf8Bytes| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), text)) };
-    let ending = connection::run(&mut ws, &handle, gw.config.write_timeout, on_message).await;
+    let on_message = |frame: ClientMessage| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), frame)) };
+    let binary_frames = gw.config.binary_frames;
+    let ending = connection::run(&mut ws, &handle, gw.config.write_timeout, binary_frames, on_message).await;
     // Unregister first: from here on @connections answers 410.
     gw.connections.unregister(handle.id());
     handle.close_queue();

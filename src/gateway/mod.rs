@@ -17,6 +17,7 @@ mod budget;
 mod config;
 mod connection;
 mod connections;
+mod content;
 mod error;
 mod events;
 mod handshake;

@@ -614,3 +614,45 @@ async fn serve_upstream_passes_the_offer_the_choice_and_binary_frames() {
     assert_eq!(status, 101);
     assert!(protocols_in(&headers).is_empty());
 }
+
+/// A binary post sent to a replica that does not hold the connection keeps its type on the way
+/// to the owner: the client gets a binary frame, and a text post stays text.
+#[tokio::test]
+async fn forwarded_posts_keep_their_type() {
+    use socketless::gateway::{GatewayConfig, PeerUrls};
+    let backend = FakeBackend::start().await;
+    let ports = [common::free_port(), common::free_port()];
+    let peers: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let mut replicas = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let peers = peers.clone();
+        replicas.push(
+            repo_gateway(&backend, move |c: &mut GatewayConfig| {
+                c.listen = ([127, 0, 0, 1], *port).into();
+                c.ordinal = i as u8;
+                c.peers = PeerUrls::List(peers);
+                c.binary_frames = true;
+            })
+            .await,
+        );
+    }
+    let mut ws = connect(&replicas[0].url()).await;
+    let id = common::gw::connection_id(&backend.wait_for("/connect", 1).await[0]);
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    for (ct, body) in [
+        ("application/octet-stream", &b"\x00\x01"[..]),
+        ("text/plain", &b"hi"[..]),
+    ] {
+        let req = Request::post(replicas[1].mgmt(&id))
+            .header("content-type", ct)
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .unwrap();
+        assert_eq!(within(client.request(req)).await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        within(ws.next()).await.unwrap().unwrap(),
+        Message::binary(b"\x00\x01".to_vec())
+    );
+    assert_eq!(within(ws.next()).await.unwrap().unwrap(), Message::text("hi"));
+}

@@ -55,7 +55,8 @@ async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) ->
     let body = &read.bytes;
     authenticate(gw, from_peer, method, &target, &read.parts.headers, body)?;
     if !from_peer {
-        if let Some(answer) = forward(gw, id, method, &target, body).await? {
+        let content_type = read.parts.headers.get(http::header::CONTENT_TYPE);
+        if let Some(answer) = forward(gw, id, method, &target, content_type, body).await? {
             return Ok(answer);
         }
     }
@@ -154,6 +155,7 @@ async fn forward(
     id: &str,
     method: &Method,
     target: &Target,
+    content_type: Option<&http::HeaderValue>,
     body: &Bytes,
 ) -> Result<Option<Response<Body>>, GatewayError> {
     let url = match gw.peers.owner(id) {
@@ -171,6 +173,7 @@ async fn forward(
             method,
             &target.path_and_query,
             &target.raw_path,
+            content_type,
             body.clone(),
             now_ms(),
         )

@@ -397,4 +397,24 @@ mod tests {
         assert!(!none.authorizer);
         assert!(!none.gateway_flags.iter().any(|f| f.starts_with("--authorizer")));
     }
+
+    #[test]
+    fn binary_frames_reach_the_gateway() {
+        let on = DevArgs::from_flags(["--binary-frames"])
+            .expect("flags parse")
+            .validate()
+            .expect("valid");
+        assert!(on.gateway_flags.contains(&"--binary-frames".to_string()));
+        let params = std::collections::BTreeMap::from([
+            ("IntegrationUri".to_string(), "http://127.0.0.1:9".to_string()),
+            ("SharedSecret".to_string(), "0123456789abcdef-dev".to_string()),
+        ]);
+        let gw = GatewayConfig::from_template_with(EMBEDDED_TEMPLATE, &params, &on.gateway_flags).expect("loads");
+        assert!(gw.binary_frames);
+        let off = DevArgs::from_flags(Vec::<String>::new())
+            .expect("flags parse")
+            .validate()
+            .expect("valid");
+        assert!(!off.gateway_flags.iter().any(|f| f == "--binary-frames"));
+    }
 }

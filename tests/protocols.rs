@@ -656,3 +656,44 @@ async fn forwarded_posts_keep_their_type() {
     );
     assert_eq!(within(ws.next()).await.unwrap().unwrap(), Message::text("hi"));
 }
+
+/// The gateway process with `SOCKETLESS_GATEWAY_BINARY_FRAMES=true`: a binary frame makes the
+/// round trip; without the variable it closes with 1003.
+#[tokio::test]
+async fn the_binary_frames_variable_turns_them_on_in_the_process() {
+    use common::proc::{Proc, command, wait_ready};
+    let (backend, url) = Scripted::start().await;
+    for on in [true, false] {
+        let port = common::free_port();
+        let mut cmd = command();
+        cmd.args([
+            "gateway",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--param",
+            &format!("IntegrationUri={url}"),
+            "--param",
+            "SharedSecret=0123456789abcdef",
+            "--shutdown-delay",
+            "0s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        if on {
+            cmd.env("SOCKETLESS_GATEWAY_BINARY_FRAMES", "true");
+        }
+        let _gw = Proc::spawn(&mut cmd);
+        wait_ready(port).await;
+        let mut ws = connect(&format!("ws://127.0.0.1:{port}/dev")).await;
+        within(ws.send(Message::binary(vec![0u8, 0xff, 7]))).await.unwrap();
+        if on {
+            assert_eq!(
+                within(ws.next()).await.unwrap().unwrap(),
+                Message::binary(vec![0u8, 0xff, 7])
+            );
+        } else {
+            assert_eq!(close_code(&mut ws).await.0, 1003);
+        }
+    }
+    assert_eq!(backend.calls("/message").len(), 1);
+}

@@ -250,3 +250,56 @@ async fn open(gw: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, ctx: Arc<Ctx>
     Box::pin(events::disconnect(&gw, &ctx, code, &reason)).await;
     drop(slot);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn the_choice_must_be_one_offered_protocol() {
+        let offer = Some("graphql-transport-ws, graphql-ws");
+        let chosen = |c: &str| chosen_subprotocol(offer, Some(&value(c)));
+        assert_eq!(chosen("graphql-ws"), Ok(Some(value("graphql-ws"))));
+        assert_eq!(chosen(" graphql-ws "), Ok(Some(value("graphql-ws"))));
+        assert_eq!(chosen(""), Ok(None));
+        assert_eq!(chosen("GRAPHQL-WS"), Err(()));
+        assert_eq!(chosen("graphql-ws, graphql-transport-ws"), Err(()));
+        assert_eq!(chosen_subprotocol(None, Some(&value("chat"))), Err(()));
+        assert_eq!(chosen_subprotocol(offer, None), Ok(None));
+    }
+
+    #[test]
+    fn repeated_offers_are_one_list() {
+        let mut h = http::HeaderMap::new();
+        h.append(header::SEC_WEBSOCKET_PROTOCOL, value("a, b"));
+        h.append(header::SEC_WEBSOCKET_PROTOCOL, value("c"));
+        h.append(header::USER_AGENT, value("one"));
+        h.append(header::USER_AGENT, value("two"));
+        let out = handshake_headers(&h);
+        assert_eq!(out["sec-websocket-protocol"], "a, b, c");
+        assert_eq!(out["user-agent"], "two");
+        assert_eq!(
+            offered_subprotocols(Some(&out["sec-websocket-protocol"])).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+    }
+
+    proptest! {
+        /// Whatever the offer and the answer, a confirmed protocol is exactly one offered one.
+        #[test]
+        fn a_confirmed_protocol_was_offered(offer in "[a-z, ]{0,24}", choice in "[a-z, ]{0,12}") {
+            if let Ok(v) = HeaderValue::from_str(&choice) {
+                if let Ok(Some(p)) = chosen_subprotocol(Some(&offer), Some(&v)) {
+                    let p = p.to_str().unwrap();
+                    prop_assert!(offered_subprotocols(Some(&offer)).any(|o| o == p));
+                    prop_assert!(!p.contains(','));
+                }
+            }
+        }
+    }
+}

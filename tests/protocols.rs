@@ -697,3 +697,55 @@ async fn the_binary_frames_variable_turns_them_on_in_the_process() {
     }
     assert_eq!(backend.calls("/message").len(), 1);
 }
+
+/// gateway `--binary-frames` → `serve` with its default handler: a binary message is echoed
+/// binary, in the HTTP answer and, with `--reply-mode async`, through `@connections` (whose
+/// post says `application/octet-stream`); a text message is echoed as text both ways.
+#[tokio::test]
+async fn serve_echoes_binary_frames_synchronously_and_through_connections() {
+    use common::proc::{Proc, command, wait_ready};
+    for mode in ["sync", "async"] {
+        let (serve_port, internal_port, gw_port) = (common::free_port(), common::free_port(), common::free_port());
+        let gw = start_gateway(
+            EMBEDDED_TEMPLATE,
+            &repo_params(&format!("http://127.0.0.1:{serve_port}")),
+            |c| {
+                c.binary_frames = true;
+                c.listen = ([127, 0, 0, 1], gw_port).into();
+            },
+        )
+        .await;
+        let mut cmd = command();
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{serve_port}"),
+            "--internal-listen",
+            &format!("127.0.0.1:{internal_port}"),
+            "--reply-mode",
+            mode,
+            "--push-endpoint",
+            &format!("http://127.0.0.1:{gw_port}/dev"),
+            "--shutdown-delay",
+            "0s",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "protocols-test")
+        .env("AWS_SECRET_ACCESS_KEY", "protocols-test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        let _serve = Proc::spawn(&mut cmd);
+        wait_ready(internal_port).await;
+        let mut ws = connect(&gw.url()).await;
+        let update = vec![0x00u8, 0x01, 0x02, 0xc3, 0x28, 0xff];
+        within(ws.send(Message::binary(update.clone()))).await.unwrap();
+        assert_eq!(
+            within(ws.next()).await.unwrap().unwrap(),
+            Message::binary(update),
+            "{mode}"
+        );
+        send_text(&mut ws, "text stays text").await;
+        assert_eq!(next_text(&mut ws).await, "text stays text", "{mode}");
+    }
+}

@@ -1,5 +1,6 @@
 //! The WebSocket handshake on `/{stage}`: the request is checked (RFC 6455 §4.2.1), a slot is
-//! reserved, `$connect` (its authorizer, then its integration) decides, and only then does the client get its 101. The connection's
+//! reserved, `$connect` (its authorizer, then its integration) decides, and only then does the client get its 101, confirming the
+//! subprotocol the integration chose when the client offered it. The connection's
 //! task then runs it until it ends, and always reports `$disconnect` for a connection that
 //! `$connect` accepted, even one whose client left before the upgrade.
 

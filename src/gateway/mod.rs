@@ -6,7 +6,8 @@
 //! This file is the front door: the [`Gateway`], the routing of each request on its listener,
 //! and serving until shutdown. The rooms behind it: `config` (settings and the template),
 //! `handshake` (`$connect` and the 101), `connection` (an open connection's handle, queue and
-//! loop), `events` (context, integration calls, replies), `management` (`@connections`),
+//! loop), `events` (context, integration calls, replies), `content` (ContentHandlingStrategy
+//! and binary frames), `management` (`@connections`),
 //! `authorizer` (`$connect` REQUEST authorizers), `error` (the one error type, and the answer each
 //! error gives), `connections` (open
 //! connections), `pool` (the integration client), `metrics`, and `shared` (what those rooms

@@ -41,6 +41,11 @@ browser() {
 }
 step "headless Chromium against dev: round trip, a clean close, tokens by ?token= and by subprotocol" browser
 step "example apps (Python, Node) through gateway → serve --upstream → app" python3 ci/checks/check-examples.py target/debug/socketless
+graphql() {
+  need_apt chromium chromium node nodejs npm npm
+  python3 ci/checks/check-graphql.py target/debug/socketless
+}
+step "GraphQL subscriptions (graphql-ws) in Node and Chromium through gateway → serve --upstream → app" graphql
 authorizer_examples() {
   python3 -m unittest discover -s examples/authorizer/python || return 1
   node --test examples/authorizer/node/authorizer.test.js

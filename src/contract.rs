@@ -44,6 +44,29 @@ pub const DISCONNECT_REASON: &str = "x-socketless-disconnect-reason";
 /// without an authorizer). `serve` trusts it on `/connect` only, stores it on the session and
 /// gives the stored value to every later call (see [`crate::backend::identity`]).
 pub const PRINCIPAL_ID: &str = "x-socketless-principal-id";
+/// The subprotocols the client offered on `$connect`, as offered (comma-separated), mapped from
+/// the handshake's `Sec-WebSocket-Protocol` (`route.request.header.Sec-WebSocket-Protocol`, not a
+/// context variable). The backend confirms one by answering `/connect` with
+/// `Sec-WebSocket-Protocol`; `serve` passes it on to an upstream app.
+pub const SUBPROTOCOLS: &str = "x-socketless-subprotocols";
+/// `binary` on a message that arrived in a binary frame (`socketless gateway --binary-frames`;
+/// the body is the frame's bytes), and on an answer whose body is to go out as a binary frame.
+/// `serve` passes it on to an upstream app, and answers with it for a binary reply.
+pub const FRAME: &str = "x-socketless-frame";
+/// The value of [`FRAME`] that marks a binary frame.
+pub const FRAME_BINARY: &str = "binary";
+/// Whether an answer's headers mark its body as a binary frame: `x-socketless-frame: binary`, or
+/// `Content-Type: application/octet-stream`.
+pub fn says_binary(headers: &http::HeaderMap) -> bool {
+    let frame = headers.get(FRAME).map(|v| v.as_bytes());
+    let binary_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"));
+    binary_type || frame.is_some_and(|f| f.eq_ignore_ascii_case(FRAME_BINARY.as_bytes()))
+}
+
 /// Shared secret the gateway adds as a literal; checked when the backend has one configured.
 pub const SHARED_SECRET: &str = "x-socketless-secret";
 
@@ -88,6 +111,10 @@ pub struct RequestContext {
     /// The session's attributes, set at `/connect` by the handler or the app; empty on
     /// `/connect` itself.
     pub attributes: crate::backend::identity::Attributes,
+    /// `$connect` only: the subprotocols the client offered, as offered (from [`SUBPROTOCOLS`]).
+    pub subprotocols: Option<Box<str>>,
+    /// The message arrived in a binary frame ([`FRAME`] said `binary`).
+    pub binary: bool,
     /// Every header of the call, for handlers whose
     /// [`crate::handler::MessageHandler::wants_headers`] says so (to read parameters the
     /// template maps beyond the context); `None` otherwise.
@@ -176,6 +203,18 @@ macro_rules! text_header {
             load: |c| nonempty(&c.$field),
         })
     };
+}
+
+impl RequestContext {
+    /// The subprotocols the client offered, in order.
+    pub fn offered_subprotocols(&self) -> impl Iterator<Item = &str> {
+        self.subprotocols
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+    }
 }
 
 const fn row(variable: &'static str, header: Option<Header>, supply: Supply) -> ContextVariable {

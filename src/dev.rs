@@ -82,6 +82,9 @@ pub struct DevArgs {
     /// The gateway's --authorizer-timeout (default 10s).
     #[arg(long, env = "SOCKETLESS_DEV_AUTHORIZER_TIMEOUT")]
     pub authorizer_timeout: Option<String>,
+    /// The gateway's --binary-frames: binary frames pass both ways (off: 1003, as API Gateway).
+    #[arg(long, env = "SOCKETLESS_DEV_BINARY_FRAMES", default_value_t = false)]
+    pub binary_frames: bool,
 }
 
 /// The template parameter that turns the built-in template's `$connect` authorizer on.
@@ -164,6 +167,9 @@ impl DevArgs {
             if let Some(v) = value {
                 gateway_flags.push(format!("--{flag}={v}"));
             }
+        }
+        if self.binary_frames {
+            gateway_flags.push("--binary-frames".to_string());
         }
         Ok(DevConfig {
             listen,
@@ -395,5 +401,25 @@ mod tests {
             .expect("valid");
         assert!(!none.authorizer);
         assert!(!none.gateway_flags.iter().any(|f| f.starts_with("--authorizer")));
+    }
+
+    #[test]
+    fn binary_frames_reach_the_gateway() {
+        let on = DevArgs::from_flags(["--binary-frames"])
+            .expect("flags parse")
+            .validate()
+            .expect("valid");
+        assert!(on.gateway_flags.contains(&"--binary-frames".to_string()));
+        let params = std::collections::BTreeMap::from([
+            ("IntegrationUri".to_string(), "http://127.0.0.1:9".to_string()),
+            ("SharedSecret".to_string(), "0123456789abcdef-dev".to_string()),
+        ]);
+        let gw = GatewayConfig::from_template_with(EMBEDDED_TEMPLATE, &params, &on.gateway_flags).expect("loads");
+        assert!(gw.binary_frames);
+        let off = DevArgs::from_flags(Vec::<String>::new())
+            .expect("flags parse")
+            .validate()
+            .expect("valid");
+        assert!(!off.gateway_flags.iter().any(|f| f == "--binary-frames"));
     }
 }

@@ -44,13 +44,27 @@ impl Rejection {
     }
 }
 
-/// What an accepted connect keeps: the session's attributes, and the groups the connection
-/// joins at once (names as [`crate::store::groups::valid_group_name`] takes them; at most
-/// `--max-groups-per-connection`, and 32; beyond that the connect is refused with 500).
+/// What an accepted `$connect` keeps: the session's attributes, the groups the connection joins
+/// at once (names as [`crate::store::groups::valid_group_name`] takes them; at most
+/// `--max-groups-per-connection`, and 32; beyond that the connect is refused with 500), and the
+/// subprotocol to confirm.
 #[derive(Debug, Clone, Default)]
 pub struct Accepted {
     pub attributes: Attributes,
     pub groups: Vec<String>,
+    /// Sent as the answer's `Sec-WebSocket-Protocol`; the gateway copies it into the 101. It
+    /// must be one of [`RequestContext::offered_subprotocols`]: a gateway refuses the handshake
+    /// (502) for any other.
+    pub subprotocol: Option<String>,
+}
+
+/// A reply to one message, and whether it goes out as a binary frame (with `socketless gateway
+/// --binary-frames`; `serve` answers it as `application/octet-stream` with
+/// `x-socketless-frame: binary`).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub body: Bytes,
+    pub binary: bool,
 }
 
 /// Application logic. Implementations must be stateless across pods: any pod may receive any
@@ -79,23 +93,43 @@ pub trait MessageHandler: Send + Sync + 'static {
         Box::pin(async move { self.on_connect(ctx).await.map(|()| Attributes::new()) })
     }
 
-    /// What `serve` calls at connect: [`Self::on_connect_with_attributes`], and the groups the
-    /// connection joins (written with its session; an app answers `x-socketless-groups: a,b`).
-    /// The default joins none; override this to join some.
-    fn on_connect_accepted<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<Accepted, Rejection>> {
-        Box::pin(async move {
-            self.on_connect_with_attributes(ctx).await.map(|attributes| Accepted {
-                attributes,
-                groups: Vec::new(),
-            })
-        })
-    }
-
     /// For an accepted `$connect`: the subprotocol to confirm, sent as the answer's
     /// `Sec-WebSocket-Protocol` (the gateway copies it into the 101). It must be one the
     /// client offered; browsers close a connection that offered some and got none. Default: none.
     fn subprotocol(&self, _ctx: &RequestContext) -> Option<String> {
         None
+    }
+
+    /// What `serve` calls at connect: [`Self::on_connect_with_attributes`] and
+    /// [`Self::subprotocol`] by default, joining no group. Override it to join groups at connect
+    /// (written with the session; an app answers `x-socketless-groups: a,b`) or to choose the
+    /// subprotocol from the connect's outcome (an upstream app does, from its answer's
+    /// `Sec-WebSocket-Protocol`).
+    fn on_connect_accepted<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<Accepted, Rejection>> {
+        Box::pin(async move {
+            let attributes = self.on_connect_with_attributes(ctx).await?;
+            Ok(Accepted {
+                attributes,
+                groups: Vec::new(),
+                subprotocol: self.subprotocol(ctx),
+            })
+        })
+    }
+
+    /// What `serve` calls for a message: [`Self::on_message`], its reply binary when the
+    /// message was ([`RequestContext::binary`]). Override it to choose the frame's kind.
+    fn on_message_reply<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Reply>, Rejection>> {
+        Box::pin(async move {
+            let reply = self.on_message(ctx, body).await?;
+            Ok(reply.map(|body| Reply {
+                body,
+                binary: ctx.binary,
+            }))
+        })
     }
 
     /// Handles one message. `Some(reply)` is sent back to the client: in the HTTP response

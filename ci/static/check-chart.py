@@ -686,6 +686,15 @@ def gateway_memory_checks():
           env.get("SOCKETLESS_GATEWAY_MAX_PENDING_MESSAGE_BYTES") == "33554432" and env.get("SOCKETLESS_GATEWAY_MAX_OUTBOUND_BYTES") == "33554432"
           and env.get("SOCKETLESS_GATEWAY_MAX_BUFFERED_BODY_BYTES") == "67108864" and env.get("SOCKETLESS_GATEWAY_MESSAGE_TIMEOUT") == "10s",
           json.dumps(env))
+    check("gateway.binaryFrames off by default: no SOCKETLESS_GATEWAY_BINARY_FRAMES (1003 on a binary frame)",
+          "SOCKETLESS_GATEWAY_BINARY_FRAMES" not in env and g["binaryFrames"] is False, json.dumps(env))
+    binary = render(merge(BASE, merge(GW, {"gateway": {"binaryFrames": True}})))
+    benv = {e["name"]: e.get("value") for e in kinds(binary, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    check("gateway.binaryFrames=true sets SOCKETLESS_GATEWAY_BINARY_FRAMES=true",
+          benv.get("SOCKETLESS_GATEWAY_BINARY_FRAMES") == "true", json.dumps(benv))
+    err = render_error(merge(BASE, {"gateway": {"enabled": True, "binaryFrames": "yes"}}))
+    check("the schema refuses a gateway.binaryFrames that is not a boolean", err is not None and "binaryFrames" in err,
+          err or "rendered")
     err = render_error(merge(BASE, {"gateway": {"enabled": True, "maxConnections": 20000}}))
     check("render fails: 20,000 connections × 32 KiB + the budgets do not fit 512Mi, naming the values and the limit to set",
           err is not None and "gateway.maxConnections (20000)" in err and "at least 848 Mi" in err, err or "rendered")

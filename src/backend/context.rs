@@ -39,6 +39,12 @@ pub(super) fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
             continue;
         }
         let Some((i, header)) = row_of(name) else {
+            // Not context variables: what the handshake offered, and the frame's kind.
+            if name == contract::SUBPROTOCOLS && ctx.subprotocols.is_none() {
+                ctx.subprotocols = value.to_str().ok().filter(|v| !v.is_empty()).map(Box::from);
+            } else if name == contract::FRAME {
+                ctx.binary = value.as_bytes().eq_ignore_ascii_case(contract::FRAME_BINARY.as_bytes());
+            }
             continue;
         };
         if std::mem::replace(&mut seen[i], true) {

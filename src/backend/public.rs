@@ -239,11 +239,7 @@ impl Backend {
         self.cache
             .insert_synced(&ctx.connection_id, Instant::now(), Arc::new(identity));
         let mut answer = http_server::empty(StatusCode::OK);
-        if let Some(p) = self
-            .handler
-            .subprotocol(&ctx)
-            .and_then(|p| http::HeaderValue::try_from(p).ok())
-        {
+        if let Some(p) = accepted.subprotocol.and_then(|p| http::HeaderValue::try_from(p).ok()) {
             answer.headers_mut().insert(http::header::SEC_WEBSOCKET_PROTOCOL, p);
         }
         Ok(answer)
@@ -285,17 +281,28 @@ impl Backend {
             }
         };
         Self::with_identity(&mut ctx, Some(&identity));
-        let reply = self.handler.on_message(&ctx, body).await.map_err(ApiError::Rejected)?;
+        let reply = self
+            .handler
+            .on_message_reply(&ctx, body)
+            .await
+            .map_err(ApiError::Rejected)?;
         let Some(reply) = reply else {
             return Ok(http_server::empty(StatusCode::OK));
         };
         match self.settings.reply_mode {
+            ReplyMode::Sync if reply.binary => {
+                let mut answer = http_server::with_body(StatusCode::OK, "application/octet-stream", reply.body);
+                answer
+                    .headers_mut()
+                    .insert(contract::FRAME, http::HeaderValue::from_static(contract::FRAME_BINARY));
+                Ok(answer)
+            }
             ReplyMode::Sync => Ok(http_server::with_body(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
-                reply,
+                reply.body,
             )),
-            ReplyMode::Async => self.reply_async(&ctx, reply).await,
+            ReplyMode::Async => self.reply_async(&ctx, reply.body, reply.binary).await,
         }
     }
 
@@ -317,7 +324,7 @@ impl Backend {
     }
 
     /// Sends a reply through `@connections`.
-    async fn reply_async(&self, ctx: &RequestContext, reply: Bytes) -> Result<Response<Body>, ApiError> {
+    async fn reply_async(&self, ctx: &RequestContext, reply: Bytes, binary: bool) -> Result<Response<Body>, ApiError> {
         let Some(endpoint) = self.pusher.endpoint(&ctx.domain, &ctx.stage) else {
             tracing::warn!(
                 connection_id = %ctx.connection_id,
@@ -331,7 +338,7 @@ impl Backend {
         };
         // Boxed: the SDK call's future is large, and inlined it would make every request's
         // future (which hyper moves) that large too.
-        match Box::pin(self.pusher.post(&endpoint, &ctx.connection_id, reply)).await {
+        match Box::pin(self.pusher.post_frame(&endpoint, &ctx.connection_id, reply, binary)).await {
             PushOutcome::Delivered => Ok(http_server::empty(StatusCode::OK)),
             PushOutcome::Gone => {
                 self.forget(&ctx.connection_id).await;

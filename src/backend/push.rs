@@ -94,13 +94,29 @@ impl Pusher {
         client
     }
 
-    /// PostToConnection.
+    /// PostToConnection of a text message.
     pub async fn post(&self, endpoint: &str, connection_id: &str, data: Bytes) -> PushOutcome {
+        self.post_frame(endpoint, connection_id, data, false).await
+    }
+
+    /// PostToConnection, saying which frame it is to become: the SDK sends every post as
+    /// `application/octet-stream`, which a gateway with `--binary-frames` sends as a binary
+    /// frame, so a text post says `text/plain` instead. API Gateway ignores the type.
+    pub async fn post_frame(&self, endpoint: &str, connection_id: &str, data: Bytes, binary: bool) -> PushOutcome {
+        let content_type = if binary {
+            "application/octet-stream"
+        } else {
+            "text/plain; charset=utf-8"
+        };
         let res = self
             .client(endpoint)
             .post_to_connection()
             .connection_id(connection_id)
             .data(Blob::new(data))
+            .customize()
+            .mutate_request(move |req| {
+                req.headers_mut().insert("content-type", content_type);
+            })
             .send()
             .await;
         let outcome = match res {

@@ -11,8 +11,11 @@
 //!   principal too, from the session), its `x-socketless-groups: a,b` the groups the connection
 //!   joins; any other status refuses the handshake with that status
 //!   (and its body), and no session is created; attributes beyond the limits refuse it with 500;
+//! - connect: a 2xx answer's `Sec-WebSocket-Protocol` is the subprotocol the app chose among
+//!   the `x-socketless-subprotocols` it was sent; the gateway confirms it in the 101;
 //! - message: a 2xx body is the reply (or is pushed, in asynchronous mode); an empty body sends
-//!   nothing; any other status and body are passed back as they are, as a backend's would be;
+//!   nothing; `x-socketless-frame: binary` or `Content-Type: application/octet-stream` makes it
+//!   a binary reply (a binary frame with `socketless gateway --binary-frames`); any other status and body are passed back as they are, as a backend's would be;
 //! - disconnect: told after the session is deleted, best effort, within the timeout;
 //! - an app that does not answer in time or cannot be reached gives 504 or 502 (the gateway
 //!   then sends its `Endpoint request timed out` or passes the error on), is counted in
@@ -38,7 +41,7 @@ use super::identity::{Attributes, refused};
 use crate::contract::{self, RequestContext};
 use crate::defaults;
 use crate::future::BoxFuture;
-use crate::handler::{Accepted, MessageHandler, Rejection};
+use crate::handler::{Accepted, MessageHandler, Rejection, Reply};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::latency_histogram;
 use crate::telemetry::LogThrottle;
@@ -205,6 +208,13 @@ impl Upstream {
             }
         }
         req.headers_mut().extend(ctx.attributes.headers());
+        if let Some(v) = ctx.subprotocols.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            req.headers_mut().insert(contract::SUBPROTOCOLS, v);
+        }
+        if ctx.binary {
+            req.headers_mut()
+                .insert(contract::FRAME, HeaderValue::from_static(contract::FRAME_BINARY));
+        }
         let resp = match self.client.request(req).await {
             Ok(r) => r,
             Err(e) => return Answer::Unreachable(format!("{e:?}")),
@@ -253,6 +263,8 @@ impl MessageHandler for Upstream {
         Box::pin(async move { self.on_connect_accepted(ctx).await.map(|a| a.attributes) })
     }
 
+    /// The app's 2xx answer: its attribute headers, its `x-socketless-groups`, and its
+    /// `Sec-WebSocket-Protocol` (the subprotocol it chose among `x-socketless-subprotocols`).
     fn on_connect_accepted<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<Accepted, Rejection>> {
         Box::pin(async move {
             match self.call("connect", contract::PATH_CONNECT, ctx, Bytes::new()).await {
@@ -260,7 +272,15 @@ impl MessageHandler for Upstream {
                     let attributes = Attributes::from_headers(&headers).map_err(|rule| refused(ctx, &rule))?;
                     let groups = super::groups::groups_from_headers(&headers, defaults::MAX_CONNECT_GROUPS)
                         .map_err(|rule| groups_refused(ctx, &rule))?;
-                    Ok(Accepted { attributes, groups })
+                    let subprotocol = headers
+                        .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    Ok(Accepted {
+                        attributes,
+                        groups,
+                        subprotocol,
+                    })
                 }
                 other => Err(failed(other)),
             }
@@ -272,9 +292,22 @@ impl MessageHandler for Upstream {
         ctx: &'a RequestContext,
         body: Bytes,
     ) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>> {
+        Box::pin(async move { Ok(self.on_message_reply(ctx, body).await?.map(|r| r.body)) })
+    }
+
+    /// The app's 2xx body is the reply; binary when the app says so (`x-socketless-frame:
+    /// binary` or `Content-Type: application/octet-stream`).
+    fn on_message_reply<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Reply>, Rejection>> {
         Box::pin(async move {
             match self.call("message", contract::PATH_MESSAGE, ctx, body).await {
-                Answer::Status(s, reply, _) if s.is_success() => Ok((!reply.is_empty()).then_some(reply)),
+                Answer::Status(s, reply, headers) if s.is_success() => Ok((!reply.is_empty()).then(|| Reply {
+                    body: reply,
+                    binary: contract::says_binary(&headers),
+                })),
                 other => Err(failed(other)),
             }
         })

@@ -9,8 +9,9 @@
 //! `tags` (`tag`: did a `$connect` with `?tag=` carry it?). `$connect` is refused with the status
 //! in `x-socketless-conformance-connect`, which the template maps from `?refuse=` when
 //! `ConformanceMapping=true`. An accepted `$connect` that offered subprotocols (the template
-//! maps `Sec-WebSocket-Protocol` onto `x-socketless-conformance-protocol`) confirms the first
-//! one, as a browser that carries a token as its subprotocol needs; `?token=` reaches it as
+//! maps `Sec-WebSocket-Protocol` onto `x-socketless-subprotocols` for every app, and onto
+//! `x-socketless-conformance-protocol` with the conformance mapping) confirms the first one, as
+//! a browser that carries a token as its subprotocol needs; `?token=` reaches it as
 //! `x-socketless-conformance-token`. Both show in `whoami`'s `connectHeaders`.
 //!
 //! It reads every header of a call (`wants_headers`). State is kept in memory, bounded: run one
@@ -198,8 +199,13 @@ impl MessageHandler for Conformance {
         true
     }
 
+    /// The first offered subprotocol: from `x-socketless-subprotocols`, the header every
+    /// application gets, else from the conformance mapping's own.
     fn subprotocol(&self, ctx: &RequestContext) -> Option<String> {
-        first_offered(&header(ctx, PROTOCOL_HEADER)?)
+        match ctx.offered_subprotocols().next() {
+            Some(p) => Some(p.to_string()),
+            None => first_offered(&header(ctx, PROTOCOL_HEADER)?),
+        }
     }
 
     fn on_connect<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<(), Rejection>> {

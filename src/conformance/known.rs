@@ -45,6 +45,20 @@ pub const KNOWN: &[Known] = &[
         cases: &["idle-close-code", "max-duration-close-code"],
         socketless: "close 1001 on the idle timeout and at the maximum duration",
     },
+    Known {
+        id: "kd-content-handling-proxy",
+        cases: &[
+            "content-to-text-text-passes",
+            "content-to-text-binary-reply-base64",
+            "content-to-binary-not-base64",
+        ],
+        socketless: "ContentHandlingStrategy converts an HTTP_PROXY integration's payloads and answers",
+    },
+    Known {
+        id: "kd-subprotocol-proxy",
+        cases: &["subprotocol-confirmed"],
+        socketless: "the Sec-WebSocket-Protocol an HTTP_PROXY $connect backend answers is confirmed in the 101",
+    },
 ];
 
 /// The link printed for a known difference.

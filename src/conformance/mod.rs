@@ -20,6 +20,7 @@ mod args;
 mod auth;
 pub mod backend;
 mod connections;
+mod content;
 pub(crate) mod handshake;
 pub mod known;
 mod messages;
@@ -106,6 +107,7 @@ pub fn names() -> Vec<&'static str> {
     let mut all = Vec::new();
     all.extend_from_slice(handshake::NAMES);
     all.extend_from_slice(messages::NAMES);
+    all.extend_from_slice(content::NAMES);
     all.extend_from_slice(connections::NAMES);
     all.extend_from_slice(timeouts::NAMES);
     all.extend_from_slice(auth::NAMES);
@@ -117,6 +119,9 @@ async fn run_one(name: &str, cx: &Run) -> Outcome {
         return o;
     }
     if let Some(o) = messages::run(name, cx).await {
+        return o;
+    }
+    if let Some(o) = content::run(name, cx).await {
         return o;
     }
     if let Some(o) = connections::run(name, cx).await {

@@ -132,7 +132,11 @@ async fn to_connection(gw: &Shared, id: &str, method: Method, body: Bytes) -> Re
                 gw.config.model.stage,
                 percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
             );
-            match gw.peers.forward(&url, &method, &path, &path, body, now_ms()).await {
+            match gw
+                .peers
+                .forward(&url, &method, &path, &path, None, body, now_ms())
+                .await
+            {
                 Ok(resp) => resp.status(),
                 Err(Unanswered::NoOwner(_)) => return gone(),
                 Err(Unanswered::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,

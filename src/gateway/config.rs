@@ -139,6 +139,12 @@ pub struct GatewayArgs {
     /// that does not exist, or refuses the connection, is 410).
     #[arg(long, env = "SOCKETLESS_GATEWAY_PEER_TIMEOUT", default_value = defaults::PEER_TIMEOUT)]
     pub peer_timeout: String,
+    /// Accept binary frames (beyond API Gateway): one reaches the backend as its raw bytes with
+    /// `x-socketless-frame: binary`, and an answer with that header or `Content-Type:
+    /// application/octet-stream`, and an @connections post of that type, go out as binary
+    /// frames. Off: as API Gateway, a binary frame closes the connection with 1003.
+    #[arg(long, env = "SOCKETLESS_GATEWAY_BINARY_FRAMES", default_value_t = false)]
+    pub binary_frames: bool,
     /// A `$connect` REQUEST authorizer of the template, LOGICAL_ID=URL (repeatable;
     /// comma-separated in the variable): the URL receives the authorizer event as a POST body
     /// and answers the Lambda function's result (a Lambda Runtime Interface Emulator's
@@ -194,6 +200,8 @@ pub struct GatewayConfig {
     /// The admin port (`--admin-listen`), off when `None`, and its bearer token.
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<String>,
+    /// Binary frames pass both ways (`--binary-frames`).
+    pub binary_frames: bool,
 }
 
 /// Parses `Key=Value` parameters, recording problems.
@@ -412,6 +420,7 @@ impl GatewayArgs {
             authorizer,
             admin_listen,
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            binary_frames: self.binary_frames,
         })
     }
 }

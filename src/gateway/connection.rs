@@ -372,18 +372,26 @@ pub fn ws_config(max_message_bytes: usize, max_frame_bytes: usize) -> WebSocketC
         .max_frame_size(Some(max_frame_bytes))
 }
 
-/// The event pipeline's answer to one message: the frame to send back, if any.
-pub type Reply = Pin<Box<dyn Future<Output = Option<Utf8Bytes>> + Send>>;
+/// The event pipeline's answer to one message: the frame to send back (text or binary), if any.
+pub type Reply = Pin<Box<dyn Future<Output = Option<Message>> + Send>>;
+
+/// One message from the client: a text frame's, or (with `--binary-frames`) a binary frame's.
+pub enum ClientMessage {
+    Text(Utf8Bytes),
+    Binary(bytes::Bytes),
+}
 
 /// Serves the connection until it ends: reads frames, starts `on_message` for each text
-/// message (the next is read only once it answered), writes its reply and the queued frames,
-/// each within `write_timeout`. Returns how the connection ended; the caller unregisters it,
-/// then calls [`Ending::finish`].
+/// message, and each binary one when `binary_frames` (else a binary frame closes with 1003;
+/// the next is read only once it answered), writes its reply and the queued frames, each
+/// within `write_timeout`. Returns how the connection ended; the caller unregisters it, then
+/// calls [`Ending::finish`].
 pub async fn run(
     ws: &mut Socket,
     handle: &ConnHandle,
     write_timeout: Duration,
-    on_message: impl Fn(Utf8Bytes) -> Reply,
+    binary_frames: bool,
+    on_message: impl Fn(ClientMessage) -> Reply,
 ) -> Ending {
     let mut inflight: Option<Reply> = None;
     loop {
@@ -418,7 +426,7 @@ pub async fn run(
                 handle.delivered();
                 if let Some(frame) = reply {
                     handle.touch();
-                    if let Err(e) = write_or_close(ws, handle, Message::Text(frame), write_timeout).await {
+                    if let Err(e) = write_or_close(ws, handle, frame, write_timeout).await {
                         break e;
                     }
                 }
@@ -427,7 +435,13 @@ pub async fn run(
                 Some(Ok(Message::Text(t))) => {
                     handle.touch();
                     handle.take_message();
-                    inflight = Some(on_message(t));
+                    inflight = Some(on_message(ClientMessage::Text(t)));
+                    renew(ws).await;
+                }
+                Some(Ok(Message::Binary(b))) if binary_frames => {
+                    handle.touch();
+                    handle.take_message();
+                    inflight = Some(on_message(ClientMessage::Binary(b)));
                     renew(ws).await;
                 }
                 Some(Ok(Message::Binary(_))) => break Ending::by_us(UNSUPPORTED),

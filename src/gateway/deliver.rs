@@ -277,6 +277,7 @@ async fn forward(gw: &Shared, url: String, ids: Vec<String>, raw_path: &str, bod
             &Method::POST,
             raw_path,
             raw_path,
+            Some(&http::HeaderValue::from_static("application/json")),
             body,
             now_ms(),
             MAX_PEER_ANSWER_BYTES,

@@ -83,6 +83,10 @@ pub enum GatewayError {
     /// The `$connect` integration call failed.
     #[error("the $connect integration call failed")]
     ConnectFailed,
+    /// The `$connect` integration accepted with a `Sec-WebSocket-Protocol` the client did not
+    /// offer (or more than one): a malformed integration answer.
+    #[error("the $connect integration chose a subprotocol the client did not offer")]
+    SubprotocolNotOffered,
     /// A `$connect` authorizer's identity source is missing or empty, or the authorizer
     /// failed with `Unauthorized`.
     #[error("Unauthorized")]
@@ -191,7 +195,7 @@ impl GatewayError {
             E::IamRefused => (StatusCode::FORBIDDEN, Message, "Forbidden"),
             E::ConnectRefused { status, .. } => (*status, Message, status.canonical_reason().unwrap_or("Forbidden")),
             E::ConnectTimedOut => (StatusCode::GATEWAY_TIMEOUT, Message, "Endpoint request timed out"),
-            E::ConnectFailed => (StatusCode::BAD_GATEWAY, Message, "Internal server error"),
+            E::ConnectFailed | E::SubprotocolNotOffered => (StatusCode::BAD_GATEWAY, Message, "Internal server error"),
             E::Unauthorized => (StatusCode::UNAUTHORIZED, Message, "Unauthorized"),
             E::AuthorizerDenied => (StatusCode::FORBIDDEN, Message, "Forbidden"),
             E::AuthorizerFailed => (StatusCode::INTERNAL_SERVER_ERROR, Message, "Internal server error"),

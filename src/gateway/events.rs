@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, header};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::authorizer::{self, EventContext, Sources, Verdict};
-use super::connection::Ctx;
+use super::connection::{ClientMessage, Ctx};
+use super::content;
 use super::error::GatewayError;
 use super::ids;
 use super::integration::{self, Outcome};
@@ -96,10 +97,16 @@ fn timeout_for(gw: &Shared, integration: &Integration) -> Duration {
         .unwrap_or(Duration::from_millis(contract::INTEGRATION_TIMEOUT_MS))
 }
 
-/// Calls a route's integration, recording metrics.
-async fn invoke(gw: &Shared, route: &Route, inputs: &Inputs<'_>, body: Bytes) -> Option<Outcome> {
+/// Calls a route's integration, recording metrics; `binary` adds `x-socketless-frame: binary`.
+async fn invoke(gw: &Shared, route: &Route, inputs: &Inputs<'_>, body: Bytes, binary: bool) -> Option<Outcome> {
     let integration = route.integration.as_ref()?;
-    let mapped = mapping::apply(&integration.parameters, inputs);
+    let mut mapped = mapping::apply(&integration.parameters, inputs);
+    if binary {
+        mapped.headers.push((
+            http::HeaderName::from_static(contract::FRAME),
+            contract::FRAME_BINARY.to_string(),
+        ));
+    }
     let (outcome, took) = integration::call(&gw.client, integration, mapped, body, timeout_for(gw, integration)).await;
     gw.metrics.integration(&route.key, outcome.kind(), took);
     if let Outcome::Failed(reason) = &outcome {
@@ -211,10 +218,24 @@ pub async fn connect(
         stage_variables: &gw.config.model.stage_variables,
         authorizer: ctx.authorizer.as_deref(),
     };
-    match invoke(gw, route, &inputs, Bytes::new()).await {
+    match invoke(gw, route, &inputs, Bytes::new(), false).await {
         None => Ok(None),
         Some(Outcome::Response { status, headers, .. }) if status.is_success() => {
-            Ok(headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned())
+            // The 101 may confirm only a protocol the client offered, and only one.
+            let offer = inputs
+                .handshake
+                .and_then(|(h, _)| h.get("sec-websocket-protocol"))
+                .map(String::as_str);
+            let chosen = headers.get(header::SEC_WEBSOCKET_PROTOCOL);
+            super::handshake::chosen_subprotocol(offer, chosen).map_err(|()| {
+                gw.metrics.connect("failed");
+                tracing::info!(
+                    connection_id = %ctx.id,
+                    chosen = ?chosen,
+                    "$connect chose a subprotocol the client did not offer; handshake refused"
+                );
+                GatewayError::SubprotocolNotOffered
+            })
         }
         Some(Outcome::Response { status, .. }) => {
             gw.metrics.connect("rejected");
@@ -235,22 +256,29 @@ pub async fn connect(
     }
 }
 
-/// The message path: route selection, the integration, and the frame to send back.
-pub async fn message(gw: Arc<Shared>, ctx: Arc<Ctx>, text: Utf8Bytes) -> Option<Utf8Bytes> {
+/// The message path: route selection, the integration's content handling, the integration,
+/// and the frame to send back.
+pub async fn message(gw: Arc<Shared>, ctx: Arc<Ctx>, frame: ClientMessage) -> Option<Message> {
     gw.metrics.message();
     let model = &gw.config.model;
     let request_id = ids::new_id();
-    // Parsed once, for route selection and for the mappings that read the body.
-    let body_json = serde_json::from_str::<serde_json::Value>(text.as_str()).ok();
+    let error = |message: &str| Some(Message::text(error_frame(message, &ctx.id, &request_id)));
+    // Parsed once, for route selection and for the mappings that read the body. A binary
+    // frame is not JSON: it selects `$default`, as non-JSON text does.
+    let body_json = match &frame {
+        ClientMessage::Text(text) => serde_json::from_str::<serde_json::Value>(text.as_str()).ok(),
+        ClientMessage::Binary(_) => None,
+    };
     let Some(key) = selection::select_parsed(
         &model.selection,
         body_json.as_ref(),
         |k| model.routes.contains_key(k),
         "$default",
     ) else {
-        return Some(error_frame("Forbidden", &ctx.id, &request_id).into());
+        return error("Forbidden");
     };
     let route = model.routes.get(&key)?;
+    let integration = route.integration.as_ref()?;
     let event = Event {
         kind: "MESSAGE",
         route: &key,
@@ -266,19 +294,22 @@ pub async fn message(gw: Arc<Shared>, ctx: Arc<Ctx>, text: Utf8Bytes) -> Option<
         stage_variables: &model.stage_variables,
         authorizer: ctx.authorizer.as_deref(),
     };
-    match invoke(&gw, route, &inputs, Bytes::from(text)).await? {
-        Outcome::Response { body, .. } => {
+    let Ok((body, binary)) = content::request(frame, integration.request_content) else {
+        // A payload the integration's CONVERT_TO_BINARY cannot decode.
+        return error("Internal server error");
+    };
+    match invoke(&gw, route, &inputs, body, binary).await? {
+        Outcome::Response { body, headers, .. } => {
             if !route.two_way || body.is_empty() {
                 return None;
             }
-            // The answer becomes the frame without a copy when it is UTF-8.
-            match Utf8Bytes::try_from(body) {
-                Ok(s) => Some(s),
-                Err(_) => Some(error_frame("Internal server error", &ctx.id, &request_id).into()),
+            match content::reply(body, &headers, integration.response_content, gw.config.binary_frames) {
+                Ok(frame) => Some(frame),
+                Err(()) => error("Internal server error"),
             }
         }
-        Outcome::Timeout => Some(error_frame("Endpoint request timed out", &ctx.id, &request_id).into()),
-        Outcome::Failed(_) => Some(error_frame("Internal server error", &ctx.id, &request_id).into()),
+        Outcome::Timeout => error("Endpoint request timed out"),
+        Outcome::Failed(_) => error("Internal server error"),
     }
 }
 
@@ -303,5 +334,5 @@ pub async fn disconnect(gw: &Shared, ctx: &Ctx, code: u16, reason: &str) {
         stage_variables: &gw.config.model.stage_variables,
         authorizer: ctx.authorizer.as_deref(),
     };
-    let _ = invoke(gw, route, &inputs, Bytes::new()).await;
+    let _ = invoke(gw, route, &inputs, Bytes::new(), false).await;
 }

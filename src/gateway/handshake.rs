@@ -1,5 +1,6 @@
 //! The WebSocket handshake on `/{stage}`: the request is checked (RFC 6455 §4.2.1), a slot is
-//! reserved, `$connect` (its authorizer, then its integration) decides, and only then does the client get its 101. The connection's
+//! reserved, `$connect` (its authorizer, then its integration) decides, and only then does the client get its 101, confirming the
+//! subprotocol the integration chose when the client offered it. The connection's
 //! task then runs it until it ends, and always reports `$disconnect` for a connection that
 //! `$connect` accepted, even one whose client left before the upgrade.
 
@@ -10,10 +11,9 @@ use std::sync::Arc;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::connection::{self, ABNORMAL, Ctx, GOING_AWAY, Reply};
+use super::connection::{self, ABNORMAL, ClientMessage, Ctx, GOING_AWAY, Reply};
 use super::connections::Slot;
 use super::error::GatewayError;
 use super::events;
@@ -75,13 +75,54 @@ pub fn parse_handshake<B>(req: &Request<B>) -> Result<HandshakeRequest, GatewayE
         key,
         host: header_str(req, header::HOST).unwrap_or_default().to_string(),
         user_agent: header_str(req, header::USER_AGENT).unwrap_or_default().to_string(),
-        headers: req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
+        headers: handshake_headers(req.headers()),
         query: crate::percent::query_pairs(req.uri().query().unwrap_or("")).collect(),
     })
+}
+
+/// The handshake's headers by lowercase name. A repeated `Sec-WebSocket-Protocol` is one list
+/// (RFC 6455 §4.1 lets a client send the offer in several lines; HTTP joins them with commas);
+/// any other repeated header keeps its last value.
+fn handshake_headers(headers: &http::HeaderMap) -> HashMap<String, String> {
+    let mut out = HashMap::with_capacity(headers.keys_len());
+    for (k, v) in headers {
+        let Ok(v) = v.to_str() else { continue };
+        if k == header::SEC_WEBSOCKET_PROTOCOL {
+            if let Some(offered) = out.get_mut(k.as_str()) {
+                let offered: &mut String = offered;
+                offered.push_str(", ");
+                offered.push_str(v);
+                continue;
+            }
+        }
+        out.insert(k.as_str().to_string(), v.to_string());
+    }
+    out
+}
+
+/// The subprotocols a handshake offered, in order (`Sec-WebSocket-Protocol`, comma-separated).
+pub fn offered_subprotocols(offer: Option<&str>) -> impl Iterator<Item = &str> {
+    offer
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// Checks the subprotocol the `$connect` integration chose against the offer: `Ok(None)` when it
+/// chose none (an empty value is none), `Ok(Some)` for exactly one offered protocol, `Err` for
+/// anything else (one the client did not offer, or a list).
+pub fn chosen_subprotocol(offer: Option<&str>, chosen: Option<&HeaderValue>) -> Result<Option<HeaderValue>, ()> {
+    let Some(chosen) = chosen else { return Ok(None) };
+    let text = chosen.to_str().map_err(|_| ())?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if offered_subprotocols(offer).any(|p| p == text) {
+        HeaderValue::from_str(text).map(Some).map_err(|_| ())
+    } else {
+        Err(())
+    }
 }
 
 /// The 101 answer that completes a handshake.
@@ -144,7 +185,13 @@ pub async fn handshake(
         let subprotocol = match Box::pin(events::connect(&gw, &mut ctx, &handshake_headers, &query)).await {
             Ok(subprotocol) => subprotocol,
             Err(refusal) => {
+                let accepted = matches!(refusal, GatewayError::SubprotocolNotOffered);
                 let _ = answer.send(refusal.response());
+                // The backend accepted this one (its session exists): tell it the connection
+                // never opened, as for a client that left during `$connect`.
+                if accepted {
+                    Box::pin(events::disconnect(&gw, &ctx, ABNORMAL, "Subprotocol not offered")).await;
+                }
                 return;
             }
         };
@@ -190,8 +237,9 @@ async fn open(gw: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, ctx: Arc<Ctx>
     if lifecycle.is_stopping() {
         handle.request_close(GOING_AWAY.0, GOING_AWAY.1);
     }
-    let on_message = |text: Utf8Bytes| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), text)) };
-    let ending = connection::run(&mut ws, &handle, gw.config.write_timeout, on_message).await;
+    let on_message = |frame: ClientMessage| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), frame)) };
+    let binary_frames = gw.config.binary_frames;
+    let ending = connection::run(&mut ws, &handle, gw.config.write_timeout, binary_frames, on_message).await;
     // Unregister first: from here on @connections answers 410.
     gw.connections.unregister(handle.id());
     handle.close_queue();
@@ -202,4 +250,57 @@ async fn open(gw: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, ctx: Arc<Ctx>
     tracing::debug!(connection_id = %ctx.id, code, reason = %reason, "connection closed");
     Box::pin(events::disconnect(&gw, &ctx, code, &reason)).await;
     drop(slot);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn the_choice_must_be_one_offered_protocol() {
+        let offer = Some("graphql-transport-ws, graphql-ws");
+        let chosen = |c: &str| chosen_subprotocol(offer, Some(&value(c)));
+        assert_eq!(chosen("graphql-ws"), Ok(Some(value("graphql-ws"))));
+        assert_eq!(chosen(" graphql-ws "), Ok(Some(value("graphql-ws"))));
+        assert_eq!(chosen(""), Ok(None));
+        assert_eq!(chosen("GRAPHQL-WS"), Err(()));
+        assert_eq!(chosen("graphql-ws, graphql-transport-ws"), Err(()));
+        assert_eq!(chosen_subprotocol(None, Some(&value("chat"))), Err(()));
+        assert_eq!(chosen_subprotocol(offer, None), Ok(None));
+    }
+
+    #[test]
+    fn repeated_offers_are_one_list() {
+        let mut h = http::HeaderMap::new();
+        h.append(header::SEC_WEBSOCKET_PROTOCOL, value("a, b"));
+        h.append(header::SEC_WEBSOCKET_PROTOCOL, value("c"));
+        h.append(header::USER_AGENT, value("one"));
+        h.append(header::USER_AGENT, value("two"));
+        let out = handshake_headers(&h);
+        assert_eq!(out["sec-websocket-protocol"], "a, b, c");
+        assert_eq!(out["user-agent"], "two");
+        assert_eq!(
+            offered_subprotocols(Some(&out["sec-websocket-protocol"])).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+    }
+
+    proptest! {
+        /// Whatever the offer and the answer, a confirmed protocol is exactly one offered one.
+        #[test]
+        fn a_confirmed_protocol_was_offered(offer in "[a-z, ]{0,24}", choice in "[a-z, ]{0,12}") {
+            if let Ok(v) = HeaderValue::from_str(&choice) {
+                if let Ok(Some(p)) = chosen_subprotocol(Some(&offer), Some(&v)) {
+                    let p = p.to_str().unwrap();
+                    prop_assert!(offered_subprotocols(Some(&offer)).any(|o| o == p));
+                    prop_assert!(!p.contains(','));
+                }
+            }
+        }
+    }
 }

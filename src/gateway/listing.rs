@@ -184,6 +184,7 @@ async fn ask<T: for<'de> Deserialize<'de>>(
             &Method::GET,
             &path_and_query,
             &path,
+            None,
             Bytes::new(),
             now_ms(),
             MAX_PEER_ANSWER_BYTES,

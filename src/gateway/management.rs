@@ -66,12 +66,24 @@ async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) ->
     let body = &read.bytes;
     authenticate(gw, from_peer, method, &target, &read.parts.headers, body)?;
     if !from_peer {
-        if let Some(answer) = forward(gw, id, method, &target, body).await? {
+        let content_type = read.parts.headers.get(http::header::CONTENT_TYPE);
+        if let Some(answer) = forward(gw, id, method, &target, content_type, body).await? {
             return Ok(answer);
         }
     }
     let conn = gw.connections.lookup(id).ok_or(GatewayError::Gone)?;
-    operate(gw, &conn, method, body)
+    // With --binary-frames, a post of type application/octet-stream is a binary frame.
+    let binary = gw.config.binary_frames && posts_binary(&read.parts.headers);
+    operate(gw, &conn, method, body, binary)
+}
+
+/// Whether a post's `Content-Type` is `application/octet-stream`.
+fn posts_binary(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"))
 }
 
 /// Where a call was sent, as the signature and the forwarding see it.
@@ -154,6 +166,7 @@ async fn forward(
     id: &str,
     method: &Method,
     target: &Target,
+    content_type: Option<&http::HeaderValue>,
     body: &Bytes,
 ) -> Result<Option<Response<Body>>, GatewayError> {
     let url = match gw.peers.owner(id) {
@@ -171,6 +184,7 @@ async fn forward(
             method,
             &target.path_and_query,
             &target.raw_path,
+            content_type,
             body.clone(),
             now_ms(),
         )
@@ -196,12 +210,19 @@ async fn forward(
 }
 
 /// PostToConnection, GetConnection or DeleteConnection on a connection this replica holds.
-fn operate(gw: &Shared, conn: &ConnHandle, method: &Method, body: &Bytes) -> Result<Response<Body>, GatewayError> {
+/// A post is a text frame unless `binary` (or its body is not UTF-8).
+fn operate(
+    gw: &Shared,
+    conn: &ConnHandle,
+    method: &Method,
+    body: &Bytes,
+    binary: bool,
+) -> Result<Response<Body>, GatewayError> {
     match *method {
         Method::POST => {
             let msg = match String::from_utf8(body.to_vec()) {
-                Ok(text) => Message::text(text),
-                Err(_) => Message::binary(Bytes::from(body.to_vec())),
+                Ok(text) if !binary => Message::text(text),
+                _ => Message::binary(body.clone()),
             };
             match gw.connections.post(conn, msg) {
                 Ok(()) => Ok(http_server::empty(StatusCode::OK)),

@@ -6,7 +6,8 @@
 //! This file is the front door: the [`Gateway`], the routing of each request on its listener,
 //! and serving until shutdown. The rooms behind it: `config` (settings and the template),
 //! `handshake` (`$connect` and the 101), `connection` (an open connection's handle, queue and
-//! loop), `events` (context, integration calls, replies), `management` (`@connections`),
+//! loop), `events` (context, integration calls, replies), `content` (ContentHandlingStrategy
+//! and binary frames), `management` (`@connections`),
 //! `deliver` (the batch extension of `@connections`: one frame to many connections),
 //! `listing` (the extension's who-is-connected, across the replicas), `admin` (the admin port
 //! and its live page),
@@ -21,6 +22,7 @@ mod budget;
 mod config;
 mod connection;
 mod connections;
+mod content;
 mod deliver;
 mod error;
 mod events;

@@ -199,18 +199,30 @@ impl Peers {
 
     /// Sends a call to the owner and returns its answer as it came (status, the AWS error type
     /// header, the content type and the body), or why there was none (see [`Unanswered`]). The
-    /// whole call, connecting included, is bounded by the peer timeout.
+    /// whole call, connecting included, is bounded by the peer timeout. The caller's
+    /// `Content-Type` goes along: with `--binary-frames` it says which frame a post becomes.
+    #[allow(clippy::too_many_arguments)]
     pub async fn forward(
         &self,
         owner: &str,
         method: &Method,
         path_and_query: &str,
         path: &str,
+        content_type: Option<&HeaderValue>,
         body: Bytes,
         now_ms: i64,
     ) -> Result<Response<Body>, Unanswered> {
-        self.forward_bounded(owner, method, path_and_query, path, body, now_ms, MAX_ANSWER_BYTES)
-            .await
+        self.forward_bounded(
+            owner,
+            method,
+            path_and_query,
+            path,
+            content_type,
+            body,
+            now_ms,
+            MAX_ANSWER_BYTES,
+        )
+        .await
     }
 
     /// [`Peers::forward`] with a bound of its own on the answer's size (an answer over it
@@ -222,6 +234,7 @@ impl Peers {
         method: &Method,
         path_and_query: &str,
         path: &str,
+        content_type: Option<&HeaderValue>,
         body: Bytes,
         now_ms: i64,
         max_answer: usize,
@@ -238,6 +251,9 @@ impl Peers {
         *req.uri_mut() = uri;
         let marker = HeaderValue::from_str(&marker).map_err(|e| Unanswered::Unavailable(e.to_string()))?;
         req.headers_mut().insert(FORWARDED, marker);
+        if let Some(t) = content_type {
+            req.headers_mut().insert(http::header::CONTENT_TYPE, t.clone());
+        }
         let call = async {
             let resp = self.client.request(req).await.map_err(|e| classify(&e))?;
             let (parts, body) = resp.into_parts();

@@ -1,6 +1,6 @@
 //! The ApiGatewayV2 model: which resources and properties the gateway emulates (the
 //! allow-list), and how the evaluated Api, Integrations, Routes, RouteResponses and Stage become
-//! the [`ApiModel`] the gateway serves. Anything it cannot emulate is an error that names the
+//! the [`ApiModel`] the gateway serves (with the IntegrationResponses' ContentHandlingStrategy). Anything it cannot emulate is an error that names the
 //! resource. Authorizers are read in `authorizer.rs`, integrations in `integration.rs`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::authorizer::{Authorizer, authorizer};
 use super::eval::{Template, as_bool, scalar};
-use super::integration::{Integration, integration};
+use super::integration::{Integration, content_handling, integration};
 use super::{TemplateError, err};
 use crate::gateway::selection::Expression;
 
@@ -74,6 +74,7 @@ fn allowed(ty: &str) -> Option<(&'static [&'static str], &'static [&'static str]
                 "IntegrationMethod",
                 "RequestParameters",
                 "TimeoutInMillis",
+                "ContentHandlingStrategy",
             ],
             &["Description", "PayloadFormatVersion", "ConnectionType", "ConnectionId"],
         ),
@@ -88,6 +89,15 @@ fn allowed(ty: &str) -> Option<(&'static [&'static str], &'static [&'static str]
                 "ApiKeyRequired",
             ],
             &["OperationName", "RequestParameters"],
+        ),
+        "AWS::ApiGatewayV2::IntegrationResponse" => (
+            &[
+                "ApiId",
+                "IntegrationId",
+                "IntegrationResponseKey",
+                "ContentHandlingStrategy",
+            ],
+            &[],
         ),
         "AWS::ApiGatewayV2::RouteResponse" => (&["ApiId", "RouteId", "RouteResponseKey"], &["ResponseParameters"]),
         "AWS::ApiGatewayV2::Stage" => (
@@ -131,7 +141,7 @@ pub fn resources(template: &mut Template) -> Result<ByType, Vec<TemplateError>> 
         }
         let Some((used, inert)) = allowed(&ty) else {
             problems.push(err(format!(
-                "resource {id}: {ty} cannot be emulated by socketless gateway (it emulates Api, Integration, Route, RouteResponse, Stage, Deployment, and REQUEST Authorizers)"
+                "resource {id}: {ty} cannot be emulated by socketless gateway (it emulates Api, Integration, IntegrationResponse, Route, RouteResponse, Stage, Deployment, and REQUEST Authorizers)"
             )));
             continue;
         };
@@ -181,6 +191,12 @@ pub fn build(by_type: &ByType) -> Result<ApiModel, TemplateError> {
     for (id, p) in of("AWS::ApiGatewayV2::Integration") {
         check_api(&api_id, id, p)?;
         integrations.insert(id.clone(), integration(id, p)?);
+    }
+    // An integration response converts the answers of its integration, on every route that
+    // targets it (routes take their copy below).
+    for (id, p) in of("AWS::ApiGatewayV2::IntegrationResponse") {
+        check_api(&api_id, id, p)?;
+        integration_response(id, p, &mut integrations)?;
     }
     let mut authorizers = BTreeMap::new();
     for (id, p) in of("AWS::ApiGatewayV2::Authorizer") {
@@ -342,6 +358,35 @@ fn route_response<'a>(
             "resource {id}: RouteResponseKey must be $default (found {other:?})"
         ))),
     }
+}
+
+/// A `$default` integration response: its ContentHandlingStrategy goes onto its integration.
+fn integration_response(
+    id: &str,
+    p: &Map<String, Value>,
+    integrations: &mut HashMap<String, Integration>,
+) -> Result<(), TemplateError> {
+    let target = prop(p, "IntegrationId").ok_or_else(|| err(format!("resource {id}: IntegrationId is required")))?;
+    let integration = integrations.get_mut(&target).ok_or_else(|| {
+        err(format!(
+            "resource {id}: IntegrationId {target:?} names no integration in the template"
+        ))
+    })?;
+    match prop(p, "IntegrationResponseKey").as_deref() {
+        Some("$default") => {}
+        other => {
+            return Err(err(format!(
+                "resource {id}: IntegrationResponseKey must be $default (found {other:?}); socketless gateway emulates no status-selected integration responses"
+            )));
+        }
+    }
+    if integration.response_content.is_some() {
+        return Err(err(format!(
+            "resource {id}: integration {target} has a $default integration response already"
+        )));
+    }
+    integration.response_content = content_handling(id, p)?;
+    Ok(())
 }
 
 /// The one Stage: its name and variables.

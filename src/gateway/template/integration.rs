@@ -1,5 +1,6 @@
-//! The template's integrations: an HTTP_PROXY integration to a plain-http backend, its URI
-//! and its RequestParameters.
+//! The template's integrations: an HTTP_PROXY integration to a plain-http backend, its URI,
+//! its RequestParameters and its ContentHandlingStrategy, and the `$default` integration
+//! response's ContentHandlingStrategy.
 
 use serde_json::{Map, Value};
 
@@ -17,6 +18,33 @@ pub struct Integration {
     pub method: http::Method,
     pub timeout_ms: Option<u64>,
     pub parameters: Vec<Mapping>,
+    /// The integration's ContentHandlingStrategy: how a message's payload is converted for the
+    /// backend.
+    pub request_content: Option<ContentHandling>,
+    /// The `$default` integration response's ContentHandlingStrategy: how the backend's answer
+    /// is converted for the client.
+    pub response_content: Option<ContentHandling>,
+}
+
+/// API Gateway's ContentHandlingStrategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentHandling {
+    /// A text payload is base64-decoded into binary; a binary one passes through.
+    ConvertToBinary,
+    /// A binary payload is base64-encoded into text; a text one passes through.
+    ConvertToText,
+}
+
+/// A ContentHandlingStrategy property, if the resource has one.
+pub(super) fn content_handling(id: &str, p: &Map<String, Value>) -> Result<Option<ContentHandling>, TemplateError> {
+    match prop(p, "ContentHandlingStrategy").as_deref() {
+        None => Ok(None),
+        Some("CONVERT_TO_BINARY") => Ok(Some(ContentHandling::ConvertToBinary)),
+        Some("CONVERT_TO_TEXT") => Ok(Some(ContentHandling::ConvertToText)),
+        Some(other) => Err(err(format!(
+            "resource {id}: ContentHandlingStrategy {other:?} must be CONVERT_TO_BINARY or CONVERT_TO_TEXT"
+        ))),
+    }
 }
 
 /// An HTTP_PROXY integration to a plain-http backend.
@@ -57,6 +85,8 @@ pub(super) fn integration(id: &str, p: &Map<String, Value>) -> Result<Integratio
         method,
         timeout_ms,
         parameters: request_parameters(id, p)?,
+        request_content: content_handling(id, p)?,
+        response_content: None,
     })
 }
 

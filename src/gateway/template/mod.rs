@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 pub use apigw::{ApiModel, Route};
 pub use authorizer::{Authorizer, IdentitySource};
-pub use integration::Integration;
+pub use integration::{ContentHandling, Integration};
 
 /// A template problem, naming where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

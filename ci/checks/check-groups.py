@@ -7,7 +7,8 @@ killed mid-publish.
 
 Starts moto (DynamoDB), three `socketless gateway` replicas (--ordinal 0..2, --peers, SigV4
 checked) whose integration is `serve` B, and two `serve` processes A and B (DynamoDB store, the
-same tables, --push-endpoint on gateway 0, --push-batch auto). Then:
+same tables, --push-endpoint on gateway 0, --push-batch auto, --aws-timeout 30s because moto
+takes seconds to read a page of 1,000 members when the machine is busy). Then:
 
 1. 300 clients on each gateway and 30 more; the 900 first join one group through `serve` A's
    internal API (`PUT /v1/groups/{g}/connections/{id}`). A publish through A reaches every member
@@ -292,7 +293,9 @@ def main():
                 "--dynamodb-endpoint", f"http://127.0.0.1:{moto_port}", "--region", "us-east-1",
                 "--listen", f"127.0.0.1:{port}", "--internal-listen", f"127.0.0.1:{internal_port}",
                 "--shared-secret", SECRET, "--push-endpoint", f"http://127.0.0.1:{gw_ports[0]}/dev",
-                "--push-batch", "auto", "--shutdown-delay", "0s"], AWS_ENV)
+                "--push-batch", "auto", "--shutdown-delay", "0s",
+                # moto takes seconds to read a page of 1,000 members on a busy machine.
+                "--aws-timeout", "30s"], AWS_ENV)
             internal = f"http://127.0.0.1:{internal_port}"
             if not wait_status(f"{internal}/readyz", 200, 60):
                 sys.exit(f"serve {name} never turned ready (logs in {logs})")

@@ -39,12 +39,15 @@ pub(super) async fn write_or_close(
             SinkExt::flush(ws).await.map_err(|_| ())?;
             let io = ws.get_mut();
             while written < head.len() + payload.len() {
-                let chunk = if written < head.len() {
-                    &head[written..]
+                // The head and the payload in one system call (one segment for a small frame),
+                // the payload's bytes still not copied.
+                let sent = if written < head.len() {
+                    let parts = [std::io::IoSlice::new(&head[written..]), std::io::IoSlice::new(&payload)];
+                    io.write_vectored(&parts).await
                 } else {
-                    &payload[written - head.len()..]
+                    io.write(&payload[written - head.len()..]).await
                 };
-                match io.write(chunk).await {
+                match sent {
                     Ok(0) | Err(_) => return Err(()),
                     Ok(n) => written += n,
                 }

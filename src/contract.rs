@@ -44,6 +44,9 @@ pub const DISCONNECT_REASON: &str = "x-socketless-disconnect-reason";
 /// without an authorizer). `serve` trusts it on `/connect` only, stores it on the session and
 /// gives the stored value to every later call (see [`crate::backend::identity`]).
 pub const PRINCIPAL_ID: &str = "x-socketless-principal-id";
+/// Set by `serve` (not the gateway) on every `/disconnect` it sends the handler or the app: the
+/// same value on every retry and duplicate for one session, so the app can drop duplicates.
+pub const DISCONNECT_ID: &str = "x-socketless-disconnect-id";
 /// Shared secret the gateway adds as a literal; checked when the backend has one configured.
 pub const SHARED_SECRET: &str = "x-socketless-secret";
 
@@ -64,6 +67,8 @@ pub struct RequestContext {
     /// Close status on `$disconnect`, when the gateway maps it.
     pub disconnect_status: Option<u16>,
     pub disconnect_reason: Option<String>,
+    /// `/disconnect` only: the session's disconnect id ([`DISCONNECT_ID`]), set by `serve`.
+    pub disconnect_id: Option<std::sync::Arc<str>>,
     /// The principal an authorizer vouched for at `$connect`, as stored on the session: on
     /// `/message` and `/disconnect` the stored value, never the request's own header.
     pub principal_id: Option<std::sync::Arc<str>>,

@@ -44,6 +44,23 @@ pub const BROADCAST_CONCURRENCY: &str = "32";
 pub const UPSTREAM_TIMEOUT: &str = "10s";
 pub const UPSTREAM_CONCURRENCY: &str = "256";
 pub const UPSTREAM_HEALTH_PATH: &str = "/healthz";
+/// A `/disconnect` waits this long before the handler or the app is called: room for a
+/// reconnecting client to resume the session and cancel it.
+pub const DISCONNECT_GRACE: &str = "3s";
+/// An app that fails or is down is retried with backoff for this long after the first claim,
+/// then the disconnect is counted as abandoned and logged once.
+pub const DISCONNECT_DEADLINE: &str = "10m";
+/// A claim on a session's `/disconnect` holds this long (renewed before each retry): above one
+/// call to the app ([`UPSTREAM_TIMEOUT`], 10 s) with room, so a live `serve` keeps its claim,
+/// and short enough that a killed one's is taken over within a minute.
+pub const DISCONNECT_LEASE: &str = "30s";
+/// The sweep for sessions whose connection is gone without a `$disconnect` starts this often
+/// (or right after the previous one, when a sweep takes longer).
+pub const SWEEP_INTERVAL: &str = "30s";
+/// GetConnection calls per second at most, per `serve` process. With [`SWEEP_INTERVAL`], a
+/// table of up to 5,000 sessions is swept twice a minute: a dead gateway replica's sessions
+/// get their `/disconnect` within two minutes (the README's guarantees table).
+pub const SWEEP_RATE: &str = "100";
 
 // `socketless gateway`: API Gateway's own limits where it has one.
 
@@ -175,6 +192,18 @@ pub const LINGER_BYTES: usize = 1024 * 1024;
 /// Sockets lingering at once; past this a closing socket is dropped at once: the gateway's
 /// connection limit ([`MAX_CONNECTIONS`], 10,000), so a mass close lingers for every one.
 pub const MAX_LINGERING: usize = 10_000;
+/// The first retry of a failed `/disconnect` waits this long; each later one twice as long as
+/// the one before, up to [`DISCONNECT_MAX_BACKOFF`].
+pub const DISCONNECT_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// ... so an app that is down for minutes is asked every 10 s, not hammered, and one that comes
+/// back hears within 10 s.
+pub const DISCONNECT_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Sessions read per Scan page by the sweep: a page of ~400-byte items is about 40 KB, a
+/// dozen read units, and the sweep paces its GetConnection calls within it.
+pub const SWEEP_PAGE: usize = 100;
+/// GetConnection calls of one sweep in flight at once: at the default rate (100/s) and a 30 ms
+/// answer, three are in flight; 32 bounds a gateway that hangs (at most 32 × the AWS timeout).
+pub const SWEEP_IN_FLIGHT: usize = 32;
 /// How often the allocator returns freed memory to the system: often enough that the resident
 /// size follows a drop in load within seconds, rarely enough that the collection's cost stays
 /// spread thin.

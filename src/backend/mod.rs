@@ -8,10 +8,13 @@
 //! `internal` are the two listeners, and `error` is the one error type both answer with.
 //! `cache` keeps DynamoDB calls under one per message, `push` is the `@connections` client, and
 //! `upstream` hands the events to the team's own HTTP app (`serve --upstream`); `identity` is the
-//! principal and attributes a session keeps from its connect.
+//! principal and attributes a session keeps from its connect. `disconnect` makes `/disconnect`
+//! at least once (claims, grace, retries), and `sweeper` finds the sessions whose connection is
+//! gone without one.
 
 pub mod cache;
 mod context;
+pub mod disconnect;
 mod error;
 pub mod identity;
 mod internal;
@@ -19,6 +22,7 @@ mod public;
 pub mod push;
 mod settings;
 mod state;
+pub mod sweeper;
 pub mod upstream;
 
 pub use context::request_context;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use super::{Created, Page, Session, SessionStore, StoreError};
+use super::{Claim, ClaimRequest, Created, Disconnecting, Page, Session, SessionStore, StoreError};
 use crate::future::BoxFuture;
 
 /// Sessions in a sorted map, so scans page by key like DynamoDB's do.
@@ -99,6 +99,53 @@ impl SessionStore for MemoryStore {
         });
         Box::pin(async move { Ok(page) })
     }
+
+    fn claim_disconnect<'a>(
+        &'a self,
+        connection_id: &'a str,
+        claim: &'a ClaimRequest<'a>,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        let out = self.with(|m| {
+            let Some(s) = m.get_mut(connection_id) else {
+                return Claim::Missing;
+            };
+            match &mut s.disconnect {
+                Some(d) if d.lease_until >= claim.now => Claim::Held,
+                Some(d) => {
+                    d.lease_until = claim.lease_until;
+                    d.owner = claim.owner.to_string();
+                    s.expires_at = claim.expires_at;
+                    Claim::Claimed(Box::new(s.clone()))
+                }
+                None => {
+                    s.disconnect = Some(Disconnecting {
+                        since: claim.now,
+                        lease_until: claim.lease_until,
+                        owner: claim.owner.to_string(),
+                    });
+                    s.expires_at = claim.expires_at;
+                    Claim::Claimed(Box::new(s.clone()))
+                }
+            }
+        });
+        Box::pin(async move { Ok(out) })
+    }
+
+    fn renew_disconnect<'a>(
+        &'a self,
+        connection_id: &'a str,
+        owner: &'a str,
+        lease_until: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let renewed = self.with(|m| match m.get_mut(connection_id).and_then(|s| s.disconnect.as_mut()) {
+            Some(d) if d.owner == owner => {
+                d.lease_until = lease_until;
+                true
+            }
+            _ => false,
+        });
+        Box::pin(async move { Ok(renewed) })
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +166,7 @@ mod tests {
             expires_at: 9,
             principal_id: None,
             attributes: Attributes::new(),
+            disconnect: None,
         }
     }
 

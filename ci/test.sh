@@ -46,6 +46,7 @@ authorizer_examples() {
 }
 step "example authorizer functions (Python, Node): allow, deny, missing token, the RIE endpoint" authorizer_examples
 step "who is connecting with a Python app: principal and attributes on 1,000 messages over two serve processes, 0 DynamoDB calls" python3 ci/checks/check-identity.py target/debug/socketless
+step "/disconnect at least once: 3 gateways × 1,000 clients, one SIGKILLed; 2,000 handshake resets; serve SIGKILLed mid-/disconnect; the app 500 for 10 s" python3 ci/checks/check-disconnect.py target/debug/socketless
 
 static_check() {
   local bin

@@ -213,13 +213,13 @@ impl Disconnects {
     }
 
     /// Claims the session of a connection found gone (a push answered 410) and starts its
-    /// disconnect in its own task.
+    /// disconnect, as [`Self::start`] does (without a grace, the first attempt is made before
+    /// this returns).
     pub async fn gone(self: &Arc<Self>, connection_id: &str, reason: &str) {
         match self.claim(connection_id).await {
             Ok(Claim::Claimed(session)) => {
                 let ctx = context_of(&session, reason);
-                let this = self.clone();
-                tokio::spawn(async move { this.start(*session, ctx, true).await });
+                self.start(*session, ctx, true).await;
             }
             Ok(Claim::Held | Claim::Missing) => {}
             Err(err) => {

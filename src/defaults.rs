@@ -284,6 +284,14 @@ mod tests {
     }
 
     #[test]
+    fn the_chart_sweeps_at_the_binarys_rate() {
+        assert_eq!(chart_number("config.sweepRate"), SWEEP_RATE.parse::<u64>().unwrap());
+        // A live `serve` keeps its claim through a retry's longest wait.
+        assert!(DISCONNECT_MAX_BACKOFF < parse_duration(DISCONNECT_LEASE).unwrap() / 2);
+        assert!(parse_duration(UPSTREAM_TIMEOUT).unwrap() <= parse_duration(DISCONNECT_LEASE).unwrap() / 2);
+    }
+
+    #[test]
     fn idle_timeouts_close_from_the_client_side_first() {
         let keep_alive = parse_duration(KEEP_ALIVE_TIMEOUT).unwrap();
         let chart_keep_alive = Duration::from_secs(chart_number("config.keepAliveTimeoutSeconds"));

@@ -170,6 +170,46 @@ mod tests {
         }
     }
 
+    /// A claim wins once while its lease holds, again after it ran out (keeping the first
+    /// claim's time), and only its owner renews it; a missing session is said to be missing.
+    #[tokio::test]
+    async fn claims_are_held_until_the_lease_runs_out() {
+        let store = MemoryStore::new();
+        store.create(&session("a")).await.unwrap();
+        let claim = |owner: &'static str, now: i64| ClaimRequest {
+            owner,
+            now,
+            lease_until: now + 100,
+            expires_at: 99,
+        };
+        let Claim::Claimed(first) = store.claim_disconnect("a", &claim("p1", 1000)).await.unwrap() else {
+            panic!("the first claim wins")
+        };
+        let mark = first.disconnect.expect("marked");
+        assert_eq!((mark.since, mark.lease_until, first.expires_at), (1000, 1100, 99));
+        assert_eq!(
+            store.claim_disconnect("a", &claim("p2", 1100)).await.unwrap(),
+            Claim::Held
+        );
+        assert!(!store.renew_disconnect("a", "p2", 5000).await.unwrap());
+        assert!(store.renew_disconnect("a", "p1", 1200).await.unwrap());
+        assert_eq!(
+            store.claim_disconnect("a", &claim("p2", 1150)).await.unwrap(),
+            Claim::Held
+        );
+        let Claim::Claimed(again) = store.claim_disconnect("a", &claim("p2", 1201)).await.unwrap() else {
+            panic!("a claim whose lease ran out is taken over")
+        };
+        let mark = again.disconnect.clone().expect("still marked");
+        assert_eq!((mark.since, mark.owner.as_str()), (1000, "p2"));
+        assert!(!store.renew_disconnect("a", "p1", 9000).await.unwrap(), "p1 lost it");
+        assert_eq!(
+            store.claim_disconnect("b", &claim("p1", 1)).await.unwrap(),
+            Claim::Missing
+        );
+        assert_eq!(again.disconnect_id(), crate::store::disconnect_id("a", 1));
+    }
+
     /// The principal and attributes written at connect come back from every read: a duplicate
     /// create, the upsert of a message and the delete.
     #[tokio::test]

@@ -61,6 +61,12 @@ pub const SWEEP_INTERVAL: &str = "30s";
 /// table of up to 5,000 sessions is swept twice a minute: a dead gateway replica's sessions
 /// get their `/disconnect` within two minutes (the README's guarantees table).
 pub const SWEEP_RATE: &str = "100";
+/// The sweep leaves a session created (or synced) less than this long ago for the next sweep:
+/// its handshake may still be under way (serve writes the session during `$connect`, and the
+/// gateway holds the connection only once `$connect` has returned), and GetConnection calls
+/// such a connection gone. The integration answers within milliseconds of the write; 10 s is
+/// room for a loaded gateway.
+pub const SWEEP_MIN_AGE: &str = "10s";
 
 // `socketless gateway`: API Gateway's own limits where it has one.
 

@@ -448,6 +448,7 @@ async fn two_sweepers_deliver_one_disconnect_per_gone_session() {
     flags.extend([
         format!("--push-endpoint={}", gateway.endpoint()),
         "--disconnect-grace=0s".into(),
+        "--sweep-min-age=0s".into(),
     ]);
     let (ra, rb) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
     let a = serve(&flags, ra.clone()).await;
@@ -460,6 +461,11 @@ async fn two_sweepers_deliver_one_disconnect_per_gone_session() {
     for id in &ids[..SESSIONS * 2 / 3] {
         gateway.mark_gone(id);
     }
+    // A sweep with the default --sweep-min-age (10 s) leaves sessions this young alone: their
+    // handshake could still be under way.
+    let cautious = serve(&dynamodb(&moto, &table), Arc::new(Recorder::default())).await;
+    let early = cautious.state.sweep_disconnects().await;
+    assert_eq!((early.young, early.checked, early.claimed), (SESSIONS, 0, 0), "{early:?}");
     let (sa, sb) = tokio::join!(a.state.sweep_disconnects(), b.state.sweep_disconnects());
     assert_eq!(sa.claimed + sb.claimed, SESSIONS * 2 / 3, "{sa:?} {sb:?}");
     // With no grace, a sweep returns once its claims' first attempts are done.

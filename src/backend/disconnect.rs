@@ -52,6 +52,8 @@ pub struct DisconnectSettings {
     pub sweep_interval: Duration,
     /// GetConnection calls per second at most, during a sweep.
     pub sweep_rate: u32,
+    /// The sweep leaves sessions created or synced less than this long ago alone.
+    pub sweep_min_age: Duration,
 }
 
 /// A fresh request id for a `/disconnect` no gateway asked for.
@@ -160,8 +162,14 @@ impl Disconnects {
         })
     }
 
-    /// Claims a session's disconnect for this process.
+    /// Claims a session's disconnect for this process (the gateway said it closed).
     pub async fn claim(&self, connection_id: &str) -> Result<Claim, StoreError> {
+        self.claim_seen_before(connection_id, None).await
+    }
+
+    /// Claims a session's disconnect only if it was last seen before `seen_before`: the sweep's
+    /// claim, which leaves a session younger than `--sweep-min-age` alone.
+    pub async fn claim_seen_before(&self, connection_id: &str, seen_before: Option<i64>) -> Result<Claim, StoreError> {
         let now = now_ms();
         let s = &self.settings;
         let request = ClaimRequest {
@@ -171,6 +179,7 @@ impl Disconnects {
             // Past every retry, with an hour's room: the TTL must not remove a session whose
             // disconnect is still owed.
             expires_at: (now + ms(s.grace) + ms(s.deadline) + ms(s.lease)) / 1000 + 3600,
+            seen_before,
         };
         let claim = self.store.claim_disconnect(connection_id, &request).await?;
         if claim == Claim::Held {
@@ -214,7 +223,7 @@ impl Disconnects {
 
     /// Claims the session of a connection found gone (a push answered 410) and starts its
     /// disconnect, as [`Self::start`] does (without a grace, the first attempt is made before
-    /// this returns).
+    /// this returns). As before claims existed, a 410 ends the session whatever its age.
     pub async fn gone(self: &Arc<Self>, connection_id: &str, reason: &str) {
         match self.claim(connection_id).await {
             Ok(Claim::Claimed(session)) => {

@@ -156,6 +156,10 @@ pub struct ServeArgs {
     /// GetConnection calls per second at most during a sweep, per process.
     #[arg(long, env = "SOCKETLESS_SWEEP_RATE", default_value = defaults::SWEEP_RATE)]
     pub sweep_rate: String,
+    /// The sweep leaves sessions created (or synced) less than this long ago for the next one:
+    /// their handshake may still be under way, which GetConnection calls gone.
+    #[arg(long, env = "SOCKETLESS_SWEEP_MIN_AGE", default_value = defaults::SWEEP_MIN_AGE)]
+    pub sweep_min_age: String,
     /// Run the conformance backend (for `socketless conformance`) instead of the handler.
     #[arg(long, env = "SOCKETLESS_CONFORMANCE", default_value_t = false)]
     pub conformance: bool,
@@ -311,6 +315,7 @@ impl ServeArgs {
         }
         let sweep_interval = p.duration(l.get("sweep_interval"), &self.sweep_interval);
         let sweep_rate = p.count(l.get("sweep_rate"), &self.sweep_rate, 10_000);
+        let sweep_min_age = p.duration(l.get("sweep_min_age"), &self.sweep_min_age);
         p.into_result()?;
         let (Some(listen), Some(internal_listen), Some((http, body))) = (listen, internal_listen, limits) else {
             return Err(ConfigError(vec!["internal: validated settings missing".into()]));
@@ -356,6 +361,7 @@ impl ServeArgs {
                 lease: disconnect_lease.unwrap_or_default(),
                 sweep_interval: sweep_interval.unwrap_or_default(),
                 sweep_rate: sweep_rate.unwrap_or(1) as u32,
+                sweep_min_age: sweep_min_age.unwrap_or_default(),
             },
         })
     }

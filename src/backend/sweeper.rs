@@ -35,6 +35,8 @@ pub struct Sweep {
     pub claimed: usize,
     /// Sessions marked with a live claim (someone is delivering them).
     pub held: usize,
+    /// Sessions created or synced less than `--sweep-min-age` ago, left for the next sweep.
+    pub young: usize,
     /// The scan stopped early on a store error.
     pub incomplete: bool,
 }
@@ -73,6 +75,7 @@ pub async fn sweep_once(disconnects: &Arc<Disconnects>) -> Sweep {
     let slots = Arc::new(Semaphore::new(defaults::SWEEP_IN_FLIGHT));
     let mut checks: JoinSet<bool> = JoinSet::new();
     let mut sweep = Sweep::default();
+    let young = i64::try_from(disconnects.settings.sweep_min_age.as_millis()).unwrap_or(i64::MAX);
     let mut start = None;
     loop {
         let page = match disconnects.store.scan(start.take(), defaults::SWEEP_PAGE).await {
@@ -93,6 +96,8 @@ pub async fn sweep_once(disconnects: &Arc<Disconnects>) -> Sweep {
                         sweep.claimed += 1;
                     }
                 }
+                // Created moments ago: maybe a handshake still under way.
+                None if session.last_seen_at > now_ms() - young => sweep.young += 1,
                 None => {
                     pace.tick().await;
                     let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -157,7 +162,9 @@ async fn check(disconnects: &Arc<Disconnects>, session: Session) -> bool {
             return false;
         }
     }
-    match disconnects.claim(&session.connection_id).await {
+    let min_age = i64::try_from(disconnects.settings.sweep_min_age.as_millis()).unwrap_or(i64::MAX);
+    let young = now_ms() - min_age;
+    match disconnects.claim_seen_before(&session.connection_id, Some(young)).await {
         Ok(Claim::Claimed(claimed)) => {
             let ctx = context_of(&claimed, "Connection gone without a $disconnect");
             disconnects.start(*claimed, ctx, true).await;

@@ -399,15 +399,21 @@ impl SessionStore for DynamoStore {
         claim: &'a ClaimRequest<'a>,
     ) -> BoxFuture<'a, Result<Claim, StoreError>> {
         Box::pin(async move {
-            let res = self
-                .client
-                .update_item()
+            let mut condition = "attribute_exists(#k) AND (attribute_not_exists(#lease) OR #lease < :now)".to_string();
+            let mut request = self.client.update_item();
+            if let Some(before) = claim.seen_before {
+                condition.push_str(" AND #ls < :before");
+                request = request
+                    .expression_attribute_names("#ls", "lastSeenAt")
+                    .expression_attribute_values(":before", n(before));
+            }
+            let res = request
                 .table_name(&self.table)
                 .key(KEY, s(connection_id))
                 .update_expression(
                     "SET #since = if_not_exists(#since, :now), #lease = :lease, #owner = :owner, #ex = :ex",
                 )
-                .condition_expression("attribute_exists(#k) AND (attribute_not_exists(#lease) OR #lease < :now)")
+                .condition_expression(condition)
                 .expression_attribute_names("#k", KEY)
                 .expression_attribute_names("#since", DISCONNECTING_SINCE)
                 .expression_attribute_names("#lease", LEASE_UNTIL)

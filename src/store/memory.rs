@@ -109,6 +109,9 @@ impl SessionStore for MemoryStore {
             let Some(s) = m.get_mut(connection_id) else {
                 return Claim::Missing;
             };
+            if claim.seen_before.is_some_and(|before| s.last_seen_at >= before) {
+                return Claim::Held;
+            }
             match &mut s.disconnect {
                 Some(d) if d.lease_until >= claim.now => Claim::Held,
                 Some(d) => {
@@ -181,6 +184,7 @@ mod tests {
             now,
             lease_until: now + 100,
             expires_at: 99,
+            seen_before: None,
         };
         let Claim::Claimed(first) = store.claim_disconnect("a", &claim("p1", 1000)).await.unwrap() else {
             panic!("the first claim wins")
@@ -207,6 +211,21 @@ mod tests {
             store.claim_disconnect("b", &claim("p1", 1)).await.unwrap(),
             Claim::Missing
         );
+        // A session seen at or after `seen_before` is left alone.
+        store.create(&session("c")).await.unwrap();
+        let young = ClaimRequest {
+            seen_before: Some(1),
+            ..claim("p1", 5000)
+        };
+        assert_eq!(store.claim_disconnect("c", &young).await.unwrap(), Claim::Held);
+        let old = ClaimRequest {
+            seen_before: Some(2),
+            ..claim("p1", 5000)
+        };
+        assert!(matches!(
+            store.claim_disconnect("c", &old).await.unwrap(),
+            Claim::Claimed(_)
+        ));
         assert_eq!(again.disconnect_id(), crate::store::disconnect_id("a", 1));
     }
 

@@ -134,6 +134,10 @@ pub struct ClaimRequest<'a> {
     pub lease_until: i64,
     /// The item's new TTL (epoch seconds), far enough out to cover the retries.
     pub expires_at: i64,
+    /// Only a session whose `lastSeenAt` is before this (epoch milliseconds): a session created
+    /// moments ago may belong to a handshake still under way, which GetConnection and pushes
+    /// call gone. `None`: any session.
+    pub seen_before: Option<i64>,
 }
 
 /// What a claim found.
@@ -141,7 +145,7 @@ pub struct ClaimRequest<'a> {
 pub enum Claim {
     /// The session is this caller's to disconnect; as stored after the claim (with its mark).
     Claimed(Box<Session>),
-    /// Someone else holds a live claim.
+    /// Someone else holds a live claim (or the session is younger than the claim allows).
     Held,
     /// No such session.
     Missing,

@@ -204,9 +204,10 @@ pub const DISCONNECT_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// ... so an app that is down for minutes is asked every 10 s, not hammered, and one that comes
 /// back hears within 10 s.
 pub const DISCONNECT_MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// Sessions read per Scan page by the sweep: DynamoDB's largest page (it also stops at 1 MB,
-/// about 2,500 items of 400 bytes), so a sweep of 10,000 sessions is ten Scan calls.
-pub const SWEEP_PAGE: usize = 1000;
+/// Sessions read per Scan page by the sweep: a page of ~400-byte items is about 40 KB (ten read
+/// units), answered well within one AWS attempt even by a loaded table; the read units of a
+/// sweep are the same whatever the page size.
+pub const SWEEP_PAGE: usize = 100;
 /// GetConnection calls of one sweep in flight at once: at the default rate (100/s) and a 30 ms
 /// answer, three are in flight; 32 bounds a gateway that hangs (at most 32 × the AWS timeout).
 pub const SWEEP_IN_FLIGHT: usize = 32;

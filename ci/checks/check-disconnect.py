@@ -15,7 +15,7 @@ thousand; the store each `serve` uses does not change what the sweep does.
 
 The sweep settings are short, for the test: M `--sweep-interval 2s --sweep-rate 500`, A and B
 `--sweep-interval 5s --sweep-rate 300`; all `--disconnect-grace 1s --disconnect-lease 3s` (the
-defaults are 30s, 100/s, 3s, 30s); A and B `--aws-timeout 10s`, for moto.
+defaults are 30s, 100/s, 3s, 30s); A and B `--aws-timeout 20s`, for moto under load.
 
 1. 3,000 WebSocket clients, 1,000 on each replica.
 2. 2,000 handshakes reset (RST) while `$connect` runs, on replicas 0 and 2 (the app takes 50 ms
@@ -237,7 +237,7 @@ def main(binary):
         for name, store, interval, rate in (("m", [], 2, 500), ("a", DYNAMODB, 5, 300), ("b", DYNAMODB, 5, 300)):
             port, internal = free_port(), free_port()
             if store:
-                store = store + ["--dynamodb-endpoint", f"http://127.0.0.1:{moto_port}", "--aws-timeout", "10s"]
+                store = store + ["--dynamodb-endpoint", f"http://127.0.0.1:{moto_port}", "--aws-timeout", "20s"]
             p = spawn(f"serve-{name}", [
                 binary, "serve", *store, "--region", "us-east-1",
                 "--listen", f"127.0.0.1:{port}", "--internal-listen", f"127.0.0.1:{internal}",

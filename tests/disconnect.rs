@@ -465,7 +465,11 @@ async fn two_sweepers_deliver_one_disconnect_per_gone_session() {
     // handshake could still be under way.
     let cautious = serve(&dynamodb(&moto, &table), Arc::new(Recorder::default())).await;
     let early = cautious.state.sweep_disconnects().await;
-    assert_eq!((early.young, early.checked, early.claimed), (SESSIONS, 0, 0), "{early:?}");
+    assert_eq!(
+        (early.young, early.checked, early.claimed),
+        (SESSIONS, 0, 0),
+        "{early:?}"
+    );
     let (sa, sb) = tokio::join!(a.state.sweep_disconnects(), b.state.sweep_disconnects());
     assert_eq!(sa.claimed + sb.claimed, SESSIONS * 2 / 3, "{sa:?} {sb:?}");
     // With no grace, a sweep returns once its claims' first attempts are done.

@@ -67,6 +67,9 @@ pub fn says_binary(headers: &http::HeaderMap) -> bool {
     binary_type || frame.is_some_and(|f| f.eq_ignore_ascii_case(FRAME_BINARY.as_bytes()))
 }
 
+/// Set by `serve` (not the gateway) on every `/disconnect` it sends the handler or the app: the
+/// same value on every retry and duplicate for one session, so the app can drop duplicates.
+pub const DISCONNECT_ID: &str = "x-socketless-disconnect-id";
 /// Shared secret the gateway adds as a literal; checked when the backend has one configured.
 pub const SHARED_SECRET: &str = "x-socketless-secret";
 
@@ -105,6 +108,8 @@ pub struct RequestContext {
     /// Close status on `$disconnect`, when the gateway maps it.
     pub disconnect_status: Option<u16>,
     pub disconnect_reason: Option<String>,
+    /// `/disconnect` only: the session's disconnect id ([`DISCONNECT_ID`]), set by `serve`.
+    pub disconnect_id: Option<std::sync::Arc<str>>,
     /// The principal an authorizer vouched for at `$connect`, as stored on the session: on
     /// `/message` and `/disconnect` the stored value, never the request's own header.
     pub principal_id: Option<std::sync::Arc<str>>,

@@ -56,6 +56,29 @@ pub const GROUP_PUBLISH_PAGE: usize = 1000;
 pub const UPSTREAM_TIMEOUT: &str = "10s";
 pub const UPSTREAM_CONCURRENCY: &str = "256";
 pub const UPSTREAM_HEALTH_PATH: &str = "/healthz";
+/// A `/disconnect` waits this long before the handler or the app is called: room for a
+/// reconnecting client to resume the session and cancel it.
+pub const DISCONNECT_GRACE: &str = "3s";
+/// An app that fails or is down is retried with backoff for this long after the first claim,
+/// then the disconnect is counted as abandoned and logged once.
+pub const DISCONNECT_DEADLINE: &str = "10m";
+/// A claim on a session's `/disconnect` holds this long (renewed before each retry): above one
+/// call to the app ([`UPSTREAM_TIMEOUT`], 10 s) with room, so a live `serve` keeps its claim,
+/// and short enough that a killed one's is taken over within a minute.
+pub const DISCONNECT_LEASE: &str = "30s";
+/// The sweep for sessions whose connection is gone without a `$disconnect` starts this often
+/// (or right after the previous one, when a sweep takes longer).
+pub const SWEEP_INTERVAL: &str = "30s";
+/// GetConnection calls per second at most, per `serve` process. With [`SWEEP_INTERVAL`], a
+/// table of up to 5,000 sessions is swept twice a minute: a dead gateway replica's sessions
+/// get their `/disconnect` within two minutes (the README's guarantees table).
+pub const SWEEP_RATE: &str = "100";
+/// The sweep leaves a session created (or synced) less than this long ago for the next sweep:
+/// its handshake may still be under way (serve writes the session during `$connect`, and the
+/// gateway holds the connection only once `$connect` has returned), and GetConnection calls
+/// such a connection gone. The integration answers within milliseconds of the write; 10 s is
+/// room for a loaded gateway.
+pub const SWEEP_MIN_AGE: &str = "10s";
 
 // `socketless gateway`: API Gateway's own limits where it has one.
 
@@ -187,6 +210,19 @@ pub const LINGER_BYTES: usize = 1024 * 1024;
 /// Sockets lingering at once; past this a closing socket is dropped at once: the gateway's
 /// connection limit ([`MAX_CONNECTIONS`], 10,000), so a mass close lingers for every one.
 pub const MAX_LINGERING: usize = 10_000;
+/// The first retry of a failed `/disconnect` waits this long; each later one twice as long as
+/// the one before, up to [`DISCONNECT_MAX_BACKOFF`].
+pub const DISCONNECT_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// ... so an app that is down for minutes is asked every 10 s, not hammered, and one that comes
+/// back hears within 10 s.
+pub const DISCONNECT_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Sessions read per Scan page by the sweep: a page of ~400-byte items is about 40 KB (ten read
+/// units), answered well within one AWS attempt even by a loaded table; the read units of a
+/// sweep are the same whatever the page size.
+pub const SWEEP_PAGE: usize = 100;
+/// GetConnection calls of one sweep in flight at once: at the default rate (100/s) and a 30 ms
+/// answer, three are in flight; 32 bounds a gateway that hangs (at most 32 × the AWS timeout).
+pub const SWEEP_IN_FLIGHT: usize = 32;
 /// How often the allocator returns freed memory to the system: often enough that the resident
 /// size follows a drop in load within seconds, rarely enough that the collection's cost stays
 /// spread thin.
@@ -264,6 +300,14 @@ mod tests {
         assert_eq!(chart_number("gateway.terminationGracePeriodSeconds"), 35);
         assert_eq!(chart_number("ingress.idleTimeoutSeconds"), 60);
         assert_eq!(chart_number("gateway.keepAliveTimeoutSeconds"), 75);
+    }
+
+    #[test]
+    fn the_chart_sweeps_at_the_binarys_rate() {
+        assert_eq!(chart_number("config.sweepRate"), SWEEP_RATE.parse::<u64>().unwrap());
+        // A live `serve` keeps its claim through a retry's longest wait.
+        assert!(DISCONNECT_MAX_BACKOFF < parse_duration(DISCONNECT_LEASE).unwrap() / 2);
+        assert!(parse_duration(UPSTREAM_TIMEOUT).unwrap() <= parse_duration(DISCONNECT_LEASE).unwrap() / 2);
     }
 
     #[test]

@@ -140,9 +140,20 @@ pub trait MessageHandler: Send + Sync + 'static {
         body: Bytes,
     ) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>>;
 
-    /// Runs after the connection closed and its session was deleted. Best effort.
+    /// Runs after the connection closed, at least once per session: [`RequestContext::disconnect_id`]
+    /// is the same on every call for one session, so a repeat can be recognised and dropped.
     fn on_disconnect<'a>(&'a self, _ctx: &'a RequestContext) -> BoxFuture<'a, ()> {
         Box::pin(async {})
+    }
+
+    /// What `serve` calls for a disconnect: [`Self::on_disconnect`], and whether it was taken.
+    /// An `Err` is retried with backoff until `--disconnect-deadline`; the session is deleted
+    /// once this returns `Ok`. The default always succeeds.
+    fn on_disconnect_result<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<(), Rejection>> {
+        Box::pin(async move {
+            self.on_disconnect(ctx).await;
+            Ok(())
+        })
     }
 }
 

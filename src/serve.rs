@@ -9,7 +9,10 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::aws::{self, AwsSettings};
-use crate::backend::{Backend, PushBatch, batch::BatchClient, cache::SessionCache, push::Pusher, upstream::Upstream};
+use crate::backend::{
+    Backend, PushBatch, batch::BatchClient, cache::SessionCache, disconnect::Disconnects, push::Pusher, sweeper,
+    upstream::Upstream,
+};
 pub use crate::backend::{ServeArgs, ServeConfig};
 use crate::contract;
 use crate::handler::MessageHandler;
@@ -107,6 +110,14 @@ pub async fn prepare_with_sdk(
     let public = bind(config.listen).await?;
     let internal = bind(config.internal_listen).await?;
     let pusher = Arc::new(Pusher::new(sdk, config.push_endpoint.clone(), metrics.clone()));
+    let disconnects = Disconnects::new(
+        store.clone(),
+        groups.clone(),
+        handler.clone(),
+        pusher.clone(),
+        config.disconnect.clone(),
+        &mut registry,
+    );
     let backend = Arc::new(Backend {
         store,
         groups,
@@ -119,6 +130,7 @@ pub async fn prepare_with_sdk(
         lifecycle: lifecycle.clone(),
         settings: config.backend.clone(),
         body: config.body.clone(),
+        disconnects,
     });
     Ok(Prepared {
         backend,
@@ -148,7 +160,9 @@ impl Prepared {
     }
 
     /// Serves both listeners until the lifecycle stops them, drains, and flushes pending counts.
+    /// The disconnect sweep runs alongside until shutdown begins.
     pub async fn run(self) -> Drain {
+        tokio::spawn(sweeper::run(self.backend.disconnects.clone(), self.lifecycle.clone()));
         let public_backend = self.backend.clone();
         let internal_backend = self.backend.clone();
         let public = http_server::serve(

@@ -104,7 +104,7 @@ async fn the_app_gets_every_event_with_the_context_and_its_answers_are_the_repli
     assert_eq!((status.as_u16(), body.as_str()), (403, "not you"));
     assert_eq!(session(&backend, "BBBBBBBBBBBBBBB=").await, StatusCode::NOT_FOUND);
 
-    // Disconnect: the session is deleted, then the app is told.
+    // Disconnect: the app is told, then (once it took the call) the session is deleted.
     assert_eq!(post("/disconnect", "AAAAAAAAAAAAAAA=", "").await.0, StatusCode::OK);
     app.wait_for("/disconnect", 1).await;
     assert_eq!(session(&backend, "AAAAAAAAAAAAAAA=").await, StatusCode::NOT_FOUND);

@@ -82,7 +82,8 @@ def main():
             spawn(f"serve-{name}", [BIN, "serve", "--store", "dynamodb", "--create-table", "--table", table,
                                     "--dynamodb-endpoint", f"http://127.0.0.1:{moto_port}", "--region", "us-east-1",
                                     "--listen", f"127.0.0.1:{port}", "--internal-listen", f"127.0.0.1:{internal_port}",
-                                    "--upstream", f"http://127.0.0.1:{app_port}", "--shutdown-delay", "0s"],
+                                    "--upstream", f"http://127.0.0.1:{app_port}", "--shutdown-delay", "0s",
+                                    "--disconnect-grace", "0s"],
                   {"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_EC2_METADATA_DISABLED": "true"})
             if not wait_status(f"{internal}/readyz", 200, 60):
                 sys.exit(f"pod {name} never turned ready (logs in {logs})")

@@ -253,7 +253,8 @@ def main():
             start([BIN, "serve", "--listen", f"127.0.0.1:{port}", "--internal-listen", f"127.0.0.1:{iport}",
                    "--store", "dynamodb", "--table", TABLE, "--dynamodb-endpoint", f"http://127.0.0.1:{moto}",
                    "--create-table", "--shared-secret", SECRET, "--reply-mode", "async",
-                   "--push-endpoint", f"http://127.0.0.1:{lb}/dev", "--shutdown-delay", "0s"], f"serve{i}")
+                   "--push-endpoint", f"http://127.0.0.1:{lb}/dev", "--shutdown-delay", "0s",
+                   "--disconnect-grace", "0s"], f"serve{i}")
         for _, iport in serve_ports:
             wait_http(f"http://127.0.0.1:{iport}/readyz")
         cfg = os.path.join(work, "haproxy.cfg")

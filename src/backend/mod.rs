@@ -12,10 +12,13 @@
 //! `fanout` the one path of broadcasts and group publishes (per member to API Gateway, per
 //! gateway replica through `batch`, the batch extension's client, to a socketless gateway).
 //! `listing` says who is connected (from the gateway's replicas, or the sessions table).
+//! `disconnect` makes `/disconnect` at least once (claims, grace, retries), and `sweeper` finds
+//! the sessions whose connection is gone without one.
 
 pub mod batch;
 pub mod cache;
 mod context;
+pub mod disconnect;
 mod error;
 mod fanout;
 pub mod groups;
@@ -26,6 +29,7 @@ mod public;
 pub mod push;
 mod settings;
 mod state;
+pub mod sweeper;
 pub mod upstream;
 
 pub use context::request_context;

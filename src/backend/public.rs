@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::cache::Lookup;
 use super::context::context;
+use super::disconnect::disconnect_id;
 use super::error::ApiError;
 use super::identity::{self, Identity};
 use super::push::PushOutcome;
@@ -23,7 +24,7 @@ use super::settings::ReplyMode;
 use super::state::{Backend, InFlight};
 use crate::contract::{self, RequestContext};
 use crate::http_server::{self, Body};
-use crate::store::{Created, Member, Session};
+use crate::store::{Claim, Created, Member, Session};
 use crate::timefmt::now_ms;
 
 /// At most `max` bytes of `text`, cut at a character boundary.
@@ -43,7 +44,9 @@ struct Call {
     declared: Option<u64>,
 }
 
-/// What a request's head decided.
+/// What a request's head decided. It lives only until it is matched, so the size difference
+/// costs nothing; boxing the call would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Head {
     /// A gateway call to handle.
     Call(Call),
@@ -170,6 +173,7 @@ impl Backend {
             // Only a connect stores who the session belongs to.
             principal_id: None,
             attributes: identity::Attributes::new(),
+            disconnect: None,
         }
     }
 
@@ -245,26 +249,46 @@ impl Backend {
         Ok(answer)
     }
 
+    /// The gateway's `$disconnect`: the session is claimed (marked as disconnecting) and its
+    /// `/disconnect` started (after the grace, retried until the deadline; see
+    /// [`super::disconnect`]). A session someone else is disconnecting is left to them; one the
+    /// store does not know still gets one call, as before sessions were claimed.
     async fn disconnect(&self, mut ctx: RequestContext) -> Result<Response<Body>, ApiError> {
         let cached = self.cache.remove(&ctx.connection_id);
-        let deleted = self
-            .store
-            .delete(&ctx.connection_id)
+        let claim = self
+            .disconnects
+            .claim(&ctx.connection_id)
             .await
             .map_err(|e| ApiError::store(e, &ctx.connection_id, Some(&ctx.request_id)))?;
-        let existed = deleted.is_some();
-        self.leave_all(&ctx.connection_id).await;
-        // The identity from the cache, or from the item the delete returned.
-        let identity = cached.or_else(|| deleted.map(|s| Arc::new(s.identity())));
-        Self::with_identity(&mut ctx, identity.as_deref());
-        self.handler.on_disconnect(&ctx).await;
-        tracing::info!(
-            connection_id = %ctx.connection_id,
-            request_id = %ctx.request_id,
-            existed,
-            status = ?ctx.disconnect_status,
-            "disconnected"
-        );
+        match claim {
+            Claim::Claimed(session) => {
+                // The identity from the cache, or from the item the claim returned.
+                let identity = cached.unwrap_or_else(|| Arc::new(session.identity()));
+                Self::with_identity(&mut ctx, Some(&identity));
+                self.disconnects.start(*session, ctx, true).await;
+            }
+            Claim::Held => {
+                tracing::info!(
+                    connection_id = %ctx.connection_id,
+                    request_id = %ctx.request_id,
+                    "disconnect already under way"
+                );
+            }
+            Claim::Missing => {
+                Self::with_identity(&mut ctx, cached.as_deref());
+                ctx.disconnect_id =
+                    Some(disconnect_id(&ctx.connection_id, ctx.connected_at.unwrap_or_default()).into());
+                let taken = self.handler.on_disconnect_result(&ctx).await.is_ok();
+                tracing::info!(
+                    connection_id = %ctx.connection_id,
+                    request_id = %ctx.request_id,
+                    existed = false,
+                    taken,
+                    status = ?ctx.disconnect_status,
+                    "disconnected"
+                );
+            }
+        }
         Ok(http_server::empty(StatusCode::OK))
     }
 

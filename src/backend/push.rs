@@ -1,5 +1,5 @@
 //! Pushes to clients through the gateway's `@connections` management API
-//! (PostToConnection / DeleteConnection), signed with SigV4 by aws-sdk-apigatewaymanagement.
+//! (PostToConnection / DeleteConnection, and GetConnection for the disconnect sweep), signed with SigV4 by aws-sdk-apigatewaymanagement.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -141,6 +141,21 @@ impl Pusher {
         };
         self.record("delete", &outcome);
         outcome
+    }
+
+    /// GetConnection: whether the gateway still holds the connection (`Delivered`: it does,
+    /// `Gone`: 410). Counted by the sweep, not as a push.
+    pub async fn get(&self, endpoint: &str, connection_id: &str) -> PushOutcome {
+        let res = self
+            .client(endpoint)
+            .get_connection()
+            .connection_id(connection_id)
+            .send()
+            .await;
+        match res {
+            Ok(_) => PushOutcome::Delivered,
+            Err(err) => classify(err),
+        }
     }
 
     fn record(&self, op: &'static str, outcome: &PushOutcome) {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::disconnect::DisconnectSettings;
 use super::upstream::UpstreamSettings;
 use crate::aws;
 use crate::config::{self, ConfigError, Labels, Problems};
@@ -163,6 +164,29 @@ pub struct ServeArgs {
     /// Polled on the upstream app until it answers (any status); not ready until then.
     #[arg(long, env = "SOCKETLESS_UPSTREAM_HEALTH_PATH", default_value = defaults::UPSTREAM_HEALTH_PATH)]
     pub upstream_health_path: String,
+    /// A `/disconnect` waits this long before the handler or the app is called (0s: at once).
+    /// The session is marked at once and the gateway answered; a resumed session would cancel it.
+    #[arg(long, env = "SOCKETLESS_DISCONNECT_GRACE", default_value = defaults::DISCONNECT_GRACE)]
+    pub disconnect_grace: String,
+    /// A handler or app that fails on `/disconnect` is retried with backoff this long, then the
+    /// disconnect is counted (socketless_disconnects_total{outcome="abandoned"}) and logged once.
+    #[arg(long, env = "SOCKETLESS_DISCONNECT_DEADLINE", default_value = defaults::DISCONNECT_DEADLINE)]
+    pub disconnect_deadline: String,
+    /// A claim on a session's `/disconnect` holds this long; a `serve` killed mid-call loses its
+    /// claim after it, and a sweep (on any pod) retries the disconnect.
+    #[arg(long, env = "SOCKETLESS_DISCONNECT_LEASE", default_value = defaults::DISCONNECT_LEASE)]
+    pub disconnect_lease: String,
+    /// How often the sweep looks for sessions whose connection is gone without a `$disconnect`
+    /// (GetConnection answers 410) or whose claim ran out (0s: no sweep).
+    #[arg(long, env = "SOCKETLESS_SWEEP_INTERVAL", default_value = defaults::SWEEP_INTERVAL)]
+    pub sweep_interval: String,
+    /// GetConnection calls per second at most during a sweep, per process.
+    #[arg(long, env = "SOCKETLESS_SWEEP_RATE", default_value = defaults::SWEEP_RATE)]
+    pub sweep_rate: String,
+    /// The sweep leaves sessions created (or synced) less than this long ago for the next one:
+    /// their handshake may still be under way, which GetConnection calls gone.
+    #[arg(long, env = "SOCKETLESS_SWEEP_MIN_AGE", default_value = defaults::SWEEP_MIN_AGE)]
+    pub sweep_min_age: String,
     /// Run the conformance backend (for `socketless conformance`) instead of the handler.
     #[arg(long, env = "SOCKETLESS_CONFORMANCE", default_value_t = false)]
     pub conformance: bool,
@@ -188,6 +212,8 @@ pub struct ServeConfig {
     pub conformance: bool,
     /// The team's own app as the handler.
     pub upstream: Option<UpstreamSettings>,
+    /// `/disconnect` at least once: grace, retries, leases and the sweep.
+    pub disconnect: DisconnectSettings,
 }
 
 impl ServeArgs {
@@ -331,6 +357,15 @@ impl ServeArgs {
                 l.get("conformance")
             ));
         }
+        let disconnect_grace = p.duration(l.get("disconnect_grace"), &self.disconnect_grace);
+        let disconnect_deadline = p.duration(l.get("disconnect_deadline"), &self.disconnect_deadline);
+        let disconnect_lease = p.duration(l.get("disconnect_lease"), &self.disconnect_lease);
+        if disconnect_lease.is_some_and(|d| d < std::time::Duration::from_secs(1)) {
+            p.push(format!("{}: must be at least 1s", l.get("disconnect_lease")));
+        }
+        let sweep_interval = p.duration(l.get("sweep_interval"), &self.sweep_interval);
+        let sweep_rate = p.count(l.get("sweep_rate"), &self.sweep_rate, 10_000);
+        let sweep_min_age = p.duration(l.get("sweep_min_age"), &self.sweep_min_age);
         p.into_result()?;
         let (Some(listen), Some(internal_listen), Some((http, body))) = (listen, internal_listen, limits) else {
             return Err(ConfigError(vec!["internal: validated settings missing".into()]));
@@ -373,6 +408,14 @@ impl ServeArgs {
             },
             conformance: self.conformance,
             upstream,
+            disconnect: DisconnectSettings {
+                grace: disconnect_grace.unwrap_or_default(),
+                deadline: disconnect_deadline.unwrap_or_default(),
+                lease: disconnect_lease.unwrap_or_default(),
+                sweep_interval: sweep_interval.unwrap_or_default(),
+                sweep_rate: sweep_rate.unwrap_or(1) as u32,
+                sweep_min_age: sweep_min_age.unwrap_or_default(),
+            },
         })
     }
 }

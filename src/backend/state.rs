@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 
 use super::batch::BatchClient;
 use super::cache::SessionCache;
+use super::disconnect::Disconnects;
 use super::push::Pusher;
 use super::settings::BackendSettings;
 use crate::handler::MessageHandler;
@@ -35,6 +36,8 @@ pub struct Backend {
     pub(crate) settings: BackendSettings,
     /// Deadline and shared budget for request bodies on both listeners.
     pub(crate) body: BodyPolicy,
+    /// `/disconnect` at least once: claims, grace, retries and the sweep.
+    pub(crate) disconnects: Arc<Disconnects>,
 }
 
 /// Counts a request in flight for as long as it lives.
@@ -66,13 +69,27 @@ impl Backend {
         http_server::with_body(StatusCode::OK, metrics::CONTENT_TYPE, metrics::encode(&self.registry))
     }
 
-    /// Removes a session the gateway reported gone (410), and its group memberships.
+    /// Ends a session the gateway reported gone (410): its group memberships are removed, its
+    /// `/disconnect` is claimed and started, and the session is deleted once the handler or the
+    /// app took it.
     pub(super) async fn forget(&self, connection_id: &str) {
         self.cache.remove(connection_id);
-        if let Err(err) = self.store.delete(connection_id).await.map(drop) {
-            tracing::warn!(connection_id, error = %err, "could not delete a gone session");
-        }
+        self.disconnects
+            .gone(connection_id, "Connection gone: a push answered 410")
+            .await;
+        // A gone connection receives nothing more: its memberships go now, not after its
+        // `/disconnect` was taken (a publish must not meet it again).
         self.leave_all(connection_id).await;
+    }
+
+    /// The disconnects: the cancel-on-resume hook and the settings live there.
+    pub fn disconnects(&self) -> &Arc<Disconnects> {
+        &self.disconnects
+    }
+
+    /// Runs one disconnect sweep now (the loop runs them every `--sweep-interval`).
+    pub async fn sweep_disconnects(&self) -> super::sweeper::Sweep {
+        super::sweeper::sweep_once(&self.disconnects).await
     }
 
     /// Writes message counts still pending in the cache, without re-creating sessions that

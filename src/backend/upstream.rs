@@ -16,7 +16,9 @@
 //! - message: a 2xx body is the reply (or is pushed, in asynchronous mode); an empty body sends
 //!   nothing; `x-socketless-frame: binary` or `Content-Type: application/octet-stream` makes it
 //!   a binary reply (a binary frame with `socketless gateway --binary-frames`); any other status and body are passed back as they are, as a backend's would be;
-//! - disconnect: told after the session is deleted, best effort, within the timeout;
+//! - disconnect: at least once per session, with `x-socketless-disconnect-id` (the same on
+//!   every retry and duplicate); a 2xx takes it, anything else (or no answer) is retried with
+//!   backoff until `--disconnect-deadline` (see [`super::disconnect`]);
 //! - an app that does not answer in time or cannot be reached gives 504 or 502 (the gateway
 //!   then sends its `Endpoint request timed out` or passes the error on), is counted in
 //!   `socketless_upstream_calls_total`, and never costs a session.
@@ -215,6 +217,9 @@ impl Upstream {
             req.headers_mut()
                 .insert(contract::FRAME, HeaderValue::from_static(contract::FRAME_BINARY));
         }
+        if let Some(id) = ctx.disconnect_id.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            req.headers_mut().insert(contract::DISCONNECT_ID, id);
+        }
         let resp = match self.client.request(req).await {
             Ok(r) => r,
             Err(e) => return Answer::Unreachable(format!("{e:?}")),
@@ -315,9 +320,19 @@ impl MessageHandler for Upstream {
 
     fn on_disconnect<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let _ = self
+            let _ = self.on_disconnect_result(ctx).await;
+        })
+    }
+
+    fn on_disconnect_result<'a>(&'a self, ctx: &'a RequestContext) -> BoxFuture<'a, Result<(), Rejection>> {
+        Box::pin(async move {
+            match self
                 .call("disconnect", contract::PATH_DISCONNECT, ctx, Bytes::new())
-                .await;
+                .await
+            {
+                Answer::Status(s, ..) if s.is_success() => Ok(()),
+                other => Err(failed(other)),
+            }
         })
     }
 }

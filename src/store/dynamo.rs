@@ -1,6 +1,7 @@
 //! The DynamoDB session store. One item per connection, keyed by `connectionId`, expiring
 //! through the table's TTL on `expiresAt`; `principalId` (a string) and `attributes` (a map of
-//! strings) only when the connect set them. Every method is exactly one DynamoDB call, counted in
+//! strings) only when the connect set them; `disconnectingSince`, `leaseUntil` and `leaseOwner`
+//! once its `/disconnect` is under way. Every method is exactly one DynamoDB call, counted in
 //! `socketless_dynamodb_calls_total`.
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
 };
 
-use super::{Created, Page, Session, SessionStore, StoreError};
+use super::{Claim, ClaimRequest, Created, Disconnecting, Page, Session, SessionStore, StoreError};
 use crate::future::BoxFuture;
 use crate::metrics::BackendMetrics;
 
@@ -23,6 +24,9 @@ pub const KEY: &str = "connectionId";
 pub const TTL_ATTRIBUTE: &str = "expiresAt";
 const PRINCIPAL: &str = "principalId";
 const ATTRIBUTES: &str = "attributes";
+const DISCONNECTING_SINCE: &str = "disconnectingSince";
+const LEASE_UNTIL: &str = "leaseUntil";
+const LEASE_OWNER: &str = "leaseOwner";
 
 /// Where the store lives.
 #[derive(Debug, Clone)]
@@ -234,6 +238,11 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Session> {
                     .collect()
             })
             .unwrap_or_default(),
+        disconnect: item.contains_key(LEASE_UNTIL).then(|| Disconnecting {
+            since: num(DISCONNECTING_SINCE),
+            lease_until: num(LEASE_UNTIL),
+            owner: text(LEASE_OWNER),
+        }),
     })
 }
 
@@ -381,6 +390,98 @@ impl SessionStore for DynamoStore {
                 .and_then(|v| v.as_s().ok())
                 .cloned();
             Ok(Page { sessions, next })
+        })
+    }
+
+    fn claim_disconnect<'a>(
+        &'a self,
+        connection_id: &'a str,
+        claim: &'a ClaimRequest<'a>,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            let mut condition = "attribute_exists(#k) AND (attribute_not_exists(#lease) OR #lease < :now)".to_string();
+            let mut request = self.client.update_item();
+            if let Some(before) = claim.seen_before {
+                condition.push_str(" AND #ls < :before");
+                request = request
+                    .expression_attribute_names("#ls", "lastSeenAt")
+                    .expression_attribute_values(":before", n(before));
+            }
+            let res = request
+                .table_name(&self.table)
+                .key(KEY, s(connection_id))
+                .update_expression(
+                    "SET #since = if_not_exists(#since, :now), #lease = :lease, #owner = :owner, #ex = :ex",
+                )
+                .condition_expression(condition)
+                .expression_attribute_names("#k", KEY)
+                .expression_attribute_names("#since", DISCONNECTING_SINCE)
+                .expression_attribute_names("#lease", LEASE_UNTIL)
+                .expression_attribute_names("#owner", LEASE_OWNER)
+                .expression_attribute_names("#ex", TTL_ATTRIBUTE)
+                .expression_attribute_values(":now", n(claim.now))
+                .expression_attribute_values(":lease", n(claim.lease_until))
+                .expression_attribute_values(":owner", s(claim.owner))
+                .expression_attribute_values(":ex", n(claim.expires_at))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            // A refusal with the item means someone holds the lease; without, no session.
+            let held = match &res {
+                Err(err) => match err.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(e)) => {
+                        e.item().is_some_and(|item| !item.is_empty())
+                    }
+                    _ => false,
+                },
+                Ok(_) => false,
+            };
+            let stored = match &res {
+                Ok(out) => out.attributes().and_then(from_item),
+                Err(_) => None,
+            };
+            let made = self.record_conditional(
+                "UpdateItem",
+                res,
+                UpdateItemError::is_conditional_check_failed_exception,
+            )?;
+            Ok(match (made, stored) {
+                (true, Some(session)) => Claim::Claimed(Box::new(session)),
+                (true, None) => {
+                    return Err(StoreError::Rejected("the claimed item came back unreadable".into()));
+                }
+                (false, _) if held => Claim::Held,
+                (false, _) => Claim::Missing,
+            })
+        })
+    }
+
+    fn renew_disconnect<'a>(
+        &'a self,
+        connection_id: &'a str,
+        owner: &'a str,
+        lease_until: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(KEY, s(connection_id))
+                .update_expression("SET #lease = :lease")
+                .condition_expression("#owner = :owner")
+                .expression_attribute_names("#lease", LEASE_UNTIL)
+                .expression_attribute_names("#owner", LEASE_OWNER)
+                .expression_attribute_values(":lease", n(lease_until))
+                .expression_attribute_values(":owner", s(owner))
+                .send()
+                .await;
+            self.record_conditional(
+                "UpdateItem",
+                res,
+                UpdateItemError::is_conditional_check_failed_exception,
+            )
         })
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use super::{Created, Page, Session, SessionStore, StoreError};
+use super::{Claim, ClaimRequest, Created, Disconnecting, Page, Session, SessionStore, StoreError};
 use crate::future::BoxFuture;
 
 /// Sessions in a sorted map, so scans page by key like DynamoDB's do.
@@ -99,6 +99,56 @@ impl SessionStore for MemoryStore {
         });
         Box::pin(async move { Ok(page) })
     }
+
+    fn claim_disconnect<'a>(
+        &'a self,
+        connection_id: &'a str,
+        claim: &'a ClaimRequest<'a>,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        let out = self.with(|m| {
+            let Some(s) = m.get_mut(connection_id) else {
+                return Claim::Missing;
+            };
+            if claim.seen_before.is_some_and(|before| s.last_seen_at >= before) {
+                return Claim::Held;
+            }
+            match &mut s.disconnect {
+                Some(d) if d.lease_until >= claim.now => Claim::Held,
+                Some(d) => {
+                    d.lease_until = claim.lease_until;
+                    d.owner = claim.owner.to_string();
+                    s.expires_at = claim.expires_at;
+                    Claim::Claimed(Box::new(s.clone()))
+                }
+                None => {
+                    s.disconnect = Some(Disconnecting {
+                        since: claim.now,
+                        lease_until: claim.lease_until,
+                        owner: claim.owner.to_string(),
+                    });
+                    s.expires_at = claim.expires_at;
+                    Claim::Claimed(Box::new(s.clone()))
+                }
+            }
+        });
+        Box::pin(async move { Ok(out) })
+    }
+
+    fn renew_disconnect<'a>(
+        &'a self,
+        connection_id: &'a str,
+        owner: &'a str,
+        lease_until: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let renewed = self.with(|m| match m.get_mut(connection_id).and_then(|s| s.disconnect.as_mut()) {
+            Some(d) if d.owner == owner => {
+                d.lease_until = lease_until;
+                true
+            }
+            _ => false,
+        });
+        Box::pin(async move { Ok(renewed) })
+    }
 }
 
 #[cfg(test)]
@@ -119,7 +169,64 @@ mod tests {
             expires_at: 9,
             principal_id: None,
             attributes: Attributes::new(),
+            disconnect: None,
         }
+    }
+
+    /// A claim wins once while its lease holds, again after it ran out (keeping the first
+    /// claim's time), and only its owner renews it; a missing session is said to be missing.
+    #[tokio::test]
+    async fn claims_are_held_until_the_lease_runs_out() {
+        let store = MemoryStore::new();
+        store.create(&session("a")).await.unwrap();
+        let claim = |owner: &'static str, now: i64| ClaimRequest {
+            owner,
+            now,
+            lease_until: now + 100,
+            expires_at: 99,
+            seen_before: None,
+        };
+        let Claim::Claimed(first) = store.claim_disconnect("a", &claim("p1", 1000)).await.unwrap() else {
+            panic!("the first claim wins")
+        };
+        let mark = first.disconnect.expect("marked");
+        assert_eq!((mark.since, mark.lease_until, first.expires_at), (1000, 1100, 99));
+        assert_eq!(
+            store.claim_disconnect("a", &claim("p2", 1100)).await.unwrap(),
+            Claim::Held
+        );
+        assert!(!store.renew_disconnect("a", "p2", 5000).await.unwrap());
+        assert!(store.renew_disconnect("a", "p1", 1200).await.unwrap());
+        assert_eq!(
+            store.claim_disconnect("a", &claim("p2", 1150)).await.unwrap(),
+            Claim::Held
+        );
+        let Claim::Claimed(again) = store.claim_disconnect("a", &claim("p2", 1201)).await.unwrap() else {
+            panic!("a claim whose lease ran out is taken over")
+        };
+        let mark = again.disconnect.clone().expect("still marked");
+        assert_eq!((mark.since, mark.owner.as_str()), (1000, "p2"));
+        assert!(!store.renew_disconnect("a", "p1", 9000).await.unwrap(), "p1 lost it");
+        assert_eq!(
+            store.claim_disconnect("b", &claim("p1", 1)).await.unwrap(),
+            Claim::Missing
+        );
+        // A session seen at or after `seen_before` is left alone.
+        store.create(&session("c")).await.unwrap();
+        let young = ClaimRequest {
+            seen_before: Some(1),
+            ..claim("p1", 5000)
+        };
+        assert_eq!(store.claim_disconnect("c", &young).await.unwrap(), Claim::Held);
+        let old = ClaimRequest {
+            seen_before: Some(2),
+            ..claim("p1", 5000)
+        };
+        assert!(matches!(
+            store.claim_disconnect("c", &old).await.unwrap(),
+            Claim::Claimed(_)
+        ));
+        assert_eq!(again.disconnect_id(), crate::store::disconnect_id("a", 1));
     }
 
     /// The principal and attributes written at connect come back from every read: a duplicate

@@ -110,9 +110,61 @@ pub struct Session {
     pub principal_id: Option<String>,
     /// Set at connect by the handler or the app.
     pub attributes: Attributes,
+    /// Set once the session's `/disconnect` is under way (see [`crate::backend::disconnect`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disconnect: Option<Disconnecting>,
+}
+
+/// A session whose `/disconnect` is under way: marked before the handler or the app is called,
+/// deleted once it answered. A `serve` that dies mid-call leaves the mark; another one takes it
+/// over once the lease has run out. The disconnect id is not stored: it is
+/// [`Session::disconnect_id`], fixed by the item's own key and `connectedAt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disconnecting {
+    /// When the first claim was made (epoch milliseconds): the retry deadline counts from here.
+    pub since: i64,
+    /// The claim holds until then (epoch milliseconds); after it, any `serve` may take it over.
+    pub lease_until: i64,
+    /// Who holds the claim (a token per `serve` process).
+    #[serde(skip)]
+    pub owner: String,
+}
+
+/// What a claim on a session's `/disconnect` asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    pub owner: &'a str,
+    /// Now (epoch milliseconds): a lease that ends before this has run out.
+    pub now: i64,
+    pub lease_until: i64,
+    /// The item's new TTL (epoch seconds), far enough out to cover the retries.
+    pub expires_at: i64,
+    /// Only a session whose `lastSeenAt` is before this (epoch milliseconds): a session created
+    /// moments ago may belong to a handshake still under way, which GetConnection and pushes
+    /// call gone. `None`: any session.
+    pub seen_before: Option<i64>,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The session is this caller's to disconnect; as stored after the claim (with its mark).
+    Claimed(Box<Session>),
+    /// Someone else holds a live claim (or the session is younger than the claim allows).
+    Held,
+    /// No such session.
+    Missing,
 }
 
 impl Session {
+    /// The session's disconnect id (`x-socketless-disconnect-id`): the first 32 hex digits of
+    /// SHA-256 over the connection id and `connectedAt`. Every `serve` derives the same one for
+    /// a session, on every retry and duplicate; a reused connection id gets another.
+    pub fn disconnect_id(&self) -> String {
+        disconnect_id(&self.connection_id, self.connected_at)
+    }
+
     /// Who the session belongs to, as the cache keeps it.
     pub fn identity(&self) -> Identity {
         Identity {
@@ -120,6 +172,17 @@ impl Session {
             attributes: self.attributes.clone(),
         }
     }
+}
+
+/// [`Session::disconnect_id`] from its two parts.
+pub fn disconnect_id(connection_id: &str, connected_at: i64) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(connection_id.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(connected_at.to_string().as_bytes())
+        .finalize();
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a conditional create found.
@@ -178,4 +241,22 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Reads sessions page by page, at most `limit` per page, starting after `start`.
     fn scan<'a>(&'a self, start: Option<String>, limit: usize) -> BoxFuture<'a, Result<Page, StoreError>>;
+
+    /// Marks a session as disconnecting, for this caller, in one conditional write: only if it
+    /// exists and no one else holds a live lease on it. The first claim's time is kept from an
+    /// earlier claim; the lease, its owner and the TTL are set.
+    fn claim_disconnect<'a>(
+        &'a self,
+        connection_id: &'a str,
+        claim: &'a ClaimRequest<'a>,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>>;
+
+    /// Extends this caller's lease; false when the claim is no longer `owner`'s (taken over
+    /// after it ran out, or the session is gone).
+    fn renew_disconnect<'a>(
+        &'a self,
+        connection_id: &'a str,
+        owner: &'a str,
+        lease_until: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 }

@@ -53,6 +53,10 @@ pub fn args() -> ServeArgs {
         "--drain-timeout=5s",
         "--aws-timeout=2s",
         "--broadcast-concurrency=4",
+        // The handler hears a disconnect within the gateway's call, and no sweep runs unless a
+        // test asks for one.
+        "--disconnect-grace=0s",
+        "--sweep-interval=0s",
     ])
     .expect("test flags parse")
 }

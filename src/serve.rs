@@ -97,10 +97,10 @@ pub async fn prepare_with_sdk(
         .await
         .map_err(ServeError::CreateGroupsTable)?;
     let batch = BatchClient::new(config.backend.push_batch, sdk.clone(), &mut registry);
-    // Required and the endpoint fixed: find out now, not at the first publish.
+    // Required and the endpoint fixed: a wrong endpoint is found now, not at the first publish.
     if let (PushBatch::On, Some(endpoint)) = (config.backend.push_batch, &config.push_endpoint) {
         batch
-            .limits(endpoint.trim_end_matches('/'))
+            .check_required(endpoint.trim_end_matches('/'))
             .await
             .map_err(ServeError::PushBatch)?;
     }

@@ -6,11 +6,13 @@ whose handshake the app refuses. Until the app answers, serve is not ready and t
 refuses connections. Each app runs twice: as it comes, and with SOCKETLESS_INTERNAL_TOKEN set for
 both (and HOST set), where the internal API refuses calls without the token and the app's push
 must carry it. Each app also sets a session attribute at connect and must see it on a later
-message (`whoami`), with no principal (no authorizer). Prints `examples: N passed, N failed`.
+message (`whoami`), with no principal (no authorizer). The Flask app is also a chat room: a
+client that joins a group gets what another publishes to it. Prints `examples: N passed, N failed`.
 
 Usage: python3 ci/checks/check-examples.py path/to/socketless   (needs flask, websockets, node)
 """
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -51,6 +53,24 @@ async def whoami(url):
     async with websockets.connect(url, open_timeout=10) as ws:
         await ws.send("whoami")
         return await asyncio.wait_for(ws.recv(), timeout=10)
+
+
+async def chat(url):
+    """Two clients: one joins `room:1` ({"join": ...}), the other publishes to it ({"room": ...});
+    the member gets the frame, the publisher only its answer."""
+    async with websockets.connect(url, open_timeout=10) as member, websockets.connect(url, open_timeout=10) as other:
+        await member.send('{"join": "room:1"}')
+        joined = await asyncio.wait_for(member.recv(), timeout=10)
+        await other.send('{"room": "room:1", "text": "hi all"}')
+        answer = await asyncio.wait_for(other.recv(), timeout=10)
+        frame = json.loads(await asyncio.wait_for(member.recv(), timeout=10))
+        try:
+            extra = await asyncio.wait_for(other.recv(), timeout=0.3)
+        except asyncio.TimeoutError:
+            extra = None
+    ok = (joined == "joined room:1" and answer == "sent to 1 of 1" and frame.get("text") == "hi all"
+          and frame.get("room") == "room:1" and extra is None)
+    return ok, (joined, answer, frame, extra)
 
 
 async def refused(url):
@@ -106,6 +126,9 @@ def run(name, command, reply, pushed, token=None):
         check(f"{name}: the app's reply and its push through the internal API arrive", ok, repr(frames))
         seen = asyncio.run(whoami(url))
         check(f"{name}: the attribute set at connect comes back on a message", seen == "principal=- room=lobby", repr(seen))
+        if name.startswith("python-flask"):
+            got = asyncio.run(chat(url))
+            check(f"{name}: the chat room: a join and a publish reach the member, not the other", got[0], repr(got[1]))
         code = asyncio.run(refused(url))
         check(f"{name}: the app refuses a handshake with its status", code == 403, repr(code))
     finally:

@@ -231,6 +231,24 @@ def checks(t):
         and table.get("DeletionPolicy") == "Retain" and table.get("UpdateReplacePolicy") == "Retain",
         {k: table.get(k) for k in ("DeletionPolicy", "UpdateReplacePolicy")})
 
+    groups = res.get("GroupsTable", {})
+    gp = groups.get("Properties", {})
+    index = (gp.get("GlobalSecondaryIndexes") or [{}])[0]
+    out["the groups table: keys, KEYS_ONLY byConnection index, TTL, Retain and deletion protection"] = (
+        [k["AttributeName"] for k in gp.get("KeySchema", [])] == ["group", "connectionId"]
+        and index.get("IndexName") == "byConnection"
+        and [k["AttributeName"] for k in index.get("KeySchema", [])] == ["connectionId", "group"]
+        and index.get("Projection", {}).get("ProjectionType") == "KEYS_ONLY"
+        and gp.get("TimeToLiveSpecification", {}).get("AttributeName") == "expiresAt"
+        and gp.get("BillingMode") == "PAY_PER_REQUEST" and gp.get("DeletionProtectionEnabled") is True
+        and groups.get("DeletionPolicy") == "Retain" and groups.get("UpdateReplacePolicy") == "Retain",
+        gp)
+    gactions = sorted(backend.get("Groups", {}).get("Action", []))
+    gresources = [as_text(r) for r in backend.get("Groups", {}).get("Resource", [])]
+    out["groups: only PutItem, DeleteItem, Query, BatchWriteItem, on the table and its index"] = (
+        gactions == sorted(["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:BatchWriteItem"])
+        and len(gresources) == 2 and "GroupsTableName" in t.get("Outputs", {}), (gactions, gresources))
+
     account = [r for r in res.values() if r["Type"] == "AWS::ApiGateway::Account"]
     out["the account's API Gateway CloudWatch role can be set (optional)"] = (
         len(account) == 1 and account[0].get("Condition") and "CloudWatchRoleArn" in account[0]["Properties"], account)
@@ -266,12 +284,22 @@ MUTATIONS = {
         '                Resource: "*"\n', '                Resource: !Sub "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:*"\n',
         "KEDA role grants cloudwatch:GetMetricData on * (no resource-level support)"),
     "the sessions table without deletion protection": (
-        "      DeletionProtectionEnabled: true\n", "",
+        "      TableName: !Ref TableName\n      DeletionProtectionEnabled: true\n", "      TableName: !Ref TableName\n",
         "the sessions table: deletion protection, DeletionPolicy and UpdateReplacePolicy Retain"),
     "the sessions table deleted with the stack": (
-        "    DeletionPolicy: Retain\n    UpdateReplacePolicy: Retain\n    Properties:\n      TableName:",
-        "    Properties:\n      TableName:",
+        "    DeletionPolicy: Retain\n    UpdateReplacePolicy: Retain\n    Properties:\n      TableName: !Ref",
+        "    Properties:\n      TableName: !Ref",
         "the sessions table: deletion protection, DeletionPolicy and UpdateReplacePolicy Retain"),
+    "Scan granted on the groups table": (
+        "                  - dynamodb:BatchWriteItem\n", "                  - dynamodb:BatchWriteItem\n                  - dynamodb:Scan\n",
+        "groups: only PutItem, DeleteItem, Query, BatchWriteItem, on the table and its index"),
+    "the groups table deleted with the stack": (
+        "    DeletionPolicy: Retain\n    UpdateReplacePolicy: Retain\n    Properties:\n      TableName: !Sub",
+        "    Properties:\n      TableName: !Sub",
+        "the groups table: keys, KEYS_ONLY byConnection index, TTL, Retain and deletion protection"),
+    "the groups index projecting every attribute": (
+        "            ProjectionType: KEYS_ONLY\n", "            ProjectionType: ALL\n",
+        "the groups table: keys, KEYS_ONLY byConnection index, TTL, Retain and deletion protection"),
     "a KEDA parameter without a Default": (
         "    Default: keda-operator\n", "",
         "every parameter but IntegrationUri and SharedSecret has a Default (the local gateway needs it)"),

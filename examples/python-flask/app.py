@@ -5,6 +5,10 @@ app for every connect, message and disconnect, with the gateway's context in `x-
 headers. It keeps no sessions and holds no AWS credentials: `serve` does both. To reach a client
 on its own, it posts to `serve`'s internal API on localhost.
 
+It is also a chat room: every client joins the group `lobby` at connect; a message
+`{"join": "room"}` joins another, `{"leave": "room"}` leaves it, and `{"room": "x", "text": "..."}`
+publishes to every member of `x` (one call here; `serve` fans it out).
+
     pip install flask
     python app.py            # listens on 127.0.0.1:5000
 
@@ -15,6 +19,7 @@ Environment:
     SOCKETLESS_INTERNAL_TOKEN   when set (the same value as serve's), sent as
                                 `Authorization: Bearer ...` on every internal API call
 """
+import json
 import os
 import urllib.parse
 import urllib.request
@@ -26,13 +31,36 @@ TOKEN = os.environ.get("SOCKETLESS_INTERNAL_TOKEN", "")
 app = Flask(__name__)
 
 
-def push(connection_id, text):
-    """Sends a frame to one client through serve's internal API (no AWS credentials needed)."""
-    url = f"{INTERNAL}/v1/connections/{urllib.parse.quote(connection_id, safe='')}/messages"
+def internal(method, path, body=b""):
+    """Calls serve's internal API (no AWS credentials needed); returns the answer's body."""
     headers = {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
-    req = urllib.request.Request(url, data=text.encode(), headers=headers, method="POST")
+    req = urllib.request.Request(f"{INTERNAL}{path}", data=body, headers=headers, method=method)
     with urllib.request.urlopen(req, timeout=5) as resp:
-        return resp.status
+        return resp.read()
+
+
+def q(segment):
+    return urllib.parse.quote(segment, safe="")
+
+
+def push(connection_id, text):
+    """Sends a frame to one client."""
+    internal("POST", f"/v1/connections/{q(connection_id)}/messages", text.encode())
+
+
+def chat(connection_id, command):
+    """Chat-room commands; None when the message is not one."""
+    if "join" in command:
+        internal("PUT", f"/v1/groups/{q(command['join'])}/connections/{q(connection_id)}")
+        return f"joined {command['join']}"
+    if "leave" in command:
+        internal("DELETE", f"/v1/groups/{q(command['leave'])}/connections/{q(connection_id)}")
+        return f"left {command['leave']}"
+    if "room" in command and "text" in command:
+        frame = json.dumps({"room": command["room"], "from": connection_id, "text": command["text"]})
+        answer = json.loads(internal("POST", f"/v1/groups/{q(command['room'])}/messages", frame.encode()))
+        return f"sent to {answer['delivered']} of {answer['members']}"
+    return None
 
 
 @app.get("/healthz")
@@ -47,7 +75,8 @@ def connect():
         return "go away", 403
     # Attributes answered here stay on the session: serve sends them back as the same headers on
     # every later message and disconnect of this connection, on any pod, from its cache.
-    return "", 200, {"x-socketless-attribute-room": "lobby"}
+    # Groups answered here are joined with the session: every client is in the lobby.
+    return "", 200, {"x-socketless-attribute-room": "lobby", "x-socketless-groups": "lobby"}
 
 
 @app.post("/message")
@@ -60,6 +89,14 @@ def message():
         principal = request.headers.get("x-socketless-principal-id", "-")
         room = request.headers.get("x-socketless-attribute-room", "-")
         return f"principal={principal} room={room}"
+    try:
+        command = json.loads(text)
+    except ValueError:
+        command = None
+    if isinstance(command, dict):
+        answer = chat(connection_id, command)
+        if answer is not None:
+            return answer
     # A push that does not wait for this request: the way to reach a client at any time.
     push(connection_id, f"Pushed: {text}")
     # The answer's body is the reply to the client.

@@ -174,6 +174,28 @@ impl BatchClient {
         }
     }
 
+    /// For `--push-batch on` with a fixed endpoint, at start-up: an error when the endpoint
+    /// answers but not as a socketless gateway. One that cannot be reached yet (it may start
+    /// after `serve`) is only logged; publishes ask again.
+    pub async fn check_required(&self, endpoint: &str) -> Result<(), String> {
+        match self.info(endpoint).await {
+            Ok(Known::NotSocketless) => Err(format!(
+                "{endpoint} is not a socketless gateway ({INFO_PATH} did not answer as one) and --push-batch is on"
+            )),
+            Ok(known) => {
+                self.known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(endpoint.to_owned(), known);
+                Ok(())
+            }
+            Err(why) => {
+                tracing::warn!(endpoint, reason = %why, "--push-batch on: the push endpoint cannot be asked yet; publishes will ask again");
+                Ok(())
+            }
+        }
+    }
+
     /// Asks `info`: any answer but a socketless gateway's 200 means "not a socketless gateway".
     async fn info(&self, endpoint: &str) -> Result<Known, CallError> {
         let (status, body) = match self

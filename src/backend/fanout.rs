@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::StatusCode;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -187,9 +188,13 @@ impl<'a> Fanout<'a> {
                 Err(_) => self.tally.failed += 1,
             }
         }
-        for id in std::mem::take(&mut self.gone) {
-            self.backend.forget(&id).await;
-        }
+        // As many at once as the sends were: each is a few store calls.
+        let backend = self.backend;
+        futures_util::stream::iter(std::mem::take(&mut self.gone))
+            .for_each_concurrent(backend.settings.broadcast_concurrency.max(1), |id| async move {
+                backend.forget(&id).await;
+            })
+            .await;
         self.tally
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub mod authorizer;
 pub mod binary;
+pub mod groups;
 pub mod gw;
 pub mod identity;
 mod moto;

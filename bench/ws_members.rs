@@ -84,7 +84,8 @@ async fn member(url: String, agent: String, book: Book, gate: Arc<Semaphore>) ->
     true
 }
 
-#[tokio::main]
+// One thread: the members only read, and a second thread would only add wake-ups between them.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let url = argv.first().cloned().expect("URL");

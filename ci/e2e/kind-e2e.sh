@@ -200,7 +200,7 @@ for d in keda-operator keda-operator-metrics-apiserver keda-admission-webhooks; 
 done
 kubectl wait --for=condition=Available apiservice/v1beta1.external.metrics.k8s.io --timeout=180s
 
-step "the sessions table, through an aws-cli pod next to DynamoDB"
+step "the sessions and group-membership tables, through an aws-cli pod next to DynamoDB"
 kubectl -n dynamodb run aws --image="$AWS_CLI_IMAGE" --restart=Never \
   --env AWS_ACCESS_KEY_ID=test --env AWS_SECRET_ACCESS_KEY=test --env AWS_DEFAULT_REGION=us-east-1 \
   --command -- sleep 3600
@@ -214,9 +214,20 @@ create_table() {
     --attribute-definitions AttributeName=connectionId,AttributeType=S \
     --key-schema AttributeName=connectionId,KeyType=HASH --billing-mode PAY_PER_REQUEST >/dev/null
 }
+# The memberships table as cfn/websocket-api.yml makes it (the chart's default name).
+create_groups_table() {
+  ddb describe-table --table-name socketless-sessions-groups >/dev/null 2>&1 && return 0
+  ddb create-table --table-name socketless-sessions-groups \
+    --attribute-definitions AttributeName=group,AttributeType=S AttributeName=connectionId,AttributeType=S \
+    --key-schema AttributeName=group,KeyType=HASH AttributeName=connectionId,KeyType=RANGE \
+    --global-secondary-indexes '[{"IndexName":"byConnection","KeySchema":[{"AttributeName":"connectionId","KeyType":"HASH"},{"AttributeName":"group","KeyType":"RANGE"}],"Projection":{"ProjectionType":"KEYS_ONLY"}}]' \
+    --billing-mode PAY_PER_REQUEST >/dev/null
+}
 # LocalStack installs its DynamoDB at the first call, so the first calls may fail.
 wait_until 180 "the sessions table to be created" create_table
 ddb wait table-exists --table-name socketless-sessions
+create_groups_table
+ddb wait table-exists --table-name socketless-sessions-groups
 
 step "helm install: two gateways on the NodePort, async replies, KEDA with a cron trigger"
 helm install "$RELEASE" chart/socketless -n "$NS" --create-namespace \

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from urllib.parse import quote
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -273,8 +274,12 @@ def record(binary, logs):
         held = []
         # Healthy traffic.
         statuses = [try_ws(url, ["hello", "again"], held), try_ws(url, ["hi"], held)]
-        # Pushes through serve's internal API: to the held connections, and to an unknown id (410).
+        # Pushes through serve's internal API: to the held connections (a broadcast, which goes
+        # as one batch `deliver` to a socketless gateway, and one PostToConnection to a held
+        # connection), and to an unknown id (410).
         statuses.append(http("POST", f"http://127.0.0.1:{internal}/v1/broadcast", b"to everyone")[0])
+        statuses.append(http("POST", f"http://127.0.0.1:{internal}/v1/connections/{quote(App.ids[0], safe='')}/messages",
+                             b"to one")[0])
         statuses.append(http("POST", f"http://127.0.0.1:{internal}/v1/connections/bm90LWEtY29ubmVjdGlvbg=/messages",
                              b"nobody")[0])
         # A message, and a repeated $connect, for a live session reaching the serve that has not

@@ -237,10 +237,18 @@ class Env:
                             aws_access_key_id="podtwin", aws_secret_access_key="podtwin")
 
     def create_table(self):
+        """The two tables cfn/websocket-api.yml makes (the chart's default names): sessions, and
+        group memberships (the Flask example joins every connection to a room at connect)."""
         db = self.dynamodb()
         db.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
                         AttributeDefinitions=[{"AttributeName": "connectionId", "AttributeType": "S"}],
                         KeySchema=[{"AttributeName": "connectionId", "KeyType": "HASH"}])
+        keys = [{"AttributeName": "group", "KeyType": "HASH"}, {"AttributeName": "connectionId", "KeyType": "RANGE"}]
+        db.create_table(TableName=f"{TABLE}-groups", BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("group", "connectionId")],
+                        KeySchema=keys,
+                        GlobalSecondaryIndexes=[{"IndexName": "byConnection", "KeySchema": keys[::-1],
+                                                 "Projection": {"ProjectionType": "KEYS_ONLY"}}])
 
     def session_ids(self):
         db = self.dynamodb()

@@ -108,28 +108,16 @@ impl DynamoStore {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        let out = classify(err);
-        let outcome = match out {
-            StoreError::Timeout(_) => "timeout",
-            _ => "error",
-        };
-        self.metrics.dynamodb(operation, outcome);
-        out
+        failed(&self.metrics, operation, err)
     }
 
-    /// A call's result, its outcome counted: `ok`, or the error's kind through [`Self::fail`].
+    /// A call's result, its outcome counted (see [`recorded`]).
     fn record<T, E, R>(&self, operation: &'static str, res: Result<T, SdkError<E, R>>) -> Result<T, StoreError>
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        match res {
-            Ok(out) => {
-                self.metrics.dynamodb(operation, "ok");
-                Ok(out)
-            }
-            Err(err) => Err(self.fail(operation, err)),
-        }
+        recorded(&self.metrics, operation, res)
     }
 
     /// [`Self::record`] for a conditional write: whether it was made, `false` when its condition
@@ -154,9 +142,44 @@ impl DynamoStore {
     }
 }
 
+/// A call's result, its outcome counted: `ok`, or the error's kind through [`failed`]. Both
+/// DynamoDB stores (sessions, group memberships) count their calls through this.
+pub(super) fn recorded<T, E, R>(
+    metrics: &BackendMetrics,
+    operation: &'static str,
+    res: Result<T, SdkError<E, R>>,
+) -> Result<T, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match res {
+        Ok(out) => {
+            metrics.dynamodb(operation, "ok");
+            Ok(out)
+        }
+        Err(err) => Err(failed(metrics, operation, err)),
+    }
+}
+
+/// A failed call's error, its outcome (`timeout` or `error`) counted.
+fn failed<E, R>(metrics: &BackendMetrics, operation: &'static str, err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let out = classify(err);
+    let outcome = match out {
+        StoreError::Timeout(_) => "timeout",
+        _ => "error",
+    };
+    metrics.dynamodb(operation, outcome);
+    out
+}
+
 /// Maps an SDK error onto the store's error kinds. Throttling and server faults are
 /// "unavailable" (retryable by the caller), client faults are "rejected".
-pub(super) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+fn classify<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,

@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::StoreError;
-use super::dynamo::{KEY, TTL_ATTRIBUTE, classify};
+use super::dynamo::{KEY, TTL_ATTRIBUTE};
 use super::groups::{GroupStore, Member, MemberPage};
 use crate::future::BoxFuture;
 use crate::metrics::BackendMetrics;
@@ -98,22 +98,7 @@ impl DynamoGroupStore {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        match res {
-            Ok(out) => {
-                self.metrics.dynamodb(operation, "ok");
-                Ok(out)
-            }
-            Err(err) => {
-                let err = classify(err);
-                let outcome = if matches!(err, StoreError::Timeout(_)) {
-                    "timeout"
-                } else {
-                    "error"
-                };
-                self.metrics.dynamodb(operation, outcome);
-                Err(err)
-            }
-        }
+        super::dynamo::recorded(&self.metrics, operation, res)
     }
 
     /// Creates the table, its index and its TTL if the table does not exist. For local use:

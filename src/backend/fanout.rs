@@ -19,14 +19,8 @@ use super::error::ApiError;
 use super::push::PushOutcome;
 use super::state::Backend;
 use crate::handler::Rejection;
-use ids::ordinal_of;
-
-/// The gateway's connection id scheme (`src/gateway/ids.rs`), compiled here as well: the
-/// gateway keeps that module to itself, and the owner of an id must be read by the very same
-/// code that wrote it. (When the gateway exports it, a `use` replaces this.)
-#[path = "../gateway/ids.rs"]
-#[allow(dead_code, clippy::duplicate_mod)]
-mod ids;
+// The owner of an id is read by the very code that wrote it: the gateway's id scheme.
+use crate::gateway::ids::ordinal_of;
 
 /// Counts of one fan-out.
 #[derive(Debug, Default)]

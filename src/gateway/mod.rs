@@ -27,7 +27,7 @@ mod deliver;
 mod error;
 mod events;
 mod handshake;
-mod ids;
+pub(crate) mod ids;
 mod integration;
 mod listing;
 mod management;

@@ -12,33 +12,16 @@ use std::time::Duration;
 
 use common::gw::*;
 use common::*;
-use socketless::gateway::{GatewayConfig, PeerUrls};
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "admin-token-for-tests";
 
+/// Replicas on `ports` (ordinal = index) with the admin port's token, when given.
 async fn replicas(backend: &FakeBackend, ports: &[u16], extra: &[u16], admin_token: Option<&str>) -> Vec<Gw> {
-    let peers: Vec<String> = ports
-        .iter()
-        .chain(extra)
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
-    let mut out = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let peers = peers.clone();
-        let token = admin_token.map(str::to_string);
-        out.push(
-            repo_gateway(backend, move |c: &mut GatewayConfig| {
-                c.listen = ([127, 0, 0, 1], *port).into();
-                c.ordinal = i as u8;
-                c.peers = PeerUrls::List(peers);
-                c.peer_timeout = Duration::from_millis(500);
-                c.admin_token = token;
-            })
-            .await,
-        );
-    }
-    out
+    replica_set(backend, ports, extra, |c| {
+        c.admin_token = admin_token.map(str::to_string)
+    })
+    .await
 }
 
 /// `counts[i]` clients on replica i, with their ids.

@@ -11,40 +11,19 @@ use std::time::{Duration, Instant};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use common::gw::*;
 use common::*;
-use socketless::gateway::{GatewayConfig, PeerUrls, Verifier};
 
 const KEY: &str = "AKIDSCALEOUT";
 const SECRET: &str = "scale-out-secret";
 
-/// Starts replicas on `ports` (their ordinals are their indexes), each with every port as a
-/// peer plus `extra_peers` (peers that never answer).
+/// Replicas on `ports` (ordinal = index), each listing every port plus `extra_peers` (peers that
+/// never answer); SigV4 checked when `sigv4`.
 async fn replicas(backend: &FakeBackend, ports: &[u16], extra_peers: &[u16], sigv4: bool) -> Vec<Gw> {
-    let peers: Vec<String> = ports
-        .iter()
-        .chain(extra_peers)
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
-    let mut out = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let peers = peers.clone();
-        out.push(
-            repo_gateway(backend, move |c: &mut GatewayConfig| {
-                c.listen = ([127, 0, 0, 1], *port).into();
-                c.ordinal = i as u8;
-                c.peers = PeerUrls::List(peers);
-                c.peer_timeout = Duration::from_millis(500);
-                if sigv4 {
-                    c.verifier = Some(Verifier {
-                        access_key_id: KEY.into(),
-                        secret_access_key: SECRET.into(),
-                        region: socketless::defaults::REGION.into(),
-                    });
-                }
-            })
-            .await,
-        );
-    }
-    out
+    replica_set(backend, ports, extra_peers, |c| {
+        if sigv4 {
+            c.verifier = Some(verifier(KEY, SECRET));
+        }
+    })
+    .await
 }
 
 fn id_of(seen: &Seen) -> String {

@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Response};
 use http_body_util::Full;
 use prometheus_client::registry::Registry;
-use socketless::gateway::{EMBEDDED_TEMPLATE, Gateway, GatewayConfig};
+use socketless::gateway::{EMBEDDED_TEMPLATE, Gateway, GatewayConfig, PeerUrls, Verifier};
 use socketless::lifecycle::Lifecycle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -214,6 +214,47 @@ pub async fn launch(config: GatewayConfig) -> Gw {
 
 pub async fn repo_gateway(backend: &FakeBackend, tweak: impl FnOnce(&mut GatewayConfig)) -> Gw {
     start_gateway(EMBEDDED_TEMPLATE, &repo_params(&backend.uri()), tweak).await
+}
+
+/// Replicas of the repository's template on `ports` (ordinal = index), each listing every port
+/// plus `extra_peers` (peers that never answer) as its peers, with a 500 ms peer timeout; then
+/// `tweak` for what a test adds.
+pub async fn replica_set(
+    backend: &FakeBackend,
+    ports: &[u16],
+    extra_peers: &[u16],
+    tweak: impl Fn(&mut GatewayConfig),
+) -> Vec<Gw> {
+    let peers: Vec<String> = ports
+        .iter()
+        .chain(extra_peers)
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let mut out = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let peers = peers.clone();
+        let tweak = &tweak;
+        out.push(
+            repo_gateway(backend, move |c: &mut GatewayConfig| {
+                c.listen = ([127, 0, 0, 1], *port).into();
+                c.ordinal = i as u8;
+                c.peers = PeerUrls::List(peers);
+                c.peer_timeout = Duration::from_millis(500);
+                tweak(c);
+            })
+            .await,
+        );
+    }
+    out
+}
+
+/// SigV4 checks on `@connections` with this key, in the default region.
+pub fn verifier(key: &str, secret: &str) -> Verifier {
+    Verifier {
+        access_key_id: key.into(),
+        secret_access_key: secret.into(),
+        region: socketless::defaults::REGION.into(),
+    }
 }
 
 pub async fn connect(url: &str) -> Ws {

@@ -41,15 +41,13 @@ import resource
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from checklib import Tally, free_port, http, stop, wait_port, wait_status  # noqa: E402
+from checklib import Processes, Tally, free_port, http, wait_port, wait_status  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CLIENTS_PER_REPLICA = 1000
@@ -212,22 +210,15 @@ def main(binary):
     if want < 2 * (3 * CLIENTS_PER_REPLICA) + 500:
         sys.exit(f"ulimit -n allows {want} files; this check needs about {6 * CLIENTS_PER_REPLICA + 500}")
     tally = Tally("disconnect")
-    logs = tempfile.mkdtemp(prefix="check-disconnect-")
-    procs = []
+    run = Processes("check-disconnect-")
+    spawn, logs = run.spawn, run.logs
     started = time.time()
 
-    def spawn(name, args, env=None):
-        out = open(os.path.join(logs, f"{name}.log"), "wb")
-        p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        procs.append(p)
-        return p
-
     try:
-        moto_port, app_port = free_port(), free_port()
-        moto = spawn("moto", ["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)])
+        moto_port, app_port = run.moto(), free_port()
         app = spawn("app", [sys.executable, os.path.abspath(__file__), "--app", str(app_port)])
-        if not wait_port(moto_port, 20, moto) or not wait_port(app_port, 20, app):
-            sys.exit(f"moto or the app did not start (logs in {logs})")
+        if not wait_port(app_port, 20, app):
+            sys.exit(f"the app did not start (logs in {logs})")
         app_url = f"http://127.0.0.1:{app_port}"
         gw_ports = [free_port() for _ in range(3)]
         peers = ",".join(f"http://127.0.0.1:{p}" for p in gw_ports)
@@ -262,8 +253,7 @@ def main(binary):
                 sys.exit(f"a gateway never turned ready (logs in {logs})")
         asyncio.run(scenario(tally, app_url, gw_ports, gateways, serves, moto_port, started))
     finally:
-        for p in reversed(procs):
-            stop(p)
+        run.stop_all()
         print(f"  logs in {logs}; {time.time() - started:.0f} s in all")
     tally.finish()
 

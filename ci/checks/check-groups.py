@@ -33,9 +33,7 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -45,7 +43,7 @@ import boto3
 import websockets
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from checklib import Tally, free_port, http, stop, wait_port, wait_status  # noqa: E402
+from checklib import Processes, Tally, free_port, http, wait_status  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/debug/socketless"))
@@ -269,20 +267,11 @@ async def scenario(gw_ports, gw_procs, serves, db, table):
 
 
 def main():
-    procs = []
-    logs = tempfile.mkdtemp(prefix="check-groups-")
-
-    def spawn(name, args, env=None):
-        out = open(os.path.join(logs, f"{name}.log"), "wb")
-        p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        procs.append(p)
-        return p
+    run = Processes("check-groups-")
+    spawn, logs = run.spawn, run.logs
 
     try:
-        moto_port = free_port()
-        moto = spawn("moto", ["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)])
-        if not wait_port(moto_port, 20, moto):
-            sys.exit("moto did not start")
+        moto_port = run.moto()
         table = f"groups-{moto_port}"
         gw_ports = [free_port() for _ in range(3)]
         serve_ports = [(free_port(), free_port()) for _ in range(2)]
@@ -319,8 +308,7 @@ def main():
                           aws_access_key_id=KEY_ID, aws_secret_access_key=KEY_SECRET)
         asyncio.run(scenario(gw_ports, gw_procs, serves, db, table))
     finally:
-        for p in reversed(procs):
-            stop(p)
+        run.stop_all()
         if TALLY.failed:
             print(f"logs in {logs}")
     TALLY.finish()

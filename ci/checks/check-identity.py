@@ -24,12 +24,10 @@ The closing line is `identity: N passed, N failed`.
 """
 import os
 import re
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from checklib import Tally, free_port, http, stop, wait_port, wait_status  # noqa: E402
+from checklib import Processes, Tally, free_port, http, wait_status  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/debug/socketless"))
@@ -58,20 +56,11 @@ def dynamodb_calls(internal):
 
 
 def main():
-    procs = []
-    logs = tempfile.mkdtemp(prefix="check-identity-")
-
-    def spawn(name, args, env=None):
-        out = open(os.path.join(logs, f"{name}.log"), "wb")
-        p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        procs.append(p)
-        return p
+    run = Processes("check-identity-")
+    spawn, logs = run.spawn, run.logs
 
     try:
-        moto_port = free_port()
-        moto = spawn("moto", ["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)])
-        if not wait_port(moto_port, 20, moto):
-            sys.exit("moto did not start")
+        moto_port = run.moto()
         table = f"identity-{moto_port}"
         pods = []
         for name in ("a", "b"):
@@ -134,8 +123,7 @@ def main():
                 gone.append((cid, status, found))
         check("disconnects on pod B delete every session", not gone, str(gone[:3]))
     finally:
-        for p in reversed(procs):
-            stop(p)
+        run.stop_all()
     TALLY.finish()
 
 

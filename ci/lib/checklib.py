@@ -1,10 +1,13 @@
 """The one Python library of the ci/ checks (ci/README.md has the map): a pass/fail tally that
 prints the closing line CI reads (`NAME: N passed, N failed`), free loopback ports, waiting for a
-port or a URL, HTTP helpers, and stopping a process. Scripts put this directory on sys.path."""
+port or a URL, HTTP helpers, stopping a process, and the processes a check starts (each with
+its log, moto among them). Scripts put this directory on sys.path."""
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -91,3 +94,30 @@ def stop(p, seconds=10):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+class Processes:
+    """The processes a check starts: each logs to its own file in one directory (`logs`), and
+    `stop_all` stops them in the reverse order (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, prefix):
+        self.logs = tempfile.mkdtemp(prefix=prefix)
+        self.procs = []
+
+    def spawn(self, name, args, env=None):
+        out = open(os.path.join(self.logs, f"{name}.log"), "wb")
+        p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        self.procs.append(p)
+        return p
+
+    def moto(self):
+        """Starts moto (DynamoDB) on a free loopback port; returns the port, or exits saying why."""
+        port = free_port()
+        p = self.spawn("moto", ["moto_server", "-H", "127.0.0.1", "-p", str(port)])
+        if not wait_port(port, 20, p):
+            sys.exit(f"moto did not start (logs in {self.logs})")
+        return port
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            stop(p)

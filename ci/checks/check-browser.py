@@ -19,18 +19,14 @@ Usage: python3 ci/checks/check-browser.py path/to/socketless
 import http.server
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from checklib import Tally, free_port, stop, wait_http  # noqa: E402
+from checklib import CHROMIUM, Tally, free_port, open_page, stop, wait_http  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/debug/socketless"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MESSAGE = "hello from chromium"
 
 TOKEN = "browser-token-0123456789"
@@ -117,24 +113,11 @@ def main():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", page_port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    profile = tempfile.mkdtemp(prefix="socketless-chromium-")
     try:
         wait_http(f"http://127.0.0.1:{plain_internal}/readyz")
         wait_http(f"http://127.0.0.1:{conf_internal}/readyz")
         for name in pages:
-            browser = subprocess.Popen(
-                [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"http://127.0.0.1:{page_port}/{name}"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            try:
-                reported = got[name].wait(60)
-            finally:
-                try:
-                    os.killpg(browser.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                browser.wait()
+            reported = open_page(f"http://127.0.0.1:{page_port}/{name}", got[name])
             result = results[name]
             if not reported:
                 check(f"{name}: the page reported back", False, "no report within 60 s")
@@ -161,7 +144,6 @@ def main():
         stop(plain)
         stop(conf)
         server.shutdown()
-        shutil.rmtree(profile, ignore_errors=True)
     tally.finish()
 
 

@@ -24,21 +24,18 @@ import http.server
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from checklib import Tally, free_port, stop, wait_http, wait_port  # noqa: E402
+from checklib import CHROMIUM, Tally, free_port, open_page, stop, wait_http, wait_port  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 EXAMPLE = os.path.join(ROOT, "examples", "graphql-ws")
 CACHE = os.path.join(ROOT, ".ci-cache", "graphql-ws")
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/debug/socketless")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SECRET = "graphql-shared-secret-0123456789"
 
 PAGE = """<!doctype html>
@@ -137,22 +134,10 @@ def browser_run(check, gw_port):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", page_port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    profile = tempfile.mkdtemp(prefix="socketless-chromium-")
-    browser = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"http://127.0.0.1:{page_port}/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        reported = got.wait(60)
+        reported = open_page(f"http://127.0.0.1:{page_port}/", got)
     finally:
-        try:
-            os.killpg(browser.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        browser.wait()
         server.shutdown()
-        shutil.rmtree(profile, ignore_errors=True)
     if not reported:
         check("chromium: the page reported back", False, "no report within 60 s")
         return

@@ -1,8 +1,9 @@
 """The one Python library of the ci/ checks (ci/README.md has the map): a pass/fail tally that
 prints the closing line CI reads (`NAME: N passed, N failed`), free loopback ports, waiting for a
 port or a URL, HTTP helpers, stopping a process, and the processes a check starts (each with
-its log, moto among them). Scripts put this directory on sys.path."""
+its log, moto among them), and a page opened in headless Chromium. Scripts put this directory on sys.path."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,3 +122,27 @@ class Processes:
     def stop_all(self):
         for p in reversed(self.procs):
             stop(p)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def open_page(url, reported, seconds=60):
+    """Opens `url` in headless Chromium with a profile of its own, waits until the page sets
+    `reported` (a threading.Event, set by the check's server when the page posts its result) or
+    `seconds` pass, then kills the browser and its children. Returns whether it was set."""
+    profile = tempfile.mkdtemp(prefix="socketless-chromium-")
+    browser = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", f"--user-data-dir={profile}", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return reported.wait(seconds)
+    finally:
+        try:
+            os.killpg(browser.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        browser.wait()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -159,3 +159,35 @@ async fn unknown_paths_and_health() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
 }
+
+/// An orderly close (DELETE, the duration cut) writes what was queued before it. The client
+/// reads nothing while 120 KiB posts fill the socket and then its queue (the first 429 proves
+/// frames are queued when the DELETE comes); every post answered 200 arrives, in order, before
+/// the 1000, and a post after the DELETE is 410.
+#[tokio::test]
+async fn delete_after_posts_delivers_the_queued_frames_first() {
+    let backend = FakeBackend::start().await;
+    let gw = repo_gateway(&backend, |_| {}).await;
+    let (mut ws, _) = within(tokio_tungstenite::connect_async(gw.url())).await.unwrap();
+    let id = connection_id(&backend.seen("/connect")[0]);
+    let mut accepted = 0;
+    let mut refused = None;
+    for n in 0..400 {
+        let (status, _, _) = send("POST", &gw.mgmt(&id), &[], format!("{n:04}-{}", "x".repeat(120 * 1024))).await;
+        if status != StatusCode::OK {
+            refused = Some(status);
+            break;
+        }
+        accepted += 1;
+    }
+    assert_eq!(refused, Some(StatusCode::TOO_MANY_REQUESTS), "after {accepted} posts");
+    let (status, _, _) = send("DELETE", &gw.mgmt(&id), &[], "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, _) = send("POST", &gw.mgmt(&id), &[], "after the close").await;
+    assert_eq!(status, StatusCode::GONE);
+    for n in 0..accepted {
+        let text = next_text(&mut ws).await;
+        assert_eq!(&text[..4], format!("{n:04}"), "frame {n} of {accepted}");
+    }
+    assert_eq!(close_code(&mut ws).await.0, 1000);
+}

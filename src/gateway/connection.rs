@@ -346,18 +346,52 @@ impl ConnHandle {
 
     /// Asks the connection to close with this status (the first request wins); says whether
     /// this request was the first.
+    ///
+    /// An orderly close (1000 or 1001: `DELETE @connections`, the page's close, the duration and
+    /// idle cuts, a shutdown) refuses further posts at once (410) but writes the frames already
+    /// queued first, each within the write timeout: a post answered 200 before the close is not
+    /// dropped by it. Any other close (1008, 1013, …) goes out before what is still queued.
     pub fn request_close(&self, code: u16, reason: &str) -> bool {
         let first = !self.close_requested.swap(true, Ordering::Relaxed);
         if first {
             *self.close.lock().unwrap_or_else(|p| p.into_inner()) = Some((code, reason.to_string()));
+            if orderly(code) {
+                self.outbound.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+            }
         }
         self.wake.notify_one();
         first
     }
 
+    /// The close request, unless it is orderly and frames are still queued before it.
     fn take_close(&self) -> Option<(u16, String)> {
-        self.close.lock().unwrap_or_else(|p| p.into_inner()).take()
+        let mut close = self.close.lock().unwrap_or_else(|p| p.into_inner());
+        let waits = close.as_ref().is_some_and(|(code, _)| {
+            orderly(*code)
+                && !self
+                    .outbound
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .frames
+                    .is_empty()
+        });
+        if waits { None } else { close.take() }
     }
+
+    /// The close request, unless it is orderly: what may cut a frame's write short.
+    fn take_urgent_close(&self) -> Option<(u16, String)> {
+        let mut close = self.close.lock().unwrap_or_else(|p| p.into_inner());
+        if close.as_ref().is_some_and(|(code, _)| orderly(*code)) {
+            None
+        } else {
+            close.take()
+        }
+    }
+}
+
+/// Closes that let the frames already queued go out first.
+fn orderly(code: u16) -> bool {
+    code == NORMAL.0 || code == GOING_AWAY.0
 }
 
 /// Protocol limits for client connections: small buffers (memory per idle connection), frame
@@ -398,7 +432,7 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = handle.wake.notified() => {
-                // A close request wins over frames still queued.
+                // An urgent close wins over frames still queued; an orderly one follows them.
                 if let Some((c, r)) = handle.take_close() {
                     break Ending::ByUs(c, r);
                 }
@@ -419,6 +453,10 @@ pub async fn run(
                 }
                 if let Some(f) = failed {
                     break f;
+                }
+                // The queue is empty: an orderly close waiting behind it goes now.
+                if let Some((c, r)) = handle.take_close() {
+                    break Ending::ByUs(c, r);
                 }
             }
             reply = async { match inflight.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {

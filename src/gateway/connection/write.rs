@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use super::{ConnHandle, Ending, GOING_AWAY, Socket};
 
 /// Writes one data frame within the write timeout, unless the connection is asked to close
-/// meanwhile: a client that does not read is then closed at once, not after the write timeout.
+/// urgently meanwhile (1008, 1013, …: a client that does not read is then closed at once, not
+/// after the write timeout); an orderly close waits for the frame.
 ///
 /// The frame goes straight to the socket, not through the protocol layer: that layer would copy
 /// it into its write buffer, and a buffer keeps the size of the largest frame it ever held
@@ -71,7 +72,7 @@ pub(super) async fn write_or_close(
                     };
                 }
                 _ = handle.wake.notified() => {
-                    if let Some(close) = handle.take_close() {
+                    if let Some(close) = handle.take_urgent_close() {
                         break Err(Some(close));
                     }
                     woken = true;

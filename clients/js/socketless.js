@@ -13,7 +13,7 @@
  *   old one still delivers reach the app, and it is closed 5 s later if still open.
  * - send() queues while reconnecting, up to `queueLimit` messages (false when full).
  *
- * Events (on/off): open, message (data), close ({code, reason}), reconnecting ({attempt, delay}).
+ * Events (on/off): open, message (data, the WebSocket it came on), close ({code, reason}), reconnecting ({attempt, delay}).
  */
 (function (root, factory) {
   if (typeof module === "object" && module.exports) module.exports = factory();
@@ -70,9 +70,9 @@
     return this;
   };
 
-  P._emit = function (type, value) {
+  P._emit = function (type, value, socket) {
     var list = (this.handlers[type] || []).slice();
-    for (var i = 0; i < list.length; i++) list[i].call(this, value);
+    for (var i = 0; i < list.length; i++) list[i].call(this, value, socket);
   };
 
   P._open = function () {
@@ -80,7 +80,7 @@
     var ws = new this.WebSocket(this.url + sep + this.param + "=" + this.key, this.protocols);
     var self = this;
     ws.onmessage = function (e) {
-      self._emit("message", e.data);
+      self._emit("message", e.data, ws);
     };
     return ws;
   };

@@ -186,7 +186,7 @@ async fn past_the_window_the_key_starts_a_new_session_after_one_disconnect() {
 #[tokio::test]
 async fn without_a_key_the_session_id_is_the_connection_id_and_resume_off_ignores_keys() {
     let s = stack(1, &memory(), &["--resume-window=0s"]).await;
-    let _plain = connect(&s.gw.url()).await;
+    let _plain = connect(&s.gws[0].url()).await;
     let _keyed = connect(&s.url("not%20a%20key")).await;
     let calls = s.app.wait_for("/connect", 2).await;
     for c in calls {
@@ -294,4 +294,30 @@ async fn hostile_a_buffer_pushed_past_its_bounds_stays_within_them() {
     for _ in 0..10 {
         assert_eq!(next_text(&mut ws).await, body);
     }
+}
+
+#[tokio::test]
+async fn hostile_a_key_resumed_by_another_principal_is_refused_with_403() {
+    let auth = common::authorizer::FakeAuthorizer::start().await;
+    let s = stack_with(1, &memory(), &["--resume-window=5s"], Some(&auth.url)).await;
+    let id = sid();
+    let alice = |s: &Stack| format!("{}&token=allow", s.url(KEY));
+    drop(connect(&alice(&s)).await);
+    let first = s.app.wait_for("/connect", 1).await.remove(0);
+    assert_eq!(first.header("x-socketless-principal-id").as_deref(), Some("alice"));
+    s.wait_detached(&id).await;
+    let bob = format!("{}&token=bob", s.url(KEY));
+    assert_eq!(common::authorizer::refused(&bob).await, 403);
+    assert_eq!(s.app.calls("/connect").len(), 1, "the app never saw bob's connect");
+    assert_eq!(
+        s.serves[0]
+            .metric("socketless_resume_refused_total{reason=\"principal\"}")
+            .await,
+        1.0
+    );
+    // The session is still alice's.
+    let _ws = connect(&alice(&s)).await;
+    let again = s.app.wait_for("/connect", 2).await.remove(1);
+    assert_eq!(again.header("x-socketless-resumed").as_deref(), Some("true"));
+    assert_eq!(again.header("x-socketless-principal-id").as_deref(), Some("alice"));
 }

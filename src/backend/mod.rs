@@ -30,6 +30,7 @@ mod listing;
 mod public;
 pub mod push;
 pub mod resume;
+mod resume_metrics;
 mod resume_push;
 mod settings;
 mod state;

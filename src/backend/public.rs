@@ -114,7 +114,10 @@ impl Backend {
         // hyper has parsed Content-Length already; its size hint is exact when one was sent.
         let declared = hyper::body::Body::size_hint(&body).exact();
         if self.handler.wants_headers() {
-            ctx.headers = Some(Arc::new(parts.headers));
+            let mut headers = parts.headers;
+            // The resume key stays in `serve`: no handler sees it.
+            headers.remove(contract::RESUME_KEY);
+            ctx.headers = Some(Arc::new(headers));
         }
         Head::Call(Call {
             route,

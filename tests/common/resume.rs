@@ -11,7 +11,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use tokio::net::TcpListener;
 
-use super::gw::{Gw, start_gateway};
+use super::gw::{Gw, launch};
 use super::*;
 
 pub const SECRET: &str = "0123456789abcdef-test";
@@ -109,17 +109,22 @@ impl App {
     }
 }
 
-/// A gateway, `serve`s behind it, the app.
+/// Gateways, each with its `serve` behind it (all on one store), the app.
 pub struct Stack {
-    pub gw: Gw,
+    pub gws: Vec<Gw>,
     pub serves: Vec<Backend>,
     pub app: App,
 }
 
 impl Stack {
-    /// The WebSocket URL with `?resume=<key>`.
+    /// The first gateway's WebSocket URL with `?resume=<key>`.
     pub fn url(&self, key: &str) -> String {
-        format!("{}?resume={key}", self.gw.url())
+        self.url_on(0, key)
+    }
+
+    /// Gateway `i`'s WebSocket URL with `?resume=<key>`.
+    pub fn url_on(&self, i: usize, key: &str) -> String {
+        format!("{}?resume={key}", self.gws[i].url())
     }
 
     pub fn internal(&self, path: &str) -> String {
@@ -157,24 +162,49 @@ impl Stack {
     }
 }
 
-/// A stack of `serves` `serve`s on the ports the gateway's integration reaches in turn (the
-/// first; the others take calls through the internal API), each with `flags` and `store`.
+/// `count` pairs of a gateway replica (the repository's template) and the `serve` it integrates with,
+/// every `serve` with `store` and `flags`, pushing through its own gateway.
 pub async fn stack(count: usize, store: &[String], flags: &[&str]) -> Stack {
+    stack_with(count, store, flags, None).await
+}
+
+/// [`stack`], with the template's `$connect` authorizer on, answered at `authorizer`.
+pub async fn stack_with(count: usize, store: &[String], flags: &[&str], authorizer: Option<&str>) -> Stack {
     let app = App::start().await;
-    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
-    let gw = start_gateway(
-        socketless::gateway::EMBEDDED_TEMPLATE,
-        &[
-            ("IntegrationUri".to_string(), format!("http://127.0.0.1:{}", ports[0])),
+    let mut gws = Vec::new();
+    let mut serves = Vec::new();
+    // The gateways are replicas of one another, so any `serve` reaches any connection.
+    let gw_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+    let peers: Vec<String> = gw_ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    for (i, gw_port) in gw_ports.iter().enumerate() {
+        let port = free_port();
+        let mut params = std::collections::BTreeMap::from([
+            ("IntegrationUri".to_string(), format!("http://127.0.0.1:{port}")),
             ("StageName".to_string(), "dev".to_string()),
             ("SharedSecret".to_string(), SECRET.to_string()),
             ("DisconnectContext".to_string(), "true".to_string()),
-        ],
-        |_| {},
-    )
-    .await;
-    let mut serves = Vec::new();
-    for port in ports {
+        ]);
+        let mut gateway_flags = Vec::new();
+        if let Some(url) = authorizer {
+            params.insert(
+                "AuthorizerFunctionArn".into(),
+                "arn:aws:lambda:us-east-1:123456789012:function:auth".into(),
+            );
+            gateway_flags.push(format!("--authorizer=ConnectAuthorizer={url}"));
+        }
+        let mut config = socketless::gateway::GatewayConfig::from_template_with(
+            socketless::gateway::EMBEDDED_TEMPLATE,
+            &params,
+            &gateway_flags,
+        )
+        .expect("template loads");
+        config.shutdown_delay = Duration::ZERO;
+        config.drain_timeout = Duration::from_secs(5);
+        config.listen = ([127, 0, 0, 1], *gw_port).into();
+        config.ordinal = i as u8;
+        config.peers = socketless::gateway::PeerUrls::List(peers.clone());
+        config.peer_timeout = Duration::from_millis(500);
+        let gw = launch(config).await;
         let mut all: Vec<String> = vec![
             format!("--listen=127.0.0.1:{port}"),
             "--internal-listen=127.0.0.1:0".into(),
@@ -192,6 +222,7 @@ pub async fn stack(count: usize, store: &[String], flags: &[&str]) -> Stack {
         all.extend(flags.iter().map(|f| f.to_string()));
         let args = ServeArgs::from_flags(all).expect("flags parse");
         serves.push(start(args).await);
+        gws.push(gw);
     }
-    Stack { gw, serves, app }
+    Stack { gws, serves, app }
 }

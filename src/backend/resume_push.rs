@@ -24,6 +24,10 @@ use crate::timefmt::now_ms;
 /// through: the gateway may not have finished the handshake yet.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a replay retries a push that keeps failing (throttled, the gateway down) before it
+/// stops; what is left stays buffered for the next resume.
+const FAILING_FOR: Duration = Duration::from_secs(30);
+
 /// What an append to the buffer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Append {
@@ -228,7 +232,8 @@ async fn replay(store: &dyn SessionStore, pusher: &Arc<Pusher>, endpoint: &str, 
         let mut sent = 0;
         let mut stop = false;
         'messages: for m in &record.buffer {
-            let mut failures = 0;
+            let mut failures = 0u32;
+            let failing_since = Instant::now();
             loop {
                 match pusher
                     .post_frame(endpoint, connection_id, m.data.clone(), m.binary)
@@ -246,11 +251,14 @@ async fn replay(store: &dyn SessionStore, pusher: &Arc<Pusher>, endpoint: &str, 
                         stop = true;
                         break 'messages;
                     }
-                    _ if failures < 5 => {
+                    // Throttled or failing: again with backoff, for a while.
+                    outcome if failing_since.elapsed() < FAILING_FOR => {
+                        tracing::debug!(session_id = %id, ?outcome, "replay push failed; retrying");
                         failures += 1;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(Duration::from_millis(100 << failures.min(5))).await;
                     }
-                    _ => {
+                    outcome => {
+                        tracing::warn!(session_id = %id, ?outcome, "replay stopped: pushes to the resumed connection keep failing; the rest stays buffered");
                         stop = true;
                         break 'messages;
                     }

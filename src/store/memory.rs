@@ -297,4 +297,38 @@ mod tests {
         assert_eq!(made.principal_id, None);
         assert!(made.attributes.is_empty());
     }
+
+    /// A resume record is written only on the version read: a create loses to an existing
+    /// record, a write or delete on a stale version changes nothing.
+    #[tokio::test]
+    async fn resume_records_are_written_on_their_version_only() {
+        let store = MemoryStore::new();
+        let mut r = ResumeRecord {
+            session_id: "s".into(),
+            origin: "a".into(),
+            connection_id: "a".into(),
+            detached_at: None,
+            principal_id: None,
+            attributes: Attributes::new(),
+            domain: String::new(),
+            stage: String::new(),
+            buffer: Vec::new(),
+            overflow: false,
+            replaying: false,
+            version: 1,
+            expires_at: 9,
+        };
+        assert!(store.put_resume(&r, None).await.unwrap());
+        assert!(!store.put_resume(&r, None).await.unwrap(), "one create wins");
+        r.connection_id = "b".into();
+        r.version = 2;
+        assert!(!store.put_resume(&r, Some(0)).await.unwrap(), "a stale version loses");
+        assert!(store.put_resume(&r, Some(1)).await.unwrap());
+        assert_eq!(store.get_resume("s").await.unwrap().unwrap().connection_id, "b");
+        assert!(!store.delete_resume("s", 1).await.unwrap());
+        assert!(store.delete_resume("s", 2).await.unwrap());
+        assert_eq!(store.get_resume("s").await.unwrap(), None);
+        // Records are apart from the sessions: no scan meets them.
+        assert!(store.scan(None, 10).await.unwrap().sessions.is_empty());
+    }
 }

@@ -60,6 +60,11 @@ live_page() {
 step "who is connected: 30,000 connections over 3 gateways listed in pages of 1,000, each once; the live page in headless Chromium (screenshots in target/ci-artifacts/)" live_page
 step "groups: a publish to 900 members over 3 gateways and 2 serve in ≤ 3 calls, each member once; pruning; serve SIGKILLed mid-publish; hostile calls" python3 ci/checks/check-groups.py target/debug/socketless
 step "/disconnect at least once: 3 gateways × 1,000 clients, one SIGKILLed; 2,000 handshake resets; serve SIGKILLed mid-/disconnect; the app 500 for 10 s" python3 ci/checks/check-disconnect.py target/debug/socketless
+resume() {
+  need_apt chromium chromium node nodejs npm npm
+  python3 ci/checks/check-resume.py target/debug/socketless
+}
+step "resumable sessions: a raw client through 100 cuts, the reference client (≤ 3 KB gzipped) in Node and Chromium through 20 each; every push in order, once" resume
 
 static_check() {
   local bin

@@ -49,6 +49,18 @@ pub const PRINCIPAL_ID: &str = "x-socketless-principal-id";
 /// context variable). The backend confirms one by answering `/connect` with
 /// `Sec-WebSocket-Protocol`; `serve` passes it on to an upstream app.
 pub const SUBPROTOCOLS: &str = "x-socketless-subprotocols";
+/// The resume key a client gave on `$connect` (`?resume=<key>`, the template parameter
+/// `ResumeParameter`), mapped from the handshake's query string like [`SUBPROTOCOLS`]. `serve`
+/// derives the logical session id from it and never stores or logs the key itself (see
+/// [`crate::backend::resume`]).
+pub const RESUME_KEY: &str = "x-socketless-resume-key";
+/// Set by `serve` on every event it sends the handler or the app: the logical session id (the
+/// connection id for a session without a resume key).
+pub const SESSION_ID: &str = "x-socketless-session-id";
+/// Set by `serve` on `/connect`: `true` when the connect resumed a session by its key.
+pub const RESUMED: &str = "x-socketless-resumed";
+/// Set by `serve` on a resumed `/connect`: `false` when a bound dropped messages of the gap.
+pub const RECOVERED: &str = "x-socketless-recovered";
 /// `binary` on a message that arrived in a binary frame (`socketless gateway --binary-frames`;
 /// the body is the frame's bytes), and on an answer whose body is to go out as a binary frame.
 /// `serve` passes it on to an upstream app, and answers with it for a binary reply.
@@ -120,6 +132,14 @@ pub struct RequestContext {
     pub subprotocols: Option<Box<str>>,
     /// The message arrived in a binary frame ([`FRAME`] said `binary`).
     pub binary: bool,
+    /// `$connect` only: the resume key the client gave ([`RESUME_KEY`]); never logged.
+    pub resume_key: Option<Box<str>>,
+    /// The logical session id ([`SESSION_ID`]), set by `serve`; `None` reads as the connection id.
+    pub session_id: Option<std::sync::Arc<str>>,
+    /// `/connect` only, set by `serve`: whether the connect resumed a session ([`RESUMED`]).
+    pub resumed: Option<bool>,
+    /// A resumed `/connect` only: whether the gap was kept whole ([`RECOVERED`]).
+    pub recovered: Option<bool>,
     /// Every header of the call, for handlers whose
     /// [`crate::handler::MessageHandler::wants_headers`] says so (to read parameters the
     /// template maps beyond the context); `None` otherwise.

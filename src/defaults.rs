@@ -56,6 +56,15 @@ pub const GROUP_PUBLISH_PAGE: usize = 1000;
 pub const UPSTREAM_TIMEOUT: &str = "10s";
 pub const UPSTREAM_CONCURRENCY: &str = "256";
 pub const UPSTREAM_HEALTH_PATH: &str = "/healthz";
+/// A session resumed by its key within this long after its connection went is the same session
+/// (`0s`: resume off); its `/disconnect` waits this long instead of the grace.
+pub const RESUME_WINDOW: &str = "2m";
+/// Messages kept for a detached resumable session, at most.
+pub const RESUME_BUFFER_MESSAGES: &str = "1000";
+/// Bytes of messages kept for a detached resumable session, at most (256 KiB).
+pub const RESUME_BUFFER_BYTES: &str = "262144";
+/// The largest `--resume-buffer-bytes`: the buffer lives in one DynamoDB item (400 KB at most).
+pub const RESUME_BUFFER_BYTES_MAX: u64 = 320 * 1024;
 /// A `/disconnect` waits this long before the handler or the app is called: room for a
 /// reconnecting client to resume the session and cancel it.
 pub const DISCONNECT_GRACE: &str = "3s";

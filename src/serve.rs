@@ -118,6 +118,7 @@ pub async fn prepare_with_sdk(
         config.disconnect.clone(),
         &mut registry,
     );
+    let resume_metrics = Arc::new(crate::backend::resume::ResumeMetrics::register(&mut registry));
     let backend = Arc::new(Backend {
         store,
         groups,
@@ -131,6 +132,7 @@ pub async fn prepare_with_sdk(
         settings: config.backend.clone(),
         body: config.body.clone(),
         disconnects,
+        resume_metrics,
     });
     Ok(Prepared {
         backend,

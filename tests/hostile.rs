@@ -124,6 +124,8 @@ async fn a_flood_past_the_maximum_is_refused_cleanly_with_bounded_memory() {
 async fn secrets_never_reach_the_logs() {
     const SHARED: &str = "shared-secret-VALUE-7f3a9c";
     const SIGV4: &str = "sigv4-secret-VALUE-91bd22";
+    const RESUME_KEY: &str = "resumeKEYvalue-0123456789_ab";
+    const BAD_RESUME_KEY: &str = "badResumeKEY.value";
     let dir = std::env::temp_dir().join(format!("socketless-logs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (bport, iport, gport) = (free_port(), free_port(), free_port());
@@ -182,6 +184,18 @@ async fn secrets_never_reach_the_logs() {
     let (status, _, _) = send("POST", &format!("http://127.0.0.1:{gport}/dev/@connections/nobody"), &[("authorization", "AWS4-HMAC-SHA256 Credential=AKIDLOGS/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=00")], "x").await;
     assert_eq!(status, http::StatusCode::FORBIDDEN);
     drop(ws);
+    // A resume key: a session made, dropped and resumed by it; and an invalid one refused.
+    let resume = |key: &str| format!("ws://127.0.0.1:{gport}/dev?resume={key}");
+    drop(connect(&resume(RESUME_KEY)).await);
+    let mut resumed = connect(&resume(RESUME_KEY)).await;
+    send_text(&mut resumed, "again").await;
+    assert_eq!(next_text(&mut resumed).await, "again");
+    drop(resumed);
+    assert_eq!(
+        common::authorizer::refused(&resume(BAD_RESUME_KEY)).await,
+        400,
+        "an invalid resume key is refused"
+    );
     // Invalid settings with a secret in them.
     let refusal = refused(command().args([
         "serve",
@@ -203,7 +217,7 @@ async fn secrets_never_reach_the_logs() {
         logs.lines().count() > 10,
         "trace logging produced too little to be a meaningful check"
     );
-    for secret in [SHARED, SIGV4, "short secret with spaces"] {
+    for secret in [SHARED, SIGV4, "short secret with spaces", RESUME_KEY, BAD_RESUME_KEY] {
         assert!(!logs.contains(secret), "a secret appeared in the logs");
     }
     println!(

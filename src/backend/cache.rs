@@ -207,6 +207,7 @@ mod tests {
         let alice = Arc::new(Identity {
             principal_id: Some("alice".into()),
             attributes: [("tenant", "acme")].into_iter().collect(),
+            session_id: None,
         });
         assert_eq!(cache.on_message("a", t0), Lookup::Sync { add: 1, cached: false });
         // The first write has not answered: another message makes its own.

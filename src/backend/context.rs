@@ -42,6 +42,9 @@ pub(super) fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
             // Not context variables: what the handshake offered, and the frame's kind.
             if name == contract::SUBPROTOCOLS && ctx.subprotocols.is_none() {
                 ctx.subprotocols = value.to_str().ok().filter(|v| !v.is_empty()).map(Box::from);
+            } else if name == contract::RESUME_KEY && ctx.resume_key.is_none() {
+                // Kept as given (even empty or not text): `serve` refuses what is no valid key.
+                ctx.resume_key = Some(String::from_utf8_lossy(value.as_bytes()).into());
             } else if name == contract::FRAME {
                 ctx.binary = value.as_bytes().eq_ignore_ascii_case(contract::FRAME_BINARY.as_bytes());
             }

@@ -55,6 +55,8 @@ pub struct DisconnectSettings {
     pub sweep_rate: u32,
     /// The sweep leaves sessions created or synced less than this long ago alone.
     pub sweep_min_age: Duration,
+    /// `--resume-window`: a resumable session's `/disconnect` waits this long, not the grace.
+    pub resume_window: Duration,
 }
 
 /// A fresh request id for a `/disconnect` no gateway asked for.
@@ -89,7 +91,8 @@ pub fn context_of(session: &Session, reason: &str) -> RequestContext {
 
 /// The disconnects' and the sweep's counters.
 pub(crate) struct DisconnectMetrics {
-    /// By outcome: delivered, attempt_failed, abandoned, cancelled, taken_over, already_claimed.
+    /// By outcome: delivered, attempt_failed, abandoned, cancelled, resumed, taken_over,
+    /// already_claimed.
     pub disconnects: Family<OutcomeLabels, Counter>,
     /// GetConnection answers and lease take-overs of the sweep, by outcome: alive, gone, failed,
     /// no_endpoint, lease_expired.
@@ -106,7 +109,7 @@ impl DisconnectMetrics {
         };
         registry.register(
             "socketless_disconnects",
-            "Disconnects by outcome: delivered, attempt_failed (retried), abandoned (deadline reached), cancelled, taken_over, already_claimed",
+            "Disconnects by outcome: delivered, attempt_failed (retried), abandoned (deadline reached), cancelled, resumed (the session went on on another connection), taken_over, already_claimed",
             m.disconnects.clone(),
         );
         registry.register(
@@ -201,18 +204,47 @@ impl Disconnects {
             return;
         }
         ctx.disconnect_id = Some(session.disconnect_id().into());
-        if grace && !self.settings.grace.is_zero() {
+        let mut wait = if grace { self.settings.grace } else { Duration::ZERO };
+        if session.session_id.is_some() && !self.settings.resume_window.is_zero() {
+            ctx.session_id = session.session_id.as_deref().map(Into::into);
+            match super::resume::detach(self.store.as_ref(), &session, self.settings.resume_window).await {
+                Ok(super::resume::Detach::Replaced) => {
+                    self.end_resumed(&session).await;
+                    return;
+                }
+                Ok(super::resume::Detach::Waiting(since)) => {
+                    let left = ms(self.settings.resume_window) - (now_ms() - since);
+                    wait = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                    let until = now_ms() + ms(wait) + ms(self.settings.lease);
+                    if let Err(err) = self
+                        .store
+                        .renew_disconnect(&session.connection_id, &self.owner, until)
+                        .await
+                    {
+                        tracing::debug!(connection_id = %session.connection_id, error = %err, "could not extend a resumable session's lease");
+                    }
+                }
+                Ok(super::resume::Detach::Ended) => {}
+                Err(err) => {
+                    tracing::warn!(connection_id = %session.connection_id, error = %err, "could not mark a resume record detached; the disconnect waits the window")
+                }
+            }
+        }
+        if !wait.is_zero() {
             let (cancel, cancelled) = oneshot::channel();
             self.pending_map().insert(ctx.connection_id.clone(), cancel);
             let this = self.clone();
             tokio::spawn(async move {
                 let waited = tokio::select! {
-                    _ = tokio::time::sleep(this.settings.grace) => true,
+                    _ = tokio::time::sleep(wait) => true,
                     _ = cancelled => false,
                 };
                 this.pending_map().remove(&ctx.connection_id);
                 if !waited {
                     this.metrics.disconnect("cancelled");
+                    if session.session_id.is_some() {
+                        this.end_resumed(&session).await;
+                    }
                     return;
                 }
                 this.deliver(session, ctx, 0).await;
@@ -244,9 +276,9 @@ impl Disconnects {
 
     /// The cancel-on-resume hook: a session that resumes within the grace calls this with its
     /// old connection id, so the pending `/disconnect` is never made. Returns whether one was
-    /// pending. Resume does not exist yet, so nothing calls this outside tests; when it does, it
-    /// must also clear the session's mark in the store (or move the session to its new
-    /// connection), or the sweep delivers the disconnect once the lease runs out.
+    /// pending. A resume calls it with the connection it takes over; the cancelled task deletes
+    /// that connection's item. A resume on another pod cancels through the store instead: the
+    /// task re-reads the resume record before calling the app.
     pub fn cancel_pending_disconnect(&self, connection_id: &str) -> bool {
         match self.pending_map().remove(connection_id) {
             Some(cancel) => cancel.send(()).is_ok(),
@@ -261,6 +293,11 @@ impl Disconnects {
     /// One call to the handler or the app; on success the session is deleted. Returns whether
     /// it was taken.
     async fn attempt(&self, session: &Session, ctx: &RequestContext) -> bool {
+        // A resume on any pod may have cancelled it: the record says.
+        if session.session_id.is_some() && super::resume::resumed_elsewhere(self.store.as_ref(), session).await {
+            self.end_resumed(session).await;
+            return true;
+        }
         // Half the lease: the call ends well before the claim could be taken over.
         let bound = self.settings.lease / 2;
         let answer = tokio::time::timeout(bound, self.handler.on_disconnect_result(ctx)).await;
@@ -268,6 +305,7 @@ impl Disconnects {
             Ok(Ok(())) => {
                 self.metrics.disconnect("delivered");
                 self.forget_groups(&session.connection_id).await;
+                super::resume::end_record(self.store.as_ref(), session).await;
                 if let Err(err) = self.store.delete(&session.connection_id).await {
                     // The mark stays: a sweep delivers it again, a duplicate with the same id.
                     tracing::warn!(connection_id = %session.connection_id, error = %err, "disconnect delivered, but the session could not be deleted");
@@ -347,8 +385,19 @@ impl Disconnects {
             "disconnect abandoned: the handler or the app did not take it before the deadline"
         );
         self.forget_groups(&session.connection_id).await;
+        super::resume::end_record(self.store.as_ref(), session).await;
         if let Err(err) = self.store.delete(&session.connection_id).await {
             tracing::warn!(connection_id = %session.connection_id, error = %err, "could not delete an abandoned session");
+        }
+    }
+
+    /// A connection whose logical session another connection resumed: its item and any
+    /// membership left go, without a `/disconnect`.
+    async fn end_resumed(&self, session: &Session) {
+        self.metrics.disconnect("resumed");
+        self.forget_groups(&session.connection_id).await;
+        if let Err(err) = self.store.delete(&session.connection_id).await {
+            tracing::warn!(connection_id = %session.connection_id, error = %err, "could not delete the item of a resumed connection");
         }
     }
 

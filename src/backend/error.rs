@@ -38,6 +38,8 @@ pub enum ApiError {
     InvalidConnectionId,
     #[error("no such connection")]
     NoSuchConnection,
+    #[error("no such session")]
+    NoSuchSession,
     /// The connection cannot be reached through `@connections`; the text says why.
     #[error("{0}")]
     NoEndpoint(&'static str),
@@ -79,7 +81,7 @@ impl ApiError {
             }
             ApiError::NoSecret | ApiError::NoToken | ApiError::WrongToken => (StatusCode::UNAUTHORIZED, text()),
             ApiError::WrongSecret => (StatusCode::FORBIDDEN, text()),
-            ApiError::NoRoute | ApiError::NoSuchConnection => (StatusCode::NOT_FOUND, text()),
+            ApiError::NoRoute | ApiError::NoSuchConnection | ApiError::NoSuchSession => (StatusCode::NOT_FOUND, text()),
             ApiError::Method(_) => (StatusCode::METHOD_NOT_ALLOWED, text()),
             ApiError::NoEndpoint(_) => (StatusCode::CONFLICT, text()),
             ApiError::Gone => (StatusCode::GONE, text()),

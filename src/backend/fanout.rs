@@ -183,10 +183,11 @@ impl<'a> Fanout<'a> {
             }
         }
         // As many at once as the sends were: each is a few store calls.
-        let backend = self.backend;
+        // A resumable member's session keeps the message for its resume.
+        let (backend, data) = (self.backend, &self.data);
         futures_util::stream::iter(std::mem::take(&mut self.gone))
             .for_each_concurrent(backend.settings.broadcast_concurrency.max(1), |id| async move {
-                backend.forget(&id).await;
+                backend.forget_with(&id, Some((data, false))).await;
             })
             .await;
         self.tally

@@ -200,6 +200,9 @@ pub(crate) fn refused(ctx: &RequestContext, rule: &AttributeError) -> Rejection 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     pub principal_id: Option<Arc<str>>,
+    /// The logical session a resume key gave (see [`super::resume`]); `None`: the connection
+    /// id is the session id.
+    pub session_id: Option<Arc<str>>,
     pub attributes: Attributes,
 }
 

@@ -104,6 +104,29 @@ impl Backend {
                 };
                 ("/v1/groups/{group}/connections/{id}", result)
             }
+            (m, ["v1", "sessions", id]) => {
+                let id = connection_id(id);
+                let answer = match (id, m) {
+                    (Err(e), _) => Err(e),
+                    (Ok(id), Method::GET) => self.session_view(&id).await,
+                    (Ok(_), _) => Err(ApiError::Method("use GET")),
+                };
+                ("/v1/sessions/{id}", answer)
+            }
+            (m, ["v1", "sessions", id, "messages"]) => {
+                let answer = match connection_id(id) {
+                    Err(e) => Err(e),
+                    Ok(_) if m != Method::POST => Err(ApiError::Method("use POST")),
+                    Ok(id) => {
+                        let binary = contract::says_binary(req.headers());
+                        match http_server::read_body(req, contract::MAX_POST_BYTES, &self.body).await {
+                            Ok(body) => self.push_session(&id, body.bytes, binary).await,
+                            Err(e) => Err(e.into()),
+                        }
+                    }
+                };
+                ("/v1/sessions/{id}/messages", answer)
+            }
             (m, ["v1", "connections"]) => {
                 let result = match m {
                     Method::GET => self.list_connections(req.uri().query()).await,

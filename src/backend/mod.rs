@@ -13,7 +13,9 @@
 //! gateway replica through `batch`, the batch extension's client, to a socketless gateway).
 //! `listing` says who is connected (from the gateway's replicas, or the sessions table).
 //! `disconnect` makes `/disconnect` at least once (claims, grace, retries), and `sweeper` finds
-//! the sessions whose connection is gone without one.
+//! the sessions whose connection is gone without one. `resume` is resume by a client-held
+//! key (the logical session, its record and the connect and disconnect hooks), `resume_push`
+//! the pushes to a logical session, its gap buffer and the replay.
 
 pub mod batch;
 pub mod cache;
@@ -27,6 +29,9 @@ mod internal;
 mod listing;
 mod public;
 pub mod push;
+pub mod resume;
+mod resume_metrics;
+mod resume_push;
 mod settings;
 mod state;
 pub mod sweeper;

@@ -114,7 +114,10 @@ impl Backend {
         // hyper has parsed Content-Length already; its size hint is exact when one was sent.
         let declared = hyper::body::Body::size_hint(&body).exact();
         if self.handler.wants_headers() {
-            ctx.headers = Some(Arc::new(parts.headers));
+            let mut headers = parts.headers;
+            // The resume key stays in `serve`: no handler sees it.
+            headers.remove(contract::RESUME_KEY);
+            ctx.headers = Some(Arc::new(headers));
         }
         Head::Call(Call {
             route,
@@ -173,6 +176,8 @@ impl Backend {
             // Only a connect stores who the session belongs to.
             principal_id: None,
             attributes: identity::Attributes::new(),
+            session_id: None,
+            resume_origin: None,
             disconnect: None,
         }
     }
@@ -180,10 +185,13 @@ impl Backend {
     /// Gives a call the session's identity in place of anything its own headers said.
     fn with_identity(ctx: &mut RequestContext, identity: Option<&Identity>) {
         ctx.principal_id = identity.and_then(|i| i.principal_id.clone());
+        ctx.session_id = identity.and_then(|i| i.session_id.clone());
         ctx.attributes = identity.map(|i| i.attributes.clone()).unwrap_or_default();
     }
 
-    async fn connect(&self, ctx: RequestContext) -> Result<Response<Body>, ApiError> {
+    async fn connect(&self, mut ctx: RequestContext) -> Result<Response<Body>, ApiError> {
+        // The resume key checked and its session looked up before the handler sees the connect.
+        let resuming = self.resume_begin(&mut ctx).await?;
         let accepted = match self.handler.on_connect_accepted(&ctx).await {
             Ok(accepted) => accepted,
             Err(rejection) => {
@@ -205,6 +213,10 @@ impl Backend {
         // The gateway's principal header is trusted here, at connect, and nowhere else.
         session.principal_id = ctx.principal_id.as_deref().map(str::to_owned);
         session.attributes = attributes;
+        let attached = match resuming {
+            Some(resuming) => Some(self.resume_attach(resuming, &mut ctx, &mut session).await?),
+            None => None,
+        };
         let (connection_id, request_id) = (&ctx.connection_id, &ctx.request_id);
         let created = self
             .store
@@ -238,6 +250,13 @@ impl Backend {
                     }
                 }
                 return Err(err);
+            }
+        }
+        if let Some(attached) = &attached {
+            self.resume_take_over(attached, &session).await;
+            if attached.replay {
+                let id = session.session_id.clone().unwrap_or_default();
+                self.spawn_replay(id, session.connection_id.clone(), &session.domain, &session.stage);
             }
         }
         self.cache

@@ -37,6 +37,8 @@ pub struct BackendSettings {
     pub max_groups_per_connection: usize,
     /// Whether publishes use the gateway's batch delivery (`--push-batch`).
     pub push_batch: PushBatch,
+    /// Resume by a client-held key: the window and the gap buffer's bounds.
+    pub resume: super::resume::ResumeSettings,
 }
 
 /// `--push-batch`: how fan-out reaches a socketless gateway.
@@ -187,6 +189,19 @@ pub struct ServeArgs {
     /// their handshake may still be under way, which GetConnection calls gone.
     #[arg(long, env = "SOCKETLESS_SWEEP_MIN_AGE", default_value = defaults::SWEEP_MIN_AGE)]
     pub sweep_min_age: String,
+    /// A client that reconnects with the same `?resume=<key>` this long after its connection went
+    /// resumes the same session (attributes, groups, buffered messages); its `/disconnect` waits
+    /// this long instead of --disconnect-grace. 0s turns resume off (the key is ignored).
+    #[arg(long, env = "SOCKETLESS_RESUME_WINDOW", default_value = defaults::RESUME_WINDOW)]
+    pub resume_window: String,
+    /// Messages kept for a resumable session while it has no connection, at most; past it a
+    /// push is dropped and the resume says x-socketless-recovered: false.
+    #[arg(long, env = "SOCKETLESS_RESUME_BUFFER_MESSAGES", default_value = defaults::RESUME_BUFFER_MESSAGES)]
+    pub resume_buffer_messages: String,
+    /// Bytes of messages kept for a resumable session while it has no connection, at most
+    /// (327680 at most: the buffer is one DynamoDB item).
+    #[arg(long, env = "SOCKETLESS_RESUME_BUFFER_BYTES", default_value = defaults::RESUME_BUFFER_BYTES)]
+    pub resume_buffer_bytes: String,
     /// Run the conformance backend (for `socketless conformance`) instead of the handler.
     #[arg(long, env = "SOCKETLESS_CONFORMANCE", default_value_t = false)]
     pub conformance: bool,
@@ -366,6 +381,13 @@ impl ServeArgs {
         let sweep_interval = p.duration(l.get("sweep_interval"), &self.sweep_interval);
         let sweep_rate = p.count(l.get("sweep_rate"), &self.sweep_rate, 10_000);
         let sweep_min_age = p.duration(l.get("sweep_min_age"), &self.sweep_min_age);
+        let resume_window = p.duration(l.get("resume_window"), &self.resume_window);
+        let resume_messages = p.count(l.get("resume_buffer_messages"), &self.resume_buffer_messages, 100_000);
+        let resume_bytes = p.count(
+            l.get("resume_buffer_bytes"),
+            &self.resume_buffer_bytes,
+            defaults::RESUME_BUFFER_BYTES_MAX,
+        );
         p.into_result()?;
         let (Some(listen), Some(internal_listen), Some((http, body))) = (listen, internal_listen, limits) else {
             return Err(ConfigError(vec!["internal: validated settings missing".into()]));
@@ -405,6 +427,11 @@ impl ServeArgs {
                 internal_token: self.internal_token.clone(),
                 max_groups_per_connection: max_groups.unwrap_or(1) as usize,
                 push_batch,
+                resume: super::resume::ResumeSettings {
+                    window: resume_window.unwrap_or_default(),
+                    max_messages: resume_messages.unwrap_or(1) as usize,
+                    max_bytes: resume_bytes.unwrap_or(1) as usize,
+                },
             },
             conformance: self.conformance,
             upstream,
@@ -415,6 +442,7 @@ impl ServeArgs {
                 sweep_interval: sweep_interval.unwrap_or_default(),
                 sweep_rate: sweep_rate.unwrap_or(1) as u32,
                 sweep_min_age: sweep_min_age.unwrap_or_default(),
+                resume_window: resume_window.unwrap_or_default(),
             },
         })
     }

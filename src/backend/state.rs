@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Response, StatusCode};
 use prometheus_client::registry::Registry;
 
@@ -38,7 +39,13 @@ pub struct Backend {
     pub(crate) body: BodyPolicy,
     /// `/disconnect` at least once: claims, grace, retries and the sweep.
     pub(crate) disconnects: Arc<Disconnects>,
+    /// Resume's counters.
+    pub(crate) resume_metrics: Arc<super::resume::ResumeMetrics>,
 }
+
+/// A resumable session this young that a push found gone is not claimed: the gateway may still
+/// be completing its handshake (a push answers 410 until then).
+const HANDSHAKE_AGE_MS: i64 = 10_000;
 
 /// Counts a request in flight for as long as it lives.
 pub(super) struct InFlight<'a> {
@@ -73,7 +80,30 @@ impl Backend {
     /// `/disconnect` is claimed and started, and the session is deleted once the handler or the
     /// app took it.
     pub(super) async fn forget(&self, connection_id: &str) {
-        self.cache.remove(connection_id);
+        self.forget_with(connection_id, None).await;
+    }
+
+    /// [`Self::forget`], for a push of `payload` that found the connection gone. A resumable
+    /// session keeps its memberships (they move on resume), gets the payload buffered, and its
+    /// `/disconnect` waits the resume window; one younger than [`HANDSHAKE_AGE_MS`] is not
+    /// claimed here (its handshake may still be under way; the sweep looks at it later).
+    pub(super) async fn forget_with(&self, connection_id: &str, payload: Option<(&Bytes, bool)>) {
+        let cached = self.cache.remove(connection_id);
+        if self.settings.resume.on() && cached.as_ref().is_none_or(|i| i.session_id.is_some()) {
+            if let Ok(Some(session)) = self.store.get(connection_id).await {
+                if let Some(id) = &session.session_id {
+                    if let Some((data, binary)) = payload {
+                        self.buffer(id, Some(connection_id), data, binary).await;
+                    }
+                    if now_ms() - session.connected_at >= HANDSHAKE_AGE_MS {
+                        self.disconnects
+                            .gone(connection_id, "Connection gone: a push answered 410")
+                            .await;
+                    }
+                    return;
+                }
+            }
+        }
         self.disconnects
             .gone(connection_id, "Connection gone: a push answered 410")
             .await;

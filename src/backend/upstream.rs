@@ -217,6 +217,22 @@ impl Upstream {
             req.headers_mut()
                 .insert(contract::FRAME, HeaderValue::from_static(contract::FRAME_BINARY));
         }
+        let session = ctx.session_id.as_deref().unwrap_or(&ctx.connection_id);
+        if let Ok(v) = HeaderValue::from_str(session) {
+            req.headers_mut().insert(contract::SESSION_ID, v);
+        }
+        if let Some(resumed) = ctx.resumed {
+            req.headers_mut().insert(
+                contract::RESUMED,
+                HeaderValue::from_static(if resumed { "true" } else { "false" }),
+            );
+        }
+        if let Some(recovered) = ctx.recovered {
+            req.headers_mut().insert(
+                contract::RECOVERED,
+                HeaderValue::from_static(if recovered { "true" } else { "false" }),
+            );
+        }
         if let Some(id) = ctx.disconnect_id.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
             req.headers_mut().insert(contract::DISCONNECT_ID, id);
         }

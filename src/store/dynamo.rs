@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
 };
 
-use super::{Claim, ClaimRequest, Created, Disconnecting, Page, Session, SessionStore, StoreError};
+use super::{Claim, ClaimRequest, Created, Disconnecting, Page, ResumeRecord, Session, SessionStore, StoreError};
 use crate::future::BoxFuture;
 use crate::metrics::BackendMetrics;
 
@@ -27,6 +27,8 @@ const ATTRIBUTES: &str = "attributes";
 const DISCONNECTING_SINCE: &str = "disconnectingSince";
 const LEASE_UNTIL: &str = "leaseUntil";
 const LEASE_OWNER: &str = "leaseOwner";
+const SESSION_ID: &str = "sessionId";
+const RESUME_ORIGIN: &str = "resumeOrigin";
 
 /// Where the store lives.
 #[derive(Debug, Clone)]
@@ -37,8 +39,8 @@ pub struct DynamoStoreConfig {
 }
 
 pub struct DynamoStore {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
     metrics: Arc<BackendMetrics>,
 }
 
@@ -112,7 +114,11 @@ impl DynamoStore {
     }
 
     /// A call's result, its outcome counted (see [`recorded`]).
-    fn record<T, E, R>(&self, operation: &'static str, res: Result<T, SdkError<E, R>>) -> Result<T, StoreError>
+    pub(super) fn record<T, E, R>(
+        &self,
+        operation: &'static str,
+        res: Result<T, SdkError<E, R>>,
+    ) -> Result<T, StoreError>
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
@@ -122,7 +128,7 @@ impl DynamoStore {
 
     /// [`Self::record`] for a conditional write: whether it was made, `false` when its condition
     /// did not hold.
-    fn record_conditional<T, E, R>(
+    pub(super) fn record_conditional<T, E, R>(
         &self,
         operation: &'static str,
         res: Result<T, SdkError<E, R>>,
@@ -203,11 +209,11 @@ where
     }
 }
 
-fn s(v: &str) -> AttributeValue {
+pub(super) fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_string())
 }
 
-fn n(v: impl ToString) -> AttributeValue {
+pub(super) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
@@ -225,6 +231,12 @@ fn item(session: &Session) -> HashMap<String, AttributeValue> {
     ]);
     if let Some(principal) = &session.principal_id {
         item.insert(PRINCIPAL.to_string(), s(principal));
+    }
+    if let Some(id) = &session.session_id {
+        item.insert(SESSION_ID.to_string(), s(id));
+    }
+    if let Some(origin) = &session.resume_origin {
+        item.insert(RESUME_ORIGIN.to_string(), s(origin));
     }
     if !session.attributes.is_empty() {
         let map = session.attributes.iter().map(|(k, v)| (k.to_string(), s(v))).collect();
@@ -261,6 +273,8 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Session> {
                     .collect()
             })
             .unwrap_or_default(),
+        session_id: item.get(SESSION_ID).and_then(|v| v.as_s().ok()).cloned(),
+        resume_origin: item.get(RESUME_ORIGIN).and_then(|v| v.as_s().ok()).cloned(),
         disconnect: item.contains_key(LEASE_UNTIL).then(|| Disconnecting {
             since: num(DISCONNECTING_SINCE),
             lease_until: num(LEASE_UNTIL),
@@ -406,7 +420,14 @@ impl SessionStore for DynamoStore {
                 .send()
                 .await;
             let out = self.record("Scan", res)?;
-            let sessions = out.items().iter().filter_map(from_item).collect();
+            // Resume records share the table under keys no connection id can have: skipped here,
+            // so no reader of the scan (listing, count, broadcast, sweep) ever sees one.
+            let sessions = out
+                .items()
+                .iter()
+                .filter_map(from_item)
+                .filter(|s| !super::resume::is_record_key(&s.connection_id))
+                .collect();
             let next = out
                 .last_evaluated_key()
                 .and_then(|k| k.get(KEY))
@@ -414,6 +435,22 @@ impl SessionStore for DynamoStore {
                 .cloned();
             Ok(Page { sessions, next })
         })
+    }
+
+    fn get_resume<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<Option<ResumeRecord>, StoreError>> {
+        Box::pin(self.get_resume_item(session_id))
+    }
+
+    fn put_resume<'a>(
+        &'a self,
+        record: &'a ResumeRecord,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.put_resume_item(record, expected))
+    }
+
+    fn delete_resume<'a>(&'a self, session_id: &'a str, expected: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.delete_resume_item(session_id, expected))
     }
 
     fn claim_disconnect<'a>(

@@ -5,13 +5,17 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Mutex;
 
-use super::{Claim, ClaimRequest, Created, Disconnecting, Page, Session, SessionStore, StoreError};
+use std::collections::HashMap;
+
+use super::{Claim, ClaimRequest, Created, Disconnecting, Page, ResumeRecord, Session, SessionStore, StoreError};
 use crate::future::BoxFuture;
 
 /// Sessions in a sorted map, so scans page by key like DynamoDB's do.
 #[derive(Default)]
 pub struct MemoryStore {
     sessions: Mutex<BTreeMap<String, Session>>,
+    /// Resume records by session id, apart from the sessions (so no scan meets them).
+    resumes: Mutex<HashMap<String, ResumeRecord>>,
 }
 
 impl MemoryStore {
@@ -23,6 +27,11 @@ impl MemoryStore {
         // A poisoned lock only means another request panicked mid-update of a plain map; the
         // map itself is still consistent, so keep serving.
         let mut guard = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    fn with_resumes<T>(&self, f: impl FnOnce(&mut HashMap<String, ResumeRecord>) -> T) -> T {
+        let mut guard = self.resumes.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
 }
@@ -149,6 +158,37 @@ impl SessionStore for MemoryStore {
         });
         Box::pin(async move { Ok(renewed) })
     }
+
+    fn get_resume<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<Option<ResumeRecord>, StoreError>> {
+        let out = self.with_resumes(|m| m.get(session_id).cloned());
+        Box::pin(async move { Ok(out) })
+    }
+
+    fn put_resume<'a>(
+        &'a self,
+        record: &'a ResumeRecord,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let written = self.with_resumes(|m| {
+            if m.get(&record.session_id).map(|r| r.version) != expected {
+                return false;
+            }
+            m.insert(record.session_id.clone(), record.clone());
+            true
+        });
+        Box::pin(async move { Ok(written) })
+    }
+
+    fn delete_resume<'a>(&'a self, session_id: &'a str, expected: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let deleted = self.with_resumes(|m| {
+            if m.get(session_id).map(|r| r.version) != Some(expected) {
+                return false;
+            }
+            m.remove(session_id);
+            true
+        });
+        Box::pin(async move { Ok(deleted) })
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +209,8 @@ mod tests {
             expires_at: 9,
             principal_id: None,
             attributes: Attributes::new(),
+            session_id: None,
+            resume_origin: None,
             disconnect: None,
         }
     }
@@ -254,5 +296,39 @@ mod tests {
         let made = store.upsert(&session("b"), 1).await.unwrap();
         assert_eq!(made.principal_id, None);
         assert!(made.attributes.is_empty());
+    }
+
+    /// A resume record is written only on the version read: a create loses to an existing
+    /// record, a write or delete on a stale version changes nothing.
+    #[tokio::test]
+    async fn resume_records_are_written_on_their_version_only() {
+        let store = MemoryStore::new();
+        let mut r = ResumeRecord {
+            session_id: "s".into(),
+            origin: "a".into(),
+            connection_id: "a".into(),
+            detached_at: None,
+            principal_id: None,
+            attributes: Attributes::new(),
+            domain: String::new(),
+            stage: String::new(),
+            buffer: Vec::new(),
+            overflow: false,
+            replaying: false,
+            version: 1,
+            expires_at: 9,
+        };
+        assert!(store.put_resume(&r, None).await.unwrap());
+        assert!(!store.put_resume(&r, None).await.unwrap(), "one create wins");
+        r.connection_id = "b".into();
+        r.version = 2;
+        assert!(!store.put_resume(&r, Some(0)).await.unwrap(), "a stale version loses");
+        assert!(store.put_resume(&r, Some(1)).await.unwrap());
+        assert_eq!(store.get_resume("s").await.unwrap().unwrap().connection_id, "b");
+        assert!(!store.delete_resume("s", 1).await.unwrap());
+        assert!(store.delete_resume("s", 2).await.unwrap());
+        assert_eq!(store.get_resume("s").await.unwrap(), None);
+        // Records are apart from the sessions: no scan meets them.
+        assert!(store.scan(None, 10).await.unwrap().sessions.is_empty());
     }
 }

@@ -6,6 +6,8 @@ pub mod groups;
 mod groups_dynamo;
 mod groups_memory;
 mod memory;
+pub mod resume;
+mod resume_dynamo;
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ pub use crate::future::BoxFuture;
 pub use dynamo::{DynamoStore, DynamoStoreConfig};
 pub use groups::{GroupStore, Member, MemberPage};
 pub use memory::MemoryStore;
+pub use resume::{Buffered, ResumeRecord};
 
 /// Which store holds the sessions. A new store is a variant here, a module beside these, and a
 /// branch in [`open`]; the settings and the start-up read only this.
@@ -110,6 +113,14 @@ pub struct Session {
     pub principal_id: Option<String>,
     /// Set at connect by the handler or the app.
     pub attributes: Attributes,
+    /// The logical session a resume key gave this connection (see [`crate::backend::resume`]);
+    /// `None` for a session without a key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// With `session_id`: the first connection of that logical session, which tells its
+    /// resume record apart from a later session of the same key.
+    #[serde(skip)]
+    pub resume_origin: Option<String>,
     /// Set once the session's `/disconnect` is under way (see [`crate::backend::disconnect`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disconnect: Option<Disconnecting>,
@@ -169,6 +180,7 @@ impl Session {
     pub fn identity(&self) -> Identity {
         Identity {
             principal_id: self.principal_id.as_deref().map(Into::into),
+            session_id: self.session_id.as_deref().map(Into::into),
             attributes: self.attributes.clone(),
         }
     }
@@ -259,4 +271,19 @@ pub trait SessionStore: Send + Sync + 'static {
         owner: &'a str,
         lease_until: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Reads the resume record of a logical session (strongly consistent where the store
+    /// offers it).
+    fn get_resume<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<Option<ResumeRecord>, StoreError>>;
+
+    /// Writes a resume record if the stored one's version is `expected` (`None`: only if there
+    /// is none); false when that condition did not hold, and nothing was written.
+    fn put_resume<'a>(
+        &'a self,
+        record: &'a ResumeRecord,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Deletes a resume record if its version is `expected`; false when it was not.
+    fn delete_resume<'a>(&'a self, session_id: &'a str, expected: u64) -> BoxFuture<'a, Result<bool, StoreError>>;
 }

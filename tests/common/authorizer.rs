@@ -113,13 +113,14 @@ fn allow(principal: &str, resource: &str) -> String {
     .to_string()
 }
 
-/// The answer for a token: `allow…` allows `alice`, `deny` denies, `wrongarn` allows another
+/// The answer for a token: `allow…` allows `alice`, `bob` allows `bob`, `deny` denies, `wrongarn` allows another
 /// API only, `unauth` fails with Unauthorized, `boom` answers 500, `crash` is a function error,
 /// `slow` answers after 3 s, `garbage` is not JSON, `huge` is 1 MB.
 async fn answer(token: &str) -> (u16, String) {
     let word = token.split(|c: char| !c.is_ascii_alphanumeric()).next().unwrap_or("");
     match word {
         w if w.starts_with("allow") => (200, allow("alice", "arn:aws:execute-api:*:*:*/dev/$connect")),
+        "bob" => (200, allow("bob", "arn:aws:execute-api:*:*:*/dev/$connect")),
         "deny" => (
             200,
             json!({"principalId": "alice", "policyDocument": {"Statement": [

@@ -16,6 +16,7 @@ pub mod gw;
 pub mod identity;
 mod moto;
 pub mod proc;
+pub mod resume;
 
 // Not every test binary starts moto.
 #[allow(unused_imports)]

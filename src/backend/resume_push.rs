@@ -1,0 +1,287 @@
+//! Pushes to a logical session (`POST /v1/sessions/{id}/messages`, `GET /v1/sessions/{id}`),
+//! the gap buffer and its replay. A push to a session whose connection is live (and has no
+//! replay in front of it) goes to the connection; one whose connection is gone, replaced or
+//! still replaying is appended to the record's buffer, within `--resume-buffer-messages` and
+//! `--resume-buffer-bytes` (past them it is dropped, and the overflow flag makes the resume say
+//! `x-socketless-recovered: false`). On resume the buffer is replayed to the new connection in
+//! order, newer pushes appended behind it, until it is empty.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+
+use super::error::ApiError;
+use super::push::{PushOutcome, Pusher};
+use super::resume::{Change, update, within_window};
+use super::state::Backend;
+use crate::http_server::{self, Body};
+use crate::store::{Buffered, SessionStore};
+use crate::timefmt::now_ms;
+
+/// How long a replay retries a connection that answers 410 before its first message went
+/// through: the gateway may not have finished the handshake yet.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a replay retries a push that keeps failing (throttled, the gateway down) before it
+/// stops; what is left stays buffered for the next resume.
+const FAILING_FOR: Duration = Duration::from_secs(30);
+
+/// What an append to the buffer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Append {
+    Buffered,
+    Overflow,
+    /// No such session (or its window passed).
+    Missing,
+    /// The session is live on another connection than the one named: send it there.
+    Moved,
+}
+
+impl Backend {
+    /// Appends a message to a session's buffer. `from`: the connection a push found gone; the
+    /// message is kept only while that connection still holds the session, or none does.
+    pub(crate) async fn buffer(&self, id: &str, from: Option<&str>, data: &Bytes, binary: bool) -> Append {
+        let s = &self.settings.resume;
+        let (window, max_messages, max_bytes) = (s.window, s.max_messages, s.max_bytes);
+        let now = now_ms();
+        let res = update(self.store.as_ref(), id, |current| {
+            let Some(mut r) = current.filter(|r| within_window(r, window, now)) else {
+                return Change::Keep(Append::Missing);
+            };
+            if r.live() && from.is_none_or(|c| c != r.connection_id) {
+                return Change::Keep(Append::Moved);
+            }
+            if r.buffer.len() >= max_messages || r.buffered_bytes() + data.len() > max_bytes {
+                if r.overflow {
+                    return Change::Keep(Append::Overflow);
+                }
+                r.overflow = true;
+                return Change::Put(r, Append::Overflow);
+            }
+            r.buffer.push(Buffered {
+                data: data.clone(),
+                binary,
+            });
+            Change::Put(r, Append::Buffered)
+        })
+        .await;
+        let out = res.unwrap_or_else(|err| {
+            tracing::warn!(session_id = %id, error = %err, "could not buffer a message for a resumable session");
+            Append::Overflow
+        });
+        match out {
+            Append::Buffered => self.resume_metrics.buffered.inc(),
+            Append::Overflow => self.resume_metrics.dropped.inc(),
+            _ => 0,
+        };
+        out
+    }
+
+    /// `POST /v1/sessions/{id}/messages`.
+    pub(super) async fn push_session(&self, id: &str, data: Bytes, binary: bool) -> Result<Response<Body>, ApiError> {
+        for _ in 0..3 {
+            let record = self
+                .store
+                .get_resume(id)
+                .await
+                .map_err(|e| ApiError::store(e, id, None))?
+                .filter(|r| within_window(r, self.settings.resume.window, now_ms()));
+            let Some(r) = record else {
+                return self.push_plain_session(id, data, binary).await;
+            };
+            let answer = if r.live() {
+                let Some(endpoint) = self.pusher.endpoint(&r.domain, &r.stage) else {
+                    return Err(ApiError::NoEndpoint("the session has no domain and stage to push to"));
+                };
+                match self
+                    .pusher
+                    .post_frame(&endpoint, &r.connection_id, data.clone(), binary)
+                    .await
+                {
+                    PushOutcome::Delivered => {
+                        return Ok(http_server::json(
+                            StatusCode::OK,
+                            &serde_json::json!({ "delivered": true }),
+                        ));
+                    }
+                    PushOutcome::Gone => {
+                        let out = self.buffer(id, Some(&r.connection_id), &data, binary).await;
+                        self.forget(&r.connection_id).await;
+                        out
+                    }
+                    other => return Err(ApiError::Push(other)),
+                }
+            } else {
+                self.buffer(id, Some(&r.connection_id), &data, binary).await
+            };
+            match answer {
+                Append::Buffered => {
+                    return Ok(http_server::json(
+                        StatusCode::ACCEPTED,
+                        &serde_json::json!({ "buffered": true }),
+                    ));
+                }
+                Append::Overflow => {
+                    return Ok(http_server::json(
+                        StatusCode::ACCEPTED,
+                        &serde_json::json!({ "buffered": false, "overflow": true }),
+                    ));
+                }
+                Append::Missing => return Err(ApiError::NoSuchSession),
+                Append::Moved => continue,
+            }
+        }
+        Err(ApiError::NoSuchSession)
+    }
+
+    /// A session without a key: its id is its connection id.
+    async fn push_plain_session(&self, id: &str, data: Bytes, binary: bool) -> Result<Response<Body>, ApiError> {
+        let session = match self.store.get(id).await {
+            Ok(Some(s)) if s.session_id.is_none() && !crate::store::resume::is_record_key(id) => s,
+            Ok(_) => return Err(ApiError::NoSuchSession),
+            Err(err) => return Err(ApiError::store(err, id, None)),
+        };
+        let endpoint = self
+            .pusher
+            .endpoint(&session.domain, &session.stage)
+            .ok_or(ApiError::NoEndpoint("the session has no domain and stage to push to"))?;
+        match self.pusher.post_frame(&endpoint, id, data, binary).await {
+            PushOutcome::Delivered => Ok(http_server::json(
+                StatusCode::OK,
+                &serde_json::json!({ "delivered": true }),
+            )),
+            PushOutcome::Gone => {
+                self.forget(id).await;
+                Err(ApiError::NoSuchSession)
+            }
+            other => Err(ApiError::Push(other)),
+        }
+    }
+
+    /// `GET /v1/sessions/{id}`.
+    pub(super) async fn session_view(&self, id: &str) -> Result<Response<Body>, ApiError> {
+        let record = self
+            .store
+            .get_resume(id)
+            .await
+            .map_err(|e| ApiError::store(e, id, None))?
+            .filter(|r| within_window(r, self.settings.resume.window, now_ms()));
+        if let Some(r) = record {
+            return Ok(http_server::json(
+                StatusCode::OK,
+                &serde_json::to_value(r.view()).unwrap_or_default(),
+            ));
+        }
+        match self.store.get(id).await {
+            Ok(Some(s)) if s.session_id.is_none() && !crate::store::resume::is_record_key(id) => Ok(http_server::json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "sessionId": s.connection_id,
+                    "connectionId": s.connection_id,
+                    "buffered": 0,
+                    "bufferedBytes": 0,
+                    "overflow": false,
+                    "principalId": s.principal_id,
+                }),
+            )),
+            Ok(_) => Err(ApiError::NoSuchSession),
+            Err(err) => Err(ApiError::store(err, id, None)),
+        }
+    }
+
+    /// Starts the replay of a resumed session's buffer to its new connection, in its own task.
+    pub(super) fn spawn_replay(&self, id: String, connection_id: String, domain: &str, stage: &str) {
+        let Some(endpoint) = self.pusher.endpoint(domain, stage) else {
+            return;
+        };
+        let (store, pusher, metrics) = (self.store.clone(), self.pusher.clone(), self.resume_metrics.clone());
+        tokio::spawn(async move {
+            let replayed = replay(store.as_ref(), &pusher, &endpoint, &id, &connection_id).await;
+            metrics.replayed.inc_by(replayed);
+        });
+    }
+}
+
+/// Sends the buffer to `connection_id` in order, removing what went through, until it is empty
+/// (then the replay flag is cleared), the session moved on, or the connection went. Returns how
+/// many messages were replayed.
+async fn replay(store: &dyn SessionStore, pusher: &Arc<Pusher>, endpoint: &str, id: &str, connection_id: &str) -> u64 {
+    let started = Instant::now();
+    let mut sent_any = false;
+    let mut total = 0;
+    loop {
+        let record = match store.get_resume(id).await {
+            Ok(Some(r)) if r.connection_id == connection_id && r.detached_at.is_none() => r,
+            Ok(_) => return total,
+            Err(err) => {
+                tracing::warn!(session_id = %id, error = %err, "replay stopped: the resume record could not be read");
+                return total;
+            }
+        };
+        if record.buffer.is_empty() {
+            let mut done = record.clone();
+            done.replaying = false;
+            done.version += 1;
+            match store.put_resume(&done, Some(record.version)).await {
+                Ok(false) => continue,
+                _ => return total,
+            }
+        }
+        let mut sent = 0;
+        let mut stop = false;
+        'messages: for m in &record.buffer {
+            let mut failures = 0u32;
+            let failing_since = Instant::now();
+            loop {
+                match pusher
+                    .post_frame(endpoint, connection_id, m.data.clone(), m.binary)
+                    .await
+                {
+                    PushOutcome::Delivered => {
+                        sent_any = true;
+                        sent += 1;
+                        break;
+                    }
+                    PushOutcome::Gone if !sent_any && started.elapsed() < HANDSHAKE_WAIT => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    PushOutcome::Gone => {
+                        stop = true;
+                        break 'messages;
+                    }
+                    // Throttled or failing: again with backoff, for a while.
+                    outcome if failing_since.elapsed() < FAILING_FOR => {
+                        tracing::debug!(session_id = %id, ?outcome, "replay push failed; retrying");
+                        failures += 1;
+                        tokio::time::sleep(Duration::from_millis(100 << failures.min(5))).await;
+                    }
+                    outcome => {
+                        tracing::warn!(session_id = %id, ?outcome, "replay stopped: pushes to the resumed connection keep failing; the rest stays buffered");
+                        stop = true;
+                        break 'messages;
+                    }
+                }
+            }
+        }
+        total += sent as u64;
+        if sent > 0 {
+            let res = update(store, id, |current| match current {
+                Some(mut r) if r.connection_id == connection_id => {
+                    r.buffer.drain(..sent.min(r.buffer.len()));
+                    Change::Put(r, ())
+                }
+                _ => Change::Keep(()),
+            })
+            .await;
+            if let Err(err) = res {
+                tracing::warn!(session_id = %id, error = %err, "replayed messages could not be removed from the buffer");
+                return total;
+            }
+        }
+        if stop {
+            return total;
+        }
+    }
+}

@@ -226,6 +226,7 @@ async fn hostile_a_flood_of_resumes_of_one_key_ends_with_one_owner() {
     let id = sid();
     let url = s.url(KEY);
     // 1,000 resumes, 25 at a time; every connection is dropped by the client or replaced.
+    let started = std::time::Instant::now();
     let opened = futures_util::stream::iter(0..1000)
         .map(|_| {
             let url = url.clone();
@@ -236,6 +237,10 @@ async fn hostile_a_flood_of_resumes_of_one_key_ends_with_one_owner() {
         .count()
         .await;
     assert!(opened > 900, "{opened} of 1000 handshakes");
+    println!(
+        "flood: {opened} of 1000 resumes of one key accepted in {:?}",
+        started.elapsed()
+    );
     // One last connection that stays: it owns the session.
     let mut last = connect(&url).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -320,4 +325,62 @@ async fn hostile_a_key_resumed_by_another_principal_is_refused_with_403() {
     let again = s.app.wait_for("/connect", 2).await.remove(1);
     assert_eq!(again.header("x-socketless-resumed").as_deref(), Some("true"));
     assert_eq!(again.header("x-socketless-principal-id").as_deref(), Some("alice"));
+}
+
+/// A `/connect` straight to `serve`, as a gateway would send it, with the resume key.
+async fn connect_call(b: &Backend, id: &str) -> StatusCode {
+    let mut headers = ctx(id);
+    headers.push(("x-socketless-resume-key", KEY.to_string()));
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    send("POST", &b.url("/connect"), &refs, "").await.0
+}
+
+#[tokio::test]
+async fn a_connection_the_sweep_finds_gone_waits_the_window_and_a_resume_cancels_it() {
+    let app = App::start().await;
+    // An `@connections` endpoint that says both connections are gone.
+    let fake = FakeConnections::start().await;
+    for id in ["SwEePaAaAaAaAaA=", "SwEePbBbBbBbBbB="] {
+        fake.gone.lock().unwrap().insert(id.to_string());
+    }
+    let mut a = args();
+    a.upstream = Some(app.url.clone());
+    a.push_endpoint = Some(format!("http://{}", fake.addr.unwrap()));
+    a.push_batch = "off".into();
+    a.sweep_interval = "300ms".into();
+    a.sweep_min_age = "0s".into();
+    a.resume_window = "2s".into();
+    let b = start(a).await;
+    let id = sid();
+    // No $disconnect ever comes: the sweep finds the first connection gone and detaches it.
+    assert_eq!(connect_call(&b, "SwEePaAaAaAaAaA=").await, StatusCode::OK);
+    let detached = async {
+        loop {
+            let (_, body) = get(&b.internal_url(&format!("/v1/sessions/{id}"))).await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if v["connectionId"].is_null() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    within(detached).await;
+    // Resumed by a second connection within the window; the sweep finds that one gone too.
+    assert_eq!(connect_call(&b, "SwEePbBbBbBbBbB=").await, StatusCode::OK);
+    let resumed = app.wait_for("/connect", 2).await.remove(1);
+    assert_eq!(resumed.header("x-socketless-resumed").as_deref(), Some("true"));
+    // One /disconnect, for the second connection, after its window: the first one's was
+    // cancelled by the resume.
+    let ended = app.wait_for("/disconnect", 1).await;
+    assert_eq!(
+        ended[0].header("x-socketless-connection-id").as_deref(),
+        Some("SwEePbBbBbBbBbB=")
+    );
+    assert_eq!(ended[0].header("x-socketless-session-id"), Some(id.clone()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(app.calls("/disconnect").len(), 1);
+    assert_eq!(
+        get(&b.internal_url(&format!("/v1/sessions/{id}"))).await.0,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -117,6 +117,12 @@ def judge(tally, label, got, marks, pushes, expect_all, cuts=None):
     tally.check(f"{label}: every push arrived but those lost in flight at a cut (none missing within a connection)",
                 not within, str(within[:5]))
     tally.check(f"{label}: at least {expect_all} pushes received", len(got) >= expect_all, str(len(got)))
+    if cuts:
+        # The gateway's own closes (DELETE, the duration and idle cuts) write what was queued
+        # before them: only a client's reset may lose what was in flight.
+        orderly = {k: n for k, n in by_cut.items() if k != "abort"}
+        tally.check(f"{label}: nothing lost at the gateway's own closes (DELETE, duration, idle)", not orderly,
+                    str(orderly))
 
 
 # --- a. the raw client -------------------------------------------------------------------------

@@ -204,34 +204,43 @@ impl Backend {
     }
 }
 
-/// Sends the buffer to `connection_id` in order, removing what went through, until it is empty
-/// (then the replay flag is cleared), the session moved on, or the connection went. Returns how
-/// many messages were replayed.
+/// Messages a replay takes from the buffer at a time.
+const REPLAY_BATCH: usize = 32;
+
+/// Sends the buffer to `connection_id` in order until it is empty (then the replay flag is
+/// cleared), the session moved on, or the connection went. Each batch is taken out of the
+/// record before it is sent, so two replays (of a connection and of the one that replaced it)
+/// never send one message twice; what a batch could not deliver goes back to the head of the
+/// buffer for the next resume. Returns how many messages were replayed.
 async fn replay(store: &dyn SessionStore, pusher: &Arc<Pusher>, endpoint: &str, id: &str, connection_id: &str) -> u64 {
     let started = Instant::now();
     let mut sent_any = false;
     let mut total = 0;
     loop {
-        let record = match store.get_resume(id).await {
-            Ok(Some(r)) if r.connection_id == connection_id && r.detached_at.is_none() => r,
-            Ok(_) => return total,
+        let taken = update(store, id, |current| match current {
+            Some(mut r) if r.connection_id == connection_id && r.detached_at.is_none() => {
+                if r.buffer.is_empty() {
+                    r.replaying = false;
+                    Change::Put(r, None)
+                } else {
+                    let n = r.buffer.len().min(REPLAY_BATCH);
+                    let batch: Vec<Buffered> = r.buffer.drain(..n).collect();
+                    Change::Put(r, Some(batch))
+                }
+            }
+            _ => Change::Keep(None),
+        })
+        .await;
+        let batch = match taken {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return total,
             Err(err) => {
-                tracing::warn!(session_id = %id, error = %err, "replay stopped: the resume record could not be read");
+                tracing::warn!(session_id = %id, error = %err, "replay stopped: the resume record could not be updated");
                 return total;
             }
         };
-        if record.buffer.is_empty() {
-            let mut done = record.clone();
-            done.replaying = false;
-            done.version += 1;
-            match store.put_resume(&done, Some(record.version)).await {
-                Ok(false) => continue,
-                _ => return total,
-            }
-        }
-        let mut sent = 0;
-        let mut stop = false;
-        'messages: for m in &record.buffer {
+        let mut undelivered = None;
+        'messages: for (i, m) in batch.iter().enumerate() {
             let mut failures = 0u32;
             let failing_since = Instant::now();
             loop {
@@ -241,14 +250,14 @@ async fn replay(store: &dyn SessionStore, pusher: &Arc<Pusher>, endpoint: &str, 
                 {
                     PushOutcome::Delivered => {
                         sent_any = true;
-                        sent += 1;
+                        total += 1;
                         break;
                     }
                     PushOutcome::Gone if !sent_any && started.elapsed() < HANDSHAKE_WAIT => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     PushOutcome::Gone => {
-                        stop = true;
+                        undelivered = Some(i);
                         break 'messages;
                     }
                     // Throttled or failing: again with backoff, for a while.
@@ -259,28 +268,26 @@ async fn replay(store: &dyn SessionStore, pusher: &Arc<Pusher>, endpoint: &str, 
                     }
                     outcome => {
                         tracing::warn!(session_id = %id, ?outcome, "replay stopped: pushes to the resumed connection keep failing; the rest stays buffered");
-                        stop = true;
+                        undelivered = Some(i);
                         break 'messages;
                     }
                 }
             }
         }
-        total += sent as u64;
-        if sent > 0 {
+        if let Some(i) = undelivered {
+            // Back in front of anything pushed since, whichever connection holds the session.
+            let rest = &batch[i..];
             let res = update(store, id, |current| match current {
-                Some(mut r) if r.connection_id == connection_id => {
-                    r.buffer.drain(..sent.min(r.buffer.len()));
+                Some(mut r) => {
+                    r.buffer.splice(0..0, rest.iter().cloned());
                     Change::Put(r, ())
                 }
-                _ => Change::Keep(()),
+                None => Change::Keep(()),
             })
             .await;
             if let Err(err) = res {
-                tracing::warn!(session_id = %id, error = %err, "replayed messages could not be removed from the buffer");
-                return total;
+                tracing::warn!(session_id = %id, error = %err, lost = rest.len(), "messages a replay could not deliver could not be put back");
             }
-        }
-        if stop {
             return total;
         }
     }

@@ -42,7 +42,7 @@ async fn a_resume_within_the_window_keeps_the_session_and_replays_the_gap_once()
     let mut ws1 = connect(&s.url(KEY)).await;
     let first = s.app.wait_for("/connect", 1).await.remove(0);
     assert_eq!(first.header("x-socketless-resumed").as_deref(), Some("false"));
-    assert_eq!(first.header("x-socketless-recovered"), None);
+    assert_eq!(first.header("x-socketless-recovered").as_deref(), Some("false"));
     assert_eq!(first.header("x-socketless-session-id"), Some(id.clone()));
     assert_eq!(
         first.header("x-socketless-resume-key"),
@@ -178,6 +178,7 @@ async fn past_the_window_the_key_starts_a_new_session_after_one_disconnect() {
     let _ws = connect(&s.url(KEY)).await;
     let again = s.app.wait_for("/connect", 2).await.remove(1);
     assert_eq!(again.header("x-socketless-resumed").as_deref(), Some("false"));
+    assert_eq!(again.header("x-socketless-recovered").as_deref(), Some("false"));
     assert_eq!(again.header("x-socketless-session-id"), Some(id));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(s.app.calls("/disconnect").len(), 1);

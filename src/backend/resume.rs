@@ -166,6 +166,10 @@ impl Backend {
             }
             ctx.resumed = Some(true);
             ctx.recovered = Some(!r.overflow);
+        } else {
+            // Nothing from before is carried over: a first use of the key, or one whose window
+            // passed. Either way the app starts the client afresh.
+            ctx.recovered = Some(false);
         }
         ctx.session_id = Some(id.as_str().into());
         Ok(Some(Resuming { id }))
@@ -238,7 +242,7 @@ impl Backend {
             self.resume_metrics.connect("new");
             session.resume_origin = Some(me);
             ctx.resumed = Some(false);
-            ctx.recovered = None;
+            ctx.recovered = Some(false);
             return Ok(Attached {
                 previous: None,
                 previous_live: false,

@@ -209,6 +209,8 @@ fn spawn(name: &str, args: Vec<String>, otlp: Option<&str>) -> Proc {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         // Exported batches leave every 100 ms, so the test waits little.
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        // JSON, which the receiver here reads; the default is protobuf.
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
         .env("OTEL_TRACES_SAMPLER", "always_on")
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log));

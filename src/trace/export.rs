@@ -1,7 +1,7 @@
 //! The OTLP exporter, set up only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
-//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: spans go in batches, as OTLP/HTTP with JSON
-//! bodies, through the process's own hyper client (plain HTTP: a collector on the same host or
-//! pod). The SDK reads the other standard variables itself: `OTEL_SERVICE_NAME` and
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: spans go in batches, as OTLP/HTTP with protobuf
+//! bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json` for JSON), through the process's own hyper
+//! client (plain HTTP: a collector on the same host or pod). The SDK reads the other standard variables itself: `OTEL_SERVICE_NAME` and
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`,
 //! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT` and the `OTEL_BSP_*` batch settings.
 
@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{HttpClient, HttpError};
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::WithHttpConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
@@ -29,6 +29,8 @@ const MAX_ANSWER_BYTES: usize = 1 << 20;
 struct HyperClient {
     client: Client<HttpConnector, Full<Bytes>>,
     runtime: tokio::runtime::Handle,
+    /// Bound on one export, connecting and the answer included.
+    timeout: std::time::Duration,
 }
 
 #[async_trait::async_trait]
@@ -42,7 +44,13 @@ impl HttpClient for HyperClient {
             let body = Limited::new(body, MAX_ANSWER_BYTES).collect().await?.to_bytes();
             Ok::<_, HttpError>(Response::from_parts(parts, body))
         };
-        self.runtime.spawn(call).await?
+        let timeout = self.timeout;
+        let bounded = async move {
+            tokio::time::timeout(timeout, call)
+                .await
+                .map_err(|_| HttpError::from(format!("no answer within {timeout:?}")))?
+        };
+        self.runtime.spawn(bounded).await?
     }
 }
 
@@ -55,6 +63,15 @@ impl Drop for Exporting {
             tracing::warn!(error = %e, "the last spans could not be exported");
         }
     }
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else the
+/// specification's 10 s.
+fn export_timeout() -> std::time::Duration {
+    ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse::<u64>().ok())
+        .map_or(std::time::Duration::from_secs(10), std::time::Duration::from_millis)
 }
 
 /// Whether the environment asks for spans to be exported.
@@ -73,10 +90,10 @@ pub fn init(service: &'static str, runtime: tokio::runtime::Handle) -> Result<Op
     let client = HyperClient {
         client: Client::builder(TokioExecutor::new()).build_http(),
         runtime,
+        timeout: export_timeout(),
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_protocol(Protocol::HttpJson)
         .with_http_client(client)
         .build()
         .map_err(|e| format!("the OTLP exporter: {e}"))?;

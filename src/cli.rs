@@ -135,6 +135,21 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Spans are exported only by the long-running verbs, and only when the environment asks.
+    let service = match &ready {
+        Ready::Serve(_) => Some("socketless-serve"),
+        Ready::Gateway(_) => Some("socketless-gateway"),
+        Ready::Dev(_) => Some("socketless-dev"),
+        Ready::Probe(_) | Ready::Conformance(_) => None,
+    };
+    let exporting = match service.map(|s| crate::trace::export::init(s, runtime.handle().clone())) {
+        Some(Err(err)) => {
+            eprintln!("socketless: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Some(Ok(exporting)) => exporting,
+        None => None,
+    };
     let result: Result<Drain, RunError> = runtime.block_on(async move {
         crate::memory::spawn_collector();
         match ready {
@@ -160,6 +175,8 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
             Ready::Conformance(args) => passed(crate::conformance::run(args).await),
         }
     });
+    // The spans still waiting go out before the runtime stops.
+    drop(exporting);
     match result {
         // A drain that hit its bound is still the intended, clean exit.
         Ok(Drain::Complete) | Ok(Drain::TimedOut) => ExitCode::SUCCESS,

@@ -144,6 +144,10 @@ pub struct RequestContext {
     /// [`crate::handler::MessageHandler::wants_headers`] says so (to read parameters the
     /// template maps beyond the context); `None` otherwise.
     pub headers: Option<std::sync::Arc<http::HeaderMap>>,
+    /// The W3C `traceparent` of this call: `serve`'s own span when it exports traces, else the
+    /// one the call came with, unchanged; `None` when it came with none (see [`crate::trace`]).
+    /// An upstream app receives it as its `traceparent` header.
+    pub traceparent: Option<String>,
 }
 
 /// What the gateway reads to supply a context variable.

@@ -27,6 +27,7 @@ pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod timefmt;
+pub mod trace;
 
 /// `serve --upstream` at its former path (the module lives in [`backend`]).
 pub use backend::upstream;

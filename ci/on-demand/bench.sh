@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, run on demand (not part of ci/test.sh): bench/bench.py, bounded to about twenty
-# minutes, then the group publish (bench/groups.py, at most fifteen more). Each prints a markdown
+# minutes, then the group publish (bench/groups.py, at most fifteen more) and traces off and on
+# (bench/tracing.py, at most ten more). Each prints a markdown
 # table, every row measured in this run next to its limit or peer, and appends it with the date
 # and core count to bench/RESULTS.md. See README, "Benchmarks".
 set -euo pipefail
@@ -34,3 +35,6 @@ ulimit -n 204800 2>/dev/null || log "open files stay at $(ulimit -n) (hard limit
 timeout 1200 python bench/bench.py "$bin" "$examples" "$VENV/bin/python" "$image_size"
 # Group publish: 30,000 members, the gateways' batch extension against one post per member.
 timeout 900 python bench/groups.py "$bin" "$examples"
+# Traces: the full path with traces off and on (100 % sampled, exported over OTLP to a local
+# sink), alternated three times.
+timeout 600 python bench/tracing.py "$bin" "$examples"

@@ -291,6 +291,9 @@ impl BatchClient {
             headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         self.sign(&mut req, &body).await?;
+        // A publish's trace goes on to the gateway (see `crate::trace`).
+        let hop = crate::trace::Hop::current().child("serve batch deliver", crate::trace::Kind::Client, Vec::new);
+        hop.inject(req.headers_mut());
         let secure = uri.scheme_str() == Some("https");
         let work = async {
             let resp = if secure {

@@ -52,6 +52,11 @@ fn connection_id(segment: &str) -> Result<String, ApiError> {
         .ok_or(ApiError::InvalidConnectionId)
 }
 
+/// A push's trace: it continues the `traceparent` the app sent (see [`crate::trace`]).
+fn traced(name: &'static str, req: &Request<Incoming>) -> crate::trace::Hop {
+    crate::trace::Hop::from_headers(name, req.headers(), Vec::new)
+}
+
 impl Backend {
     /// The internal port: `/v1/...`, health and metrics.
     pub async fn internal(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
@@ -77,7 +82,10 @@ impl Backend {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let method = req.method().clone();
         let (route, result): (&'static str, Result<Response<Body>, ApiError>) = match (method, segments.as_slice()) {
-            (Method::POST, ["v1", "broadcast"]) => ("/v1/broadcast", self.broadcast(req).await),
+            (Method::POST, ["v1", "broadcast"]) => {
+                let hop = traced("serve /v1/broadcast", &req);
+                ("/v1/broadcast", hop.run(self.broadcast(req)).await)
+            }
             (m, ["v1", "groups", group]) => {
                 let query = req.uri().query().map(str::to_owned);
                 let result = match (group_name(group), m) {
@@ -91,7 +99,10 @@ impl Backend {
                 let result = match group_name(group) {
                     Err(e) => Err(e),
                     Ok(_) if m != Method::POST => Err(ApiError::Method("use POST")),
-                    Ok(g) => self.publish(&g, req).await,
+                    Ok(g) => {
+                        let hop = traced("serve /v1/groups/{group}/messages", &req);
+                        hop.run(self.publish(&g, req)).await
+                    }
                 };
                 ("/v1/groups/{group}/messages", result)
             }
@@ -154,7 +165,10 @@ impl Backend {
                 let result = match connection_id(id) {
                     Err(e) => Err(e),
                     Ok(_) if m != Method::POST => Err(ApiError::Method("use POST")),
-                    Ok(id) => self.send(&id, req).await,
+                    Ok(id) => {
+                        let hop = traced("serve /v1/connections/{id}/messages", &req);
+                        hop.run(self.send(&id, req)).await
+                    }
                 };
                 ("/v1/connections/{id}/messages", result)
             }

@@ -26,6 +26,7 @@ use crate::contract::{self, RequestContext};
 use crate::http_server::{self, Body};
 use crate::store::{Claim, Created, Member, Session};
 use crate::timefmt::now_ms;
+use crate::trace::Hop;
 
 /// At most `max` bytes of `text`, cut at a character boundary.
 fn capped(text: &str, max: usize) -> String {
@@ -42,6 +43,8 @@ struct Call {
     ctx: RequestContext,
     body: Incoming,
     declared: Option<u64>,
+    /// The call's trace (see [`crate::trace`]).
+    hop: Hop,
 }
 
 /// What a request's head decided. It lives only until it is matched, so the size difference
@@ -71,10 +74,19 @@ impl Backend {
         async move {
             let _in_flight = InFlight::new(&self.metrics, "public");
             let (route, resp) = match head {
-                Head::Call(call) => (
-                    Some(call.route),
-                    self.integration(call).await.unwrap_or_else(|err| err.response()),
-                ),
+                Head::Call(mut call) => {
+                    let hop = std::mem::take(&mut call.hop);
+                    let route = call.route;
+                    let resp = match hop.is_some() {
+                        true => hop.clone().run(self.integration(call)).await,
+                        false => self.integration(call).await,
+                    }
+                    .unwrap_or_else(|err| err.response());
+                    if resp.status().is_server_error() {
+                        hop.outcome(Some(resp.status().to_string()));
+                    }
+                    (Some(route), resp)
+                }
                 Head::Answered(route, resp) => (route, resp),
             };
             if let Some(route) = route {
@@ -111,6 +123,18 @@ impl Backend {
             Ok(ctx) => ctx,
             Err(err) => return Head::Answered(Some(route), err.response()),
         };
+        let name = match route {
+            contract::PATH_CONNECT => "serve /connect",
+            contract::PATH_DISCONNECT => "serve /disconnect",
+            _ => "serve /message",
+        };
+        let hop = Hop::from_headers(name, &parts.headers, || {
+            vec![opentelemetry::KeyValue::new(
+                "socketless.connection_id",
+                ctx.connection_id.clone(),
+            )]
+        });
+        ctx.traceparent = hop.traceparent();
         // hyper has parsed Content-Length already; its size hint is exact when one was sent.
         let declared = hyper::body::Body::size_hint(&body).exact();
         if self.handler.wants_headers() {
@@ -124,6 +148,7 @@ impl Backend {
             ctx,
             body,
             declared,
+            hop,
         })
     }
 
@@ -147,6 +172,7 @@ impl Backend {
             ctx,
             body,
             declared,
+            ..
         } = call;
         // The body's bytes stay counted against the budget until the answer is ready.
         let (bytes, _reservation) =

@@ -108,6 +108,9 @@ impl Pusher {
         } else {
             "text/plain; charset=utf-8"
         };
+        // The push's trace goes on to the gateway (see `crate::trace`).
+        let hop = crate::trace::Hop::current().child("serve @connections", crate::trace::Kind::Client, Vec::new);
+        let trace = hop.headers();
         let res = self
             .client(endpoint)
             .post_to_connection()
@@ -116,6 +119,11 @@ impl Pusher {
             .customize()
             .mutate_request(move |req| {
                 req.headers_mut().insert("content-type", content_type);
+                for (name, value) in &trace {
+                    if let Ok(value) = value.to_str() {
+                        req.headers_mut().insert(name.as_str().to_owned(), value.to_owned());
+                    }
+                }
             })
             .send()
             .await;
@@ -123,6 +131,10 @@ impl Pusher {
             Ok(_) => PushOutcome::Delivered,
             Err(err) => classify(err),
         };
+        hop.outcome(match &outcome {
+            PushOutcome::Delivered => None,
+            other => Some(other.label().to_owned()),
+        });
         self.record("post", &outcome);
         outcome
     }

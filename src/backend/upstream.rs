@@ -236,6 +236,9 @@ impl Upstream {
         if let Some(id) = ctx.disconnect_id.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
             req.headers_mut().insert(contract::DISCONNECT_ID, id);
         }
+        if let Some(tp) = ctx.traceparent.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            req.headers_mut().insert(crate::trace::TRACEPARENT, tp);
+        }
         let resp = match self.client.request(req).await {
             Ok(r) => r,
             Err(e) => return Answer::Unreachable(format!("{e:?}")),

@@ -117,9 +117,10 @@ impl Outcome {
 /// Serves one call of the extension, recording it by operation, source and status.
 pub async fn extension(gw: &Shared, req: Request<Incoming>, call: Call) -> Response<Body> {
     let source = source_of(&req);
+    let hop = crate::trace::Hop::from_headers("gateway batch deliver", req.headers(), Vec::new);
     let resp = match (call, req.method()) {
         (Call::Info, &Method::GET) => info(gw, req).await,
-        (Call::Deliver, &Method::POST) => deliver(gw, req).await,
+        (Call::Deliver, &Method::POST) => hop.run(deliver(gw, req)).await,
         _ => Err(GatewayError::ExtensionMethod),
     }
     .unwrap_or_else(|err| err.response());

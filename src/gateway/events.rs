@@ -23,6 +23,7 @@ use super::shared::Shared;
 use super::template::{Integration, Route};
 use crate::contract::{self, Supply};
 use crate::timefmt::{clf, now_ms};
+use crate::trace::Hop;
 
 /// What one event adds to the connection's context.
 struct Event<'a> {
@@ -97,10 +98,26 @@ fn timeout_for(gw: &Shared, integration: &Integration) -> Duration {
         .unwrap_or(Duration::from_millis(contract::INTEGRATION_TIMEOUT_MS))
 }
 
-/// Calls a route's integration, recording metrics; `binary` adds `x-socketless-frame: binary`.
-async fn invoke(gw: &Shared, route: &Route, inputs: &Inputs<'_>, body: Bytes, binary: bool) -> Option<Outcome> {
+/// Calls a route's integration, recording metrics; `binary` adds `x-socketless-frame: binary`,
+/// and the event's trace goes along as `traceparent` (see [`crate::trace`]).
+async fn invoke(
+    gw: &Shared,
+    route: &Route,
+    inputs: &Inputs<'_>,
+    body: Bytes,
+    binary: bool,
+    hop: &Hop,
+) -> Option<Outcome> {
     let integration = route.integration.as_ref()?;
     let mut mapped = mapping::apply(&integration.parameters, inputs);
+    if hop.is_some() {
+        for (name, value) in hop.headers() {
+            if let Ok(value) = value.to_str() {
+                mapped.headers.retain(|(n, _)| *n != name);
+                mapped.headers.push((name, value.to_string()));
+            }
+        }
+    }
     if binary {
         mapped.headers.push((
             http::HeaderName::from_static(contract::FRAME),
@@ -109,6 +126,9 @@ async fn invoke(gw: &Shared, route: &Route, inputs: &Inputs<'_>, body: Bytes, bi
     }
     let (outcome, took) = integration::call(&gw.client, integration, mapped, body, timeout_for(gw, integration)).await;
     gw.metrics.integration(&route.key, outcome.kind(), took);
+    if !matches!(outcome.kind(), "ok" | "status_4xx") {
+        hop.outcome(Some(outcome.kind().to_string()));
+    }
     if let Outcome::Failed(reason) = &outcome {
         if let Some(alike) = gw.warn_integration.admit() {
             tracing::warn!(route = %route.key, reason = %reason, alike_since_last = alike, "integration call failed");
@@ -198,6 +218,13 @@ pub async fn connect(
         return Ok(None);
     };
     let request_id = ids::new_id();
+    // A client may start the trace: the handshake's `traceparent` is continued.
+    let hop = Hop::incoming(
+        "gateway $connect",
+        crate::trace::Kind::Server,
+        |name| headers.get(name).map(String::as_str),
+        || span_attributes(&ctx.id, "$connect"),
+    );
     let event = Event {
         kind: "CONNECT",
         route: "$connect",
@@ -218,7 +245,7 @@ pub async fn connect(
         stage_variables: &gw.config.model.stage_variables,
         authorizer: ctx.authorizer.as_deref(),
     };
-    match invoke(gw, route, &inputs, Bytes::new(), false).await {
+    match invoke(gw, route, &inputs, Bytes::new(), false, &hop).await {
         None => Ok(None),
         Some(Outcome::Response { status, headers, .. }) if status.is_success() => {
             // The 101 may confirm only a protocol the client offered, and only one.
@@ -279,6 +306,8 @@ pub async fn message(gw: Arc<Shared>, ctx: Arc<Ctx>, frame: ClientMessage) -> Op
     };
     let route = model.routes.get(&key)?;
     let integration = route.integration.as_ref()?;
+    // Frames carry no trace context: each message starts a trace (tracing on).
+    let hop = Hop::root("gateway message", || span_attributes(&ctx.id, &key));
     let event = Event {
         kind: "MESSAGE",
         route: &key,
@@ -298,7 +327,7 @@ pub async fn message(gw: Arc<Shared>, ctx: Arc<Ctx>, frame: ClientMessage) -> Op
         // A payload the integration's CONVERT_TO_BINARY cannot decode.
         return error("Internal server error");
     };
-    match invoke(&gw, route, &inputs, body, binary).await? {
+    match invoke(&gw, route, &inputs, body, binary, &hop).await? {
         Outcome::Response { body, headers, .. } => {
             if !route.two_way || body.is_empty() {
                 return None;
@@ -319,6 +348,7 @@ pub async fn disconnect(gw: &Shared, ctx: &Ctx, code: u16, reason: &str) {
         return;
     };
     let request_id = ids::new_id();
+    let hop = Hop::root("gateway $disconnect", || span_attributes(&ctx.id, "$disconnect"));
     let event = Event {
         kind: "DISCONNECT",
         route: "$disconnect",
@@ -334,5 +364,14 @@ pub async fn disconnect(gw: &Shared, ctx: &Ctx, code: u16, reason: &str) {
         stage_variables: &gw.config.model.stage_variables,
         authorizer: ctx.authorizer.as_deref(),
     };
-    let _ = invoke(gw, route, &inputs, Bytes::new(), false).await;
+    let _ = invoke(gw, route, &inputs, Bytes::new(), false, &hop).await;
+}
+
+/// What a gateway span says about its event.
+fn span_attributes(connection_id: &str, route: &str) -> Vec<opentelemetry::KeyValue> {
+    use opentelemetry::KeyValue;
+    vec![
+        KeyValue::new("socketless.connection_id", connection_id.to_string()),
+        KeyValue::new("socketless.route", route.to_string()),
+    ]
 }

@@ -37,7 +37,22 @@ pub async fn management(gw: &Shared, req: Request<Incoming>, id: String) -> Resp
         _ => return GatewayError::MethodNotAllowed.response(),
     };
     let source = source_of(&req);
-    let resp = call(gw, req, &id, &method).await.unwrap_or_else(|err| err.response());
+    // A push that carries `traceparent` continues its trace here, on a forwarded hop and into
+    // the delivery (see `crate::trace`).
+    let hop = crate::trace::Hop::from_headers("gateway @connections", req.headers(), || {
+        vec![
+            opentelemetry::KeyValue::new("http.request.method", method.to_string()),
+            opentelemetry::KeyValue::new("socketless.connection_id", id.clone()),
+        ]
+    });
+    let resp = hop
+        .clone()
+        .run(call(gw, req, &id, &method))
+        .await
+        .unwrap_or_else(|err| err.response());
+    if resp.status().is_server_error() {
+        hop.outcome(Some(resp.status().to_string()));
+    }
     gw.metrics.management(op, source, resp.status().as_u16());
     resp
 }
@@ -224,6 +239,8 @@ fn operate(
                 Ok(text) if !binary => Message::text(text),
                 _ => Message::binary(body.clone()),
             };
+            let _delivery =
+                crate::trace::Hop::current().child("gateway deliver", crate::trace::Kind::Internal, Vec::new);
             match gw.connections.post(conn, msg) {
                 Ok(()) => Ok(http_server::empty(StatusCode::OK)),
                 Err(QueueError::Full) => Err(GatewayError::OutboxFull),

@@ -254,6 +254,8 @@ impl Peers {
         if let Some(t) = content_type {
             req.headers_mut().insert(http::header::CONTENT_TYPE, t.clone());
         }
+        // The call's trace goes on to the owner (see `crate::trace`).
+        crate::trace::Hop::current().inject(req.headers_mut());
         let call = async {
             let resp = self.client.request(req).await.map_err(|e| classify(&e))?;
             let (parts, body) = resp.into_parts();

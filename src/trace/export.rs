@@ -1,0 +1,111 @@
+//! The OTLP exporter, set up only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: spans go in batches, as OTLP/HTTP with protobuf
+//! bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json` for JSON), through the process's own hyper
+//! client (plain HTTP: a collector on the same host or pod). The SDK reads the other standard variables itself: `OTEL_SERVICE_NAME` and
+//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`,
+//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT` and the `OTEL_BSP_*` batch settings.
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_http::{HttpClient, HttpError};
+use opentelemetry_otlp::WithHttpConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+/// The variables that turn exporting on.
+pub const ENDPOINT_VARIABLES: [&str; 2] = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"];
+
+/// Largest answer read from the collector.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The SDK's batch processor exports from a thread of its own, outside the runtime: each
+/// export is sent as a task on the runtime and awaited from there.
+#[derive(Debug, Clone)]
+struct HyperClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    runtime: tokio::runtime::Handle,
+    /// Bound on one export, connecting and the answer included.
+    timeout: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl HttpClient for HyperClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        let call = async move {
+            let (parts, body) = request.into_parts();
+            let resp = client.request(Request::from_parts(parts, Full::new(body))).await?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_ANSWER_BYTES).collect().await?.to_bytes();
+            Ok::<_, HttpError>(Response::from_parts(parts, body))
+        };
+        let timeout = self.timeout;
+        let bounded = async move {
+            tokio::time::timeout(timeout, call)
+                .await
+                .map_err(|_| HttpError::from(format!("no answer within {timeout:?}")))?
+        };
+        self.runtime.spawn(bounded).await?
+    }
+}
+
+/// Exports until dropped; dropping it sends the spans still waiting.
+pub struct Exporting(SdkTracerProvider);
+
+impl Drop for Exporting {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.shutdown() {
+            tracing::warn!(error = %e, "the last spans could not be exported");
+        }
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else the
+/// specification's 10 s.
+fn export_timeout() -> std::time::Duration {
+    ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse::<u64>().ok())
+        .map_or(std::time::Duration::from_secs(10), std::time::Duration::from_millis)
+}
+
+/// Whether the environment asks for spans to be exported.
+pub fn requested() -> bool {
+    ENDPOINT_VARIABLES
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// Starts exporting when the environment asks for it (`None` otherwise: no span is ever made).
+/// `service` names the process unless `OTEL_SERVICE_NAME` does.
+pub fn init(service: &'static str, runtime: tokio::runtime::Handle) -> Result<Option<Exporting>, String> {
+    if !requested() {
+        return Ok(None);
+    }
+    let client = HyperClient {
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        runtime,
+        timeout: export_timeout(),
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .build()
+        .map_err(|e| format!("the OTLP exporter: {e}"))?;
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(service);
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build();
+    super::install(provider.tracer("socketless"));
+    tracing::info!("exporting traces over OTLP/HTTP");
+    Ok(Some(Exporting(provider)))
+}

@@ -20,6 +20,7 @@
 pub mod batch;
 pub mod cache;
 mod context;
+mod direct_post;
 pub mod disconnect;
 mod error;
 mod fanout;

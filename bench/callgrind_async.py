@@ -9,8 +9,8 @@ Prints, per message: each process's total, and the parts the push adds: in `serv
 resolution, retries, interceptors, the HTTP exchange as far as it runs inside that call), and in
 the gateway the SigV4 check. Counts are inclusive, so a part includes what it calls (the
 allocator, hashing); they are stable to well under 1% from run to run, unlike wall-clock
-figures. valgrind hides the CPU's SHA extensions, so SHA-256 (the signature's payload hash and
-HMACs) is counted in its portable code, several times what the extensions take natively.
+figures. Under valgrind SHA-256 (the signature's payload hash and HMACs) runs in its portable
+code, not on the CPU's SHA extensions, so hashing weighs more here than natively.
 CALLGRIND_NAMES=REGEX also prints the inclusive count of every function matching it. ci/on-demand/profile.sh runs it after bench/callgrind.py.
 """
 
@@ -34,8 +34,6 @@ KEY_ID, KEY = "AKIDPROFILE", "profile-secret-key"
 PARTS = [
     ("serve: the @connections client (Pusher::post_frame and all it calls)", "serve",
      r"^socketless::backend::push::Pusher::post_frame::\{\{closure\}\}$"),
-    ("serve: its whole integration request (public port)", "serve",
-     r"^socketless::backend::public::<impl socketless::backend::state::Backend>::integration::\{\{closure\}\}$"),
     ("gateway: the SigV4 check (Verifier::verify)", "gateway", r"^socketless::gateway::sigv4::Verifier::verify$"),
 ]
 

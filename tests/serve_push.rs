@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::gw::{Answer, FakeBackend};
+use common::gw::{self, Answer, FakeBackend};
 use common::*;
 use http::StatusCode;
 
@@ -99,4 +99,35 @@ async fn gone_and_refused_are_not_retried() {
         get(&b.internal_url(&format!("/v1/connections/{ID}"))).await.0,
         StatusCode::NOT_FOUND
     );
+}
+
+#[tokio::test]
+async fn a_gateway_checking_sigv4_takes_the_posts_and_refuses_another_key() {
+    for (secret, accepted) in [("test-secret", true), ("another-secret", false)] {
+        let port = free_port();
+        let mut a = args();
+        a.reply_mode = "async".into();
+        a.push_endpoint = Some(format!("http://127.0.0.1:{port}/dev"));
+        let serve = start(a).await;
+        let params = gw::repo_params(&serve.url(""));
+        let gw = gw::start_gateway(socketless::gateway::EMBEDDED_TEMPLATE, &params, move |c| {
+            c.listen = ([127, 0, 0, 1], port).into();
+            c.verifier = Some(gw::verifier("AKIDTEST", secret));
+        })
+        .await;
+        let mut ws = gw::connect(&gw.url()).await;
+        for n in 0..3 {
+            gw::send_text(&mut ws, &format!("m{n}")).await;
+            let got = gw::next_text(&mut ws).await;
+            assert_eq!(got == format!("m{n}"), accepted, "{secret}: {got}");
+        }
+        let (_, body) = get(&format!("http://{}/metrics", gw.addr)).await;
+        let status = if accepted { "status=\"200\"" } else { "status=\"403\"" };
+        let calls = metric_sum(
+            &body,
+            "socketless_gateway_management_calls_total",
+            &["operation=\"post\"", "source=\"client\"", status],
+        );
+        assert_eq!(calls, 3.0, "{secret}");
+    }
 }

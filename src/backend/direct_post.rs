@@ -1,5 +1,5 @@
 //! PostToConnection to a plain-HTTP push endpoint (a socketless gateway: the local one, or
-//! replicas in the cluster), as one SigV4-signed request on a pooled hyper client instead of the
+//! replicas in the cluster), as one SigV4-signed request ([`PostSigner`]) on a pooled hyper client instead of the
 //! SDK's operation, whose pipeline (interceptors, endpoint resolution, the identity cache, the
 //! retry strategy) costs more than the signature and the exchange themselves. The request is what the SDK sends
 //! (`POST {endpoint}/@connections/{id}`, signed for `execute-api` with the same credential
@@ -20,6 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
+use super::post_signer::PostSigner;
 use super::push::PushOutcome;
 use crate::aws::CachedCredentials;
 use crate::defaults;
@@ -40,7 +41,7 @@ const THROTTLING: &[&str] = &[
 pub struct DirectPost {
     http: Client<HttpConnector, Full<Bytes>>,
     credentials: CachedCredentials,
-    region: String,
+    signer: PostSigner,
     max_attempts: u32,
     initial_backoff: Duration,
     max_backoff: Duration,
@@ -67,9 +68,10 @@ impl DirectPost {
                 .pool_timer(TokioTimer::new())
                 .build(connector),
             credentials: CachedCredentials::new(sdk),
-            region: sdk
-                .region()
-                .map_or_else(|| defaults::REGION.to_string(), |r| r.to_string()),
+            signer: PostSigner::new(
+                sdk.region()
+                    .map_or_else(|| defaults::REGION.to_string(), |r| r.to_string()),
+            ),
             max_attempts: retry.map_or(3, |r| r.max_attempts()).max(1),
             initial_backoff: retry.map_or(Duration::from_secs(1), |r| r.initial_backoff()),
             max_backoff: retry.map_or(Duration::from_secs(20), |r| r.max_backoff()),
@@ -127,7 +129,9 @@ impl DirectPost {
                 HeaderValue::from_str(&host).map_err(|e| e.to_string())?,
             );
             headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            crate::aws::sign_execute_api(&self.credentials, &self.region, &mut req, &data).await?;
+            let credentials = self.credentials.get().await?;
+            self.signer
+                .sign(&credentials, &mut req, &data, crate::timefmt::now_ms())?;
             let resp = self
                 .http
                 .request(req)

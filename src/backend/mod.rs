@@ -28,6 +28,7 @@ pub mod groups;
 pub mod identity;
 mod internal;
 mod listing;
+mod post_signer;
 mod public;
 pub mod push;
 pub mod resume;

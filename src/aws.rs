@@ -87,3 +87,85 @@ pub fn static_config(access_key_id: &str, secret_access_key: &str, timeout: Dura
         .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).build())
         .build()
 }
+
+/// Credentials from the SDK configuration's provider chain, kept until shortly before they
+/// expire (the SDK's own clients keep them in its identity cache, which direct signing does not
+/// go through): without it every signed call would ask the chain again, for IRSA a call to STS.
+pub struct CachedCredentials {
+    provider: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    current: std::sync::Mutex<Option<(aws_credential_types::Credentials, std::time::SystemTime)>>,
+    /// One refresh at a time; the others wait for it and take its result.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl CachedCredentials {
+    pub fn new(sdk: &SdkConfig) -> Self {
+        CachedCredentials {
+            provider: sdk.credentials_provider(),
+            current: std::sync::Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn cached(&self) -> Option<aws_credential_types::Credentials> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let (credentials, expiry) = current.as_ref()?;
+        let fresh = expiry
+            .duration_since(std::time::SystemTime::now())
+            .is_ok_and(|left| left > defaults::CREDENTIALS_REFRESH_BEFORE);
+        fresh.then(|| credentials.clone())
+    }
+
+    /// Valid credentials: the cached ones, or the chain's, asked at most once at a time.
+    pub async fn get(&self) -> Result<aws_credential_types::Credentials, String> {
+        use aws_credential_types::provider::ProvideCredentials;
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let provider = self.provider.as_ref().ok_or("no AWS credentials to sign with")?;
+        let _refreshing = self.refresh.lock().await;
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| format!("AWS credentials: {e}"))?;
+        let expiry = credentials
+            .expiry()
+            .unwrap_or_else(|| std::time::SystemTime::now() + defaults::CREDENTIALS_DEFAULT_LIFETIME);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((credentials.clone(), expiry));
+        Ok(credentials)
+    }
+}
+
+/// Signs a request with SigV4 for `execute-api` in `region` (the `@connections` API and the
+/// gateway's batch extension), with the cached credentials; `body` is the request's body.
+pub async fn sign_execute_api<B>(
+    credentials: &CachedCredentials,
+    region: &str,
+    req: &mut http::Request<B>,
+    body: &[u8],
+) -> Result<(), String> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let identity = credentials.get().await?.into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let uri = req.uri().to_string();
+    let headers = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
+    let signable = SignableRequest::new(req.method().as_str(), uri.as_str(), headers, SignableBody::Bytes(body))
+        .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
+    instructions.apply_to_request_http1x(req);
+    Ok(())
+}

@@ -201,6 +201,14 @@ pub const AWS_MIN_ATTEMPT: Duration = Duration::from_millis(100);
 /// Connecting to AWS takes at most this (and at most one attempt): a region endpoint that has
 /// not accepted in 2 s is better retried on a fresh connection.
 pub const AWS_MAX_CONNECT: Duration = Duration::from_secs(2);
+/// Credentials used for direct SigV4 signing are asked for again this long before they
+/// expire (the SDK's identity cache refreshes on a similar margin).
+pub const CREDENTIALS_REFRESH_BEFORE: Duration = Duration::from_secs(60);
+/// ... and credentials that carry no expiry (static keys) are asked for again after this, as
+/// the SDK's identity cache does.
+pub const CREDENTIALS_DEFAULT_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// Idle connections from `serve` to a plain-HTTP push endpoint are closed after this.
+pub const PUSH_POOL_IDLE: Duration = Duration::from_secs(30);
 /// `--aws-timeout` below this is refused: it is [`AWS_MIN_ATTEMPT`], the shortest attempt.
 pub const AWS_MIN_TIMEOUT: Duration = AWS_MIN_ATTEMPT;
 /// After its listeners drained, `serve` waits at most this long for pushes still queued: short,

@@ -8,10 +8,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use aws_credential_types::provider::ProvideCredentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -98,6 +96,7 @@ enum Known {
 pub struct BatchClient {
     mode: PushBatch,
     sdk: aws_config::SdkConfig,
+    credentials: crate::aws::CachedCredentials,
     http: Client<HttpConnector, Full<Bytes>>,
     known: Mutex<HashMap<String, Known>>,
     calls: Family<CallLabels, Counter>,
@@ -119,6 +118,7 @@ impl BatchClient {
         );
         Arc::new(BatchClient {
             mode,
+            credentials: crate::aws::CachedCredentials::new(&sdk),
             sdk,
             http: Client::builder(TokioExecutor::new()).build(connector),
             known: Mutex::new(HashMap::new()),
@@ -318,45 +318,14 @@ impl BatchClient {
             .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
     }
 
-    /// Signs with SigV4 for `execute-api` in the configured region, with the SDK's credentials.
+    /// Signs with SigV4 for `execute-api` in the configured region, with the SDK's credentials
+    /// (kept until they near their expiry).
     async fn sign(&self, req: &mut Request<Full<Bytes>>, body: &[u8]) -> Result<(), CallError> {
-        let Some(provider) = self.sdk.credentials_provider() else {
-            return Err("no AWS credentials to sign with".into());
-        };
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| format!("AWS credentials: {e}"))?;
-        let identity = credentials.into();
         let region = self
             .sdk
             .region()
             .map_or_else(|| defaults::REGION.to_string(), |r| r.to_string());
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&region)
-            .name("execute-api")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| e.to_string())?
-            .into();
-        let uri = req.uri().to_string();
-        let headers: Vec<(&str, &str)> = req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-            .collect();
-        let signable = SignableRequest::new(
-            req.method().as_str(),
-            uri.as_str(),
-            headers.into_iter(),
-            SignableBody::Bytes(body),
-        )
-        .map_err(|e| e.to_string())?;
-        let (instructions, _) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
-        instructions.apply_to_request_http1x(req);
-        Ok(())
+        crate::aws::sign_execute_api(&self.credentials, &region, req, body).await
     }
 }
 

@@ -20,6 +20,7 @@
 pub mod batch;
 pub mod cache;
 mod context;
+mod direct_post;
 pub mod disconnect;
 mod error;
 mod fanout;
@@ -27,6 +28,7 @@ pub mod groups;
 pub mod identity;
 mod internal;
 mod listing;
+mod post_signer;
 mod public;
 pub mod push;
 pub mod resume;

@@ -1,5 +1,6 @@
 //! Pushes to clients through the gateway's `@connections` management API
-//! (PostToConnection / DeleteConnection, and GetConnection for the disconnect sweep), signed with SigV4 by aws-sdk-apigatewaymanagement.
+//! (PostToConnection / DeleteConnection, and GetConnection for the disconnect sweep), signed with SigV4 by aws-sdk-apigatewaymanagement;
+//! a post to a plain-HTTP endpoint (a socketless gateway) goes through [`DirectPost`] instead.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, ProvideErrorMetad
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use bytes::Bytes;
 
+use super::direct_post::DirectPost;
 use crate::metrics::BackendMetrics;
 
 /// Endpoint clients kept at once; each distinct `https://{domain}/{stage}` gets one.
@@ -48,6 +50,7 @@ pub struct Pusher {
     /// comes from each session's domain and stage.
     fixed_endpoint: Option<String>,
     clients: Mutex<HashMap<String, Client>>,
+    direct: DirectPost,
     metrics: Arc<BackendMetrics>,
     warn_failed: crate::telemetry::LogThrottle,
 }
@@ -55,6 +58,7 @@ pub struct Pusher {
 impl Pusher {
     pub fn new(sdk: aws_config::SdkConfig, fixed_endpoint: Option<String>, metrics: Arc<BackendMetrics>) -> Self {
         Pusher {
+            direct: DirectPost::new(&sdk),
             sdk,
             fixed_endpoint: fixed_endpoint.map(|e| e.trim_end_matches('/').to_string()),
             clients: Mutex::new(HashMap::new()),
@@ -111,6 +115,18 @@ impl Pusher {
         // The push's trace goes on to the gateway (see `crate::trace`).
         let hop = crate::trace::Hop::current().child("serve @connections", crate::trace::Kind::Client, Vec::new);
         let trace = hop.headers();
+        if DirectPost::handles(endpoint) {
+            let outcome = self
+                .direct
+                .post(endpoint, connection_id, data, content_type, &trace)
+                .await;
+            hop.outcome(match &outcome {
+                PushOutcome::Delivered => None,
+                other => Some(other.label().to_owned()),
+            });
+            self.record("post", &outcome);
+            return outcome;
+        }
         let res = self
             .client(endpoint)
             .post_to_connection()

@@ -178,11 +178,32 @@ impl Verifier {
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
             hex(&Sha256::digest(canonical_request.as_bytes()))
         );
+        hex(&hmac(
+            &self.signing_key(date, region, service),
+            string_to_sign.as_bytes(),
+        ))
+    }
+
+    /// The key for one day, region and service: four HMACs, the same for every request that
+    /// day, so each thread keeps the last one it derived.
+    fn signing_key(&self, date: &str, region: &str, service: &str) -> Vec<u8> {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(String, String, Vec<u8>)>> = const { std::cell::RefCell::new(None) };
+        }
+        let scope = format!("{date}/{region}/{service}");
+        let hit = LAST.with_borrow(|last| match last {
+            Some((secret, s, key)) if *s == scope && *secret == self.secret_access_key => Some(key.clone()),
+            _ => None,
+        });
+        if let Some(key) = hit {
+            return key;
+        }
         let k_date = hmac(format!("AWS4{}", self.secret_access_key).as_bytes(), date.as_bytes());
         let k_region = hmac(&k_date, region.as_bytes());
         let k_service = hmac(&k_region, service.as_bytes());
-        let k_signing = hmac(&k_service, b"aws4_request");
-        hex(&hmac(&k_signing, string_to_sign.as_bytes()))
+        let key = hmac(&k_service, b"aws4_request");
+        LAST.set(Some((self.secret_access_key.clone(), scope, key.clone())));
+        key
     }
 
     /// Checks a query-string presigned request (a `$connect` handshake under `AWS_IAM`): the
@@ -404,6 +425,35 @@ mod tests {
             "/dev/%2540connections/abc%253D"
         );
         assert_eq!(uri_encode("a b", false), "a%20b");
+    }
+
+    #[test]
+    fn signing_keys_kept_per_scope_and_secret() {
+        let v = |secret: &str| Verifier {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: secret.into(),
+            region: "us-east-1".into(),
+        };
+        // AWS's documented derivation example.
+        let known = "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d";
+        let a = v("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+        assert_eq!(hex(&a.signing_key("20120215", "us-east-1", "iam")), known);
+        assert_eq!(
+            hex(&a.signing_key("20120215", "us-east-1", "iam")),
+            known,
+            "the kept key"
+        );
+        assert_ne!(
+            hex(&a.signing_key("20120216", "us-east-1", "iam")),
+            known,
+            "another day"
+        );
+        assert_ne!(
+            hex(&v("other").signing_key("20120215", "us-east-1", "iam")),
+            known,
+            "another secret"
+        );
+        assert_eq!(hex(&a.signing_key("20120215", "us-east-1", "iam")), known);
     }
 
     #[test]

@@ -1,0 +1,306 @@
+//! PostToConnection to a plain-HTTP push endpoint (a socketless gateway: the local one, or
+//! replicas in the cluster), as one SigV4-signed request ([`PostSigner`]) on a pooled hyper client instead of the
+//! SDK's operation, whose pipeline (interceptors, endpoint resolution, the identity cache, the
+//! retry strategy) costs more than the signature and the exchange themselves. The request is what the SDK sends
+//! (`POST {endpoint}/@connections/{id}`, signed for `execute-api` with the same credential
+//! chain) and its answer is read the same way (`x-amzn-errortype`, `{"message": …}`). It
+//! follows the SDK's retry semantics: up to the configured attempts (3 by default) on a
+//! connection error, a timed-out attempt, a 500/502/503/504 or a throttling error, with the
+//! same jittered exponential backoff, all within the operation timeout. `https` endpoints (API
+//! Gateway, custom domains) keep the SDK's operation and its TLS client.
+
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+
+use super::post_signer::PostSigner;
+use super::push::PushOutcome;
+use crate::aws::CachedCredentials;
+use crate::defaults;
+
+/// The characters a path label keeps unencoded (RFC 3986's unreserved ones), as the SDK does.
+const LABEL: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+/// Largest error answer read (the message of a refusal).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Error codes the SDK retries as throttling.
+const THROTTLING: &[&str] = &[
+    "LimitExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+];
+
+pub struct DirectPost {
+    http: Client<HttpConnector, Full<Bytes>>,
+    credentials: CachedCredentials,
+    signer: PostSigner,
+    max_attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    operation_timeout: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+}
+
+/// One attempt's result: an answer (status, error code, message) or why there was none.
+enum Attempt {
+    Answer(u16, Option<String>, String),
+    NoAnswer(String),
+}
+
+impl DirectPost {
+    pub fn new(sdk: &SdkConfig) -> Self {
+        let timeouts = sdk.timeout_config();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(timeouts.and_then(|t| t.connect_timeout()));
+        let retry = sdk.retry_config();
+        DirectPost {
+            http: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(defaults::PUSH_POOL_IDLE)
+                .pool_timer(TokioTimer::new())
+                .build(connector),
+            credentials: CachedCredentials::new(sdk),
+            signer: PostSigner::new(
+                sdk.region()
+                    .map_or_else(|| defaults::REGION.to_string(), |r| r.to_string()),
+            ),
+            max_attempts: retry.map_or(3, |r| r.max_attempts()).max(1),
+            initial_backoff: retry.map_or(Duration::from_secs(1), |r| r.initial_backoff()),
+            max_backoff: retry.map_or(Duration::from_secs(20), |r| r.max_backoff()),
+            operation_timeout: timeouts.and_then(|t| t.operation_timeout()),
+            attempt_timeout: timeouts.and_then(|t| t.operation_attempt_timeout()),
+        }
+    }
+
+    /// Whether an endpoint is one this client posts to (plain HTTP).
+    pub fn handles(endpoint: &str) -> bool {
+        endpoint.starts_with("http://")
+    }
+
+    /// PostToConnection of `data` with this `Content-Type`, retried like the SDK's operation.
+    pub async fn post(
+        &self,
+        endpoint: &str,
+        connection_id: &str,
+        data: Bytes,
+        content_type: &'static str,
+        trace: &[(http::HeaderName, HeaderValue)],
+    ) -> PushOutcome {
+        let url = format!(
+            "{endpoint}/@connections/{}",
+            percent_encoding::utf8_percent_encode(connection_id, LABEL)
+        );
+        let attempts = async {
+            let mut attempt = 1;
+            loop {
+                let result = self.attempt(&url, data.clone(), content_type, trace).await;
+                if attempt >= self.max_attempts || !retryable(&result) {
+                    return result;
+                }
+                tokio::time::sleep(backoff(self.initial_backoff, self.max_backoff, attempt)).await;
+                attempt += 1;
+            }
+        };
+        let result = match self.operation_timeout {
+            Some(bound) => tokio::time::timeout(bound, attempts)
+                .await
+                .unwrap_or_else(|_| Attempt::NoAnswer("timed out".into())),
+            None => attempts.await,
+        };
+        outcome(result)
+    }
+
+    async fn attempt(
+        &self,
+        url: &str,
+        data: Bytes,
+        content_type: &'static str,
+        trace: &[(http::HeaderName, HeaderValue)],
+    ) -> Attempt {
+        let work = async {
+            let mut req = Request::new(Full::new(data.clone()));
+            *req.method_mut() = Method::POST;
+            *req.uri_mut() = url.parse().map_err(|e| format!("{url}: {e}"))?;
+            let host = req.uri().authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+            let headers = req.headers_mut();
+            headers.insert(
+                http::header::HOST,
+                HeaderValue::from_str(&host).map_err(|e| e.to_string())?,
+            );
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            // The push's trace context (`traceparent`, `tracestate`), signed with the rest.
+            for (name, value) in trace {
+                headers.insert(name.clone(), value.clone());
+            }
+            let credentials = self.credentials.get().await?;
+            self.signer
+                .sign(&credentials, &mut req, &data, crate::timefmt::now_ms())?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| format!("dispatch failure: {e}"))?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((parts, body))
+        };
+        let result = match self.attempt_timeout {
+            Some(bound) => match tokio::time::timeout(bound, work).await {
+                Ok(r) => r,
+                Err(_) => return Attempt::NoAnswer("timed out".into()),
+            },
+            None => work.await,
+        };
+        match result {
+            Ok((parts, _)) if parts.status.is_success() => Attempt::Answer(parts.status.as_u16(), None, String::new()),
+            Ok((parts, body)) => {
+                let (code, message) = error_of(&parts.headers, &body);
+                Attempt::Answer(parts.status.as_u16(), code, message)
+            }
+            Err(why) => Attempt::NoAnswer(why),
+        }
+    }
+}
+
+/// The error code (`x-amzn-errortype`, up to a `:`, or the body's `__type`/`code`) and
+/// message of an error answer, as the SDK's REST-JSON parser reads them.
+fn error_of(headers: &http::HeaderMap, body: &[u8]) -> (Option<String>, String) {
+    let parsed: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let field = |k: &str| parsed.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let code = headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| field("__type"))
+        .or_else(|| field("code"))
+        .map(|c| {
+            let c = c.split(':').next().unwrap_or_default();
+            c.rsplit('#').next().unwrap_or_default().to_owned()
+        })
+        .filter(|c| !c.is_empty());
+    let message = field("message").or_else(|| field("Message")).unwrap_or_default();
+    (code, message)
+}
+
+/// Whether the SDK's standard retry strategy would try again after this attempt.
+fn retryable(result: &Attempt) -> bool {
+    match result {
+        Attempt::NoAnswer(_) => true,
+        Attempt::Answer(status, code, _) => {
+            matches!(status, 500 | 502 | 503 | 504) || code.as_deref().is_some_and(|c| THROTTLING.contains(&c))
+        }
+    }
+}
+
+/// The wait before retry `attempt` (1 for the first retry): a random share of
+/// `initial · 2^(attempt-1)`, at most `max`, as the SDK's standard strategy waits.
+fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    let mut b = [0u8; 4];
+    let share = if getrandom::fill(&mut b).is_ok() {
+        f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
+    } else {
+        1.0
+    };
+    initial
+        .mul_f64(2f64.powi(attempt.saturating_sub(1).min(30) as i32))
+        .min(max)
+        .mul_f64(share)
+}
+
+/// What a push did, classified as for the SDK's errors.
+fn outcome(result: Attempt) -> PushOutcome {
+    match result {
+        Attempt::Answer(200..=299, ..) => PushOutcome::Delivered,
+        Attempt::Answer(status, code, message) => match code.as_deref() {
+            Some("GoneException") => PushOutcome::Gone,
+            Some("LimitExceededException") => PushOutcome::Throttled,
+            Some("PayloadTooLargeException") => PushOutcome::TooLarge,
+            Some("ForbiddenException") => PushOutcome::Forbidden,
+            Some(code) => PushOutcome::Failed(format!("{code}: {message}")),
+            None => PushOutcome::Failed(format!("Unknown: HTTP {status} {message}")),
+        },
+        Attempt::NoAnswer(why) => PushOutcome::Failed(why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, code: Option<&str>) -> Attempt {
+        Attempt::Answer(status, code.map(str::to_owned), "m".into())
+    }
+
+    #[test]
+    fn errors_read_like_the_sdk() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-amzn-errortype",
+            HeaderValue::from_static("GoneException:http://internal/"),
+        );
+        assert_eq!(
+            error_of(&h, br#"{"message":"gone"}"#),
+            (Some("GoneException".into()), "gone".into())
+        );
+        let none = http::HeaderMap::new();
+        assert_eq!(
+            error_of(&none, br#"{"__type":"com.amazon#ForbiddenException","Message":"no"}"#),
+            (Some("ForbiddenException".into()), "no".into())
+        );
+        assert_eq!(error_of(&none, b"not json"), (None, String::new()));
+    }
+
+    #[test]
+    fn outcomes_and_retries() {
+        assert_eq!(outcome(answer(200, None)), PushOutcome::Delivered);
+        assert_eq!(outcome(answer(410, Some("GoneException"))), PushOutcome::Gone);
+        assert_eq!(
+            outcome(answer(429, Some("LimitExceededException"))),
+            PushOutcome::Throttled
+        );
+        assert_eq!(
+            outcome(answer(413, Some("PayloadTooLargeException"))),
+            PushOutcome::TooLarge
+        );
+        assert_eq!(outcome(answer(403, Some("ForbiddenException"))), PushOutcome::Forbidden);
+        assert_eq!(
+            outcome(answer(400, Some("BadRequestException"))),
+            PushOutcome::Failed("BadRequestException: m".into())
+        );
+        assert!(retryable(&answer(503, Some("ServiceUnavailableException"))));
+        assert!(retryable(&answer(429, Some("LimitExceededException"))));
+        assert!(retryable(&Attempt::NoAnswer("refused".into())));
+        assert!(!retryable(&answer(410, Some("GoneException"))));
+        assert!(!retryable(&answer(403, Some("ForbiddenException"))));
+        assert!(!retryable(&answer(400, None)));
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let (initial, max) = (Duration::from_millis(100), Duration::from_millis(300));
+        for attempt in 1..=5 {
+            let cap = initial.mul_f64(2f64.powi(attempt as i32 - 1)).min(max);
+            assert!(backoff(initial, max, attempt) <= cap, "attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn ids_are_encoded_as_path_labels() {
+        let enc = |id| percent_encoding::utf8_percent_encode(id, LABEL).to_string();
+        assert_eq!(enc("abc="), "abc%3D");
+        assert_eq!(enc("a/b+c"), "a%2Fb%2Bc");
+        assert_eq!(enc("A-z_0.9~"), "A-z_0.9~");
+    }
+}

@@ -4,7 +4,7 @@ bench/ws_load.rs) with traces off, and on at 100 % sampling exporting over OTLP/
 the default, and JSON) to a local sink, side by side in one run. Prints a markdown table and
 appends it, with the date and the core count, to bench/RESULTS.md.
 
-    python3 bench/tracing.py BIN EXAMPLES_DIR [--rounds 3] [--seconds 10]
+    python3 bench/tracing.py BIN EXAMPLES_DIR [--rounds 3] [--seconds 10] [--baseline BIN_BEFORE]
 
 BIN is the `socketless` binary, EXAMPLES_DIR holds `ws_load` and `otlp_sink`. The modes alternate
 `--rounds` times and the median run of each is kept, so that a slow spell of a shared machine
@@ -13,7 +13,10 @@ hits all of them. `gateway` and `serve` are pinned to core 0; the load generator
 says how many of the spans made reached the sink (two a message, `gateway message` and
 `serve /message`, and two at each connect and disconnect): the SDK drops spans when its queue
 is full. Tracing on is the exporter's default batch settings with `OTEL_TRACES_SAMPLER=always_on`.
-Bounded: rounds × 3 loads of `--seconds` plus a 2 s warm-up each.
+`--baseline` names a build of the same code without the tracing code (the commit before it): it
+runs as a fourth mode, and a row compares traces off with it, which must stay within the noise of
+the run (twice the larger run-to-run spread of the two). Bounded: rounds × 3 (or 4) loads of
+`--seconds` plus a 2 s warm-up each.
 """
 import datetime
 import json
@@ -31,6 +34,7 @@ BIN, EX = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 ARGS = dict(zip(sys.argv[3::2], sys.argv[4::2]))
 ROUNDS = int(ARGS.get("--rounds", 3))
 SECONDS = int(ARGS.get("--seconds", 10))
+BASELINE = os.path.abspath(ARGS["--baseline"]) if "--baseline" in ARGS else None
 CLIENTS = 64
 SERVER_CORE, LOAD_CORE = "0", "1"
 SECRET = "bench-tracing-shared-secret-0123"
@@ -57,14 +61,15 @@ def received(sink_url):
 
 def one_load(mode, sink_url):
     """One full-path load; its figures and the spans it should have made."""
-    env = {} if mode == "off" else {"OTEL_EXPORTER_OTLP_ENDPOINT": sink_url, "OTEL_TRACES_SAMPLER": "always_on",
+    binary = BASELINE if mode == "before" else BIN
+    env = {} if mode in ("off", "before") else {"OTEL_EXPORTER_OTLP_ENDPOINT": sink_url, "OTEL_TRACES_SAMPLER": "always_on",
                                     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json" if mode == "json" else "http/protobuf"}
     port, internal, gport = free_port(), free_port(), free_port()
-    s = spawn("serve", [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--internal-listen", f"127.0.0.1:{internal}",
+    s = spawn("serve", [binary, "serve", "--listen", f"127.0.0.1:{port}", "--internal-listen", f"127.0.0.1:{internal}",
                         "--log", "warn", "--shutdown-delay", "0s", "--shared-secret", SECRET], env)
     if not wait_status(f"http://127.0.0.1:{internal}/readyz", 200, 30):
         sys.exit(f"serve did not turn ready (logs in {work})")
-    g = spawn("gateway", [BIN, "gateway", "--listen", f"127.0.0.1:{gport}", "--param",
+    g = spawn("gateway", [binary, "gateway", "--listen", f"127.0.0.1:{gport}", "--param",
                           f"IntegrationUri=http://127.0.0.1:{port}", "--param", f"SharedSecret={SECRET}",
                           "--param", "StageName=bench", "--log", "warn", "--shutdown-delay", "0s"], env)
     if not wait_status(f"http://127.0.0.1:{gport}/readyz", 200, 30):
@@ -96,6 +101,8 @@ def main():
         sys.exit("the sink did not start")
     sink_url = f"http://127.0.0.1:{sink_port}"
     runs = {"off": [], "on": [], "json": []}
+    if BASELINE:
+        runs["before"] = []
     try:
         for i in range(ROUNDS):
             for mode in runs:
@@ -111,7 +118,10 @@ def main():
         return sum(r["received"] for r in runs[mode]), sum(r["made"] for r in runs[mode])
 
     stray = got("off")[0]
-    spread = statistics.pstdev([r["rps"] for r in runs["off"]]) / statistics.mean([r["rps"] for r in runs["off"]])
+    def spread_of(mode):
+        return statistics.pstdev([r["rps"] for r in runs[mode]]) / statistics.mean([r["rps"] for r in runs[mode]])
+
+    spread = spread_of("off")
     rows = [
         (f"Full path msg/s with traces on (100 % sampled, OTLP/HTTP protobuf to a local sink), median of {ROUNDS}",
          f"{on['rps']:,.0f}", f"traces off {off['rps']:,.0f}", f"{on['rps'] / off['rps']:.3f}× off",
@@ -126,6 +136,15 @@ def main():
          f"{got('on')[0] / got('on')[1]:.3f} protobuf; {got('json')[0] / got('json')[1]:.3f} JSON", "", None),
         ("Run-to-run spread of the traces-off rounds (σ / mean)", f"{spread * 100:.1f} %", "", "", "", None),
     ]
+    if BASELINE:
+        before = median_run(runs["before"])
+        noise = 2 * max(spread, spread_of("before"))
+        change = off["rps"] / before["rps"] - 1
+        rows.insert(0, (f"Full path msg/s with traces off, against the build without the tracing code, median of {ROUNDS}",
+                        f"{off['rps']:,.0f}", f"without tracing code {before['rps']:,.0f} "
+                        f"(p50 / p99 {before['p50']:.2f} / {before['p99']:.2f} ms; spread {spread_of('before') * 100:.1f} %)",
+                        f"{off['rps'] / before['rps']:.3f}×", f"within noise (±{noise * 100:.1f} %)",
+                        abs(change) <= noise))
     lines = ["| Measurement | socketless | Limit / peers (same run) | Ratio | Goal | Holds |", "|---|---|---|---|---|---|"]
     for name, ours, peers, ratio, goal, ok in rows:
         lines.append(f"| {name} | {ours} | {peers} | {ratio} | {goal} | {'' if ok is None else ('yes' if ok else 'no')} |")

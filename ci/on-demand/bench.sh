@@ -37,4 +37,5 @@ timeout 1200 python bench/bench.py "$bin" "$examples" "$VENV/bin/python" "$image
 timeout 900 python bench/groups.py "$bin" "$examples"
 # Traces: the full path with traces off and on (100 % sampled, exported over OTLP to a local
 # sink), alternated three times.
-timeout 600 python bench/tracing.py "$bin" "$examples"
+# BENCH_BASELINE_BIN: a build without the tracing code, for the traces-off row to be compared with.
+timeout 900 python bench/tracing.py "$bin" "$examples" ${BENCH_BASELINE_BIN:+--baseline "$BENCH_BASELINE_BIN"}

@@ -44,10 +44,10 @@ import struct
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from checklib import Processes, Tally, free_port, http, wait_port, wait_status  # noqa: E402
+from checklib import Processes, QuietHandler, Tally, free_port, http, wait_port, wait_status  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CLIENTS_PER_REPLICA = 1000
@@ -79,18 +79,7 @@ class AppState:
 def app_main(port):
     state = AppState()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def answer(self, status, body=b""):
-            self.send_response(status)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(QuietHandler):
         def do_GET(self):
             if self.path == "/state":
                 with state.lock:

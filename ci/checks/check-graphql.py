@@ -20,17 +20,15 @@ The example's npm packages are installed by `npm ci` from its lockfile into
 Usage: python3 ci/checks/check-graphql.py path/to/socketless
 """
 import filecmp
-import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from checklib import CHROMIUM, Tally, free_port, open_page, stop, wait_http, wait_port  # noqa: E402
+from checklib import CHROMIUM, Tally, free_port, run_page, stop, wait_http, wait_port  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 EXAMPLE = os.path.join(ROOT, "examples", "graphql-ws")
@@ -93,51 +91,21 @@ def handshake(port, protocols):
 
 
 def browser_run(check, gw_port):
-    page_port = free_port()
     dist = os.path.join(CACHE, "node_modules", "graphql-ws", "dist")
     page = PAGE.replace("WS_URL", json.dumps(f"ws://127.0.0.1:{gw_port}/dev")).encode()
-    result = {}
-    got = threading.Event()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            if self.path == "/":
-                body, ctype = page, "text/html"
-            elif self.path.startswith("/graphql-ws/") and ".." not in self.path:
-                path = os.path.join(dist, self.path[len("/graphql-ws/"):])
-                if not os.path.isfile(path):
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                with open(path, "rb") as f:
-                    body, ctype = f.read(), "text/javascript"
-            else:
-                self.send_response(404)
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def serve(path):
+        if path == "/":
+            return page, "text/html"
+        if path.startswith("/graphql-ws/") and ".." not in path:
+            file = os.path.join(dist, path[len("/graphql-ws/"):])
+            if os.path.isfile(file):
+                with open(file, "rb") as f:
+                    return f.read(), "text/javascript"
+        return None
 
-        def do_POST(self):  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if not got.is_set():
-                result.update(json.loads(body or b"{}"))
-                got.set()
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", page_port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        reported = open_page(f"http://127.0.0.1:{page_port}/", got)
-    finally:
-        server.shutdown()
+    result = run_page(serve)
+    reported = result is not None
     if not reported:
         check("chromium: the page reported back", False, "no report within 60 s")
         return

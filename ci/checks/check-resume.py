@@ -42,12 +42,10 @@ import random
 import secrets
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from checklib import CHROMIUM, Processes, Tally, free_port, http, open_page, wait_port, wait_status  # noqa: E402
+from checklib import CHROMIUM, Processes, Tally, free_port, http, run_page, wait_port, wait_status  # noqa: E402
 from resume_fixtures import Proxy, app_main, rst  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -318,39 +316,11 @@ def node_client(url, logs):
 
 
 def chromium_client(url):
-    result, got = {}, threading.Event()
     page = PAGE.replace("WS_URL", json.dumps(url)).encode()
     with open(os.path.join(CLIENT, "socketless.js"), "rb") as f:
         lib = f.read()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            body, ctype = (page, "text/html") if self.path == "/" else (lib, "text/javascript")
-            self.send_response(200)
-            self.send_header("content-type", ctype)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self):  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            if not got.is_set():
-                result.update(json.loads(body or b"{}"))
-                got.set()
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        if not open_page(f"http://127.0.0.1:{server.server_address[1]}/", got, 100):
-            return {"error": "the page never reported"}
-    finally:
-        server.shutdown()
-    return result
+    result = run_page(lambda path: (page, "text/html") if path == "/" else (lib, "text/javascript"), 100)
+    return {"error": "the page never reported"} if result is None else result
 
 
 async def cutter(run, proxy, label):

@@ -13,7 +13,9 @@ import socket
 import struct
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from checklib import QuietHandler
 
 RATE = 100
 
@@ -120,18 +122,7 @@ class State:
 def app_main(port, internal):
     state = State(internal)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def answer(self, status, body=b""):
-            self.send_response(status)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(QuietHandler):
         def do_GET(self):  # noqa: N802
             if self.path == "/state":
                 with state.lock:

@@ -2,6 +2,7 @@
 prints the closing line CI reads (`NAME: N passed, N failed`), free loopback ports, waiting for a
 port or a URL, HTTP helpers, stopping a process, and the processes a check starts (each with
 its log, moto among them), and a page opened in headless Chromium. Scripts put this directory on sys.path."""
+import json
 import os
 import shutil
 import signal
@@ -9,9 +10,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Tally:
@@ -146,3 +149,59 @@ def open_page(url, reported, seconds=60):
             pass
         browser.wait()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """An HTTP/1.1 handler that logs nothing, with `answer(status, body)` for the checks'
+    small apps."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, body=b""):
+        self.send_response(status)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def run_page(serve, seconds=60):
+    """Serves a page to headless Chromium and returns the JSON it posts back (None when it does
+    not within `seconds`). `serve(path)` gives `(body, content type)` for a GET, or None (404);
+    the page is `/`, and it reports by POSTing its result as JSON to any path."""
+    result, got = {}, threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            found = serve(self.path)
+            if found is None:
+                self.send_response(404)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            body, ctype = found
+            self.send_response(200)
+            self.send_header("content-type", ctype)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            if not got.is_set():
+                result.update(json.loads(body or b"{}"))
+                got.set()
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reported = open_page(f"http://127.0.0.1:{server.server_address[1]}/", got, seconds)
+    finally:
+        server.shutdown()
+    return result if reported else None

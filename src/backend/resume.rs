@@ -402,21 +402,7 @@ mod tests {
 
     #[test]
     fn the_window_counts_from_the_detach() {
-        let mut r = ResumeRecord {
-            session_id: "s".into(),
-            origin: "a".into(),
-            connection_id: "a".into(),
-            detached_at: None,
-            principal_id: None,
-            attributes: Attributes::new(),
-            domain: String::new(),
-            stage: String::new(),
-            buffer: Vec::new(),
-            overflow: false,
-            replaying: false,
-            version: 1,
-            expires_at: 0,
-        };
+        let mut r = ResumeRecord::attached("s", "a", 0);
         let w = Duration::from_secs(2);
         assert!(within_window(&r, w, 1_000_000));
         r.detached_at = Some(1_000_000);

@@ -303,21 +303,7 @@ mod tests {
     #[tokio::test]
     async fn resume_records_are_written_on_their_version_only() {
         let store = MemoryStore::new();
-        let mut r = ResumeRecord {
-            session_id: "s".into(),
-            origin: "a".into(),
-            connection_id: "a".into(),
-            detached_at: None,
-            principal_id: None,
-            attributes: Attributes::new(),
-            domain: String::new(),
-            stage: String::new(),
-            buffer: Vec::new(),
-            overflow: false,
-            replaying: false,
-            version: 1,
-            expires_at: 9,
-        };
+        let mut r = ResumeRecord::attached("s", "a", 9);
         assert!(store.put_resume(&r, None).await.unwrap());
         assert!(!store.put_resume(&r, None).await.unwrap(), "one create wins");
         r.connection_id = "b".into();

@@ -61,6 +61,27 @@ pub struct ResumeRecord {
 }
 
 impl ResumeRecord {
+    /// A first record for session `session_id`, attached to `connection_id`: empty buffer, no
+    /// principal or attributes, version 1 (what unit tests start from).
+    #[cfg(test)]
+    pub fn attached(session_id: &str, connection_id: &str, expires_at: i64) -> Self {
+        ResumeRecord {
+            session_id: session_id.into(),
+            origin: connection_id.into(),
+            connection_id: connection_id.into(),
+            detached_at: None,
+            principal_id: None,
+            attributes: Default::default(),
+            domain: String::new(),
+            stage: String::new(),
+            buffer: Vec::new(),
+            overflow: false,
+            replaying: false,
+            version: 1,
+            expires_at,
+        }
+    }
+
     /// Bytes of the buffered messages together.
     pub fn buffered_bytes(&self) -> usize {
         self.buffer.iter().map(|b| b.data.len()).sum()

@@ -142,6 +142,16 @@ async fn two_pods_racing_on_one_key_end_with_one_owner() {
     assert!(view["connectionId"].is_string(), "{view}");
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(s.app.calls("/disconnect").is_empty());
-    let (_, count) = get(&s.serves[0].internal_url("/v1/connections/count")).await;
+    // The replaced connections' sessions go as their `$disconnect`s come in (moto is slow under
+    // load): one session must remain, within the suite's bound.
+    let mut count = String::new();
+    for _ in 0..100 {
+        count = get(&s.serves[0].internal_url("/v1/connections/count")).await.1;
+        if count.contains("\"count\":1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(count.contains("\"count\":1"), "{count}");
+    assert!(s.app.calls("/disconnect").is_empty());
 }

@@ -128,7 +128,10 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
         eprintln!("socketless: {err}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(crate::memory::on_worker_park)
+        .build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("socketless: cannot start the runtime: {err}");

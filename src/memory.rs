@@ -94,7 +94,9 @@ unsafe impl std::alloc::GlobalAlloc for MiMalloc {
 #[cfg(feature = "mimalloc")]
 unsafe extern "C" {
     /// mimalloc's collection: frees the calling thread's empty pages and purges the arenas'
-    /// free memory whose purge delay has passed.
+    /// free memory. Forced (`true`), it purges at once instead of leaving what was freed since
+    /// the last collection to the next one: a burst's memory goes back within one period, not
+    /// two (measured: +20 MiB still resident 10 s after 5,000 closes without it, +4 MiB with).
     fn mi_collect(force: bool);
 }
 
@@ -102,7 +104,44 @@ unsafe extern "C" {
 #[cfg(feature = "mimalloc")]
 const EVERY: std::time::Duration = crate::defaults::MEMORY_COLLECT_EVERY;
 
+/// Bumped by each tick of the collector: a worker thread that has not collected since the
+/// last bump collects when it next goes idle (see [`on_worker_park`]).
+#[cfg(feature = "mimalloc")]
+static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[cfg(feature = "mimalloc")]
+thread_local! {
+    static COLLECTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Run by each runtime worker as it goes idle (the runtime's park hook).
+///
+/// mimalloc frees and purges a thread's pages only on that thread, so a collection on the
+/// collector's thread alone leaves what the other workers freed resident until they next
+/// allocate, which an idle worker never does. Each worker therefore collects once per tick,
+/// when it parks: one atomic load and a thread-local read otherwise, so the busy path does
+/// not pay for it.
+#[cfg(feature = "mimalloc")]
+pub fn on_worker_park() {
+    let epoch = EPOCH.load(std::sync::atomic::Ordering::Relaxed);
+    COLLECTED.with(|seen| {
+        if seen.get() != epoch {
+            seen.set(epoch);
+            // SAFETY: mi_collect takes no pointers and may be called from any thread at any time.
+            unsafe { mi_collect(true) };
+        }
+    });
+}
+
+/// Without mimalloc there is nothing to collect.
+#[cfg(not(feature = "mimalloc"))]
+pub fn on_worker_park() {}
+
 /// Starts the periodic collection on the current runtime.
+///
+/// Each tick collects on the collector's own thread, opens a new epoch for the others
+/// ([`on_worker_park`]) and spawns one empty task per worker: the runtime wakes an idle worker
+/// to take them, and that worker collects as it parks again.
 #[cfg(feature = "mimalloc")]
 pub fn spawn_collector() {
     tokio::spawn(async {
@@ -110,8 +149,13 @@ pub fn spawn_collector() {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // SAFETY: mi_collect takes no pointers and may be called from any thread at any time.
-            unsafe { mi_collect(false) };
+            unsafe { mi_collect(true) };
+            let workers = tokio::runtime::Handle::current().metrics().num_workers();
+            for _ in 0..workers {
+                tokio::spawn(async {});
+            }
         }
     });
 }

@@ -131,7 +131,8 @@ pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(crate::memory::on_worker_park)
-        .build() {
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("socketless: cannot start the runtime: {err}");

@@ -1,8 +1,9 @@
 //! Resume by a client-held key, on the memory store, through a `socketless gateway` loaded from
 //! the repository's template and `serve --upstream` in front of an app that records its calls:
 //! a resume within the window keeps the session (id, attributes, groups; no `/disconnect`),
-//! replays the gap in order once, and replaces a live connection; a bound that drops messages
-//! makes the resume unrecovered; a passed window gives a new session after one `/disconnect`.
+//! replays the gap in order once, and replaces a live connection (also in the middle of its
+//! replay); a bound that drops messages makes the resume unrecovered; a passed window gives a
+//! new session after one `/disconnect`.
 //! Hostile: invalid keys (400), a flood of resumes of one key, a buffer pushed past its bounds.
 
 mod common;
@@ -131,6 +132,50 @@ async fn a_second_connection_with_the_key_replaces_the_first_without_a_disconnec
     assert!(s.app.calls("/disconnect").is_empty());
     let (_, count) = get(&s.internal("/v1/connections/count")).await;
     assert!(count.contains("\"count\":1"), "{count}");
+}
+
+/// A resume that replaces a connection while its replay is under way: the replaced
+/// connection's replay holds a batch, and the new one's waits for it to be delivered or put
+/// back, so the two connections together see the gap once, in order, and a push after it.
+#[tokio::test]
+async fn a_resume_during_a_replay_keeps_the_gap_in_order() {
+    let s = stack(1, &memory(), &["--resume-window=5s"]).await;
+    let id = sid();
+    drop(connect(&s.url(KEY)).await);
+    s.app.wait_for("/connect", 1).await;
+    s.wait_detached(&id).await;
+    const GAP: usize = 200;
+    for i in 0..GAP {
+        assert_eq!(s.push(&id, &format!("n{i}")).await.0, StatusCode::ACCEPTED);
+    }
+    let mut ws2 = connect(&s.url(KEY)).await;
+    let mut seen = vec![next_text(&mut ws2).await];
+    // Replaced while its replay is still sending the first batches.
+    let mut ws3 = connect(&s.url(KEY)).await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws2.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => seen.push(t.as_str().to_string()),
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => panic!("the replaced connection was not closed"),
+        }
+    }
+    let on_second = seen.len();
+    assert!(
+        on_second < GAP,
+        "the replay ended before the second resume; nothing was tested"
+    );
+    while seen.len() < GAP {
+        seen.push(next_text(&mut ws3).await);
+    }
+    let want: Vec<String> = (0..GAP).map(|i| format!("n{i}")).collect();
+    assert_eq!(
+        seen, want,
+        "{on_second} on the replaced connection, the rest on the new one"
+    );
+    assert_eq!(s.push(&id, "after").await.0, StatusCode::OK);
+    assert_eq!(next_text(&mut ws3).await, "after");
+    assert_eq!(s.session(&id).await.1["buffered"], 0);
 }
 
 #[tokio::test]

@@ -200,6 +200,7 @@ impl Backend {
             buffer: Vec::new(),
             overflow: false,
             replaying: false,
+            held: None,
             version: 0,
             expires_at: session.expires_at,
         };
@@ -214,7 +215,9 @@ impl Backend {
             let before = r.clone();
             r.connection_id = me.clone();
             r.detached_at = None;
-            r.replaying = !r.buffer.is_empty();
+            // A replay to an earlier connection may still hold a batch: this one's replay waits
+            // for it, and pushes queue behind both.
+            r.replaying = !r.buffer.is_empty() || r.holding(now);
             r.overflow = false;
             if !answered.is_empty() {
                 r.attributes = answered.clone();

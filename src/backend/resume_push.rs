@@ -17,6 +17,7 @@ use super::push::{PushOutcome, Pusher};
 use super::resume::{Change, update, within_window};
 use super::state::Backend;
 use crate::http_server::{self, Body};
+use crate::store::resume::Held;
 use crate::store::{Buffered, SessionStore};
 use crate::timefmt::now_ms;
 
@@ -207,88 +208,180 @@ impl Backend {
 /// Messages a replay takes from the buffer at a time.
 const REPLAY_BATCH: usize = 32;
 
+/// How long a replay's hold on the batch it took stands. A batch ends well within it (the
+/// handshake wait, then at most `FAILING_FOR` of failures and one push timeout), so only a
+/// replay whose pod died lets it lapse; until then a newer connection's replay waits.
+const HOLD: Duration = Duration::from_secs(60);
+
+/// How often a replay waiting for another one's batch looks again.
+const WAIT_POLL: Duration = Duration::from_millis(50);
+
+/// What a replay does next.
+enum Step {
+    Send(Vec<Buffered>),
+    /// Another connection's replay holds a batch: it is delivered or put back first.
+    Wait,
+    Done,
+}
+
 /// Sends the buffer to `connection_id` in order until it is empty (then the replay flag is
 /// cleared), the session moved on, or the connection went. Each batch is taken out of the
 /// record before it is sent, so two replays (of a connection and of the one that replaced it)
-/// never send one message twice; what a batch could not deliver goes back to the head of the
-/// buffer for the next resume. Returns how many messages were replayed.
+/// never send one message twice, and the record says a replay holds it: another replay waits
+/// until the batch is delivered or put back. What a batch could not deliver goes back to the
+/// head of the buffer, in front of anything pushed since, for the connection that holds the
+/// session now. Returns how many messages were replayed.
 async fn replay(store: &dyn SessionStore, pusher: &Arc<Pusher>, endpoint: &str, id: &str, connection_id: &str) -> u64 {
     let started = Instant::now();
     let mut sent_any = false;
     let mut total = 0;
+    let hold_ms = i64::try_from(HOLD.as_millis()).unwrap_or(i64::MAX);
     loop {
-        let taken = update(store, id, |current| match current {
-            Some(mut r) if r.connection_id == connection_id && r.detached_at.is_none() => {
-                if r.buffer.is_empty() {
-                    r.replaying = false;
-                    Change::Put(r, None)
-                } else {
-                    let n = r.buffer.len().min(REPLAY_BATCH);
-                    let batch: Vec<Buffered> = r.buffer.drain(..n).collect();
-                    Change::Put(r, Some(batch))
-                }
+        let now = now_ms();
+        let taken = update(store, id, |current| {
+            let Some(mut r) = current else {
+                return Change::Keep(Step::Done);
+            };
+            let mine = r.held.as_ref().is_some_and(|h| h.connection_id == connection_id);
+            if mine {
+                r.held = None;
             }
-            _ => Change::Keep(None),
+            if r.connection_id != connection_id || r.detached_at.is_some() {
+                return if mine {
+                    Change::Put(r, Step::Done)
+                } else {
+                    Change::Keep(Step::Done)
+                };
+            }
+            if r.holding(now) {
+                return Change::Keep(Step::Wait);
+            }
+            r.held = None;
+            if r.buffer.is_empty() {
+                r.replaying = false;
+                return Change::Put(r, Step::Done);
+            }
+            let n = r.buffer.len().min(REPLAY_BATCH);
+            let batch: Vec<Buffered> = r.buffer.drain(..n).collect();
+            r.held = Some(Held {
+                connection_id: connection_id.to_string(),
+                until: now.saturating_add(hold_ms),
+            });
+            Change::Put(r, Step::Send(batch))
         })
         .await;
         let batch = match taken {
-            Ok(Some(batch)) => batch,
-            Ok(None) => return total,
+            Ok(Step::Send(batch)) => batch,
+            Ok(Step::Wait) => {
+                tokio::time::sleep(WAIT_POLL).await;
+                continue;
+            }
+            Ok(Step::Done) => return total,
             Err(err) => {
                 tracing::warn!(session_id = %id, error = %err, "replay stopped: the resume record could not be updated");
                 return total;
             }
         };
-        let mut undelivered = None;
-        'messages: for (i, m) in batch.iter().enumerate() {
-            let mut failures = 0u32;
-            let failing_since = Instant::now();
-            loop {
-                match pusher
-                    .post_frame(endpoint, connection_id, m.data.clone(), m.binary)
-                    .await
-                {
-                    PushOutcome::Delivered => {
-                        sent_any = true;
-                        total += 1;
-                        break;
+        let undelivered = send_batch(
+            store,
+            pusher,
+            endpoint,
+            id,
+            connection_id,
+            &batch,
+            started,
+            &mut sent_any,
+        )
+        .await;
+        total += (undelivered.unwrap_or(batch.len())) as u64;
+        if let Some(i) = undelivered {
+            put_back(store, id, connection_id, &batch[i..]).await;
+            return total;
+        }
+    }
+}
+
+/// Sends one batch in order. `None` when all of it went; else the index of the first message
+/// that did not.
+#[allow(clippy::too_many_arguments)]
+async fn send_batch(
+    store: &dyn SessionStore,
+    pusher: &Arc<Pusher>,
+    endpoint: &str,
+    id: &str,
+    connection_id: &str,
+    batch: &[Buffered],
+    started: Instant,
+    sent_any: &mut bool,
+) -> Option<usize> {
+    let batch_started = Instant::now();
+    let mut failures = 0u32;
+    for (i, m) in batch.iter().enumerate() {
+        loop {
+            match pusher
+                .post_frame(endpoint, connection_id, m.data.clone(), m.binary)
+                .await
+            {
+                PushOutcome::Delivered => {
+                    *sent_any = true;
+                    break;
+                }
+                // The gateway may not have finished the handshake yet, unless the session
+                // already moved on.
+                PushOutcome::Gone if !*sent_any && started.elapsed() < HANDSHAKE_WAIT => {
+                    if !still_current(store, id, connection_id).await {
+                        return Some(i);
                     }
-                    PushOutcome::Gone if !sent_any && started.elapsed() < HANDSHAKE_WAIT => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    PushOutcome::Gone => {
-                        undelivered = Some(i);
-                        break 'messages;
-                    }
-                    // Throttled or failing: again with backoff, for a while.
-                    outcome if failing_since.elapsed() < FAILING_FOR => {
-                        tracing::debug!(session_id = %id, ?outcome, "replay push failed; retrying");
-                        failures += 1;
-                        tokio::time::sleep(Duration::from_millis(100 << failures.min(5))).await;
-                    }
-                    outcome => {
-                        tracing::warn!(session_id = %id, ?outcome, "replay stopped: pushes to the resumed connection keep failing; the rest stays buffered");
-                        undelivered = Some(i);
-                        break 'messages;
-                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                PushOutcome::Gone => return Some(i),
+                // Throttled or failing: again with backoff, for a while.
+                outcome if batch_started.elapsed() < FAILING_FOR => {
+                    tracing::debug!(session_id = %id, ?outcome, "replay push failed; retrying");
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(100 << failures.min(5))).await;
+                }
+                outcome => {
+                    tracing::warn!(session_id = %id, ?outcome, "replay stopped: pushes to the resumed connection keep failing; the rest stays buffered");
+                    return Some(i);
                 }
             }
         }
-        if let Some(i) = undelivered {
-            // Back in front of anything pushed since, whichever connection holds the session.
-            let rest = &batch[i..];
-            let res = update(store, id, |current| match current {
-                Some(mut r) => {
-                    r.buffer.splice(0..0, rest.iter().cloned());
-                    Change::Put(r, ())
-                }
-                None => Change::Keep(()),
-            })
-            .await;
-            if let Err(err) = res {
-                tracing::warn!(session_id = %id, error = %err, lost = rest.len(), "messages a replay could not deliver could not be put back");
+    }
+    None
+}
+
+/// Whether `connection_id` still holds session `id` (a failed read says yes: the wait is
+/// bounded anyway).
+async fn still_current(store: &dyn SessionStore, id: &str, connection_id: &str) -> bool {
+    match store.get_resume(id).await {
+        Ok(Some(r)) => r.connection_id == connection_id && r.detached_at.is_none(),
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
+/// Puts what a batch could not deliver back at the head of the buffer and releases the hold.
+async fn put_back(store: &dyn SessionStore, id: &str, connection_id: &str, rest: &[Buffered]) {
+    let res = update(store, id, |current| match current {
+        Some(mut r) => {
+            let mine = r.held.as_ref().is_some_and(|h| h.connection_id == connection_id);
+            if mine {
+                r.held = None;
             }
-            return total;
+            r.buffer.splice(0..0, rest.iter().cloned());
+            Change::Put(r, mine)
+        }
+        None => Change::Keep(true),
+    })
+    .await;
+    match res {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(session_id = %id, returned = rest.len(), "a replay's hold lapsed before it put its batch back: later messages may have gone out first")
+        }
+        Err(err) => {
+            tracing::warn!(session_id = %id, error = %err, lost = rest.len(), "messages a replay could not deliver could not be put back")
         }
     }
 }

@@ -32,6 +32,15 @@ pub struct Buffered {
     pub binary: bool,
 }
 
+/// A replay's hold on the head of a session's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The connection the held batch is being sent to.
+    pub connection_id: String,
+    /// Epoch milliseconds after which the hold lapses (its replay's pod died).
+    pub until: i64,
+}
+
 /// One logical session's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumeRecord {
@@ -54,6 +63,10 @@ pub struct ResumeRecord {
     pub overflow: bool,
     /// The buffer is being replayed to the connection: newer pushes are appended, not sent.
     pub replaying: bool,
+    /// A replay took a batch out of the buffer and has neither delivered nor returned it yet:
+    /// no other replay takes a batch (or ends) until it has, so a batch put back after a cut
+    /// never lands behind messages sent since.
+    pub held: Option<Held>,
     /// Raised by every write; the condition of the next.
     pub version: u64,
     /// TTL, epoch seconds.
@@ -77,6 +90,7 @@ impl ResumeRecord {
             buffer: Vec::new(),
             overflow: false,
             replaying: false,
+            held: None,
             version: 1,
             expires_at,
         }
@@ -85,6 +99,11 @@ impl ResumeRecord {
     /// Bytes of the buffered messages together.
     pub fn buffered_bytes(&self) -> usize {
         self.buffer.iter().map(|b| b.data.len()).sum()
+    }
+
+    /// Whether a replay holds a batch of this session's buffer at `now` (epoch milliseconds).
+    pub fn holding(&self, now: i64) -> bool {
+        self.held.as_ref().is_some_and(|h| h.until > now)
     }
 
     /// Whether a connection can take pushes now (attached, and no replay in front of them).

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::StoreError;
 use super::dynamo::{DynamoStore, KEY, TTL_ATTRIBUTE, n, s};
-use super::resume::{Buffered, ResumeRecord, record_key};
+use super::resume::{Buffered, Held, ResumeRecord, record_key};
 
 const VERSION: &str = "version";
 
@@ -35,6 +35,10 @@ fn item(r: &ResumeRecord) -> HashMap<String, AttributeValue> {
     }
     if let Some(p) = &r.principal_id {
         item.insert("principalId".to_string(), s(p));
+    }
+    if let Some(h) = &r.held {
+        item.insert("heldBy".to_string(), s(&h.connection_id));
+        item.insert("heldUntil".to_string(), n(h.until));
     }
     if !r.attributes.is_empty() {
         let map = r.attributes.iter().map(|(k, v)| (k.to_string(), s(v))).collect();
@@ -99,6 +103,10 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Option<ResumeRecord> {
         buffer,
         overflow: flag("overflow"),
         replaying: flag("replaying"),
+        held: text("heldBy").map(|connection_id| Held {
+            connection_id,
+            until: num("heldUntil").unwrap_or(0),
+        }),
         version: u64::try_from(num(VERSION).unwrap_or(0)).unwrap_or(0),
         expires_at: num(TTL_ATTRIBUTE).unwrap_or(0),
     })
@@ -178,6 +186,10 @@ mod tests {
             ],
             overflow: true,
             replaying: false,
+            held: Some(Held {
+                connection_id: "c1=".into(),
+                until: 1234,
+            }),
             version: 7,
             expires_at: 99,
         };

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, run on demand (not part of ci/test.sh): bench/bench.py, bounded to about twenty
-# minutes, then the group publish (bench/groups.py, at most fifteen more) and traces off and on
-# (bench/tracing.py, at most ten more). Each prints a markdown
+# minutes, then the group publish (bench/groups.py, at most fifteen more), traces off and on
+# (bench/tracing.py, at most ten more) and resumable sessions (bench/resume.py, at most five). Each prints a markdown
 # table, every row measured in this run next to its limit or peer, and appends it with the date
 # and core count to bench/RESULTS.md. See README, "Benchmarks".
 set -euo pipefail
@@ -39,3 +39,5 @@ timeout 900 python bench/groups.py "$bin" "$examples"
 # sink), alternated three times.
 # BENCH_BASELINE_BIN: a build without the tracing code, for the traces-off row to be compared with.
 timeout 900 python bench/tracing.py "$bin" "$examples" ${BENCH_BASELINE_BIN:+--baseline "$BENCH_BASELINE_BIN"}
+# Resumable sessions: handshakes, pushes and a gap's replay, next to sessions without a key.
+timeout 300 python bench/resume.py "$bin"

@@ -316,6 +316,7 @@ async fn send_batch(
 ) -> Option<usize> {
     let batch_started = Instant::now();
     let mut failures = 0u32;
+    let mut handshake_tries = 0u32;
     for (i, m) in batch.iter().enumerate() {
         loop {
             match pusher
@@ -332,7 +333,11 @@ async fn send_batch(
                     if !still_current(store, id, connection_id).await {
                         return Some(i);
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // The handshake usually ends within milliseconds of `/connect`'s answer:
+                    // 5 ms, doubling to 50.
+                    let delay = (5u64 << handshake_tries.min(4)).min(50);
+                    handshake_tries += 1;
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
                 PushOutcome::Gone => return Some(i),
                 // Throttled or failing: again with backoff, for a while.

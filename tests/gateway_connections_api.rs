@@ -191,3 +191,33 @@ async fn delete_after_posts_delivers_the_queued_frames_first() {
     }
     assert_eq!(close_code(&mut ws).await.0, 1000);
 }
+
+/// A DELETE that comes while the connection is still in `$connect` answers 410 (as API Gateway
+/// answers any call then), and the connection is closed with 1000 as soon as it opens.
+#[tokio::test]
+async fn delete_during_the_handshake_closes_the_connection_when_it_opens() {
+    let backend = FakeBackend::start().await;
+    backend.answer(
+        "/connect",
+        Answer {
+            delay: Duration::from_millis(500),
+            ..Answer::default()
+        },
+    );
+    let gw = repo_gateway(&backend, |_| {}).await;
+    let url = gw.url();
+    let opening = tokio::spawn(async move { within(tokio_tungstenite::connect_async(url)).await });
+    let id = connection_id(&backend.wait_for("/connect", 1).await[0]);
+    let (status, _, _) = send("DELETE", &gw.mgmt(&id), &[], "").await;
+    assert_eq!(status, StatusCode::GONE, "a connection in $connect is not there yet");
+    let (mut ws, _) = opening.await.unwrap().expect("the handshake completes");
+    assert_eq!(close_code(&mut ws).await.0, 1000);
+    backend.wait_for("/disconnect", 1).await;
+    // The next connection opens and stays open.
+    backend.answer("/connect", Answer::default());
+    let (mut ws2, _) = within(tokio_tungstenite::connect_async(gw.url())).await.unwrap();
+    let id2 = connection_id(&backend.seen("/connect")[1]);
+    let (status, _, _) = send("POST", &gw.mgmt(&id2), &[], "still open").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(next_text(&mut ws2).await, "still open");
+}

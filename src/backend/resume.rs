@@ -299,26 +299,13 @@ impl Backend {
         if attached.previous_live {
             if let Some(endpoint) = self.pusher.endpoint(&session.domain, &session.stage) {
                 let (pusher, previous) = (self.pusher.clone(), previous.clone());
-                tokio::spawn(close_replaced(pusher, endpoint, previous));
+                // A `socketless gateway` closes a connection still in its handshake as soon as
+                // it opens (API Gateway answers 410 and leaves it open: see the README).
+                tokio::spawn(async move {
+                    let _ = pusher.delete(&endpoint, &previous).await;
+                });
             }
         }
-    }
-}
-
-/// Closes a connection that another one of its session replaced. A 410 may come from a
-/// connection whose handshake is still under way (two connects of one key at once: the
-/// gateway answers 410 until its 101 is out, as API Gateway does during `$connect`), which
-/// would then stay open beside its replacement: asked again after 5 ms, doubling, for as long
-/// as a replay waits for a handshake.
-async fn close_replaced(pusher: std::sync::Arc<super::push::Pusher>, endpoint: String, previous: String) {
-    let started = std::time::Instant::now();
-    let mut delay = std::time::Duration::from_millis(5);
-    while let super::push::PushOutcome::Gone = pusher.delete(&endpoint, &previous).await {
-        if started.elapsed() + delay > super::resume_push::HANDSHAKE_WAIT {
-            return;
-        }
-        tokio::time::sleep(delay).await;
-        delay *= 2;
     }
 }
 

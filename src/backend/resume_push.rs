@@ -23,7 +23,7 @@ use crate::timefmt::now_ms;
 
 /// How long a replay retries a connection that answers 410 before its first message went
 /// through: the gateway may not have finished the handshake yet.
-pub(super) const HANDSHAKE_WAIT: Duration = Duration::from_secs(5);
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a replay retries a push that keeps failing (throttled, the gateway down) before it
 /// stops; what is left stays buffered for the next resume.

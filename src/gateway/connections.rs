@@ -4,7 +4,7 @@
 //! budget fairly between them. They are kept in connection id order, so the listing can page
 //! through them with a stable cursor.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,9 @@ pub struct Connections {
     budgets: Arc<Budgets>,
     /// Frames queued by `@connections` posts, since start.
     posted: AtomicU64,
+    /// Connections between the start of `$connect` and their registration, and whether a
+    /// DELETE asked for them meanwhile (see [`Connections::close_pending`]).
+    pending: Mutex<HashMap<String, bool>>,
 }
 
 /// A reserved connection slot, released on drop.
@@ -54,7 +57,40 @@ impl Connections {
             active,
             budgets: Arc::new(budgets),
             posted: AtomicU64::new(0),
+            pending: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Marks a connection as in its handshake: from `$connect` until [`Connections::opened`].
+    pub fn begin_pending(&self, id: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), false);
+    }
+
+    /// A DELETE for a connection still in its handshake: it is answered 410, as API Gateway
+    /// answers any call during `$connect`, and the connection is closed as soon as it opens,
+    /// so that a client replaced while connecting (a resume of its key from elsewhere) does not
+    /// stay open beside its replacement. Whether the connection was pending.
+    pub fn close_pending(&self, id: &str) -> bool {
+        match self.pending.lock().unwrap_or_else(|p| p.into_inner()).get_mut(id) {
+            Some(asked) => {
+                *asked = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The handshake ended (the connection is registered, or it never opened): whether a
+    /// DELETE asked for it meanwhile.
+    pub fn end_pending(&self, id: &str) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+            .unwrap_or(false)
     }
 
     /// A handle for a connection that just opened, charging the gateway's budgets.

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::connection::{self, ABNORMAL, ClientMessage, Ctx, GOING_AWAY, Reply};
+use super::connection::{self, ABNORMAL, ClientMessage, Ctx, GOING_AWAY, NORMAL, Reply};
 use super::connections::Slot;
 use super::error::GatewayError;
 use super::events;
@@ -172,6 +172,7 @@ pub async fn handshake(
     };
     let (handshake_headers, query) = (hs.headers, hs.query);
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let pending = Pending::new(gw.clone(), &ctx.id);
 
     // `$connect` and everything after it run in their own task. hyper drops this future when
     // the client goes away mid-handshake; the task still learns how `$connect` ended, and
@@ -212,7 +213,7 @@ pub async fn handshake(
             Ok(upgraded) => {
                 // Its own task: this one's state (the handshake's headers and query among it)
                 // would otherwise stay allocated for as long as the connection is open.
-                tokio::spawn(open(gw, upgraded, Arc::new(ctx), lifecycle, slot));
+                tokio::spawn(open(gw, upgraded, Arc::new(ctx), lifecycle, slot, pending));
             }
             Err(err) => {
                 tracing::debug!(error = %err, "upgrade failed after $connect");
@@ -227,11 +228,22 @@ pub async fn handshake(
 }
 
 /// The life of an open connection: registered, served, unregistered, closed, `$disconnect`.
-async fn open(gw: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, ctx: Arc<Ctx>, lifecycle: Lifecycle, slot: Slot) {
+async fn open(
+    gw: Arc<Shared>,
+    upgraded: hyper::upgrade::Upgraded,
+    ctx: Arc<Ctx>,
+    lifecycle: Lifecycle,
+    slot: Slot,
+    pending: Pending,
+) {
     let handle = gw.connections.handle(ctx.clone(), gw.config.outbound_queue);
     let (max_message, max_frame) = (gw.config.max_message_bytes, gw.config.max_frame_bytes);
     let mut ws = connection::accept(upgraded, handle.clone(), max_message, max_frame).await;
     gw.connections.register(handle.clone());
+    // A DELETE that came during the handshake closes it now.
+    if pending.end() {
+        handle.request_close(NORMAL.0, NORMAL.1);
+    }
     // The gateway asks every registered connection to close when it stops; one registered
     // after that sees the flag here.
     if lifecycle.is_stopping() {
@@ -250,6 +262,31 @@ async fn open(gw: Arc<Shared>, upgraded: hyper::upgrade::Upgraded, ctx: Arc<Ctx>
     tracing::debug!(connection_id = %ctx.id, code, reason = %reason, "connection closed");
     Box::pin(events::disconnect(&gw, &ctx, code, &reason)).await;
     drop(slot);
+}
+
+/// A connection in its handshake, in the registry's pending set until [`Pending::end`] or
+/// until dropped (a handshake that never opened).
+struct Pending {
+    gw: Arc<Shared>,
+    id: String,
+}
+
+impl Pending {
+    fn new(gw: Arc<Shared>, id: &str) -> Self {
+        gw.connections.begin_pending(id);
+        Pending { gw, id: id.to_string() }
+    }
+
+    /// Leaves the pending set: whether a DELETE asked for the connection meanwhile.
+    fn end(&self) -> bool {
+        self.gw.connections.end_pending(&self.id)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.gw.connections.end_pending(&self.id);
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,11 @@ async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) ->
             return Ok(answer);
         }
     }
+    // A DELETE of a connection in its handshake is kept for when it opens (the pending set is
+    // asked before the registry: a connection is registered before it leaves that set).
+    if *method == Method::DELETE && gw.connections.close_pending(id) {
+        return Err(GatewayError::Gone);
+    }
     let conn = gw.connections.lookup(id).ok_or(GatewayError::Gone)?;
     // With --binary-frames, a post of type application/octet-stream is a binary frame.
     let binary = gw.config.binary_frames && posts_binary(&read.parts.headers);

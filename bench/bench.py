@@ -15,7 +15,6 @@ connect storm, idle memory, DynamoDB, startup) and print their raw figures as JS
 table; nothing is appended to bench/RESULTS.md then. BENCH_GLIBC_BIN names a glibc build of the
 same code for the backend's glibc row (ci/on-demand/bench.sh sets it).
 """
-import datetime
 import json
 import os
 import re
@@ -34,6 +33,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ci", "lib"))
 from checklib import free_port  # noqa: E402
+from benchtable import record, table  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN, EX, VENV_PY = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -617,15 +617,7 @@ def main():
         ("Idle RSS of `serve`", f"{s['idle_rss_mib']:.1f} MiB", "", "", "≤ 10 MiB", s["idle_rss_mib"] <= 10),
         ("exec → first 200 from /readyz (median of 7)", f"{s['ready_ms']:.1f} ms", "", "", "≤ 50 ms", s["ready_ms"] <= 50),
     ]
-    lines = ["| Measurement | socketless | Limit / peers (same run) | Ratio | Goal | Holds |", "|---|---|---|---|---|---|"]
-    for name, ours, peers, ratio, goal, ok in rows:
-        lines.append(f"| {name} | {ours} | {peers} | {ratio} | {goal} | {'' if ok is None else ('yes' if ok else 'no')} |")
-    table = "\n".join(lines)
-    print(table)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as out:
-        out.write(f"\n## {stamp}, {os.cpu_count()} cores\n\n{table}\n")
-    print(f"\nappended to bench/RESULTS.md ({stamp})")
+    record(table(rows))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ The 30,000-member rows use the memory store: moto, the local DynamoDB, takes sec
 (reads per publish) run the same publish on moto with a smaller group. Bounded: the members,
 the publishes, and a 120 s wait per publish.
 """
-import datetime
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "ci", "lib"))
 from checklib import free_port, http, stop, wait_port, wait_status  # noqa: E402
+from benchtable import record, table  # noqa: E402
 
 BIN, EX = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 ARGS = dict(zip(sys.argv[3::2], sys.argv[4::2]))
@@ -218,7 +218,7 @@ def main():
     }
 
 
-def table(runs):
+def rows_of(runs):
     batch, off = runs["auto"], runs["off"]
 
     def figures(rs):
@@ -246,10 +246,7 @@ def table(runs):
         ("Group publish: every member got every publish exactly once", "yes" if b["complete"] else "no",
          f"one post per member: {'yes' if o['complete'] else 'no'}", "", "yes", b["complete"] and o["complete"]),
     ]
-    lines = ["| Measurement | socketless | Limit / peers (same run) | Ratio | Goal | Holds |", "|---|---|---|---|---|---|"]
-    for name, ours, peers, ratio, goal, ok in rows:
-        lines.append(f"| {name} | {ours} | {peers} | {ratio} | {goal} | {'' if ok is None else ('yes' if ok else 'no')} |")
-    return "\n".join(lines)
+    return table(rows)
 
 
 if __name__ == "__main__":
@@ -260,9 +257,4 @@ if __name__ == "__main__":
             if proc.stdin:
                 proc.stdin.close()
             stop(proc)
-    text = table(results)
-    print(text)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as out:
-        out.write(f"\n## {stamp}, {os.cpu_count()} cores: group publish (bench/groups.py)\n\n{text}\n")
-    print(f"\nappended to bench/RESULTS.md ({stamp})")
+    record(rows_of(results), ": group publish (bench/groups.py)")

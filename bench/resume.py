@@ -22,7 +22,6 @@ a 120 s wait per step.
 """
 import asyncio
 import base64
-import datetime
 import hashlib
 import json
 import os
@@ -36,6 +35,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "ci", "lib"))
 from checklib import free_port, stop, wait_status  # noqa: E402
+from benchtable import record, table  # noqa: E402
 
 BIN = os.path.abspath(sys.argv[1])
 ARGS = dict(zip(sys.argv[2::2], sys.argv[3::2]))
@@ -196,10 +196,10 @@ def main():
     finally:
         for p in (g, b):
             stop(p)
-    table(rounds)
+    report(rounds)
 
 
-def table(rounds):
+def report(rounds):
     med = lambda f: statistics.median(f(r) for r in rounds)  # noqa: E731
     hs = {k: (med(lambda r: pct(r[k], 0.5)), med(lambda r: pct(r[k], 0.99))) for k in ("plain", "new key", "resume")}
     push = {k: (med(lambda r: pct(r[k], 0.5)), med(lambda r: pct(r[k], 0.99))) for k in ("push plain", "push resumable")}
@@ -219,15 +219,8 @@ def table(rounds):
         (f"Replay of a {GAP:,}-message gap on resume, msg/s (101 to the last receipt)", f"{replay_rate:,.0f}",
          f"the same count pushed live, one after another: {live_rate:,.0f}", f"{replay_rate / live_rate:.2f}× live"),
     ]
-    lines = ["| Measurement | socketless | Baseline (same run) | Ratio |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    text = "\n".join(lines)
-    print(text)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as out:
-        out.write(f"\n## {stamp}, {os.cpu_count()} cores: resume (bench/resume.py, median of {len(rounds)} rounds, "
-                  f"memory store)\n\n{text}\n")
-    print(f"\nappended to bench/RESULTS.md ({stamp})")
+    record(table(rows, ("Measurement", "socketless", "Baseline (same run)", "Ratio")),
+           f": resume (bench/resume.py, median of {len(rounds)} rounds, memory store)")
 
 
 if __name__ == "__main__":

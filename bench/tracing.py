@@ -18,7 +18,6 @@ runs as a fourth mode, and a row compares traces off with it, which must stay wi
 the run (twice the larger run-to-run spread of the two). Bounded: rounds × 3 (or 4) loads of
 `--seconds` plus a 2 s warm-up each.
 """
-import datetime
 import json
 import os
 import statistics
@@ -29,6 +28,7 @@ import tempfile
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "ci", "lib"))
 from checklib import free_port, http, stop, wait_port, wait_status  # noqa: E402
+from benchtable import record, table  # noqa: E402
 
 BIN, EX = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 ARGS = dict(zip(sys.argv[3::2], sys.argv[4::2]))
@@ -145,15 +145,7 @@ def main():
                         f"(p50 / p99 {before['p50']:.2f} / {before['p99']:.2f} ms; spread {spread_of('before') * 100:.1f} %)",
                         f"{off['rps'] / before['rps']:.3f}×", f"within noise (±{noise * 100:.1f} %)",
                         abs(change) <= noise))
-    lines = ["| Measurement | socketless | Limit / peers (same run) | Ratio | Goal | Holds |", "|---|---|---|---|---|---|"]
-    for name, ours, peers, ratio, goal, ok in rows:
-        lines.append(f"| {name} | {ours} | {peers} | {ratio} | {goal} | {'' if ok is None else ('yes' if ok else 'no')} |")
-    table = "\n".join(lines)
-    print(table)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as out:
-        out.write(f"\n## {stamp}, {os.cpu_count()} cores: traces (bench/tracing.py)\n\n{table}\n")
-    print(f"\nappended to bench/RESULTS.md ({stamp})")
+    record(table(rows), ": traces (bench/tracing.py)")
 
 
 if __name__ == "__main__":

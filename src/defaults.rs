@@ -209,6 +209,10 @@ pub const CREDENTIALS_REFRESH_BEFORE: Duration = Duration::from_secs(60);
 pub const CREDENTIALS_DEFAULT_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// Idle connections from `serve` to a plain-HTTP push endpoint are closed after this.
 pub const PUSH_POOL_IDLE: Duration = Duration::from_secs(30);
+/// ... and at most this many idle ones are kept per endpoint: the pushes of a broadcast in
+/// flight at once ([`BROADCAST_CONCURRENCY`], 32) and the replies of a busy replica find their
+/// connections again, and a spike does not leave thousands of idle sockets behind.
+pub const PUSH_POOL_MAX_IDLE: usize = 256;
 /// `--aws-timeout` below this is refused: it is [`AWS_MIN_ATTEMPT`], the shortest attempt.
 pub const AWS_MIN_TIMEOUT: Duration = AWS_MIN_ATTEMPT;
 /// After its listeners drained, `serve` waits at most this long for pushes still queued: short,

@@ -1,10 +1,12 @@
-//! The HTTP/1.1 client for integration calls: keep-alive connections to each backend address,
-//! over hyper's connection API.
+//! The HTTP/1.1 client for calls between socketless's own processes and to backends: the
+//! gateway's integration and authorizer calls, forwarded `@connections` calls between gateway
+//! replicas, and `serve`'s posts to a socketless gateway. Keep-alive connections to each
+//! address, over hyper's connection API.
 //!
 //! hyper-util's pooled client hashed its pool key (scheme and authority, byte by byte through
 //! SipHash) twice per call and moved each request through several futures and channels; on the
 //! message path that was about a tenth of the gateway's instructions (bench/RESULTS.md). This
-//! pool keeps what integration calls need: idle connections reused most recent first, never
+//! pool keeps what these calls need: idle connections reused most recent first, never
 //! one idle for the idle timeout or already closed, a connect timeout, TCP_NODELAY, and a
 //! request that a reused connection turns out to be closed for is sent again on a new one (hyper
 //! hands it back unsent, so no call happens twice).
@@ -15,10 +17,41 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, Uri, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+
+/// Why a call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The URI is not `http://host[:port]/…`.
+    #[error("URI {0} is not http://host[:port]/…")]
+    Uri(Uri),
+    /// No connection could be made: the name did not resolve, or the address refused or did
+    /// not answer (the source says which).
+    #[error("connecting to {authority}: {source}")]
+    Connect {
+        authority: Authority,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The exchange failed after connecting (a reset, a malformed answer).
+    #[error("{0}")]
+    Exchange(String),
+    /// The answer's body broke off or was larger than the caller reads.
+    #[error("reading the answer: {0}")]
+    Body(String),
+}
+
+impl CallError {
+    /// Whether the answer's body was over the caller's bound.
+    pub fn too_large(&self) -> bool {
+        matches!(self, CallError::Body(why) if why == TOO_LARGE)
+    }
+}
+
+const TOO_LARGE: &str = "length limit exceeded";
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -55,14 +88,15 @@ impl Pool {
 
     /// Sends `req` (an absolute `http://` URI) on an idle connection to its address, or on a
     /// new one.
-    pub async fn send(&self, mut req: Request<Full<Bytes>>) -> Result<(Response<Incoming>, Lease), String> {
+    pub async fn send(&self, mut req: Request<Full<Bytes>>) -> Result<(Response<Incoming>, Lease), CallError> {
         let uri = req.uri().clone();
         let authority = match (uri.scheme_str(), uri.authority()) {
             (Some("http"), Some(a)) => a.clone(),
-            _ => return Err(format!("integration URI {uri} is not http://host[:port]/…")),
+            _ => return Err(CallError::Uri(uri)),
         };
         if !req.headers().contains_key(header::HOST) {
-            let host = HeaderValue::from_str(host_header(&authority)).map_err(|e| e.to_string())?;
+            let host =
+                HeaderValue::from_str(host_header(&authority)).map_err(|e| CallError::Exchange(e.to_string()))?;
             req.headers_mut().insert(header::HOST, host);
         }
         // HTTP/1.1 origin form: the path and query only.
@@ -79,17 +113,41 @@ impl Pool {
                 if reused {
                     continue;
                 }
-                return Err("the new connection closed before the request".into());
+                return Err(CallError::Exchange(
+                    "the new connection closed before the request".into(),
+                ));
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Lease { authority, sender })),
                 Err(mut err) => match err.take_message() {
                     // Never written: a reused connection closed under it; try another.
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(format!("{:?}", err.into_error())),
+                    _ => return Err(CallError::Exchange(format!("{:?}", err.into_error()))),
                 },
             }
         }
+    }
+
+    /// Sends `req` and reads its answer whole, up to `max_answer` bytes of body; the connection
+    /// goes back to the pool unless the answer says it is the connection's last.
+    pub async fn call(
+        &self,
+        req: Request<Full<Bytes>>,
+        max_answer: usize,
+    ) -> Result<(http::response::Parts, Bytes), CallError> {
+        let (resp, lease) = self.send(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, max_answer).collect().await.map_err(|e| {
+            CallError::Body(if e.is::<http_body_util::LengthLimitError>() {
+                TOO_LARGE.to_string()
+            } else {
+                e.to_string()
+            })
+        })?;
+        if !says_close(&parts.headers) {
+            self.give_back(lease);
+        }
+        Ok((parts, body.to_bytes()))
     }
 
     /// Returns a connection whose answer was read completely.
@@ -131,21 +189,25 @@ impl Pool {
         None
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<Sender, String> {
+    async fn connect(&self, authority: &Authority) -> Result<Sender, CallError> {
         let port = authority.port_u16().unwrap_or(80);
         // An IPv6 literal comes bracketed in a URI, not in a socket address.
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let failed = |source| CallError::Connect {
+            authority: authority.clone(),
+            source,
+        };
         let stream = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect((host, port)))
             .await
-            .map_err(|_| format!("connecting to {authority} timed out"))?
-            .map_err(|e| format!("connecting to {authority}: {e}"))?;
+            .map_err(|_| failed(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))?
+            .map_err(failed)?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| CallError::Exchange(format!("{e:?}")))?;
         tokio::spawn(async move {
             if let Err(err) = conn.await {
-                tracing::debug!(error = %err, "integration connection ended with an error");
+                tracing::debug!(error = %err, "pooled connection ended with an error");
             }
         });
         Ok(sender)
@@ -154,6 +216,15 @@ impl Pool {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Authority, Vec<Idle>)>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Whether an answer's `Connection` header says the connection closes after it.
+pub fn says_close(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
 }
 
 /// The Host header for an authority: host, and the port unless it is HTTP's default.
@@ -167,7 +238,6 @@ fn host_header(authority: &Authority) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A backend that answers one request per connection and closes it 20 ms later, without
@@ -211,9 +281,7 @@ mod tests {
         let req = Request::get(format!("http://{addr}/message"))
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let (resp, lease) = pool.send(req).await?;
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        pool.give_back(lease);
+        let (_, body) = pool.call(req, 1024).await.map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -273,6 +341,23 @@ mod tests {
             2,
             "a connection idle for the idle timeout is not reused"
         );
+    }
+
+    #[test]
+    fn a_connection_close_answer_is_the_connections_last() {
+        let with = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(http::header::CONNECTION, v.parse().unwrap());
+            }
+            says_close(&h)
+        };
+        assert!(with(&["close"]));
+        assert!(with(&["Keep-Alive, Close"]));
+        assert!(with(&["keep-alive", "close"]));
+        assert!(!with(&[]));
+        assert!(!with(&["keep-alive"]));
+        assert!(!with(&["closed"]));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod dev;
 pub mod future;
 pub mod gateway;
 pub mod handler;
+pub mod http_client;
 pub mod http_server;
 pub mod lifecycle;
 pub mod listing;

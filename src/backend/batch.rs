@@ -13,9 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,6 +22,7 @@ use serde::Deserialize;
 
 use super::settings::PushBatch;
 use crate::defaults;
+use crate::http_client::Pool;
 
 /// The extension's paths under the stage, beside `@connections`.
 pub const INFO_PATH: &str = "/@socketless/v1/info";
@@ -97,7 +96,7 @@ pub struct BatchClient {
     mode: PushBatch,
     sdk: aws_config::SdkConfig,
     credentials: crate::aws::CachedCredentials,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Pool,
     known: Mutex<HashMap<String, Known>>,
     calls: Family<CallLabels, Counter>,
 }
@@ -107,9 +106,6 @@ type CallError = String;
 
 impl BatchClient {
     pub fn new(mode: PushBatch, sdk: aws_config::SdkConfig, registry: &mut Registry) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CALL_TIMEOUT));
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "socketless_push_batch_calls",
@@ -120,7 +116,7 @@ impl BatchClient {
             mode,
             credentials: crate::aws::CachedCredentials::new(&sdk),
             sdk,
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: Pool::new(defaults::PUSH_POOL_IDLE, defaults::PUSH_POOL_MAX_IDLE, CALL_TIMEOUT),
             known: Mutex::new(HashMap::new()),
             calls,
         })
@@ -296,15 +292,14 @@ impl BatchClient {
         hop.inject(req.headers_mut());
         let secure = uri.scheme_str() == Some("https");
         let work = async {
-            let resp = if secure {
-                send_tls(req, &authority).await?
-            } else {
-                self.http
-                    .request(req)
-                    .await
-                    .map_err(|e| format!("{e:?}"))?
-                    .map(|b| b.boxed())
-            };
+            if !secure {
+                let (parts, bytes) = self.http.call(req, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+                    e @ crate::http_client::CallError::Body(_) => e.to_string(),
+                    e => format!("{e:?}"),
+                })?;
+                return Ok((parts.status, bytes));
+            }
+            let resp = send_tls(req, &authority).await?;
             let (parts, body) = resp.into_parts();
             let bytes = Limited::new(body, MAX_ANSWER_BYTES)
                 .collect()

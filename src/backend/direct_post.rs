@@ -14,16 +14,14 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::Full;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
 use super::post_signer::PostSigner;
 use super::push::PushOutcome;
 use crate::aws::CachedCredentials;
 use crate::defaults;
+use crate::http_client::Pool;
 
 /// The characters a path label keeps unencoded (RFC 3986's unreserved ones), as the SDK does.
 const LABEL: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
@@ -39,7 +37,7 @@ const THROTTLING: &[&str] = &[
 ];
 
 pub struct DirectPost {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Pool,
     credentials: CachedCredentials,
     signer: PostSigner,
     max_attempts: u32,
@@ -58,15 +56,15 @@ enum Attempt {
 impl DirectPost {
     pub fn new(sdk: &SdkConfig) -> Self {
         let timeouts = sdk.timeout_config();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(timeouts.and_then(|t| t.connect_timeout()));
         let retry = sdk.retry_config();
         DirectPost {
-            http: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(defaults::PUSH_POOL_IDLE)
-                .pool_timer(TokioTimer::new())
-                .build(connector),
+            http: Pool::new(
+                defaults::PUSH_POOL_IDLE,
+                defaults::PUSH_POOL_MAX_IDLE,
+                timeouts
+                    .and_then(|t| t.connect_timeout())
+                    .unwrap_or(defaults::AWS_MAX_CONNECT),
+            ),
             credentials: CachedCredentials::new(sdk),
             signer: PostSigner::new(
                 sdk.region()
@@ -143,18 +141,10 @@ impl DirectPost {
             let credentials = self.credentials.get().await?;
             self.signer
                 .sign(&credentials, &mut req, &data, crate::timefmt::now_ms())?;
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| format!("dispatch failure: {e}"))?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(|e| format!("reading the answer: {e}"))?
-                .to_bytes();
-            Ok::<_, String>((parts, body))
+            self.http.call(req, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+                e @ crate::http_client::CallError::Body(_) => e.to_string(),
+                e => format!("dispatch failure: {e}"),
+            })
         };
         let result = match self.attempt_timeout {
             Some(bound) => match tokio::time::timeout(bound, work).await {

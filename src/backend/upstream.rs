@@ -28,10 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -44,6 +41,7 @@ use crate::contract::{self, RequestContext};
 use crate::defaults;
 use crate::future::BoxFuture;
 use crate::handler::{Accepted, MessageHandler, Rejection, Reply};
+use crate::http_client::{CallError, Pool};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::latency_histogram;
 use crate::telemetry::LogThrottle;
@@ -78,7 +76,7 @@ struct EventLabel {
 /// The app as a [`MessageHandler`].
 pub struct Upstream {
     settings: UpstreamSettings,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Pool,
     slots: Semaphore,
     calls: Family<CallLabels, Counter>,
     latency: Family<EventLabel, Histogram, fn() -> Histogram>,
@@ -94,13 +92,7 @@ enum Answer {
 
 impl Upstream {
     pub fn new(settings: UpstreamSettings, registry: &mut Registry) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(defaults::UPSTREAM_POOL_IDLE)
-            .pool_max_idle_per_host(settings.concurrency)
-            .build(connector);
+        let client = Pool::new(defaults::UPSTREAM_POOL_IDLE, settings.concurrency, settings.timeout);
         let calls = Family::<CallLabels, Counter>::default();
         let latency = Family::<EventLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         registry.register(
@@ -136,7 +128,7 @@ impl Upstream {
         };
         let mut req = Request::new(Full::new(Bytes::new()));
         *req.uri_mut() = uri;
-        matches!(tokio::time::timeout(bound, self.client.request(req)).await, Ok(Ok(_)))
+        matches!(tokio::time::timeout(bound, self.client.send(req)).await, Ok(Ok(_)))
     }
 
     /// Waits until the app answers its health path, so `serve` turns ready only once it can
@@ -239,14 +231,10 @@ impl Upstream {
         if let Some(tp) = ctx.traceparent.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
             req.headers_mut().insert(crate::trace::TRACEPARENT, tp);
         }
-        let resp = match self.client.request(req).await {
-            Ok(r) => r,
-            Err(e) => return Answer::Unreachable(format!("{e:?}")),
-        };
-        let (parts, body) = resp.into_parts();
-        match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
-            Ok(b) => Answer::Status(parts.status, b.to_bytes(), parts.headers),
-            Err(e) => Answer::Unreachable(format!("reading the answer: {e}")),
+        match self.client.call(req, MAX_ANSWER_BYTES).await {
+            Ok((parts, body)) => Answer::Status(parts.status, body, parts.headers),
+            Err(e @ CallError::Body(_)) => Answer::Unreachable(e.to_string()),
+            Err(e) => Answer::Unreachable(format!("{e:?}")),
         }
     }
 }

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use serde_json::{Map, Value, json};
 
 use super::connection::Ctx;
 use super::error::GatewayError;
-use super::pool::Pool;
 use super::template::{Authorizer, IdentitySource};
+use crate::http_client::Pool;
 use crate::timefmt::clf;
 
 /// Largest authorizer answer read, as API Gateway's Lambda authorizer result limit (8 KB);
@@ -262,21 +262,13 @@ pub async fn call(client: &Pool, endpoint: &http::Uri, event: &Value, timeout: D
     req.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let exchange = async {
-        let (resp, lease) = match client.send(req).await {
-            Ok(r) => r,
+        match client.call(req, MAX_ANSWER_BYTES).await {
+            Ok((parts, body)) => judge(parts.status, &body, &arn),
+            Err(e) if e.too_large() => Verdict::Failed("too_large"),
             Err(e) => {
                 tracing::debug!(error = %e, "authorizer unreachable");
-                return Verdict::Failed("error");
+                Verdict::Failed("error")
             }
-        };
-        let (parts, body) = resp.into_parts();
-        match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
-            Ok(b) => {
-                client.give_back(lease);
-                judge(parts.status, &b.to_bytes(), &arn)
-            }
-            Err(e) if e.is::<LengthLimitError>() => Verdict::Failed("too_large"),
-            Err(_) => Verdict::Failed("error"),
         }
     };
     let verdict = tokio::time::timeout(timeout, exchange)

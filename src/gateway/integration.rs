@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 
 use super::mapping::Mapped;
-use super::pool::Pool;
 use super::template::Integration;
+use crate::http_client::Pool;
 
 /// Largest backend response the gateway reads (a reply frame is at most a message).
 const MAX_RESPONSE_BYTES: usize = crate::contract::MAX_MESSAGE_BYTES;
@@ -117,53 +117,12 @@ fn request(integration: &Integration, mapped: Mapped, body: Bytes) -> Result<Req
 }
 
 async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Outcome {
-    let (resp, lease) = match client.send(req).await {
-        Ok(r) => r,
-        Err(e) => return Outcome::Failed(e),
-    };
-    let (parts, body) = resp.into_parts();
-    match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
-        Ok(b) => {
-            // Read to the end: the connection can serve the next call, unless the backend said
-            // it is its last (a backend that is shutting down does).
-            if !says_close(&parts.headers) {
-                client.give_back(lease);
-            }
-            Outcome::Response {
-                status: parts.status,
-                headers: parts.headers,
-                body: b.to_bytes(),
-            }
-        }
-        Err(e) => Outcome::Failed(format!("reading the response: {e}")),
-    }
-}
-
-/// Whether an answer's `Connection` header says the connection closes after it.
-fn says_close(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_connection_close_answer_is_the_connections_last() {
-        let with = |values: &[&str]| {
-            let mut h = http::HeaderMap::new();
-            for v in values {
-                h.append(http::header::CONNECTION, v.parse().unwrap());
-            }
-            super::says_close(&h)
-        };
-        assert!(with(&["close"]));
-        assert!(with(&["Keep-Alive, Close"]));
-        assert!(with(&["keep-alive", "close"]));
-        assert!(!with(&[]));
-        assert!(!with(&["keep-alive"]));
-        assert!(!with(&["closed"]));
+    match client.call(req, MAX_RESPONSE_BYTES).await {
+        Ok((parts, body)) => Outcome::Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        },
+        Err(e) => Outcome::Failed(e.to_string()),
     }
 }

@@ -13,7 +13,7 @@
 //! and its live page),
 //! `authorizer` (`$connect` REQUEST authorizers), `error` (the one error type, and the answer each
 //! error gives), `connections` (open
-//! connections), `pool` (the integration client), `metrics`, and `shared` (what those rooms
+//! connections), `metrics`, and `shared` (what those rooms
 //! share).
 
 mod admin;
@@ -34,7 +34,7 @@ mod management;
 pub mod mapping;
 mod metrics;
 mod peers;
-mod pool;
+
 pub mod selection;
 mod shared;
 mod sigv4;

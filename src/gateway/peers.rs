@@ -21,14 +21,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::defaults;
+use crate::http_client::{CallError, Pool};
 use crate::http_server::Body;
 
 /// Marks a call one replica forwarded to another.
@@ -93,7 +91,7 @@ pub struct Peers {
     urls: PeerUrls,
     timeout: Duration,
     key: Option<[u8; 32]>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Pool,
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -106,9 +104,6 @@ impl Peers {
     /// `urls` says where the other replicas are; `secret` is the SigV4 secret when signatures
     /// are checked.
     pub fn new(ordinal: u8, urls: PeerUrls, timeout: Duration, secret: Option<&str>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
         let key = secret.map(|s| {
             let mut mac = HmacSha256::new_from_slice(s.as_bytes()).expect("HMAC takes any key length");
             mac.update(b"socketless gateway peers");
@@ -126,10 +121,7 @@ impl Peers {
             urls,
             timeout,
             key,
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(defaults::PEER_POOL_IDLE)
-                .pool_max_idle_per_host(defaults::PEER_POOL_MAX_IDLE)
-                .build(connector),
+            client: Pool::new(defaults::PEER_POOL_IDLE, defaults::PEER_POOL_MAX_IDLE, timeout),
         }
     }
 
@@ -257,13 +249,10 @@ impl Peers {
         // The call's trace goes on to the owner (see `crate::trace`).
         crate::trace::Hop::current().inject(req.headers_mut());
         let call = async {
-            let resp = self.client.request(req).await.map_err(|e| classify(&e))?;
-            let (parts, body) = resp.into_parts();
-            let bytes = Limited::new(body, max_answer)
-                .collect()
-                .await
-                .map_err(|e| Unanswered::Unavailable(format!("the answer broke off: {e}")))?
-                .to_bytes();
+            let (parts, bytes) = self.client.call(req, max_answer).await.map_err(|e| match e {
+                CallError::Body(why) => Unanswered::Unavailable(format!("the answer broke off: {why}")),
+                e => classify(&e),
+            })?;
             let mut out = Response::new(Full::new(bytes));
             *out.status_mut() = parts.status;
             for name in [

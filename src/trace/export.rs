@@ -7,10 +7,7 @@
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_otlp::WithHttpConfig;
@@ -20,14 +17,17 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 /// The variables that turn exporting on.
 pub const ENDPOINT_VARIABLES: [&str; 2] = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"];
 
+/// Idle connections kept to the collector: the batch processor sends one export at a time.
+const EXPORT_MAX_IDLE: usize = 2;
+
 /// Largest answer read from the collector.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// The SDK's batch processor exports from a thread of its own, outside the runtime: each
 /// export is sent as a task on the runtime and awaited from there.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct HyperClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: std::sync::Arc<crate::http_client::Pool>,
     runtime: tokio::runtime::Handle,
     /// Bound on one export, connecting and the answer included.
     timeout: std::time::Duration,
@@ -39,9 +39,9 @@ impl HttpClient for HyperClient {
         let client = self.client.clone();
         let call = async move {
             let (parts, body) = request.into_parts();
-            let resp = client.request(Request::from_parts(parts, Full::new(body))).await?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_ANSWER_BYTES).collect().await?.to_bytes();
+            let (parts, body) = client
+                .call(Request::from_parts(parts, Full::new(body)), MAX_ANSWER_BYTES)
+                .await?;
             Ok::<_, HttpError>(Response::from_parts(parts, body))
         };
         let timeout = self.timeout;
@@ -51,6 +51,12 @@ impl HttpClient for HyperClient {
                 .map_err(|_| HttpError::from(format!("no answer within {timeout:?}")))?
         };
         self.runtime.spawn(bounded).await?
+    }
+}
+
+impl std::fmt::Debug for HyperClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HyperClient").field("timeout", &self.timeout).finish()
     }
 }
 
@@ -88,7 +94,11 @@ pub fn init(service: &'static str, runtime: tokio::runtime::Handle) -> Result<Op
         return Ok(None);
     }
     let client = HyperClient {
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        client: std::sync::Arc::new(crate::http_client::Pool::new(
+            crate::defaults::PUSH_POOL_IDLE,
+            EXPORT_MAX_IDLE,
+            export_timeout(),
+        )),
         runtime,
         timeout: export_timeout(),
     };

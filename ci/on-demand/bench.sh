@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks, run on demand (not part of ci/test.sh): bench/bench.py, bounded to about twenty
+# Benchmarks, run on demand (not part of ci/test.sh): bench/bench.py, bounded to twenty-five
 # minutes, then the group publish (bench/groups.py, at most fifteen more), traces off and on
 # (bench/tracing.py, at most ten more) and resumable sessions (bench/resume.py, at most five). Each prints a markdown
 # table, every row measured in this run next to its limit or peer, and appends it with the date
@@ -32,7 +32,7 @@ log "measuring"
 # The 100,000-idle-connection row spreads them over enough gateway replicas for each process to
 # stay under the open-file limit; raise the soft limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || log "open files stay at $(ulimit -n) (hard limit $(ulimit -Hn))"
-timeout 1200 python bench/bench.py "$bin" "$examples" "$VENV/bin/python" "$image_size"
+timeout 1500 python bench/bench.py "$bin" "$examples" "$VENV/bin/python" "$image_size"
 # Group publish: 30,000 members, the gateways' batch extension against one post per member.
 timeout 900 python bench/groups.py "$bin" "$examples"
 # Traces: the full path with traces off and on (100 % sampled, exported over OTLP to a local

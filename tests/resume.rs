@@ -430,3 +430,65 @@ async fn a_connection_the_sweep_finds_gone_waits_the_window_and_a_resume_cancels
         StatusCode::NOT_FOUND
     );
 }
+
+/// A push that meets a resuming connection still in its handshake (the gateway answers 410
+/// until it opens) is replayed to it once it opens, ahead of the pushes after it: it is neither
+/// left in the buffer until a later resume nor overtaken. This is the window of a client's
+/// make-before-break renewal, when nothing waits in the buffer.
+#[tokio::test]
+async fn a_push_during_the_new_connections_handshake_goes_out_first_once_it_opens() {
+    const OLD: &str = "HaNdShAkEaAaAaA=";
+    const NEW: &str = "HaNdShAkEbBbBbB=";
+    let app = App::start().await;
+    let fake = FakeConnections::start().await;
+    let mut a = args();
+    a.upstream = Some(app.url.clone());
+    a.push_endpoint = Some(format!("http://{}", fake.addr.unwrap()));
+    a.push_batch = "off".into();
+    a.resume_window = "5s".into();
+    let b = start(a).await;
+    let id = sid();
+    let push = |body: &'static str| {
+        let url = b.internal_url(&format!("/v1/sessions/{id}/messages"));
+        async move { send("POST", &url, &[], body).await.0 }
+    };
+    assert_eq!(connect_call(&b, OLD).await, StatusCode::OK);
+    assert_eq!(push("before").await, StatusCode::OK);
+    // The renewal: the key connects again while the first connection is live, and its
+    // handshake is not over when the next push comes.
+    fake.mark_gone(NEW);
+    assert_eq!(connect_call(&b, NEW).await, StatusCode::OK);
+    assert_eq!(push("m1").await, StatusCode::ACCEPTED, "kept for the new connection");
+    let posts_to_new = |fake: &FakeConnections| -> Vec<String> {
+        fake.calls()
+            .into_iter()
+            .filter(|c| c.method == "POST" && c.path.ends_with(NEW))
+            .map(|c| c.body)
+            .collect()
+    };
+    within(async {
+        while posts_to_new(&fake).len() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // The handshake ends; the next push comes behind m1.
+    fake.gone.lock().unwrap().remove(NEW);
+    let second = push("m2").await;
+    assert!(second == StatusCode::OK || second == StatusCode::ACCEPTED, "{second}");
+    within(async {
+        while !posts_to_new(&fake).contains(&"m2".to_string()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let posts = posts_to_new(&fake);
+    let last_m1 = posts.iter().rposition(|p| p == "m1").expect("m1 posted");
+    let first_m2 = posts.iter().position(|p| p == "m2").unwrap();
+    assert!(last_m1 < first_m2, "m1 went out after m2: {posts:?}");
+    assert_eq!(posts.iter().filter(|p| *p == "m2").count(), 1, "{posts:?}");
+    let (_, view) = get(&b.internal_url(&format!("/v1/sessions/{id}"))).await;
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    assert_eq!(view["buffered"], 0, "{view}");
+    assert_eq!(view["connectionId"], NEW, "{view}");
+}

@@ -109,8 +109,10 @@ def judge(tally, label, got, marks, pushes, expect_all, cuts=None):
           f"connections; lost in flight at a cut: {lost[200]} answered 200 (delivered), {lost[202]} answered 202 "
           f"(buffered, then replayed into a connection that was cut)"
           + (f"; by the cut after them: {by_cut}" if cuts else ""))
-    tally.check(f"{label}: every number in order, none twice, none unknown", ordered and not unknown and len(seen) == len(got),
-                f"unknown {unknown[:5]}")
+    breaks = [(got[i], got[i + 1], marks[i], marks[i + 1]) for i in range(len(got) - 1) if got[i + 1] <= got[i]]
+    twice = sorted(n for n in seen if got.count(n) > 1)
+    tally.check(f"{label}: every number in order, none twice, none unknown", ordered and not unknown and not twice,
+                f"unknown {unknown[:5]}, twice {twice[:5]}, out of order (number, next, their connections) {breaks[:5]}")
     tally.check(f"{label}: every push answered 200 or 202", set(statuses) <= {200, 202}, str(statuses))
     tally.check(f"{label}: every push arrived but those lost in flight at a cut (none missing within a connection)",
                 not within, str(within[:5]))

@@ -43,35 +43,49 @@ pub(crate) enum Append {
 impl Backend {
     /// Appends a message to a session's buffer. `from`: the connection a push found gone; the
     /// message is kept only while that connection still holds the session, or none does.
+    ///
+    /// When that connection holds the session and nothing was waiting for it, the 410 came
+    /// either from a connection that closed (its `/disconnect` or the sweep detaches it) or from
+    /// one still in its handshake: a resume that found the buffer empty, as a client's
+    /// make-before-break renewal does. The message then starts a replay to it, so that it goes
+    /// out once the connection opens, ahead of every push after it (they queue behind the
+    /// replay), instead of waiting for a later resume.
     pub(crate) async fn buffer(&self, id: &str, from: Option<&str>, data: &Bytes, binary: bool) -> Append {
         let s = &self.settings.resume;
         let (window, max_messages, max_bytes) = (s.window, s.max_messages, s.max_bytes);
         let now = now_ms();
         let res = update(self.store.as_ref(), id, |current| {
             let Some(mut r) = current.filter(|r| within_window(r, window, now)) else {
-                return Change::Keep(Append::Missing);
+                return Change::Keep((Append::Missing, None));
             };
             if r.live() && from.is_none_or(|c| c != r.connection_id) {
-                return Change::Keep(Append::Moved);
+                return Change::Keep((Append::Moved, None));
             }
             if r.buffer.len() >= max_messages || r.buffered_bytes() + data.len() > max_bytes {
                 if r.overflow {
-                    return Change::Keep(Append::Overflow);
+                    return Change::Keep((Append::Overflow, None));
                 }
                 r.overflow = true;
-                return Change::Put(r, Append::Overflow);
+                return Change::Put(r, (Append::Overflow, None));
             }
             r.buffer.push(Buffered {
                 data: data.clone(),
                 binary,
             });
-            Change::Put(r, Append::Buffered)
+            let replay = r.live().then(|| {
+                r.replaying = true;
+                (r.connection_id.clone(), r.domain.clone(), r.stage.clone())
+            });
+            Change::Put(r, (Append::Buffered, replay))
         })
         .await;
-        let out = res.unwrap_or_else(|err| {
+        let (out, replay) = res.unwrap_or_else(|err| {
             tracing::warn!(session_id = %id, error = %err, "could not buffer a message for a resumable session");
-            Append::Overflow
+            (Append::Overflow, None)
         });
+        if let Some((connection_id, domain, stage)) = replay {
+            self.spawn_replay(id.to_string(), connection_id, &domain, &stage);
+        }
         match out {
             Append::Buffered => self.resume_metrics.buffered.inc(),
             Append::Overflow => self.resume_metrics.dropped.inc(),

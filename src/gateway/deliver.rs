@@ -39,6 +39,8 @@ const MAX_PEER_ANSWER_BYTES: usize = 2 * 1_048_576;
 pub enum Call {
     Info,
     Deliver,
+    /// Posts another replica carries here many to a call (`relay.rs`): peers only.
+    Posts,
 }
 
 impl Call {
@@ -46,6 +48,7 @@ impl Call {
         match self {
             Call::Info => "info",
             Call::Deliver => "deliver",
+            Call::Posts => "posts",
         }
     }
 }
@@ -64,6 +67,7 @@ pub fn parse_path(raw: &str, stage: &str) -> Option<Call> {
     let call = match decode(segments.next()?)?.as_str() {
         "info" => Call::Info,
         "deliver" => Call::Deliver,
+        "posts" => Call::Posts,
         _ => return None,
     };
     segments.next().is_none().then_some(call)
@@ -117,10 +121,13 @@ impl Outcome {
 /// Serves one call of the extension, recording it by operation, source and status.
 pub async fn extension(gw: &Shared, req: Request<Incoming>, call: Call) -> Response<Body> {
     let source = source_of(&req);
-    let hop = crate::trace::Hop::from_headers("gateway batch deliver", req.headers(), Vec::new);
     let resp = match (call, req.method()) {
         (Call::Info, &Method::GET) => info(gw, req).await,
-        (Call::Deliver, &Method::POST) => hop.run(deliver(gw, req)).await,
+        (Call::Deliver, &Method::POST) => {
+            let hop = crate::trace::Hop::from_headers("gateway batch deliver", req.headers(), Vec::new);
+            hop.run(deliver(gw, req)).await
+        }
+        (Call::Posts, _) => super::relay::serve_posts(gw, req).await,
         _ => Err(GatewayError::ExtensionMethod),
     }
     .unwrap_or_else(|err| err.response());

@@ -4,11 +4,11 @@
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::connection::{ConnHandle, NORMAL, QueueError};
 use super::error::GatewayError;
 use super::peers::{self, Owner, Unanswered};
+use super::relay::Post;
 use super::shared::Shared;
 use super::sigv4::Signed;
 use crate::contract::MAX_POST_BYTES;
@@ -99,9 +99,12 @@ async fn call(gw: &Shared, req: Request<Incoming>, id: &str, method: &Method) ->
 
 /// Whether a post's `Content-Type` is `application/octet-stream`.
 fn posts_binary(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    headers.get(http::header::CONTENT_TYPE).is_some_and(is_octet_stream)
+}
+
+fn is_octet_stream(v: &http::HeaderValue) -> bool {
+    v.to_str()
+        .ok()
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"))
 }
@@ -197,18 +200,31 @@ async fn forward(
         }
         Owner::Peer(url) => url,
     };
-    let forwarded = gw
-        .peers
-        .forward(
-            &url,
-            method,
-            &target.path_and_query,
-            &target.raw_path,
-            content_type,
-            body.clone(),
-            now_ms(),
-        )
-        .await;
+    // A post goes with the others to the same owner (`relay.rs`), unless it carries a trace,
+    // which continues on the owner only when the post goes alone.
+    let forwarded = if *method == Method::POST && !crate::trace::Hop::current().is_some() {
+        let post = Post {
+            id: id.to_string(),
+            frame: body.clone(),
+            binary: content_type.is_some_and(is_octet_stream),
+            path_and_query: target.path_and_query.clone(),
+            raw_path: target.raw_path.clone(),
+            content_type: content_type.cloned(),
+        };
+        gw.relay.post(url.clone(), post).await
+    } else {
+        gw.peers
+            .forward(
+                &url,
+                method,
+                &target.path_and_query,
+                &target.raw_path,
+                content_type,
+                body.clone(),
+                now_ms(),
+            )
+            .await
+    };
     match forwarded {
         Ok(answer) => {
             gw.metrics.forward("relayed");
@@ -240,10 +256,7 @@ fn operate(
 ) -> Result<Response<Body>, GatewayError> {
     match *method {
         Method::POST => {
-            let msg = match String::from_utf8(body.to_vec()) {
-                Ok(text) if !binary => Message::text(text),
-                _ => Message::binary(body.clone()),
-            };
+            let msg = super::relay::frame_of(body.clone(), binary);
             let _delivery =
                 crate::trace::Hop::current().child("gateway deliver", crate::trace::Kind::Internal, Vec::new);
             match gw.connections.post(conn, msg) {

@@ -238,8 +238,9 @@ impl GatewayMetrics {
         self.forwards.get_or_create(&ResultLabel { result }).inc();
     }
 
-    /// One management call: `operation` is post, get or delete (`@connections`), or deliver or
-    /// info (the batch extension); `source` is peer for a call another replica forwarded,
+    /// One management call: `operation` is post, get or delete (`@connections`), deliver,
+    /// info, list or count (the extension), or posts (a peer's call carrying posts, each of
+    /// which also counts as a post); `source` is peer for a call another replica forwarded,
     /// client for any other.
     pub fn management(&self, operation: &'static str, source: &'static str, status: u16) {
         self.management

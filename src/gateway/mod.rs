@@ -34,6 +34,7 @@ mod management;
 pub mod mapping;
 mod metrics;
 mod peers;
+mod relay;
 
 pub mod selection;
 mod shared;

@@ -75,7 +75,7 @@ impl PeerUrls {
 }
 
 /// Why a forwarded call got no answer from the owner.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unanswered {
     /// The owner does not exist, so it holds nothing: its name does not resolve, or nothing
     /// listens at its address. The connection is gone (410).

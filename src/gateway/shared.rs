@@ -2,6 +2,8 @@
 //! backend, the open connections and the metrics. The handshake, the event pipeline and
 //! `@connections` each take this, so none of them reaches back into the gateway's front door.
 
+use std::sync::Arc;
+
 use prometheus_client::registry::Registry as Metrics;
 
 use super::budget::Budgets;
@@ -10,6 +12,7 @@ use super::connections::Connections;
 use super::integration::{self, HttpClient};
 use super::metrics::GatewayMetrics;
 use super::peers::Peers;
+use super::relay::Relay;
 use crate::telemetry::LogThrottle;
 
 pub struct Shared {
@@ -18,7 +21,9 @@ pub struct Shared {
     pub connections: Connections,
     pub metrics: GatewayMetrics,
     /// The other replicas, for calls about connections this one does not hold.
-    pub peers: Peers,
+    pub peers: Arc<Peers>,
+    /// Posts for connections another replica holds, many to a call.
+    pub relay: Arc<Relay>,
     /// One warning a second for failed integration calls, however many fail.
     pub warn_integration: LogThrottle,
 }
@@ -27,13 +32,14 @@ impl Shared {
     pub fn new(config: GatewayConfig, metrics: &mut Metrics) -> Self {
         let integrated = config.model.routes.iter().filter(|(_, r)| r.integration.is_some());
         let metrics = GatewayMetrics::register(metrics, integrated.map(|(key, _)| key));
-        let peers = Peers::new(
+        let peers = Arc::new(Peers::new(
             config.ordinal,
             config.peers.clone(),
             config.peer_timeout,
             config.verifier.as_ref().map(|v| v.secret_access_key.as_str()),
-        );
+        ));
         Shared {
+            relay: Arc::new(Relay::new(peers.clone(), config.model.stage.clone())),
             peers,
             connections: Connections::new(
                 config.max_connections,

@@ -1,0 +1,305 @@
+//! Posts through a replica that does not hold their connections share calls to the owner
+//! (`src/gateway/relay.rs`): each caller still gets the answer the owner gives for its post
+//! (200, 410, 429), every frame arrives once and in each caller's order, an owner that does not
+//! know the call (an older replica during a rolling update) gets the posts one by one, and the
+//! call is refused to anyone but a peer.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::gw::*;
+use common::*;
+use http_body_util::Full;
+use hyper::Response;
+
+fn id_of(seen: &Seen) -> String {
+    seen.headers["x-socketless-connection-id"].to_str().unwrap().to_string()
+}
+
+fn encoded(id: &str) -> String {
+    id.replace('=', "%3D")
+}
+
+/// An id in AWS's shape that names `ordinal` as its owner.
+fn id_for(ordinal: u8, n: u8) -> String {
+    use base64::Engine;
+    let mut bytes = [0x41u8; 11];
+    bytes[5] = n;
+    bytes[0] = ordinal ^ bytes[10];
+    base64::engine::general_purpose::URL_SAFE.encode(bytes)
+}
+
+/// The posts of a carried call's body, as (id, frame).
+fn carried(body: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let n = rest[0] as usize;
+        let id = String::from_utf8(rest[1..1 + n].to_vec()).unwrap();
+        let len = u32::from_be_bytes(rest[2 + n..6 + n].try_into().unwrap()) as usize;
+        let frame = String::from_utf8(rest[6 + n..6 + n + len].to_vec()).unwrap();
+        out.push((id, frame));
+        rest = &rest[6 + n + len..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn concurrent_posts_through_a_non_owner_share_calls_and_each_gets_its_own_answer() {
+    let backend = FakeBackend::start().await;
+    let gws = replica_set(&backend, &[free_port(), free_port()], &[], |_| {}).await;
+    const CLIENTS: usize = 20;
+    const EACH: usize = 25;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(connect(&gws[1].url()).await);
+        backend.wait_for("/connect", i + 1).await;
+    }
+    let ids: Vec<String> = backend.seen("/connect").iter().map(id_of).collect();
+    // Each caller posts its numbers one after the other, all callers at once, through
+    // replica 0; one more posts to a connection that does not exist on the owner.
+    let mut callers = Vec::new();
+    for id in ids.clone() {
+        let url = gws[0].mgmt(&encoded(&id));
+        callers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for n in 0..EACH {
+                statuses.push(send("POST", &url, &[], format!("{n}")).await.0.as_u16());
+            }
+            statuses
+        }));
+    }
+    let gone_url = gws[0].mgmt(&encoded(&id_for(1, 200)));
+    let gone = tokio::spawn(async move {
+        let mut out = Vec::new();
+        for _ in 0..EACH {
+            let (status, headers, body) = send("POST", &gone_url, &[], "nobody").await;
+            out.push((
+                status.as_u16(),
+                headers["x-amzn-errortype"].to_str().unwrap().to_string(),
+                body,
+            ));
+        }
+        out
+    });
+    for caller in callers {
+        assert_eq!(caller.await.unwrap(), vec![200; EACH]);
+    }
+    for (status, kind, body) in gone.await.unwrap() {
+        assert_eq!((status, kind.as_str()), (410, "GoneException"), "{body}");
+    }
+    for (i, ws) in clients.iter_mut().enumerate() {
+        for n in 0..EACH {
+            assert_eq!(next_text(ws).await, n.to_string(), "client {i}");
+        }
+        let more = tokio::time::timeout(Duration::from_millis(50), next_text(ws)).await;
+        assert!(more.is_err(), "client {i} got a frame twice");
+    }
+    let owner = send("GET", &format!("http://{}/metrics", gws[1].addr), &[], "").await.2;
+    let posts = CLIENTS * EACH + EACH;
+    let counted = metric_sum(
+        &owner,
+        "socketless_gateway_management_calls_total",
+        &["operation=\"post\"", "source=\"peer\""],
+    );
+    let calls = metric_sum(
+        &owner,
+        "socketless_gateway_management_calls_total",
+        &["operation=\"posts\"", "source=\"peer\""],
+    );
+    println!("{posts} posts through the non-owner reached the owner in {calls} calls");
+    assert_eq!(counted, posts as f64, "each carried post counts as a post on the owner");
+    assert!(calls >= 1.0 && calls < posts as f64, "{calls} calls for {posts} posts");
+    let relayed = send("GET", &format!("http://{}/metrics", gws[0].addr), &[], "").await.2;
+    assert_eq!(
+        metric_sum(
+            &relayed,
+            "socketless_gateway_forwarded_calls_total",
+            &["result=\"relayed\""]
+        ),
+        posts as f64
+    );
+}
+
+/// A fake owner: answers carried calls after `delay` with the outcome bytes `outcome` gives
+/// each post (404 when `old`: it does not know the call), and single posts with 200; records
+/// what it gets.
+struct Owner {
+    port: u16,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+/// A call the fake owner got: its path, and its posts as (id, frame).
+type Call = (String, Vec<(String, String)>);
+
+impl Owner {
+    async fn start(old: bool, delay: Duration, outcome: fn(&str) -> u8) -> Owner {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        fake_server(listener, move |req| {
+            let seen = seen.clone();
+            async move {
+                assert!(
+                    req.headers.contains_key("x-socketless-forwarded"),
+                    "every call is marked"
+                );
+                if req.path.ends_with("/@socketless/v1/posts") {
+                    let posts = carried(req.body.as_bytes());
+                    seen.lock().unwrap().push((req.path.clone(), posts.clone()));
+                    tokio::time::sleep(delay).await;
+                    if old {
+                        return Ok(Response::builder().status(404).body(Full::new(Bytes::new())).unwrap());
+                    }
+                    let body: Vec<u8> = posts.iter().map(|(_, frame)| outcome(frame)).collect();
+                    return Ok(Response::builder()
+                        .status(200)
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap());
+                }
+                seen.lock()
+                    .unwrap()
+                    .push((req.path.clone(), vec![(String::new(), req.body.clone())]));
+                Ok(Response::builder().status(200).body(Full::new(Bytes::new())).unwrap())
+            }
+        });
+        Owner { port, calls }
+    }
+}
+
+#[tokio::test]
+async fn posts_that_wait_go_together_in_order_and_each_outcome_reaches_its_caller() {
+    let backend = FakeBackend::start().await;
+    // "gone…" frames are gone on the owner, "full…" ones meet a full queue.
+    let owner = Owner::start(false, Duration::from_millis(300), |frame| {
+        match frame.split(':').next() {
+            Some("gone") => 1,
+            Some("full") => 2,
+            _ => 0,
+        }
+    })
+    .await;
+    let gws = replica_set(&backend, &[free_port()], &[owner.port], |_| {}).await;
+    // Two posts take both slots; eight more come while they are under way.
+    const FRAMES: [&str; 10] = [
+        "a:0", "a:1", "gone:2", "b:3", "full:4", "b:5", "gone:6", "c:7", "c:8", "full:9",
+    ];
+    let frames: &'static [&'static str] = &FRAMES;
+    let mut answers = Vec::new();
+    for (i, frame) in frames.iter().copied().enumerate() {
+        let url = gws[0].mgmt(&encoded(&id_for(1, i as u8)));
+        answers.push(tokio::spawn(async move { send("POST", &url, &[], frame).await }));
+        tokio::time::sleep(Duration::from_millis(if i < 2 { 50 } else { 10 })).await;
+    }
+    let mut got = Vec::new();
+    for a in answers {
+        let (status, headers, _) = a.await.unwrap();
+        got.push((
+            status.as_u16(),
+            headers.get("x-amzn-errortype").map(|v| v.to_str().unwrap().to_string()),
+        ));
+    }
+    let want: Vec<(u16, Option<String>)> = frames
+        .iter()
+        .map(|f| match f.split(':').next() {
+            Some("gone") => (410, Some("GoneException".into())),
+            Some("full") => (429, Some("LimitExceededException".into())),
+            _ => (200, None),
+        })
+        .collect();
+    assert_eq!(got, want);
+    let calls = owner.calls.lock().unwrap().clone();
+    let sizes: Vec<usize> = calls.iter().map(|(_, posts)| posts.len()).collect();
+    println!("calls to the owner carried {sizes:?} posts");
+    assert_eq!(
+        sizes,
+        vec![1, 1, 8],
+        "two alone, then the eight that waited in one call"
+    );
+    let order: Vec<String> = calls
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, f)| f.clone()))
+        .collect();
+    assert_eq!(order, frames, "in the order they came");
+    for (i, (_, posts)) in calls.iter().enumerate() {
+        assert!(posts.iter().all(|(id, _)| id.len() == 16), "call {i}: {posts:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_owner_that_does_not_know_the_call_gets_the_posts_one_by_one() {
+    let backend = FakeBackend::start().await;
+    let owner = Owner::start(true, Duration::ZERO, |_| 0).await;
+    let gws = replica_set(&backend, &[free_port()], &[owner.port], |_| {}).await;
+    let id = id_for(1, 1);
+    let (status, _, body) = send("POST", &gws[0].mgmt(&encoded(&id)), &[], "hello").await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    let calls = owner.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls[0].0.ends_with("/@socketless/v1/posts"));
+    assert_eq!(
+        calls[1].0,
+        format!("/dev/@connections/{}", encoded(&id)),
+        "the path as the caller sent it"
+    );
+    assert_eq!(calls[1].1[0].1, "hello");
+}
+
+#[tokio::test]
+async fn hostile_the_call_is_refused_to_anyone_but_a_peer() {
+    let backend = FakeBackend::start().await;
+    let open = replica_set(&backend, &[free_port()], &[], |_| {}).await;
+    let posts = format!("http://{}/dev/@socketless/v1/posts", open[0].addr);
+    let mut ws = connect(&open[0].url()).await;
+    let id = id_of(&backend.wait_for("/connect", 1).await[0]);
+    let mut body = vec![id.len() as u8];
+    body.extend(id.as_bytes());
+    body.push(0);
+    body.extend(5u32.to_be_bytes());
+    body.extend(b"smug!");
+    // Without the marker: refused, nothing delivered.
+    let (status, headers, _) = send("POST", &posts, &[], body.clone()).await;
+    assert_eq!(
+        (status.as_u16(), headers["x-amzn-errortype"].to_str().unwrap()),
+        (403, "ForbiddenException")
+    );
+    // Without SigV4 checks any marker is a peer's (the API is open then): the call works.
+    let (status, _, answer) = send("POST", &posts, &[("x-socketless-forwarded", "1")], body.clone()).await;
+    assert_eq!((status.as_u16(), answer.as_bytes()), (200, &[0u8][..]));
+    assert_eq!(next_text(&mut ws).await, "smug!");
+    // Bodies that are not carried posts: 400, nothing delivered.
+    for bad in [
+        &b"\x10short"[..],
+        &b"\x01A\x00\xff\xff\xff\xff"[..],
+        &body[..body.len() - 1],
+    ] {
+        let (status, headers, _) = send("POST", &posts, &[("x-socketless-forwarded", "1")], bad.to_vec()).await;
+        assert_eq!(
+            (status.as_u16(), headers["x-amzn-errortype"].to_str().unwrap()),
+            (400, "BadRequestException")
+        );
+    }
+    // Over the body limit: 413.
+    let huge = vec![0u8; 2 * 1024 * 1024];
+    let (status, _, _) = send("POST", &posts, &[("x-socketless-forwarded", "1")], huge).await;
+    assert_eq!(status.as_u16(), 413);
+    let nothing = tokio::time::timeout(Duration::from_millis(200), next_text(&mut ws)).await;
+    assert!(nothing.is_err(), "a refused call was delivered");
+
+    // With SigV4 checks: a forged marker is refused, as on `@connections`.
+    let signed = replica_set(&backend, &[free_port()], &[], |c| {
+        c.verifier = Some(verifier("AKIDRELAY", "relay-secret"))
+    })
+    .await;
+    let posts = format!("http://{}/dev/@socketless/v1/posts", signed[0].addr);
+    for marker in ["1", "1700000000000.deadbeef"] {
+        let status = send("POST", &posts, &[("x-socketless-forwarded", marker)], body.clone())
+            .await
+            .0;
+        assert_eq!(status.as_u16(), 403, "marker {marker}");
+    }
+}

@@ -86,7 +86,7 @@ struct Lane {
 /// The posts waiting for each owner.
 pub struct Relay {
     peers: Arc<Peers>,
-    /// The stage (a template's `StageName`: letters, digits and `_`), for the call's path.
+    /// The stage (a template's `StageName`: letters, digits, `-` and `_`), for the call's path.
     stage: String,
     lanes: Mutex<HashMap<String, Lane>>,
 }

@@ -20,6 +20,7 @@ pub mod http_client;
 pub mod http_server;
 pub mod lifecycle;
 pub mod listing;
+mod memcopy;
 pub mod memory;
 pub mod metrics;
 pub mod percent;

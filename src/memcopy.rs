@@ -1,0 +1,285 @@
+//! `memcpy` and `memmove` for the static musl build on x86-64.
+//!
+//! musl's x86-64 `memcpy` is a `rep movsq` for every size, with single-byte moves before and
+//! after it; the start-up of the string instruction dominates the 16-to-400-byte copies a
+//! request makes (hyper moving futures and buffers into place). Under load, `perf` gave it 5.8 %
+//! of the backend's samples, against 2.4 % for glibc's copy in the same code built for glibc.
+//!
+//! These routines have the shape of glibc's: up to 128 bytes, a few unaligned loads that
+//! overlap in the middle, all of them before the first store; up to 2 KiB, a loop of 64-byte
+//! blocks with the last block loaded first; above that, `rep movsb`, which CPUs with enhanced
+//! string moves (ERMS: every x86-64 server CPU of the last decade) run at full bandwidth. Since
+//! each size class loads before it stores, the small sizes serve `memmove` as they are; a larger
+//! `memmove` whose destination starts inside its source copies from the end instead. Nothing
+//! here needs more than SSE2, which every x86-64 CPU has.
+//!
+//! The routines are always assembled on x86-64 (the tests call them on every build); the static
+//! musl build also names them `memcpy` and `memmove`, so the linker takes them, and not musl's,
+//! for every copy in the binary, the C allocator's included.
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".text",
+    ".p2align 4",
+    ".globl socketless_memmove",
+    ".hidden socketless_memmove",
+    ".type socketless_memmove,@function",
+    "socketless_memmove:",
+    ".cfi_startproc",
+    "    mov rax, rdi",
+    "    cmp rdx, 128",
+    "    jbe .Lsl_small",
+    // dst - src < n (unsigned): the destination starts inside the source, so copy from the end.
+    "    mov rcx, rdi",
+    "    sub rcx, rsi",
+    "    cmp rcx, rdx",
+    "    jb .Lsl_backward",
+    "    jmp .Lsl_forward",
+    ".cfi_endproc",
+    ".size socketless_memmove, .-socketless_memmove",
+    "",
+    ".p2align 4",
+    ".globl socketless_memcpy",
+    ".hidden socketless_memcpy",
+    ".type socketless_memcpy,@function",
+    "socketless_memcpy:",
+    ".cfi_startproc",
+    "    mov rax, rdi",
+    "    cmp rdx, 128",
+    "    ja .Lsl_forward",
+    // 0 to 128 bytes: every load before the first store.
+    ".Lsl_small:",
+    "    cmp edx, 16",
+    "    jbe .Lsl_le16",
+    "    cmp edx, 32",
+    "    jbe .Lsl_le32",
+    "    cmp edx, 64",
+    "    jbe .Lsl_le64",
+    "    movdqu xmm0, [rsi]",
+    "    movdqu xmm1, [rsi + 16]",
+    "    movdqu xmm2, [rsi + 32]",
+    "    movdqu xmm3, [rsi + 48]",
+    "    movdqu xmm4, [rsi + rdx - 64]",
+    "    movdqu xmm5, [rsi + rdx - 48]",
+    "    movdqu xmm6, [rsi + rdx - 32]",
+    "    movdqu xmm7, [rsi + rdx - 16]",
+    "    movdqu [rdi], xmm0",
+    "    movdqu [rdi + 16], xmm1",
+    "    movdqu [rdi + 32], xmm2",
+    "    movdqu [rdi + 48], xmm3",
+    "    movdqu [rdi + rdx - 64], xmm4",
+    "    movdqu [rdi + rdx - 48], xmm5",
+    "    movdqu [rdi + rdx - 32], xmm6",
+    "    movdqu [rdi + rdx - 16], xmm7",
+    "    ret",
+    ".Lsl_le64:",
+    "    movdqu xmm0, [rsi]",
+    "    movdqu xmm1, [rsi + 16]",
+    "    movdqu xmm2, [rsi + rdx - 32]",
+    "    movdqu xmm3, [rsi + rdx - 16]",
+    "    movdqu [rdi], xmm0",
+    "    movdqu [rdi + 16], xmm1",
+    "    movdqu [rdi + rdx - 32], xmm2",
+    "    movdqu [rdi + rdx - 16], xmm3",
+    "    ret",
+    ".Lsl_le32:",
+    "    movdqu xmm0, [rsi]",
+    "    movdqu xmm1, [rsi + rdx - 16]",
+    "    movdqu [rdi], xmm0",
+    "    movdqu [rdi + rdx - 16], xmm1",
+    "    ret",
+    ".Lsl_le16:",
+    "    cmp edx, 8",
+    "    jb .Lsl_lt8",
+    "    mov rcx, [rsi]",
+    "    mov r8, [rsi + rdx - 8]",
+    "    mov [rdi], rcx",
+    "    mov [rdi + rdx - 8], r8",
+    "    ret",
+    ".Lsl_lt8:",
+    "    cmp edx, 4",
+    "    jb .Lsl_lt4",
+    "    mov ecx, [rsi]",
+    "    mov r8d, [rsi + rdx - 4]",
+    "    mov [rdi], ecx",
+    "    mov [rdi + rdx - 4], r8d",
+    "    ret",
+    ".Lsl_lt4:",
+    "    test edx, edx",
+    "    jz .Lsl_done",
+    "    movzx ecx, byte ptr [rsi]",
+    "    movzx r8d, byte ptr [rsi + rdx - 1]",
+    "    cmp edx, 2",
+    "    jbe .Lsl_le2",
+    "    movzx r9d, byte ptr [rsi + 1]",
+    "    mov [rdi + 1], r9b",
+    ".Lsl_le2:",
+    "    mov [rdi], cl",
+    "    mov [rdi + rdx - 1], r8b",
+    ".Lsl_done:",
+    "    ret",
+    // More than 128 bytes, front to back. The last block is loaded before the loop, and each
+    // block is loaded before it is stored, so this is also a correct `memmove` whenever the
+    // destination starts before the source.
+    ".Lsl_forward:",
+    "    cmp rdx, 2048",
+    "    ja .Lsl_rep",
+    "    movdqu xmm4, [rsi + rdx - 64]",
+    "    movdqu xmm5, [rsi + rdx - 48]",
+    "    movdqu xmm6, [rsi + rdx - 32]",
+    "    movdqu xmm7, [rsi + rdx - 16]",
+    "    lea r8, [rdi + rdx - 64]",
+    "    mov rcx, rdx",
+    ".Lsl_forward_loop:",
+    "    movdqu xmm0, [rsi]",
+    "    movdqu xmm1, [rsi + 16]",
+    "    movdqu xmm2, [rsi + 32]",
+    "    movdqu xmm3, [rsi + 48]",
+    "    movdqu [rdi], xmm0",
+    "    movdqu [rdi + 16], xmm1",
+    "    movdqu [rdi + 32], xmm2",
+    "    movdqu [rdi + 48], xmm3",
+    "    add rsi, 64",
+    "    add rdi, 64",
+    "    sub rcx, 64",
+    "    cmp rcx, 64",
+    "    ja .Lsl_forward_loop",
+    "    movdqu [r8], xmm4",
+    "    movdqu [r8 + 16], xmm5",
+    "    movdqu [r8 + 32], xmm6",
+    "    movdqu [r8 + 48], xmm7",
+    "    ret",
+    // A forward `rep movsb` is byte-exact when the destination starts before the source.
+    ".Lsl_rep:",
+    "    mov rcx, rdx",
+    "    rep movsb",
+    "    ret",
+    // More than 128 bytes, back to front (the destination starts inside the source): the
+    // mirror of the forward loop, with the first block loaded before the loop.
+    ".Lsl_backward:",
+    "    movdqu xmm4, [rsi]",
+    "    movdqu xmm5, [rsi + 16]",
+    "    movdqu xmm6, [rsi + 32]",
+    "    movdqu xmm7, [rsi + 48]",
+    "    mov r8, rdi",
+    "    add rsi, rdx",
+    "    add rdi, rdx",
+    "    mov rcx, rdx",
+    ".Lsl_backward_loop:",
+    "    sub rsi, 64",
+    "    sub rdi, 64",
+    "    movdqu xmm0, [rsi]",
+    "    movdqu xmm1, [rsi + 16]",
+    "    movdqu xmm2, [rsi + 32]",
+    "    movdqu xmm3, [rsi + 48]",
+    "    movdqu [rdi], xmm0",
+    "    movdqu [rdi + 16], xmm1",
+    "    movdqu [rdi + 32], xmm2",
+    "    movdqu [rdi + 48], xmm3",
+    "    sub rcx, 64",
+    "    cmp rcx, 64",
+    "    ja .Lsl_backward_loop",
+    "    movdqu [r8], xmm4",
+    "    movdqu [r8 + 16], xmm5",
+    "    movdqu [r8 + 32], xmm6",
+    "    movdqu [r8 + 48], xmm7",
+    "    ret",
+    ".cfi_endproc",
+    ".size socketless_memcpy, .-socketless_memcpy",
+);
+
+// The static build's `memcpy` and `memmove`. musl's `memmove` jumps into its `memcpy`, so both
+// are replaced or neither is: the linker takes a C library member only for a name still
+// undefined, and with both names defined here neither of musl's two is linked.
+#[cfg(all(target_arch = "x86_64", target_env = "musl"))]
+core::arch::global_asm!(
+    ".globl memcpy",
+    ".type memcpy,@function",
+    ".set memcpy, socketless_memcpy",
+    ".globl memmove",
+    ".type memmove,@function",
+    ".set memmove, socketless_memmove",
+);
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    unsafe extern "C" {
+        fn socketless_memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8;
+        fn socketless_memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8;
+    }
+
+    /// Bytes that differ at every position within a block, so a misplaced copy shows.
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed ^ (i >> 8) as u8))
+            .collect()
+    }
+
+    /// Every size up to 600, then sizes around each size class's edges up to past the
+    /// `rep movsb` threshold.
+    fn sizes() -> Vec<usize> {
+        let mut sizes: Vec<usize> = (0..=600).collect();
+        for edge in [1024, 2048, 4096, 65_536] {
+            sizes.extend(edge - 65..=edge + 65);
+        }
+        sizes
+    }
+
+    #[test]
+    fn memcpy_copies_every_size_and_alignment_and_nothing_around_it() {
+        const GUARD: usize = 64;
+        for n in sizes() {
+            for (src_off, dst_off) in [(0, 0), (1, 0), (0, 3), (7, 13), (15, 1), (8, 8)] {
+                let src = pattern(n + src_off + GUARD, n as u8);
+                let mut dst = vec![0xA5u8; GUARD + dst_off + n + GUARD];
+                let at = GUARD + dst_off;
+                // SAFETY: both ranges are in bounds of their own vectors, which do not overlap.
+                let ret = unsafe { socketless_memcpy(dst.as_mut_ptr().add(at), src.as_ptr().add(src_off), n) };
+                assert_eq!(ret, dst.as_mut_ptr().wrapping_add(at), "n={n}: returns the destination");
+                assert_eq!(
+                    &dst[at..at + n],
+                    &src[src_off..src_off + n],
+                    "n={n} src+{src_off} dst+{dst_off}"
+                );
+                assert!(
+                    dst[..at].iter().all(|&b| b == 0xA5),
+                    "n={n}: wrote before the destination"
+                );
+                assert!(
+                    dst[at + n..].iter().all(|&b| b == 0xA5),
+                    "n={n}: wrote past the destination"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn memmove_copies_overlapping_ranges_both_ways() {
+        let shifts = [
+            1usize, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 200, 1000,
+        ];
+        for n in sizes() {
+            for &shift in &shifts {
+                let original = pattern(n + shift + 2 * 64, n as u8 ^ shift as u8);
+                for forward in [true, false] {
+                    let (src_at, dst_at) = if forward { (64 + shift, 64) } else { (64, 64 + shift) };
+                    let mut buf = original.clone();
+                    let mut expected = original.clone();
+                    expected.copy_within(src_at..src_at + n, dst_at);
+                    let base = buf.as_mut_ptr();
+                    // SAFETY: both ranges lie inside `buf`; memmove allows them to overlap.
+                    let ret = unsafe { socketless_memmove(base.add(dst_at), base.add(src_at), n) };
+                    assert_eq!(ret, base.wrapping_add(dst_at), "n={n}: returns the destination");
+                    assert!(buf == expected, "n={n} shift={shift} forward={forward}");
+                }
+            }
+            // A move onto itself leaves the bytes as they were.
+            let mut buf = pattern(n, 9);
+            let expected = buf.clone();
+            let p = buf.as_mut_ptr();
+            // SAFETY: source and destination are the same in-bounds range.
+            unsafe { socketless_memmove(p, p, n) };
+            assert!(buf == expected, "n={n} onto itself");
+        }
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod backend;
+pub mod carried;
 pub mod cli;
 pub mod config;
 pub mod conformance;

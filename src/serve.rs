@@ -109,7 +109,8 @@ pub async fn prepare_with_sdk(
     }
     let public = bind(config.listen).await?;
     let internal = bind(config.internal_listen).await?;
-    let pusher = Arc::new(Pusher::new(sdk, config.push_endpoint.clone(), metrics.clone()));
+    let carry = (config.backend.push_batch != PushBatch::Off).then(|| batch.clone());
+    let pusher = Arc::new(Pusher::new(sdk, config.push_endpoint.clone(), metrics.clone(), carry));
     let disconnects = Disconnects::new(
         store.clone(),
         groups.clone(),

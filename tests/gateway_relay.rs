@@ -1,8 +1,11 @@
-//! Posts through a replica that does not hold their connections share calls to the owner
-//! (`src/gateway/relay.rs`): each caller still gets the answer the owner gives for its post
-//! (200, 410, 429), every frame arrives once and in each caller's order, an owner that does not
-//! know the call (an older replica during a rolling update) gets the posts one by one, and the
-//! call is refused to anyone but a peer.
+//! Posts carried many to a call (`src/carried.rs`). Through a replica that does not hold their
+//! connections, posts share calls to the owner (`src/gateway/relay.rs`): each caller still gets
+//! the answer the owner gives for its post (200, 410, 429), every frame arrives once and in each
+//! caller's order, and an owner that does not know the call (an older replica during a rolling
+//! update) gets the posts one by one. `serve`'s posts to a socketless gateway share calls too
+//! (`src/backend/direct_post.rs`), signed with SigV4; the call is refused to anyone without a
+//! valid signature or a peer's marker, and a gateway that does not answer it with outcomes gets
+//! the posts alone.
 
 mod common;
 
@@ -184,7 +187,7 @@ async fn posts_that_wait_go_together_in_order_and_each_outcome_reaches_its_calle
     })
     .await;
     let gws = replica_set(&backend, &[free_port()], &[owner.port], |_| {}).await;
-    // Two posts take both slots; eight more come while they are under way.
+    // The first post takes the one call a lane has under way; nine more come meanwhile.
     const FRAMES: [&str; 10] = [
         "a:0", "a:1", "gone:2", "b:3", "full:4", "b:5", "gone:6", "c:7", "c:8", "full:9",
     ];
@@ -193,7 +196,7 @@ async fn posts_that_wait_go_together_in_order_and_each_outcome_reaches_its_calle
     for (i, frame) in frames.iter().copied().enumerate() {
         let url = gws[0].mgmt(&encoded(&id_for(1, i as u8)));
         answers.push(tokio::spawn(async move { send("POST", &url, &[], frame).await }));
-        tokio::time::sleep(Duration::from_millis(if i < 2 { 50 } else { 10 })).await;
+        tokio::time::sleep(Duration::from_millis(if i < 1 { 50 } else { 10 })).await;
     }
     let mut got = Vec::new();
     for a in answers {
@@ -215,11 +218,7 @@ async fn posts_that_wait_go_together_in_order_and_each_outcome_reaches_its_calle
     let calls = owner.calls.lock().unwrap().clone();
     let sizes: Vec<usize> = calls.iter().map(|(_, posts)| posts.len()).collect();
     println!("calls to the owner carried {sizes:?} posts");
-    assert_eq!(
-        sizes,
-        vec![1, 1, 8],
-        "two alone, then the eight that waited in one call"
-    );
+    assert_eq!(sizes, vec![1, 9], "one alone, then the nine that waited in one call");
     let order: Vec<String> = calls
         .iter()
         .flat_map(|(_, p)| p.iter().map(|(_, f)| f.clone()))
@@ -247,10 +246,29 @@ async fn an_owner_that_does_not_know_the_call_gets_the_posts_one_by_one() {
         "the path as the caller sent it"
     );
     assert_eq!(calls[1].1[0].1, "hello");
+    // The same through a call of posts (from `serve`): the post becomes the PostToConnection
+    // it stands for.
+    let mut body = vec![id.len() as u8];
+    body.extend(id.as_bytes());
+    body.push(0);
+    body.extend(6u32.to_be_bytes());
+    body.extend(b"again!");
+    let posts = format!("http://{}/dev/@socketless/v1/posts", gws[0].addr);
+    let (status, _, answer) = send("POST", &posts, &[], body).await;
+    assert_eq!((status.as_u16(), answer.as_bytes()), (200, &[0u8][..]));
+    let calls = owner.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert!(calls[2].0.ends_with("/@socketless/v1/posts"));
+    let path = percent_encoding::percent_decode_str(&calls[3].0)
+        .decode_utf8()
+        .unwrap()
+        .into_owned();
+    assert_eq!(path, format!("/dev/@connections/{id}"));
+    assert_eq!(calls[3].1[0].1, "again!");
 }
 
 #[tokio::test]
-async fn hostile_the_call_is_refused_to_anyone_but_a_peer() {
+async fn hostile_the_call_needs_a_signature_or_a_peers_marker_where_signatures_are_checked() {
     let backend = FakeBackend::start().await;
     let open = replica_set(&backend, &[free_port()], &[], |_| {}).await;
     let posts = format!("http://{}/dev/@socketless/v1/posts", open[0].addr);
@@ -261,23 +279,20 @@ async fn hostile_the_call_is_refused_to_anyone_but_a_peer() {
     body.push(0);
     body.extend(5u32.to_be_bytes());
     body.extend(b"smug!");
-    // Without the marker: refused, nothing delivered.
-    let (status, headers, _) = send("POST", &posts, &[], body.clone()).await;
-    assert_eq!(
-        (status.as_u16(), headers["x-amzn-errortype"].to_str().unwrap()),
-        (403, "ForbiddenException")
-    );
-    // Without SigV4 checks any marker is a peer's (the API is open then): the call works.
-    let (status, _, answer) = send("POST", &posts, &[("x-socketless-forwarded", "1")], body.clone()).await;
-    assert_eq!((status.as_u16(), answer.as_bytes()), (200, &[0u8][..]));
-    assert_eq!(next_text(&mut ws).await, "smug!");
+    // Without SigV4 checks the API is open, as `@connections` is: the call works, with a marker
+    // (any marker is a peer's then) or without.
+    for headers in [&[][..], &[("x-socketless-forwarded", "1")][..]] {
+        let (status, _, answer) = send("POST", &posts, headers, body.clone()).await;
+        assert_eq!((status.as_u16(), answer.as_bytes()), (200, &[0u8][..]));
+        assert_eq!(next_text(&mut ws).await, "smug!");
+    }
     // Bodies that are not carried posts: 400, nothing delivered.
     for bad in [
         &b"\x10short"[..],
         &b"\x01A\x00\xff\xff\xff\xff"[..],
         &body[..body.len() - 1],
     ] {
-        let (status, headers, _) = send("POST", &posts, &[("x-socketless-forwarded", "1")], bad.to_vec()).await;
+        let (status, headers, _) = send("POST", &posts, &[], bad.to_vec()).await;
         assert_eq!(
             (status.as_u16(), headers["x-amzn-errortype"].to_str().unwrap()),
             (400, "BadRequestException")
@@ -285,21 +300,159 @@ async fn hostile_the_call_is_refused_to_anyone_but_a_peer() {
     }
     // Over the body limit: 413.
     let huge = vec![0u8; 2 * 1024 * 1024];
-    let (status, _, _) = send("POST", &posts, &[("x-socketless-forwarded", "1")], huge).await;
+    let (status, _, _) = send("POST", &posts, &[], huge).await;
     assert_eq!(status.as_u16(), 413);
     let nothing = tokio::time::timeout(Duration::from_millis(200), next_text(&mut ws)).await;
     assert!(nothing.is_err(), "a refused call was delivered");
 
-    // With SigV4 checks: a forged marker is refused, as on `@connections`.
+    // With SigV4 checks: no signature, or a forged marker, is refused, as on `@connections`.
     let signed = replica_set(&backend, &[free_port()], &[], |c| {
         c.verifier = Some(verifier("AKIDRELAY", "relay-secret"))
     })
     .await;
     let posts = format!("http://{}/dev/@socketless/v1/posts", signed[0].addr);
+    let status = send("POST", &posts, &[], body.clone()).await.0;
+    assert_eq!(status.as_u16(), 403, "unsigned");
     for marker in ["1", "1700000000000.deadbeef"] {
         let status = send("POST", &posts, &[("x-socketless-forwarded", marker)], body.clone())
             .await
             .0;
         assert_eq!(status.as_u16(), 403, "marker {marker}");
     }
+}
+
+/// `serve --reply-mode async` behind two replicas that check SigV4, its clients on replica 1
+/// and its pushes through replica 0: the replies share calls, signed, and each reaches its
+/// client once and in order through the owner.
+#[tokio::test]
+async fn serve_replies_share_signed_calls_through_a_non_owner() {
+    let serve_port = free_port();
+    let gws = replica_set_for(
+        &format!("http://127.0.0.1:{serve_port}"),
+        &[free_port(), free_port()],
+        &[],
+        |c| c.verifier = Some(verifier("AKIDTEST", "test-secret")),
+    )
+    .await;
+    let mut a = args();
+    a.listen = format!("127.0.0.1:{serve_port}");
+    a.shared_secret = Some("0123456789abcdef-test".into());
+    a.reply_mode = "async".into();
+    a.push_endpoint = Some(format!("http://{}/dev", gws[0].addr));
+    let b = start(a).await;
+    const CLIENTS: usize = 16;
+    const EACH: usize = 40;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(connect(&gws[1].url()).await);
+    }
+    // A first message each: the first post makes `serve` ask the gateway's `info`, and posts go
+    // alone until the answer is in.
+    for ws in clients.iter_mut() {
+        send_text(ws, "first").await;
+        assert_eq!(next_text(ws).await, "first");
+    }
+    within(async {
+        while b
+            .metric("socketless_push_batch_calls_total{operation=\"info\",outcome=\"socketless\"}")
+            .await
+            < 1.0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut readers = Vec::new();
+    for (i, mut ws) in clients.into_iter().enumerate() {
+        readers.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                send_text(&mut ws, &format!("{i}.{n}")).await;
+            }
+            for n in 0..EACH {
+                assert_eq!(next_text(&mut ws).await, format!("{i}.{n}"), "client {i}");
+            }
+            let more = tokio::time::timeout(Duration::from_millis(50), next_text(&mut ws)).await;
+            assert!(more.is_err(), "client {i} got a frame twice");
+        }));
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    let total = CLIENTS * (EACH + 1);
+    let served = b
+        .metric("socketless_push_batch_calls_total{operation=\"posts\",outcome=\"ok\"}")
+        .await;
+    assert_eq!(
+        b.metric("socketless_pushes_total{outcome=\"delivered\"}").await,
+        total as f64
+    );
+    let entry = send("GET", &format!("http://{}/metrics", gws[0].addr), &[], "").await.2;
+    let calls = metric_sum(
+        &entry,
+        "socketless_gateway_management_calls_total",
+        &["operation=\"posts\"", "source=\"client\"", "status=\"200\""],
+    );
+    let posts = metric_sum(
+        &entry,
+        "socketless_gateway_management_calls_total",
+        &["operation=\"post\"", "source=\"client\"", "status=\"200\""],
+    );
+    println!(
+        "{} replies sent once `serve` knew the gateway takes posts reached it in {calls} calls",
+        CLIENTS * EACH
+    );
+    assert_eq!(posts, total as f64, "every reply counts as a post where it entered");
+    assert_eq!(calls, served, "the gateway took every call `serve` made");
+    assert!(
+        calls >= 1.0 && calls < (CLIENTS * EACH) as f64,
+        "{calls} calls for {total} replies"
+    );
+    let owner = send("GET", &format!("http://{}/metrics", gws[1].addr), &[], "").await.2;
+    assert_eq!(
+        metric_sum(
+            &owner,
+            "socketless_gateway_management_calls_total",
+            &["operation=\"post\"", "source=\"peer\"", "status=\"200\""]
+        ),
+        total as f64,
+        "every reply was delivered by the owner"
+    );
+}
+
+/// A gateway whose `info` says it takes posts many to a call but answers the call without
+/// outcomes: the posts go alone, and so do the next ones to that endpoint.
+#[tokio::test]
+async fn posts_go_alone_where_the_call_is_not_answered_with_outcomes() {
+    let fake = common::groups::FakeSocketless::start().await;
+    fake.advertise_posts.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut a = args();
+    a.reply_mode = "async".into();
+    a.push_endpoint = Some(fake.endpoint.clone());
+    let b = start(a).await;
+    let id = "CaRrIeD000000000";
+    assert_eq!(call(&b, "/message", id, "one").await.0.as_u16(), 200);
+    within(async {
+        while b
+            .metric("socketless_push_batch_calls_total{operation=\"info\",outcome=\"socketless\"}")
+            .await
+            < 1.0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(call(&b, "/message", id, "two").await.0.as_u16(), 200);
+    assert_eq!(call(&b, "/message", id, "three").await.0.as_u16(), 200);
+    let alone = format!("/dev/@connections/{id}");
+    assert_eq!(
+        *fake.posts.lock().unwrap(),
+        vec![alone.clone(), "/dev/@socketless/v1/posts".into(), alone.clone(), alone],
+        "the first before the answer, the second carried then alone, the third alone"
+    );
+    assert_eq!(
+        b.metric("socketless_push_batch_calls_total{operation=\"posts\",outcome=\"refused\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(b.metric("socketless_pushes_total{outcome=\"delivered\"}").await, 3.0);
 }

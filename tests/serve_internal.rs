@@ -21,7 +21,7 @@ async fn async_replies_go_through_connections() {
     let (status, body) = call(&b, "/message", "AsYnC0000000000=", "hello").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, "", "async mode replies through @connections, not the response");
-    let calls = fake.calls();
+    let calls = fake.connections_calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].method, "POST");
     assert_eq!(calls[0].path, "/dev/@connections/AsYnC0000000000=");
@@ -67,7 +67,7 @@ async fn internal_api_push_close_lookup() {
     assert_eq!(body, r#"{"delivered":true}"#);
     let (status, _, _) = send("DELETE", &b.internal_url("/v1/connections/one0000000000000"), &[], "").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let calls = fake.calls();
+    let calls = fake.connections_calls();
     assert_eq!(calls.len(), 2);
     assert_eq!((calls[0].method.as_str(), calls[0].body.as_str()), ("POST", "pushed"));
     assert_eq!(calls[1].method, "DELETE");

@@ -200,7 +200,7 @@ async fn in_async_mode_the_apps_answer_is_pushed() {
     );
     let (status, body) = call(&backend, "/message", "DDDDDDDDDDDDDDD=", "push me").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
-    let calls = connections.calls();
+    let calls = connections.connections_calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].body, "push me");
 }

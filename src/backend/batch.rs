@@ -6,7 +6,7 @@
 //! has no such path (it answers 403 or 404), so `--push-batch auto` falls back to one
 //! PostToConnection per member there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,12 +37,24 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 pub struct Limits {
     pub max_ids: usize,
     pub max_bytes: usize,
+    /// Whether it also takes posts many to a call (`@socketless/v1/posts`, see
+    /// `direct_post.rs`); older socketless gateways do not say so and do not.
+    pub posts: bool,
 }
 
 #[derive(Deserialize)]
 struct InfoAnswer {
     gateway: String,
     deliver: DeliverInfo,
+    #[serde(default)]
+    posts: Option<PostsInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PostsInfo {
+    max_items: usize,
+    max_bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +110,8 @@ pub struct BatchClient {
     credentials: crate::aws::CachedCredentials,
     http: Pool,
     known: Mutex<HashMap<String, Known>>,
+    /// Endpoints whose `info` is being asked in the background (see [`BatchClient::carries_posts`]).
+    asking: Mutex<HashSet<String>>,
     calls: Family<CallLabels, Counter>,
 }
 
@@ -109,7 +123,7 @@ impl BatchClient {
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "socketless_push_batch_calls",
-            "Calls to a socketless gateway's batch extension, by operation (info, deliver) and outcome",
+            "Calls to a socketless gateway's batch extension, by operation (info, deliver, posts) and outcome",
             calls.clone(),
         );
         Arc::new(BatchClient {
@@ -118,6 +132,7 @@ impl BatchClient {
             sdk,
             http: Pool::new(defaults::PUSH_POOL_IDLE, defaults::PUSH_POOL_MAX_IDLE, CALL_TIMEOUT),
             known: Mutex::new(HashMap::new()),
+            asking: Mutex::new(HashSet::new()),
             calls,
         })
     }
@@ -128,6 +143,11 @@ impl BatchClient {
 
     fn count(&self, operation: &'static str, outcome: &'static str) {
         self.calls.get_or_create(&CallLabels { operation, outcome }).inc();
+    }
+
+    /// Counts a call carrying many posts (`direct_post.rs`): `ok`, `refused` or `unreachable`.
+    pub fn count_posts(&self, outcome: &'static str) {
+        self.count("posts", outcome);
     }
 
     /// Whether to batch to `endpoint`: its limits when it is a socketless gateway (asked once,
@@ -167,6 +187,41 @@ impl BatchClient {
                 "{endpoint} is not a socketless gateway ({INFO_PATH} did not answer as one) and --push-batch is on"
             )),
             Known::NotSocketless => Ok(None),
+        }
+    }
+
+    /// Whether posts to `endpoint` may share calls, from what is known of it now: it never
+    /// waits. An endpoint not asked yet gets its `info` asked in the background (one question
+    /// at a time), and its posts go alone until the answer says otherwise.
+    pub fn carries_posts(self: &Arc<Self>, endpoint: &str) -> bool {
+        if self.mode == PushBatch::Off {
+            return false;
+        }
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(endpoint)
+            .copied();
+        match known {
+            Some(Known::Batch(limits)) => limits.posts,
+            Some(Known::NotSocketless) => false,
+            None => {
+                let mut asking = self.asking.lock().unwrap_or_else(|p| p.into_inner());
+                if asking.len() < defaults::PUSH_MAX_CLIENTS && asking.insert(endpoint.to_owned()) {
+                    let client = self.clone();
+                    let endpoint = endpoint.to_owned();
+                    tokio::spawn(async move {
+                        let _ = client.limits(&endpoint).await;
+                        client
+                            .asking
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&endpoint);
+                    });
+                }
+                false
+            }
         }
     }
 
@@ -219,6 +274,10 @@ impl BatchClient {
                 Known::Batch(Limits {
                     max_ids: a.deliver.max_ids.min(defaults::DELIVER_MAX_IDS),
                     max_bytes: a.deliver.max_bytes,
+                    // Its limits are this build's or larger: calls are built within this build's.
+                    posts: a.posts.is_some_and(|p| {
+                        p.max_items >= crate::carried::MAX_ITEMS && p.max_bytes >= crate::carried::MAX_BYTES
+                    }),
                 })
             }
             None => {
@@ -368,11 +427,13 @@ mod tests {
         let roomy = Limits {
             max_ids: 10_000,
             max_bytes: 10 * 1024 * 1024,
+            posts: true,
         };
         assert_eq!(ids_per_call(roomy, "hi"), 10_000);
         let tight = Limits {
             max_ids: 10_000,
             max_bytes: 64 * 1024,
+            posts: false,
         };
         let n = ids_per_call(tight, &"x".repeat(32 * 1024));
         let ids: Vec<String> = (0..n).map(|i| format!("{i:015}=")).collect();

@@ -8,8 +8,20 @@
 //! connection error, a timed-out attempt, a 500/502/503/504 or a throttling error, with the
 //! same jittered exponential backoff, all within the operation timeout. `https` endpoints (API
 //! Gateway, custom domains) keep the SDK's operation and its TLS client.
+//!
+//! Posts to a socketless gateway whose `info` says it takes them (`batch.rs` asks once per
+//! endpoint, in the background, at the first post) share calls (`crate::carried`): while a
+//! call to it is under way, the posts that arrive wait and go together in the next, as one
+//! SigV4-signed `POST {endpoint}/@socketless/v1/posts` bounded by the attempt timeout. Each post
+//! still gets its own outcome; one the gateway answers 429 or 503 for is then sent alone and
+//! retried as above, and so is every post of a call that had no answer. A call answered with
+//! anything but its outcomes (a refused signature, say) sends its posts alone, and so do the
+//! next minute's posts to that endpoint. A post carrying a trace context always goes alone, so
+//! that its span continues on the gateway. `--push-batch off` turns the sharing off.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use bytes::Bytes;
@@ -17,9 +29,11 @@ use http::{HeaderValue, Method, Request};
 use http_body_util::Full;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
+use super::batch::BatchClient;
 use super::post_signer::PostSigner;
 use super::push::PushOutcome;
 use crate::aws::CachedCredentials;
+use crate::carried::{self, Answerer, Carried, Carrier, DELIVERED, GONE, Gatherer};
 use crate::defaults;
 use crate::http_client::Pool;
 
@@ -36,7 +50,20 @@ const THROTTLING: &[&str] = &[
     "RequestLimitExceeded",
 ];
 
+/// The path of the call that carries many posts, under the stage.
+pub const POSTS_PATH: &str = "/@socketless/v1/posts";
+/// How long an endpoint that did not take a call of posts gets posts one by one before it is
+/// asked again.
+const REFUSAL_HOLD: Duration = Duration::from_secs(60);
+
 pub struct DirectPost {
+    single: Arc<Single>,
+    /// `None` with `--push-batch off`.
+    gather: Option<Arc<Gatherer<Carry>>>,
+}
+
+/// Posts sent one to a call.
+struct Single {
     http: Pool,
     credentials: CachedCredentials,
     signer: PostSigner,
@@ -54,10 +81,62 @@ enum Attempt {
 }
 
 impl DirectPost {
-    pub fn new(sdk: &SdkConfig) -> Self {
+    /// `batch` counts the calls that carry many posts; `None` turns them off.
+    pub fn new(sdk: &SdkConfig, batch: Option<Arc<BatchClient>>) -> Self {
+        let single = Arc::new(Single::new(sdk));
+        DirectPost {
+            gather: batch.map(|batch| {
+                Arc::new(Gatherer::new(Carry {
+                    single: single.clone(),
+                    refused: Mutex::new(HashMap::new()),
+                    batch,
+                }))
+            }),
+            single,
+        }
+    }
+
+    /// Whether an endpoint is one this client posts to (plain HTTP).
+    pub fn handles(endpoint: &str) -> bool {
+        endpoint.starts_with("http://")
+    }
+
+    /// PostToConnection of `data` with this `Content-Type`: with other posts to the same
+    /// endpoint when calls to it are under way and it takes them, else alone.
+    pub async fn post(
+        &self,
+        endpoint: &str,
+        connection_id: &str,
+        data: Bytes,
+        content_type: &'static str,
+        trace: &[(http::HeaderName, HeaderValue)],
+    ) -> PushOutcome {
+        if let Some(gather) = &self.gather {
+            let carry = gather.carrier();
+            if trace.is_empty()
+                && connection_id.len() <= carried::MAX_ID
+                && carry.takes(endpoint)
+                && carry.batch.carries_posts(endpoint)
+            {
+                let post = Pending {
+                    id: connection_id.to_owned(),
+                    frame: data,
+                    content_type,
+                };
+                return gather.post(endpoint, post).await;
+            }
+        }
+        self.single
+            .post(endpoint, connection_id, data, content_type, trace)
+            .await
+    }
+}
+
+impl Single {
+    fn new(sdk: &SdkConfig) -> Self {
         let timeouts = sdk.timeout_config();
         let retry = sdk.retry_config();
-        DirectPost {
+        Single {
             http: Pool::new(
                 defaults::PUSH_POOL_IDLE,
                 defaults::PUSH_POOL_MAX_IDLE,
@@ -78,13 +157,8 @@ impl DirectPost {
         }
     }
 
-    /// Whether an endpoint is one this client posts to (plain HTTP).
-    pub fn handles(endpoint: &str) -> bool {
-        endpoint.starts_with("http://")
-    }
-
     /// PostToConnection of `data` with this `Content-Type`, retried like the SDK's operation.
-    pub async fn post(
+    async fn post(
         &self,
         endpoint: &str,
         connection_id: &str,
@@ -123,6 +197,24 @@ impl DirectPost {
         content_type: &'static str,
         trace: &[(http::HeaderName, HeaderValue)],
     ) -> Attempt {
+        match self.exchange(url, data, content_type, trace).await {
+            Ok((parts, _)) if parts.status.is_success() => Attempt::Answer(parts.status.as_u16(), None, String::new()),
+            Ok((parts, body)) => {
+                let (code, message) = error_of(&parts.headers, &body);
+                Attempt::Answer(parts.status.as_u16(), code, message)
+            }
+            Err(why) => Attempt::NoAnswer(why),
+        }
+    }
+
+    /// One signed request and its answer, within the attempt timeout.
+    async fn exchange(
+        &self,
+        url: &str,
+        data: Bytes,
+        content_type: &'static str,
+        trace: &[(http::HeaderName, HeaderValue)],
+    ) -> Result<(http::response::Parts, Bytes), String> {
         let work = async {
             let mut req = Request::new(Full::new(data.clone()));
             *req.method_mut() = Method::POST;
@@ -146,21 +238,116 @@ impl DirectPost {
                 e => format!("dispatch failure: {e}"),
             })
         };
-        let result = match self.attempt_timeout {
-            Some(bound) => match tokio::time::timeout(bound, work).await {
-                Ok(r) => r,
-                Err(_) => return Attempt::NoAnswer("timed out".into()),
-            },
+        match self.attempt_timeout {
+            Some(bound) => tokio::time::timeout(bound, work)
+                .await
+                .unwrap_or_else(|_| Err("timed out".into())),
             None => work.await,
-        };
-        match result {
-            Ok((parts, _)) if parts.status.is_success() => Attempt::Answer(parts.status.as_u16(), None, String::new()),
-            Ok((parts, body)) => {
-                let (code, message) = error_of(&parts.headers, &body);
-                Attempt::Answer(parts.status.as_u16(), code, message)
-            }
-            Err(why) => Attempt::NoAnswer(why),
         }
+    }
+}
+
+/// A post waiting to share a call.
+struct Pending {
+    id: String,
+    frame: Bytes,
+    content_type: &'static str,
+}
+
+impl Carried for Pending {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn frame(&self) -> &[u8] {
+        &self.frame
+    }
+    fn binary(&self) -> bool {
+        self.content_type == "application/octet-stream"
+    }
+}
+
+/// Sends the calls that carry many posts.
+struct Carry {
+    single: Arc<Single>,
+    /// Endpoints that did not take a call, and when.
+    refused: Mutex<HashMap<String, Instant>>,
+    batch: Arc<BatchClient>,
+}
+
+impl Carry {
+    /// Whether to offer posts to `endpoint` many to a call.
+    fn takes(&self, endpoint: &str) -> bool {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused.get(endpoint).is_none_or(|at| at.elapsed() >= REFUSAL_HOLD)
+    }
+
+    fn refuse(&self, endpoint: &str) {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if refused.len() >= defaults::PUSH_MAX_CLIENTS {
+            refused.clear();
+        }
+        refused.insert(endpoint.to_owned(), Instant::now());
+    }
+
+    /// The post alone, retried, answered from its own task (a retry's back-off does not hold up
+    /// the posts behind it).
+    fn alone(&self, endpoint: &str, post: Pending, answerer: Answerer<PushOutcome>) {
+        let single = self.single.clone();
+        let endpoint = endpoint.to_owned();
+        tokio::spawn(async move {
+            let outcome = single
+                .post(&endpoint, &post.id, post.frame, post.content_type, &[])
+                .await;
+            answerer.answer(outcome);
+        });
+    }
+}
+
+impl Carrier for Carry {
+    type Post = Pending;
+    type Answer = PushOutcome;
+
+    async fn send(&self, endpoint: &str, batch: Vec<(Pending, Answerer<PushOutcome>)>) {
+        let body = carried::encode(batch.iter().map(|(p, _)| p));
+        let url = format!("{endpoint}{POSTS_PATH}");
+        match self.single.exchange(&url, body, "application/octet-stream", &[]).await {
+            Ok((parts, outcomes)) if parts.status == http::StatusCode::OK && outcomes.len() == batch.len() => {
+                self.batch.count_posts("ok");
+                for ((post, answerer), outcome) in batch.into_iter().zip(outcomes.iter().copied()) {
+                    match outcome {
+                        DELIVERED => answerer.answer(PushOutcome::Delivered),
+                        GONE => answerer.answer(PushOutcome::Gone),
+                        // 429 or 503: alone, retried as the SDK retries them.
+                        _ => self.alone(endpoint, post, answerer),
+                    }
+                }
+            }
+            Ok((parts, _)) => {
+                // An older gateway, or not a socketless one: one by one, in order.
+                self.batch.count_posts("refused");
+                tracing::debug!(endpoint, status = %parts.status, "the push endpoint does not take posts many to a call: posting them one by one");
+                self.refuse(endpoint);
+                for (post, answerer) in batch {
+                    let outcome = self
+                        .single
+                        .post(endpoint, &post.id, post.frame, post.content_type, &[])
+                        .await;
+                    answerer.answer(outcome);
+                }
+            }
+            Err(why) => {
+                // No answer: each post alone, with its own retries (as if it had gone alone).
+                self.batch.count_posts("unreachable");
+                tracing::debug!(endpoint, reason = %why, "a call of posts had no answer: retrying them one by one");
+                for (post, answerer) in batch {
+                    self.alone(endpoint, post, answerer);
+                }
+            }
+        }
+    }
+
+    fn dropped() -> PushOutcome {
+        PushOutcome::Failed("the post was dropped before it was sent".into())
     }
 }
 

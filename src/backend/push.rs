@@ -56,9 +56,16 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    pub fn new(sdk: aws_config::SdkConfig, fixed_endpoint: Option<String>, metrics: Arc<BackendMetrics>) -> Self {
+    /// `batch` counts the calls that carry many posts to a socketless gateway; `None`
+    /// (`--push-batch off`) sends every post alone.
+    pub fn new(
+        sdk: aws_config::SdkConfig,
+        fixed_endpoint: Option<String>,
+        metrics: Arc<BackendMetrics>,
+        batch: Option<Arc<super::batch::BatchClient>>,
+    ) -> Self {
         Pusher {
-            direct: DirectPost::new(&sdk),
+            direct: DirectPost::new(&sdk, batch),
             sdk,
             fixed_endpoint: fixed_endpoint.map(|e| e.trim_end_matches('/').to_string()),
             clients: Mutex::new(HashMap::new()),

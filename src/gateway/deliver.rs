@@ -160,6 +160,7 @@ async fn info(gw: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Gat
             "gateway": "socketless",
             "version": env!("CARGO_PKG_VERSION"),
             "deliver": { "maxIds": MAX_IDS, "maxBytes": MAX_BODY_BYTES },
+            "posts": { "maxItems": crate::carried::MAX_ITEMS, "maxBytes": crate::carried::MAX_BYTES },
         }),
     ))
 }

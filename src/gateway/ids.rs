@@ -18,8 +18,12 @@ pub fn ordinal_of(id: &str) -> Option<u8> {
     if id.len() != 16 {
         return None;
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE.decode(id).ok()?;
-    (bytes.len() == 11).then(|| bytes[0] ^ bytes[10])
+    // Decoded on the stack: this runs for every `@connections` call and every carried post.
+    let mut bytes = [0u8; 12];
+    let n = base64::engine::general_purpose::URL_SAFE
+        .decode_slice(id, &mut bytes)
+        .ok()?;
+    (n == 11).then(|| bytes[0] ^ bytes[10])
 }
 
 /// A request or message id, in the same shape, made without a system call (one per message was

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use super::connection::{ConnHandle, NORMAL, QueueError};
 use super::error::GatewayError;
 use super::peers::{self, Owner, Unanswered};
-use super::relay::Post;
+use super::relay::{Post, SingleCall};
 use super::shared::Shared;
 use super::sigv4::Signed;
 use crate::contract::MAX_POST_BYTES;
@@ -207,9 +207,11 @@ async fn forward(
             id: id.to_string(),
             frame: body.clone(),
             binary: content_type.is_some_and(is_octet_stream),
-            path_and_query: target.path_and_query.clone(),
-            raw_path: target.raw_path.clone(),
-            content_type: content_type.cloned(),
+            single: Some(SingleCall {
+                path_and_query: target.path_and_query.clone(),
+                raw_path: target.raw_path.clone(),
+                content_type: content_type.cloned(),
+            }),
         };
         gw.relay.post(url.clone(), post).await
     } else {
@@ -225,21 +227,30 @@ async fn forward(
             )
             .await
     };
+    relayed(gw, &url, forwarded).map(Some)
+}
+
+/// The answer to a call sent on to `owner`, as this replica gives it, counted by how it went.
+pub(super) fn relayed(
+    gw: &Shared,
+    owner: &str,
+    forwarded: Result<Response<Body>, Unanswered>,
+) -> Result<Response<Body>, GatewayError> {
     match forwarded {
         Ok(answer) => {
             gw.metrics.forward("relayed");
-            Ok(Some(answer))
+            Ok(answer)
         }
         Err(Unanswered::NoOwner(why)) => {
             gw.metrics.forward("no_owner");
-            tracing::info!(owner = %url, reason = %why, "no replica holds the connection: its owner does not exist");
+            tracing::info!(owner, reason = %why, "no replica holds the connection: its owner does not exist");
             Err(GatewayError::Gone)
         }
         // 503, which the AWS SDKs retry; not 410: the connection may well still be open, and a
         // 410 makes `serve` delete its session.
         Err(Unanswered::Unavailable(why)) => {
             gw.metrics.forward("owner_unavailable");
-            tracing::warn!(owner = %url, reason = %why, "the replica holding the connection did not answer; the caller may retry");
+            tracing::warn!(owner, reason = %why, "the replica holding the connection did not answer; the caller may retry");
             Err(GatewayError::OwnerUnavailable)
         }
     }

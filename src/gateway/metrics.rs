@@ -238,17 +238,31 @@ impl GatewayMetrics {
         self.forwards.get_or_create(&ResultLabel { result }).inc();
     }
 
+    /// `n` forwards with the same result (none: nothing is counted, no series is made).
+    pub fn forwards(&self, result: &'static str, n: u64) {
+        if n > 0 {
+            self.forwards.get_or_create(&ResultLabel { result }).inc_by(n);
+        }
+    }
+
     /// One management call: `operation` is post, get or delete (`@connections`), deliver,
     /// info, list or count (the extension), or posts (a peer's call carrying posts, each of
     /// which also counts as a post); `source` is peer for a call another replica forwarded,
     /// client for any other.
     pub fn management(&self, operation: &'static str, source: &'static str, status: u16) {
-        self.management
-            .get_or_create(&MgmtLabels {
-                operation,
-                source,
-                status,
-            })
-            .inc();
+        self.managements(operation, source, status, 1);
+    }
+
+    /// `n` management calls alike (none: nothing is counted, no series is made).
+    pub fn managements(&self, operation: &'static str, source: &'static str, status: u16, n: u64) {
+        if n > 0 {
+            self.management
+                .get_or_create(&MgmtLabels {
+                    operation,
+                    source,
+                    status,
+                })
+                .inc_by(n);
+        }
     }
 }

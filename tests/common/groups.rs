@@ -107,9 +107,11 @@ pub struct Deliver {
 
 /// A fake socketless gateway: `info` answers as one; `deliver` delivers every id but those
 /// marked gone (answered `gone`) or full (answered `failed` 429), and records the call.
-/// `@connections` posts are counted.
+/// `@connections` posts are counted. With `advertise_posts`, `info` also says it takes posts
+/// many to a call, but the fake answers that call as a plain post would (an empty 200).
 #[derive(Clone, Default)]
 pub struct FakeSocketless {
+    pub advertise_posts: Arc<std::sync::atomic::AtomicBool>,
     pub delivers: Arc<Mutex<Vec<Deliver>>>,
     pub infos: Arc<Mutex<usize>>,
     pub posts: Arc<Mutex<Vec<String>>>,
@@ -143,11 +145,12 @@ impl FakeSocketless {
                 match (req.method.as_str(), req.path.as_str()) {
                     ("GET", "/dev/@socketless/v1/info") => {
                         *state.infos.lock().unwrap() += 1;
-                        json(
-                            200,
-                            serde_json::json!({"gateway": "socketless", "version": "0.1.0",
-                                "deliver": {"maxIds": 10000, "maxBytes": 1_048_576}}),
-                        )
+                        let mut info = serde_json::json!({"gateway": "socketless", "version": "0.1.0",
+                            "deliver": {"maxIds": 10000, "maxBytes": 1_048_576}});
+                        if state.advertise_posts.load(std::sync::atomic::Ordering::SeqCst) {
+                            info["posts"] = serde_json::json!({"maxItems": 256, "maxBytes": 1_048_576});
+                        }
+                        json(200, info)
                     }
                     ("POST", "/dev/@socketless/v1/deliver") => {
                         let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();

@@ -225,6 +225,16 @@ pub async fn replica_set(
     extra_peers: &[u16],
     tweak: impl Fn(&mut GatewayConfig),
 ) -> Vec<Gw> {
+    replica_set_for(&backend.uri(), ports, extra_peers, tweak).await
+}
+
+/// [`replica_set`] in front of any backend.
+pub async fn replica_set_for(
+    backend: &str,
+    ports: &[u16],
+    extra_peers: &[u16],
+    tweak: impl Fn(&mut GatewayConfig),
+) -> Vec<Gw> {
     let peers: Vec<String> = ports
         .iter()
         .chain(extra_peers)
@@ -235,13 +245,17 @@ pub async fn replica_set(
         let peers = peers.clone();
         let tweak = &tweak;
         out.push(
-            repo_gateway(backend, move |c: &mut GatewayConfig| {
-                c.listen = ([127, 0, 0, 1], *port).into();
-                c.ordinal = i as u8;
-                c.peers = PeerUrls::List(peers);
-                c.peer_timeout = Duration::from_millis(500);
-                tweak(c);
-            })
+            start_gateway(
+                EMBEDDED_TEMPLATE,
+                &repo_params(backend),
+                move |c: &mut GatewayConfig| {
+                    c.listen = ([127, 0, 0, 1], *port).into();
+                    c.ordinal = i as u8;
+                    c.peers = PeerUrls::List(peers);
+                    c.peer_timeout = Duration::from_millis(500);
+                    tweak(c);
+                },
+            )
             .await,
         );
     }

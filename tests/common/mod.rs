@@ -337,6 +337,14 @@ impl FakeConnections {
         self.calls.lock().unwrap().clone()
     }
 
+    /// The `@connections` calls only: not `serve`'s question to `@socketless/v1/info`, which it
+    /// asks in the background at its first post to learn whether posts may share calls.
+    pub fn connections_calls(&self) -> Vec<MgmtCall> {
+        let mut calls = self.calls();
+        calls.retain(|c| c.path.contains("/@connections/"));
+        calls
+    }
+
     pub fn mark_gone(&self, id: &str) {
         self.gone.lock().unwrap().insert(id.to_string());
     }

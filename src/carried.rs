@@ -1,0 +1,397 @@
+//! Posts carried many to a call: the framing of `POST /{stage}/@socketless/v1/posts` (the batch
+//! extension's call that a socketless gateway takes from `serve` and from its peers), and the
+//! lanes that gather posts into such calls.
+//!
+//! Every post costs its sender and the gateway an HTTP exchange, as much again as the delivery
+//! itself. So posts to one destination share calls: while a call to it is under way
+//! ([`MAX_IN_FLIGHT`]), the posts that arrive wait, and the next call carries all of them (up to
+//! [`MAX_ITEMS`] posts and [`MAX_BYTES`] of frames), in the order they came. A post that finds no
+//! call under way goes at once, alone: nothing waits for company, so a lone post's latency is a
+//! single call's.
+//!
+//! A body is posts framed as `[id length: u8][id][flags: u8, bit 0 = binary][frame length: u32
+//! BE][frame]`; the answer is one byte per post, in order: [`DELIVERED`], [`GONE`], [`FULL`] or
+//! [`UNAVAILABLE`].
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::sync::oneshot;
+
+use crate::contract::MAX_POST_BYTES;
+
+/// Calls to one destination under way at once; posts that arrive meanwhile wait for the next.
+/// One: under load, the calls then carry twice as many posts as with two, and a non-owner
+/// replica's share of the CPU (one call in, one out, per call) halves, while the latency a post
+/// waits is at most one call's.
+pub const MAX_IN_FLIGHT: usize = 1;
+
+/// Posts one call carries at most.
+pub const MAX_ITEMS: usize = 256;
+
+/// Frame bytes one call carries at most (a single post may be up to [`MAX_POST_BYTES`], which
+/// is less).
+pub const MAX_BYTES: usize = 1 << 20;
+
+/// The longest connection id a carried post may have (ids a socketless gateway issues have 16
+/// characters); a post for a longer one goes on its own.
+pub const MAX_ID: usize = 255;
+
+/// The largest body of a call.
+pub const MAX_BODY_BYTES: usize = MAX_BYTES + MAX_ITEMS * (1 + MAX_ID + 1 + 4);
+
+/// A post's outcome, one byte per post in the answer: queued for the client (200).
+pub const DELIVERED: u8 = 0;
+/// No such connection (410 `GoneException`).
+pub const GONE: u8 = 1;
+/// The connection's outbound buffer is full (429 `LimitExceededException`).
+pub const FULL: u8 = 2;
+/// The replica holding the connection did not answer (503); the sender may retry.
+pub const UNAVAILABLE: u8 = 3;
+
+const _: () = assert!(MAX_POST_BYTES <= MAX_BYTES);
+
+/// The part of a post the call carries.
+pub trait Carried {
+    fn id(&self) -> &str;
+    fn frame(&self) -> &[u8];
+    fn binary(&self) -> bool;
+}
+
+/// Appends one post to a call's body.
+pub fn encode_one(out: &mut BytesMut, id: &str, binary: bool, frame: &[u8]) {
+    out.put_u8(id.len() as u8);
+    out.put_slice(id.as_bytes());
+    out.put_u8(u8::from(binary));
+    out.put_u32(frame.len() as u32);
+    out.put_slice(frame);
+}
+
+/// A call's body.
+pub fn encode<'a, P: Carried + 'a>(posts: impl Iterator<Item = &'a P> + Clone) -> Bytes {
+    let size = posts.clone().map(|p| 6 + p.id().len() + p.frame().len()).sum();
+    let mut out = BytesMut::with_capacity(size);
+    for p in posts {
+        encode_one(&mut out, p.id(), p.binary(), p.frame());
+    }
+    out.freeze()
+}
+
+/// The posts of a body, each as (id, frame, binary); `None` when the body is not one.
+pub fn decode(mut body: Bytes) -> Option<Vec<(String, Bytes, bool)>> {
+    let mut out = Vec::new();
+    while body.has_remaining() {
+        let n = usize::from(body.get_u8());
+        if body.remaining() < n + 5 {
+            return None;
+        }
+        let id = String::from_utf8(body.split_to(n).to_vec()).ok()?;
+        let binary = body.get_u8() & 1 == 1;
+        let len = body.get_u32() as usize;
+        if len > MAX_POST_BYTES || body.remaining() < len || out.len() == MAX_ITEMS {
+            return None;
+        }
+        out.push((id, body.split_to(len), binary));
+    }
+    Some(out)
+}
+
+/// What sends one call for the lanes: the posts of `batch`, to `destination`, every one of them
+/// answered.
+pub trait Carrier: Send + Sync + 'static {
+    type Post: Carried + Send + 'static;
+    type Answer: Send + 'static;
+
+    fn send(
+        &self,
+        destination: &str,
+        batch: Vec<(Self::Post, Answerer<Self::Answer>)>,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// The answer of a post whose call went away without answering it.
+    fn dropped() -> Self::Answer;
+}
+
+/// Gives one post its answer.
+pub struct Answerer<A>(oneshot::Sender<A>);
+
+impl<A> Answerer<A> {
+    pub fn answer(self, answer: A) {
+        let _ = self.0.send(answer);
+    }
+}
+
+struct Lane<P, A> {
+    in_flight: usize,
+    waiting: VecDeque<(P, Answerer<A>)>,
+}
+
+impl<P, A> Default for Lane<P, A> {
+    fn default() -> Self {
+        Lane {
+            in_flight: 0,
+            waiting: VecDeque::new(),
+        }
+    }
+}
+
+type Lanes<C> = HashMap<String, Lane<<C as Carrier>::Post, <C as Carrier>::Answer>>;
+
+/// The posts waiting for each destination, and the carrier that sends them.
+pub struct Gatherer<C: Carrier> {
+    carrier: C,
+    lanes: Mutex<Lanes<C>>,
+}
+
+impl<C: Carrier> Gatherer<C> {
+    pub fn new(carrier: C) -> Self {
+        Gatherer {
+            carrier,
+            lanes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn carrier(&self) -> &C {
+        &self.carrier
+    }
+
+    /// Sends a post to `destination`, with others to the same one when calls to it are under
+    /// way, and returns its answer.
+    pub async fn post(self: &Arc<Self>, destination: &str, post: C::Post) -> C::Answer {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(destination, [(post, Answerer(tx))]);
+        rx.await.unwrap_or_else(|_| C::dropped())
+    }
+
+    /// Sends posts to `destination` as [`Gatherer::post`] does, queued together in their order
+    /// (a call that starts now takes as many of them as it carries); their answers, in order.
+    pub async fn post_all(self: &Arc<Self>, destination: &str, posts: Vec<C::Post>) -> Vec<C::Answer> {
+        let (answerers, answers): (Vec<_>, Vec<_>) = posts
+            .into_iter()
+            .map(|post| {
+                let (tx, rx) = oneshot::channel();
+                ((post, Answerer(tx)), rx)
+            })
+            .unzip();
+        self.enqueue(destination, answerers);
+        let mut out = Vec::with_capacity(answers.len());
+        for rx in answers {
+            out.push(rx.await.unwrap_or_else(|_| C::dropped()));
+        }
+        out
+    }
+
+    /// Queues posts for `destination`, and starts a call when fewer than [`MAX_IN_FLIGHT`] are
+    /// under way.
+    fn enqueue(self: &Arc<Self>, destination: &str, posts: impl IntoIterator<Item = (C::Post, Answerer<C::Answer>)>) {
+        let start = {
+            let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+            let lane = match lanes.get_mut(destination) {
+                Some(lane) => lane,
+                None => lanes.entry(destination.to_owned()).or_default(),
+            };
+            lane.waiting.extend(posts);
+            let start = lane.in_flight < MAX_IN_FLIGHT;
+            if start {
+                lane.in_flight += 1;
+            }
+            start
+        };
+        if start {
+            let gatherer = self.clone();
+            let destination = destination.to_owned();
+            // The calls run in their own task: a caller that goes away does not strand the
+            // posts waiting behind it.
+            tokio::spawn(async move { gatherer.drain(destination).await });
+        }
+    }
+
+    /// Sends what waits for `destination`, call after call, until nothing does; then frees the
+    /// slot.
+    async fn drain(&self, destination: String) {
+        loop {
+            let batch = {
+                let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(lane) = lanes.get_mut(&destination) else {
+                    return;
+                };
+                if lane.waiting.is_empty() {
+                    lane.in_flight -= 1;
+                    if lane.in_flight == 0 {
+                        lanes.remove(&destination);
+                    }
+                    return;
+                }
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                while let Some((next, _)) = lane.waiting.front() {
+                    let size = next.frame().len();
+                    if batch.len() == MAX_ITEMS || (!batch.is_empty() && bytes + size > MAX_BYTES) {
+                        break;
+                    }
+                    bytes += size;
+                    batch.extend(lane.waiting.pop_front());
+                }
+                batch
+            };
+            self.carrier.send(&destination, batch).await;
+        }
+    }
+
+    /// Posts waiting, across destinations.
+    pub fn waiting(&self) -> usize {
+        let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes.values().map(|l| l.waiting.len()).sum()
+    }
+
+    /// Destinations with a call under way.
+    pub fn busy(&self) -> usize {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct P(&'static str, &'static [u8], bool);
+
+    impl Carried for P {
+        fn id(&self) -> &str {
+            self.0
+        }
+        fn frame(&self) -> &[u8] {
+            self.1
+        }
+        fn binary(&self) -> bool {
+            self.2
+        }
+    }
+
+    #[test]
+    fn posts_round_trip_in_order() {
+        let posts = [
+            P("AAAAAAAAAAAAAAA=", b"hello", false),
+            P("BBBBBBBBBBBBBBB=", b"\x00\xff", true),
+            P("C", b"", false),
+        ];
+        let decoded = decode(encode(posts.iter())).unwrap();
+        let want: Vec<(String, Bytes, bool)> = posts
+            .iter()
+            .map(|p| (p.0.to_owned(), Bytes::from_static(p.1), p.2))
+            .collect();
+        assert_eq!(decoded, want);
+        assert_eq!(decode(Bytes::new()).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn hostile_bodies_are_refused_not_misread() {
+        let good = encode([P("AAAAAAAAAAAAAAA=", b"hello", false)].iter());
+        for cut in 1..good.len() {
+            assert!(decode(good.slice(..cut)).is_none(), "cut at {cut}");
+        }
+        // A frame length past the body, and one past the post limit.
+        let mut long = BytesMut::new();
+        long.put_u8(1);
+        long.put_slice(b"A");
+        long.put_u8(0);
+        long.put_u32(u32::MAX);
+        assert!(decode(long.freeze()).is_none());
+        let mut big = BytesMut::new();
+        encode_one(&mut big, "A", false, &vec![b'x'; MAX_POST_BYTES + 1]);
+        assert!(decode(big.freeze()).is_none());
+        // An id that is not UTF-8.
+        assert!(decode(Bytes::from_static(b"\x01\xff\x00\x00\x00\x00\x00")).is_none());
+        // More posts than a call carries.
+        let many: Vec<P> = (0..=MAX_ITEMS).map(|_| P("A", b"", false)).collect();
+        assert!(decode(encode(many.iter())).is_none());
+        assert!(decode(encode(many[..MAX_ITEMS].iter())).is_some());
+    }
+
+    #[test]
+    fn the_largest_call_fits_the_body_limit() {
+        let frame: &'static [u8] = Box::leak(vec![b'x'; MAX_BYTES / MAX_ITEMS].into_boxed_slice());
+        let id: &'static str = Box::leak("i".repeat(MAX_ID).into_boxed_str());
+        let posts: Vec<P> = (0..MAX_ITEMS).map(|_| P(id, frame, false)).collect();
+        assert!(encode(posts.iter()).len() <= MAX_BODY_BYTES);
+    }
+
+    /// A carrier that holds every call until the test lets it go, and records the calls.
+    struct Held {
+        calls: Mutex<Vec<Vec<&'static str>>>,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl Carrier for Arc<Held> {
+        type Post = P;
+        type Answer = String;
+
+        fn send(&self, destination: &str, batch: Vec<(P, Answerer<String>)>) -> impl Future<Output = ()> + Send {
+            let held = self.clone();
+            let destination = destination.to_owned();
+            async move {
+                held.calls
+                    .lock()
+                    .unwrap()
+                    .push(batch.iter().map(|(p, _)| p.0).collect());
+                held.gate.acquire().await.unwrap().forget();
+                for (p, answerer) in batch {
+                    answerer.answer(format!("{destination}:{}", p.0));
+                }
+            }
+        }
+
+        fn dropped() -> String {
+            "dropped".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn posts_wait_only_while_calls_are_under_way_and_go_together_in_order() {
+        let held = Arc::new(Held {
+            calls: Mutex::new(Vec::new()),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let gatherer = Arc::new(Gatherer::new(held.clone()));
+        let ids = ["a", "b", "c", "d", "e"];
+        let alone = MAX_IN_FLIGHT;
+        let mut tasks = Vec::new();
+        for (n, id) in ids.into_iter().enumerate() {
+            let g = gatherer.clone();
+            tasks.push(tokio::spawn(async move { g.post("x", P(id, b"1", false)).await }));
+            // The first MAX_IN_FLIGHT start calls of their own; the rest wait.
+            while held.calls.lock().unwrap().len() < (n + 1).min(alone)
+                || gatherer.waiting() < (n + 1).saturating_sub(alone)
+            {
+                tokio::task::yield_now().await;
+            }
+        }
+        let started: Vec<Vec<&str>> = ids[..alone].iter().map(|id| vec![*id]).collect();
+        assert_eq!(*held.calls.lock().unwrap(), started, "calls under way, each alone");
+        held.gate.add_permits(10);
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        assert_eq!(answers, ["x:a", "x:b", "x:c", "x:d", "x:e"]);
+        // The ones that waited went together, in order.
+        assert_eq!(held.calls.lock().unwrap()[alone], ids[alone..].to_vec());
+        assert_eq!(gatherer.busy(), 0, "the lane is freed once nothing waits");
+    }
+
+    #[tokio::test]
+    async fn posts_queued_together_go_in_one_call_in_order() {
+        let held = Arc::new(Held {
+            calls: Mutex::new(Vec::new()),
+            gate: tokio::sync::Semaphore::new(10),
+        });
+        let gatherer = Arc::new(Gatherer::new(held.clone()));
+        let posts = vec![P("a", b"1", false), P("b", b"2", true), P("c", b"3", false)];
+        let answers = gatherer.post_all("y", posts).await;
+        assert_eq!(answers, ["y:a", "y:b", "y:c"]);
+        assert_eq!(*held.calls.lock().unwrap(), vec![vec!["a", "b", "c"]]);
+        assert_eq!(gatherer.busy(), 0);
+    }
+}

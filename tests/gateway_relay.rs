@@ -321,6 +321,21 @@ async fn hostile_the_call_needs_a_signature_or_a_peers_marker_where_signatures_a
     }
 }
 
+/// Waits until `serve` has had a socketless gateway's answer to `info` (asked in the background
+/// at its first post; posts go alone until then).
+async fn knows_the_gateway(b: &Backend) {
+    within(async {
+        while b
+            .metric("socketless_push_batch_calls_total{operation=\"info\",outcome=\"socketless\"}")
+            .await
+            < 1.0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
 /// `serve --reply-mode async` behind two replicas that check SigV4, its clients on replica 1
 /// and its pushes through replica 0: the replies share calls, signed, and each reaches its
 /// client once and in order through the owner.
@@ -352,16 +367,7 @@ async fn serve_replies_share_signed_calls_through_a_non_owner() {
         send_text(ws, "first").await;
         assert_eq!(next_text(ws).await, "first");
     }
-    within(async {
-        while b
-            .metric("socketless_push_batch_calls_total{operation=\"info\",outcome=\"socketless\"}")
-            .await
-            < 1.0
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    knows_the_gateway(&b).await;
     let mut readers = Vec::new();
     for (i, mut ws) in clients.into_iter().enumerate() {
         readers.push(tokio::spawn(async move {
@@ -431,16 +437,7 @@ async fn posts_go_alone_where_the_call_is_not_answered_with_outcomes() {
     let b = start(a).await;
     let id = "CaRrIeD000000000";
     assert_eq!(call(&b, "/message", id, "one").await.0.as_u16(), 200);
-    within(async {
-        while b
-            .metric("socketless_push_batch_calls_total{operation=\"info\",outcome=\"socketless\"}")
-            .await
-            < 1.0
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    knows_the_gateway(&b).await;
     assert_eq!(call(&b, "/message", id, "two").await.0.as_u16(), 200);
     assert_eq!(call(&b, "/message", id, "three").await.0.as_u16(), 200);
     let alone = format!("/dev/@connections/{id}");

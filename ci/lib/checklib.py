@@ -40,10 +40,20 @@ class Tally:
         sys.exit(1 if self.failed else 0)
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never one this process was given before: the
+    kernel may hand a just-closed port out again, and two servers told the same port race for
+    it (the loser exits "address in use" while the winner answers its readiness probe)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_port(port, seconds=20, proc=None):

@@ -198,13 +198,22 @@ pub async fn call(backend: &Backend, path: &str, id: &str, body: &str) -> (Statu
     (s, b)
 }
 
-/// Picks a free loopback port.
+/// Picks a free loopback port, never one this test binary was given before: the kernel may hand
+/// a just-closed port out again, and two servers told the same port race for it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A request as a fake server received it, its body read whole.

@@ -1,6 +1,7 @@
 //! Posts carried many to a call: the framing of `POST /{stage}/@socketless/v1/posts` (the batch
-//! extension's call that a socketless gateway takes from `serve` and from its peers), and the
-//! lanes that gather posts into such calls.
+//! extension's call that a socketless gateway takes from `serve` and from its peers), the
+//! framing of `POST /@socketless/v1/disconnects` (the gateway's `$disconnect` calls to `serve`,
+//! many to a call, see [`requests`]), and the lanes that gather either into such calls.
 //!
 //! Every post costs its sender and the gateway an HTTP exchange, as much again as the delivery
 //! itself. So posts to one destination share calls: while a call to it is under way
@@ -53,6 +54,17 @@ pub const UNAVAILABLE: u8 = 3;
 
 const _: () = assert!(MAX_POST_BYTES <= MAX_BYTES);
 
+/// What a lane weighs an item by: a call carries at most [`MAX_BYTES`] of them.
+pub trait Weighed {
+    fn weight(&self) -> usize;
+}
+
+impl<T: Carried> Weighed for T {
+    fn weight(&self) -> usize {
+        self.frame().len()
+    }
+}
+
 /// The part of a post the call carries.
 pub trait Carried {
     fn id(&self) -> &str;
@@ -101,7 +113,7 @@ pub fn decode(mut body: Bytes) -> Option<Vec<(String, Bytes, bool)>> {
 /// What sends one call for the lanes: the posts of `batch`, to `destination`, every one of them
 /// answered.
 pub trait Carrier: Send + Sync + 'static {
-    type Post: Carried + Send + 'static;
+    type Post: Weighed + Send + 'static;
     type Answer: Send + 'static;
 
     fn send(
@@ -227,7 +239,7 @@ impl<C: Carrier> Gatherer<C> {
                 let mut batch = Vec::new();
                 let mut bytes = 0;
                 while let Some((next, _)) = lane.waiting.front() {
-                    let size = next.frame().len();
+                    let size = next.weight();
                     if batch.len() == MAX_ITEMS || (!batch.is_empty() && bytes + size > MAX_BYTES) {
                         break;
                     }
@@ -249,6 +261,135 @@ impl<C: Carrier> Gatherer<C> {
     /// Destinations with a call under way.
     pub fn busy(&self) -> usize {
         self.lanes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Requests carried many to a call: the gateway's `$disconnect` calls to a backend that said it
+/// takes them (`serve`, see [`crate::contract::CARRIES_DISCONNECTS`]).
+///
+/// A body is requests framed as `[path and query length: u16 BE][path and query][header count:
+/// u8]`, then for each header `[name length: u8][name][value length: u16 BE][value]`, then `[body
+/// length: u32 BE][body]`; the answer is each request's status, two bytes (BE) each, in order.
+pub mod requests {
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    use http::{HeaderName, HeaderValue};
+
+    use super::{MAX_BYTES, MAX_ITEMS, Weighed};
+
+    /// The largest request a call carries (path, headers and body); a larger one goes alone.
+    pub const MAX_REQUEST: usize = 64 * 1024;
+
+    /// The largest body of a call: [`MAX_BYTES`] of requests, and one more that starts a call
+    /// (a lane adds requests while the total stays within [`MAX_BYTES`]).
+    pub const MAX_BODY_BYTES: usize = MAX_BYTES + MAX_REQUEST;
+
+    /// One carried request (its method is POST).
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Carried {
+        pub path_and_query: String,
+        pub headers: Vec<(HeaderName, HeaderValue)>,
+        pub body: Bytes,
+    }
+
+    impl Weighed for Carried {
+        fn weight(&self) -> usize {
+            2 + self.path_and_query.len()
+                + 1
+                + self
+                    .headers
+                    .iter()
+                    .map(|(n, v)| 3 + n.as_str().len() + v.len())
+                    .sum::<usize>()
+                + 4
+                + self.body.len()
+        }
+    }
+
+    impl Carried {
+        /// Whether the framing can carry it: lengths within their fields, at most
+        /// [`MAX_REQUEST`] in all.
+        pub fn fits(&self) -> bool {
+            self.path_and_query.len() <= usize::from(u16::MAX)
+                && self.headers.len() <= usize::from(u8::MAX)
+                && self
+                    .headers
+                    .iter()
+                    .all(|(n, v)| n.as_str().len() <= usize::from(u8::MAX) && v.len() <= usize::from(u16::MAX))
+                && self.weight() <= MAX_REQUEST
+        }
+    }
+
+    /// A call's body (every request [`Carried::fits`]).
+    pub fn encode<'a>(requests: impl Iterator<Item = &'a Carried> + Clone) -> Bytes {
+        let mut out = BytesMut::with_capacity(requests.clone().map(Weighed::weight).sum());
+        for r in requests {
+            out.put_u16(r.path_and_query.len() as u16);
+            out.put_slice(r.path_and_query.as_bytes());
+            out.put_u8(r.headers.len() as u8);
+            for (name, value) in &r.headers {
+                out.put_u8(name.as_str().len() as u8);
+                out.put_slice(name.as_str().as_bytes());
+                out.put_u16(value.len() as u16);
+                out.put_slice(value.as_bytes());
+            }
+            out.put_u32(r.body.len() as u32);
+            out.put_slice(&r.body);
+        }
+        out.freeze()
+    }
+
+    /// The requests of a body; `None` when the body is not one (cut short, a name or value
+    /// that is not one in HTTP, more than [`MAX_ITEMS`], a request over [`MAX_REQUEST`]).
+    pub fn decode(mut body: Bytes) -> Option<Vec<Carried>> {
+        fn take(body: &mut Bytes, n: usize) -> Option<Bytes> {
+            (body.remaining() >= n).then(|| body.split_to(n))
+        }
+        let mut out = Vec::new();
+        while body.has_remaining() {
+            if out.len() == MAX_ITEMS {
+                return None;
+            }
+            let start = body.remaining();
+            let n = usize::from(take(&mut body, 2)?.get_u16());
+            let path_and_query = String::from_utf8(take(&mut body, n)?.to_vec()).ok()?;
+            let count = take(&mut body, 1)?.get_u8();
+            let mut headers = Vec::with_capacity(usize::from(count));
+            for _ in 0..count {
+                let n = usize::from(take(&mut body, 1)?.get_u8());
+                let name = HeaderName::from_bytes(&take(&mut body, n)?).ok()?;
+                let n = usize::from(take(&mut body, 2)?.get_u16());
+                let value = HeaderValue::from_maybe_shared(take(&mut body, n)?).ok()?;
+                headers.push((name, value));
+            }
+            let n = take(&mut body, 4)?.get_u32() as usize;
+            let request_body = take(&mut body, n)?;
+            if start - body.remaining() > MAX_REQUEST || !path_and_query.starts_with('/') {
+                return None;
+            }
+            out.push(Carried {
+                path_and_query,
+                headers,
+                body: request_body,
+            });
+        }
+        Some(out)
+    }
+
+    /// The answer: each request's status, in order.
+    pub fn encode_statuses(statuses: &[u16]) -> Bytes {
+        let mut out = BytesMut::with_capacity(2 * statuses.len());
+        for s in statuses {
+            out.put_u16(*s);
+        }
+        out.freeze()
+    }
+
+    /// The statuses of an answer for `count` requests; `None` when it is not one.
+    pub fn decode_statuses(mut answer: Bytes, count: usize) -> Option<Vec<u16>> {
+        if answer.len() != 2 * count {
+            return None;
+        }
+        Some((0..count).map(|_| answer.get_u16()).collect())
     }
 }
 
@@ -284,6 +425,81 @@ mod tests {
             .collect();
         assert_eq!(decoded, want);
         assert_eq!(decode(Bytes::new()).unwrap(), vec![]);
+    }
+
+    fn carried(path: &str, headers: &[(&'static str, &str)], body: &'static [u8]) -> requests::Carried {
+        requests::Carried {
+            path_and_query: path.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        http::HeaderName::from_static(n),
+                        http::HeaderValue::from_str(v).unwrap(),
+                    )
+                })
+                .collect(),
+            body: Bytes::from_static(body),
+        }
+    }
+
+    #[test]
+    fn requests_round_trip_in_order() {
+        let reqs = vec![
+            carried(
+                "/disconnect",
+                &[
+                    ("x-socketless-connection-id", "AAAAAAAAAAAAAAA="),
+                    ("x-socketless-secret", "s"),
+                ],
+                b"",
+            ),
+            carried("/disconnect?a=b%20c", &[], b"\x00body"),
+            carried("/x", &[("x-repeated", "1"), ("x-repeated", "2")], b""),
+        ];
+        assert!(reqs.iter().all(requests::Carried::fits));
+        let body = requests::encode(reqs.iter());
+        assert_eq!(body.len(), reqs.iter().map(Weighed::weight).sum::<usize>());
+        assert_eq!(requests::decode(body).unwrap(), reqs);
+        assert_eq!(requests::decode(Bytes::new()).unwrap(), vec![]);
+        let statuses = [200, 403, 500];
+        assert_eq!(
+            requests::decode_statuses(requests::encode_statuses(&statuses), 3).unwrap(),
+            statuses
+        );
+        assert!(requests::decode_statuses(requests::encode_statuses(&statuses), 2).is_none());
+    }
+
+    #[test]
+    fn hostile_request_bodies_are_refused_not_misread() {
+        let good = requests::encode([carried("/disconnect", &[("x-a", "b")], b"xyz")].iter());
+        for cut in 1..good.len() {
+            assert!(requests::decode(good.slice(..cut)).is_none(), "cut at {cut}");
+        }
+        // A header name and a header value that HTTP does not allow, a path that is not one.
+        let mut bad = good.to_vec();
+        bad[2 + 11 + 1 + 1] = b' ';
+        assert!(requests::decode(Bytes::from(bad)).is_none());
+        let mut bad = good.to_vec();
+        let value_at = 2 + 11 + 1 + 1 + 3 + 2;
+        bad[value_at] = b'\n';
+        assert!(requests::decode(Bytes::from(bad)).is_none());
+        assert!(requests::decode(requests::encode([carried("disconnect", &[], b"")].iter())).is_none());
+        // A body length past the end.
+        let mut long = BytesMut::new();
+        long.put_u16(2);
+        long.put_slice(b"/d");
+        long.put_u8(0);
+        long.put_u32(u32::MAX);
+        assert!(requests::decode(long.freeze()).is_none());
+        // More requests than a call carries, and a request over the limit.
+        let many: Vec<_> = (0..=MAX_ITEMS).map(|_| carried("/d", &[], b"")).collect();
+        assert!(requests::decode(requests::encode(many.iter())).is_none());
+        assert!(requests::decode(requests::encode(many[..MAX_ITEMS].iter())).is_some());
+        let big: &'static [u8] = Box::leak(vec![b'x'; requests::MAX_REQUEST].into_boxed_slice());
+        let big = carried("/d", &[], big);
+        assert!(!big.fits());
+        assert!(requests::decode(requests::encode([big].iter())).is_none());
     }
 
     #[test]

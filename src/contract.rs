@@ -382,6 +382,13 @@ pub fn context_variable(variable: &str) -> Option<&'static ContextVariable> {
 pub const PATH_CONNECT: &str = "/connect";
 pub const PATH_DISCONNECT: &str = "/disconnect";
 pub const PATH_MESSAGE: &str = "/message";
+/// `serve` takes `/disconnect` calls many to a call here (see [`crate::carried::requests`]).
+pub const PATH_CARRIED_DISCONNECTS: &str = "/@socketless/v1/disconnects";
+/// On `serve`'s answers to `/disconnect`: the path on the same origin where it takes
+/// `/disconnect` calls many to a call. A gateway that reads it sends its later `$disconnect`
+/// calls to that origin there, many to a call; no other backend sends it, so every other
+/// backend gets them one by one, as API Gateway sends them.
+pub const CARRIES_DISCONNECTS: &str = "x-socketless-carries-disconnects";
 
 /// API Gateway's message payload limit (128 KiB), also the backend's request body limit.
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;

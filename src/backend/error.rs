@@ -31,6 +31,9 @@ pub enum ApiError {
     WrongToken,
     #[error("no such route")]
     NoRoute,
+    /// A body that is not what the route takes; the text says what it takes.
+    #[error("{0}")]
+    Malformed(&'static str),
     /// The method is not one the route takes; the text says which to use.
     #[error("{0}")]
     Method(&'static str),
@@ -76,9 +79,10 @@ impl ApiError {
     fn status(&self) -> (StatusCode, String) {
         let text = || self.to_string();
         match self {
-            ApiError::MissingHeader(_) | ApiError::InvalidHeader(_) | ApiError::InvalidConnectionId => {
-                (StatusCode::BAD_REQUEST, text())
-            }
+            ApiError::MissingHeader(_)
+            | ApiError::InvalidHeader(_)
+            | ApiError::InvalidConnectionId
+            | ApiError::Malformed(_) => (StatusCode::BAD_REQUEST, text()),
             ApiError::NoSecret | ApiError::NoToken | ApiError::WrongToken => (StatusCode::UNAUTHORIZED, text()),
             ApiError::WrongSecret => (StatusCode::FORBIDDEN, text()),
             ApiError::NoRoute | ApiError::NoSuchConnection | ApiError::NoSuchSession => (StatusCode::NOT_FOUND, text()),

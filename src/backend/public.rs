@@ -37,12 +37,18 @@ fn capped(text: &str, max: usize) -> String {
     text[..end].to_owned()
 }
 
+/// A call's body: still to come (with the length its head declared), or carried in with other
+/// calls and read with them.
+enum CallBody {
+    Incoming(Incoming, Option<u64>),
+    Carried(Bytes),
+}
+
 /// A gateway call whose head was read: what the rest of its handling needs.
 struct Call {
     route: &'static str,
     ctx: RequestContext,
-    body: Incoming,
-    declared: Option<u64>,
+    body: CallBody,
     /// The call's trace (see [`crate::trace`]).
     hop: Hop,
 }
@@ -56,6 +62,8 @@ enum Head {
     /// Answered from the head alone, with the route its metrics count it under (none for
     /// health checks).
     Answered(Option<&'static str>, Response<Body>),
+    /// `/disconnect` calls many to a call: the body that carries them, and its declared length.
+    Carried(Incoming, Option<u64>),
 }
 
 impl Backend {
@@ -74,20 +82,12 @@ impl Backend {
         async move {
             let _in_flight = InFlight::new(&self.metrics, "public");
             let (route, resp) = match head {
-                Head::Call(mut call) => {
-                    let hop = std::mem::take(&mut call.hop);
-                    let route = call.route;
-                    let resp = match hop.is_some() {
-                        true => hop.clone().run(self.integration(call)).await,
-                        false => self.integration(call).await,
-                    }
-                    .unwrap_or_else(|err| err.response());
-                    if resp.status().is_server_error() {
-                        hop.outcome(Some(resp.status().to_string()));
-                    }
-                    (Some(route), resp)
-                }
+                Head::Call(call) => self.call(call).await,
                 Head::Answered(route, resp) => (route, resp),
+                Head::Carried(body, declared) => (
+                    Some(contract::PATH_CARRIED_DISCONNECTS),
+                    Box::pin(self.carried_disconnects(body, declared)).await,
+                ),
             };
             if let Some(route) = route {
                 self.observe("public", route, resp.status(), started);
@@ -96,10 +96,97 @@ impl Backend {
         }
     }
 
+    /// Handles a call whose head was read: its route and answer.
+    async fn call(&self, mut call: Call) -> (Option<&'static str>, Response<Body>) {
+        let hop = std::mem::take(&mut call.hop);
+        let route = call.route;
+        let mut resp = match hop.is_some() {
+            true => hop.clone().run(self.integration(call)).await,
+            false => self.integration(call).await,
+        }
+        .unwrap_or_else(|err| err.response());
+        if resp.status().is_server_error() {
+            hop.outcome(Some(resp.status().to_string()));
+        }
+        if route == contract::PATH_DISCONNECT {
+            resp.headers_mut().insert(
+                contract::CARRIES_DISCONNECTS,
+                http::HeaderValue::from_static(contract::PATH_CARRIED_DISCONNECTS),
+            );
+        }
+        (Some(route), resp)
+    }
+
+    /// `/disconnect` calls many to a call (see [`crate::carried::requests`]): each is handled
+    /// as if it had come alone (its own secret, context, metrics and answer), all at once, and
+    /// the answer is their statuses in order. A request for any other path is answered 404
+    /// without being handled.
+    async fn carried_disconnects(&self, body: Incoming, declared: Option<u64>) -> Response<Body> {
+        use crate::carried::requests;
+        let limit = requests::MAX_BODY_BYTES;
+        // The body's bytes stay counted against the budget until every call in it is answered.
+        let (bytes, _reservation) = match http_server::read_incoming(body, declared, limit, &self.body).await {
+            Ok(read) => read,
+            Err(err) => return ApiError::from(err).response(),
+        };
+        let Some(carried) = requests::decode(bytes) else {
+            return ApiError::Malformed("the body is not /disconnect calls many to a call").response();
+        };
+        let calls = carried.into_iter().map(|c| async move {
+            let started = Instant::now();
+            let Ok(path) = c.path_and_query.parse::<http::uri::PathAndQuery>() else {
+                return StatusCode::NOT_FOUND.as_u16();
+            };
+            if path.path() != contract::PATH_DISCONNECT {
+                return StatusCode::NOT_FOUND.as_u16();
+            }
+            let mut head = Request::new(());
+            *head.method_mut() = Method::POST;
+            *head.uri_mut() = path.into();
+            let headers = head.headers_mut();
+            headers.reserve(c.headers.len());
+            for (name, value) in c.headers {
+                headers.append(name, value);
+            }
+            let (parts, ()) = head.into_parts();
+            let (route, resp) = match self.head_parts(parts, CallBody::Carried(c.body)) {
+                Head::Call(call) => self.call(call).await,
+                Head::Answered(route, resp) => (route, resp),
+                // Only a request alone is routed there.
+                Head::Carried(..) => (None, ApiError::NoRoute.response()),
+            };
+            if let Some(route) = route {
+                self.observe("public", route, resp.status(), started);
+            }
+            resp.status().as_u16()
+        });
+        let statuses = futures_util::future::join_all(calls).await;
+        http_server::with_body(
+            StatusCode::OK,
+            "application/octet-stream",
+            requests::encode_statuses(&statuses),
+        )
+    }
+
     /// Routes a request and reads its head: the shared secret, the gateway context and the
     /// declared body length.
     fn head(&self, req: Request<Incoming>) -> Head {
-        let route: &'static str = match req.uri().path() {
+        let (parts, body) = req.into_parts();
+        if parts.uri.path() == contract::PATH_CARRIED_DISCONNECTS {
+            if parts.method != Method::POST {
+                let resp = ApiError::Method("use POST").response();
+                return Head::Answered(Some(contract::PATH_CARRIED_DISCONNECTS), resp);
+            }
+            return Head::Carried(body, http_server::declared_length(&parts.headers));
+        }
+        // hyper has parsed Content-Length already; its size hint is exact when one was sent.
+        let declared = hyper::body::Body::size_hint(&body).exact();
+        self.head_parts(parts, CallBody::Incoming(body, declared))
+    }
+
+    /// [`Backend::head`] for a request split into its head and body.
+    fn head_parts(&self, parts: http::request::Parts, body: CallBody) -> Head {
+        let route: &'static str = match parts.uri.path() {
             contract::PATH_CONNECT => contract::PATH_CONNECT,
             contract::PATH_DISCONNECT => contract::PATH_DISCONNECT,
             contract::PATH_MESSAGE => contract::PATH_MESSAGE,
@@ -111,10 +198,9 @@ impl Backend {
             }
             _ => return Head::Answered(Some("other"), ApiError::NoRoute.response()),
         };
-        if req.method() != Method::POST {
+        if parts.method != Method::POST {
             return Head::Answered(Some(route), ApiError::Method("use POST").response());
         }
-        let (parts, body) = req.into_parts();
         let read = || -> Result<RequestContext, ApiError> {
             self.check_secret(&parts.headers)?;
             context(&parts.headers)
@@ -135,21 +221,13 @@ impl Backend {
             )]
         });
         ctx.traceparent = hop.traceparent();
-        // hyper has parsed Content-Length already; its size hint is exact when one was sent.
-        let declared = hyper::body::Body::size_hint(&body).exact();
         if self.handler.wants_headers() {
             let mut headers = parts.headers;
             // The resume key stays in `serve`: no handler sees it.
             headers.remove(contract::RESUME_KEY);
             ctx.headers = Some(Arc::new(headers));
         }
-        Head::Call(Call {
-            route,
-            ctx,
-            body,
-            declared,
-            hop,
-        })
+        Head::Call(Call { route, ctx, body, hop })
     }
 
     fn check_secret(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -167,16 +245,16 @@ impl Backend {
     }
 
     async fn integration(&self, call: Call) -> Result<Response<Body>, ApiError> {
-        let Call {
-            route,
-            ctx,
-            body,
-            declared,
-            ..
-        } = call;
+        let Call { route, ctx, body, .. } = call;
         // The body's bytes stay counted against the budget until the answer is ready.
-        let (bytes, _reservation) =
-            http_server::read_incoming(body, declared, self.settings.max_body_bytes, &self.body).await?;
+        let (bytes, _reservation) = match body {
+            CallBody::Incoming(body, declared) => {
+                let (bytes, reservation) =
+                    http_server::read_incoming(body, declared, self.settings.max_body_bytes, &self.body).await?;
+                (bytes, Some(reservation))
+            }
+            CallBody::Carried(bytes) => (bytes, None),
+        };
         match route {
             // Boxed, as is a session sync: once a connection, they would otherwise size every
             // message's future.

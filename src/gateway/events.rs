@@ -124,7 +124,11 @@ async fn invoke(
             contract::FRAME_BINARY.to_string(),
         ));
     }
-    let (outcome, took) = integration::call(&gw.client, integration, mapped, body, timeout_for(gw, integration)).await;
+    let timeout = timeout_for(gw, integration);
+    let (outcome, took) = match route.key.as_str() {
+        "$disconnect" => gw.disconnects.call(integration, mapped, body, timeout).await,
+        _ => integration::call(&gw.client, integration, mapped, body, timeout).await,
+    };
     gw.metrics.integration(&route.key, outcome.kind(), took);
     if !matches!(outcome.kind(), "ok" | "status_4xx") {
         hop.outcome(Some(outcome.kind().to_string()));

@@ -87,33 +87,48 @@ pub async fn call(
     body: Bytes,
     timeout: Duration,
 ) -> (Outcome, Duration) {
-    let started = Instant::now();
-    let outcome = match request(integration, mapped, body) {
-        Ok(req) => tokio::time::timeout(timeout, send(client, req))
-            .await
-            .unwrap_or(Outcome::Timeout),
-        Err(e) => Outcome::Failed(e),
-    };
-    (outcome, started.elapsed())
+    match head(integration, mapped) {
+        Ok((uri, headers)) => send_timed(client, request(&integration.method, uri, headers, body), timeout).await,
+        Err(e) => (Outcome::Failed(e), Duration::ZERO),
+    }
 }
 
-/// The backend request: the mapped values move into it (a header value is validated, not
-/// copied).
-fn request(integration: &Integration, mapped: Mapped, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+/// The backend request's URI and headers: the mapped values move into them (a header value is
+/// validated, not copied).
+pub fn head(integration: &Integration, mapped: Mapped) -> Result<(http::Uri, Headers), String> {
     let uri = uri(integration, &mapped)?;
-    let mut req = Request::new(Full::new(body));
-    *req.method_mut() = integration.method.clone();
-    *req.uri_mut() = uri;
-    req.headers_mut().reserve(mapped.headers.len());
+    let mut headers = Vec::with_capacity(mapped.headers.len());
     for (name, value) in mapped.headers {
         match HeaderValue::try_from(value) {
-            Ok(v) => {
-                req.headers_mut().append(name, v);
-            }
+            Ok(v) => headers.push((name, v)),
             Err(_) => tracing::debug!(header = %name, "mapped header value is not valid in HTTP; left out"),
         }
     }
-    Ok(req)
+    Ok((uri, headers))
+}
+
+/// A request's headers, in order (a name may repeat).
+pub type Headers = Vec<(http::HeaderName, HeaderValue)>;
+
+/// The request of [`head`]'s parts.
+pub fn request(method: &http::Method, uri: http::Uri, headers: Headers, body: Bytes) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    req.headers_mut().reserve(headers.len());
+    for (name, value) in headers {
+        req.headers_mut().append(name, value);
+    }
+    req
+}
+
+/// Sends `req` with `timeout`: the outcome, and how long it took.
+pub async fn send_timed(client: &HttpClient, req: Request<Full<Bytes>>, timeout: Duration) -> (Outcome, Duration) {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(timeout, send(client, req))
+        .await
+        .unwrap_or(Outcome::Timeout);
+    (outcome, started.elapsed())
 }
 
 async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Outcome {

@@ -55,8 +55,27 @@ struct MgmtLabels {
     status: u16,
 }
 
+/// The calls that carried `$disconnect` calls many at once to a backend that takes them, by
+/// result, and the `$disconnect` calls they carried (see [`super::carry`]).
+#[derive(Clone, Default)]
+pub struct CarriedMetrics {
+    calls: Family<ResultLabel, Counter>,
+    carried: Counter,
+}
+
+impl CarriedMetrics {
+    /// One call carrying `n` `$disconnect` calls: `answered` (each got its status), `refused`
+    /// (the backend did not take it: each was sent alone), `unanswered` (no answer: each was
+    /// sent alone) or `timed_out` (each counts as timed out).
+    pub fn call(&self, result: &'static str, n: usize) {
+        self.calls.get_or_create(&ResultLabel { result }).inc();
+        self.carried.inc_by(n as u64);
+    }
+}
+
 /// The gateway's metrics.
 pub struct GatewayMetrics {
+    pub carried: CarriedMetrics,
     pub active: Gauge,
     connects: Family<ResultLabel, Counter>,
     messages: Counter,
@@ -81,6 +100,7 @@ impl GatewayMetrics {
     /// Registers the gateway's metrics, with the series of `routes` created up front.
     pub fn register<'a>(r: &mut Registry, routes: impl IntoIterator<Item = &'a String>) -> Self {
         let mut m = GatewayMetrics {
+            carried: CarriedMetrics::default(),
             active: Gauge::default(),
             connects: Family::default(),
             messages: Counter::default(),
@@ -114,6 +134,16 @@ impl GatewayMetrics {
             "socketless_gateway_forwarded_calls",
             "@connections calls for connections this replica does not hold, by result: relayed (the owner answered), no_owner (410: no such replica), owner_unavailable (503: the owner did not answer in time)",
             m.forwards.clone(),
+        );
+        r.register(
+            "socketless_gateway_carried_disconnect_calls",
+            "Calls that carried $disconnect calls many at once to a backend that takes them (serve), by result (answered; refused or unanswered: each then sent alone; timed_out)",
+            m.carried.calls.clone(),
+        );
+        r.register(
+            "socketless_gateway_carried_disconnects",
+            "$disconnect calls sent many to a call (each also counts in socketless_gateway_integration_calls)",
+            m.carried.carried.clone(),
         );
         r.register(
             "socketless_gateway_active_connections",

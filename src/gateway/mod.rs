@@ -6,7 +6,8 @@
 //! This file is the front door: the [`Gateway`], the routing of each request on its listener,
 //! and serving until shutdown. The rooms behind it: `config` (settings and the template),
 //! `handshake` (`$connect` and the 101), `connection` (an open connection's handle, queue and
-//! loop), `events` (context, integration calls, replies), `content` (ContentHandlingStrategy
+//! loop), `events` (context, integration calls, replies), `carry` (`$disconnect` calls many
+//! to a call, to a backend that takes them), `content` (ContentHandlingStrategy
 //! and binary frames), `management` (`@connections`),
 //! `deliver` (the batch extension of `@connections`: one frame to many connections),
 //! `listing` (the extension's who-is-connected, across the replicas), `admin` (the admin port
@@ -19,6 +20,7 @@
 mod admin;
 mod authorizer;
 mod budget;
+mod carry;
 mod config;
 mod connection;
 mod connections;

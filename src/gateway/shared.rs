@@ -7,6 +7,7 @@ use std::sync::Arc;
 use prometheus_client::registry::Registry as Metrics;
 
 use super::budget::Budgets;
+use super::carry::Disconnects;
 use super::config::GatewayConfig;
 use super::connections::Connections;
 use super::integration::{self, HttpClient};
@@ -17,7 +18,9 @@ use crate::telemetry::LogThrottle;
 
 pub struct Shared {
     pub config: GatewayConfig,
-    pub client: HttpClient,
+    pub client: Arc<HttpClient>,
+    /// `$disconnect` calls, many to a call to a backend that takes them.
+    pub disconnects: Disconnects,
     pub connections: Connections,
     pub metrics: GatewayMetrics,
     /// The other replicas, for calls about connections this one does not hold.
@@ -32,6 +35,7 @@ impl Shared {
     pub fn new(config: GatewayConfig, metrics: &mut Metrics) -> Self {
         let integrated = config.model.routes.iter().filter(|(_, r)| r.integration.is_some());
         let metrics = GatewayMetrics::register(metrics, integrated.map(|(key, _)| key));
+        let client = Arc::new(integration::client());
         let peers = Arc::new(Peers::new(
             config.ordinal,
             config.peers.clone(),
@@ -47,7 +51,8 @@ impl Shared {
                 Budgets::new(&config, &metrics),
             ),
             config,
-            client: integration::client(),
+            disconnects: Disconnects::new(client.clone(), metrics.carried.clone()),
+            client,
             metrics,
             warn_integration: LogThrottle::default(),
         }

@@ -4,6 +4,7 @@ port or a URL, HTTP helpers, stopping a process, and the processes a check start
 its log, moto among them), and a page opened in headless Chromium. Scripts put this directory on sys.path."""
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -43,13 +44,31 @@ class Tally:
 _handed_out = set()
 
 
+def _below_ephemeral():
+    """Ports below the kernel's ephemeral range (from 10000), or None when that range starts too
+    low to leave room."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (10000, low - 1) if low > 11000 else None
+
+
 def free_port():
     """A loopback port nothing listens on, never one this process was given before: the
     kernel may hand a just-closed port out again, and two servers told the same port race for
-    it (the loser exits "address in use" while the winner answers its readiness probe)."""
+    it (the loser exits "address in use" while the winner answers its readiness probe). It is
+    taken below the kernel's ephemeral range where there is room, so that no outgoing
+    connection on this machine gets it as its local port before the server binds it."""
+    span = _below_ephemeral()
+    pick = random.SystemRandom()
     while True:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", pick.randint(*span) if span else 0))
+            except OSError:
+                continue
             port = s.getsockname()[1]
         if port not in _handed_out:
             _handed_out.add(port)

@@ -199,15 +199,28 @@ pub async fn call(backend: &Backend, path: &str, id: &str, body: &str) -> (Statu
 }
 
 /// Picks a free loopback port, never one this test binary was given before: the kernel may hand
-/// a just-closed port out again, and two servers told the same port race for it.
+/// a just-closed port out again, and two servers told the same port race for it. It is taken
+/// below the kernel's ephemeral range where there is room, so that no outgoing connection on
+/// this machine gets it as its local port before the server binds it.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let span = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low > 11_000)
+        .map(|low| (10_000u16, low - 1));
+    let mut n = 0u64;
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        n += 1;
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n);
+        let candidate = span.map_or(0, |(lo, hi)| lo + (h.finish() % u64::from(hi - lo + 1)) as u16);
+        let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", candidate)) else {
+            continue;
+        };
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
         let mut handed_out = HANDED_OUT.lock().unwrap();
         if !handed_out.contains(&port) {
             handed_out.push(port);

@@ -129,8 +129,9 @@ impl Budgets {
 
 /// Where the reader is in the client's byte stream.
 enum Parse {
-    /// Reading a frame header; `have` bytes of it so far.
-    Header { buf: [u8; 14], have: usize },
+    /// Reading a frame header; `have` bytes of it so far (at most 14: a byte keeps every
+    /// connection's stream a word smaller).
+    Header { buf: [u8; 14], have: u8 },
     /// Passing a payload through; `ends_message` when it is the last frame of a message.
     Payload { left: u64, ends_message: bool },
     /// A frame did not fit the budget: nothing more is read.
@@ -238,13 +239,14 @@ impl<S> Metered<S> {
                     }
                 }
                 Parse::Header { buf, have } => {
-                    buf[*have] = bytes[0];
+                    buf[usize::from(*have)] = bytes[0];
                     *have += 1;
                     bytes = &bytes[1..];
-                    if *have < 2 || *have < header_len([buf[0], buf[1]]) {
+                    let have = usize::from(*have);
+                    if have < 2 || have < header_len([buf[0], buf[1]]) {
                         continue;
                     }
-                    let (fin, opcode, len) = (buf[0] & 0x80 != 0, buf[0] & 0x0f, payload_len(&buf[..*have]));
+                    let (fin, opcode, len) = (buf[0] & 0x80 != 0, buf[0] & 0x0f, payload_len(&buf[..have]));
                     let data = matches!(opcode, 0..=2);
                     if data && len <= self.conn.budgets().max_frame_bytes as u64 {
                         let len = usize::try_from(len).unwrap_or(usize::MAX);

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
@@ -420,78 +420,109 @@ pub enum ClientMessage {
 /// the next is read only once it answered), writes its reply and the queued frames, each
 /// within `write_timeout`. Returns how the connection ended; the caller unregisters it, then
 /// calls [`Ending::finish`].
-pub async fn run(
-    ws: &mut Socket,
-    handle: &ConnHandle,
+///
+/// A connection's task is allocated at the size of its largest state, and an idle connection
+/// waits in the `select!` below. So the writes, which hold a timer and the frame, run boxed:
+/// a few hundred bytes allocated while frames are written, instead of held by every connection
+/// for as long as it is open. For the same reason a frame read is taken apart before anything
+/// is awaited, and this is an `async` block over the arguments (an `async fn` would keep a
+/// second copy of each).
+#[expect(clippy::manual_async_fn, reason = "an async fn keeps a second copy of its arguments")]
+pub fn run<'a>(
+    ws: &'a mut Socket,
+    handle: &'a ConnHandle,
     write_timeout: Duration,
     binary_frames: bool,
-    on_message: impl Fn(ClientMessage) -> Reply,
-) -> Ending {
-    let mut inflight: Option<Reply> = None;
-    loop {
-        tokio::select! {
-            biased;
-            _ = handle.wake.notified() => {
-                // An urgent close wins over frames still queued; an orderly one follows them.
-                if let Some((c, r)) = handle.take_close() {
-                    break Ending::ByUs(c, r);
-                }
-                let mut failed = None;
-                while let Some(msg) = handle.pop() {
-                    handle.touch();
-                    let n = msg.len();
-                    let written = write_or_close(ws, handle, msg, write_timeout).await;
-                    // A frame cut short stays charged until its rest is sent or the socket is
-                    // gone (see budget::Metered's drop).
-                    if !matches!(written, Err(Ending::Interrupted(..))) {
-                        handle.written(n);
-                    }
-                    if let Err(e) = written {
-                        failed = Some(e);
-                        break;
+    on_message: impl Fn(ClientMessage) -> Reply + 'a,
+) -> impl Future<Output = Ending> + 'a {
+    async move {
+        let mut inflight: Option<Reply> = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = handle.wake.notified() => {
+                    if let Some(ending) = Box::pin(write_queued(ws, handle, write_timeout)).await {
+                        break ending;
                     }
                 }
-                if let Some(f) = failed {
-                    break f;
+                reply = async { match inflight.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                    inflight = None;
+                    handle.delivered();
+                    if let Some(frame) = reply {
+                        handle.touch();
+                        if let Err(e) = Box::pin(write_or_close(ws, handle, frame, write_timeout)).await {
+                            break e;
+                        }
+                    }
                 }
-                // The queue is empty: an orderly close waiting behind it goes now.
-                if let Some((c, r)) = handle.take_close() {
-                    break Ending::ByUs(c, r);
-                }
-            }
-            reply = async { match inflight.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
-                inflight = None;
-                handle.delivered();
-                if let Some(frame) = reply {
+                incoming = ws.next().map(|frame| Incoming::read(frame, binary_frames)), if inflight.is_none() => {
+                    let message = match incoming {
+                        Incoming::Message(message) => message,
+                        Incoming::Other => continue, // ping/pong: answered by the protocol layer, not activity
+                        // A frame refused for the budget fails the read: that is the reason.
+                        Incoming::End(_, true) if ws.get_ref().refused() => break Ending::by_us(budget::BUDGET_TOO_BIG),
+                        Incoming::End(ending, _) => break ending,
+                    };
                     handle.touch();
-                    if let Err(e) = write_or_close(ws, handle, frame, write_timeout).await {
-                        break e;
+                    handle.take_message();
+                    inflight = Some(on_message(message));
+                    if let Some(renewed) = renew(ws) {
+                        *ws = renewed.await;
                     }
                 }
             }
-            frame = ws.next(), if inflight.is_none() => match frame {
-                Some(Ok(Message::Text(t))) => {
-                    handle.touch();
-                    handle.take_message();
-                    inflight = Some(on_message(ClientMessage::Text(t)));
-                    renew(ws).await;
-                }
-                Some(Ok(Message::Binary(b))) if binary_frames => {
-                    handle.touch();
-                    handle.take_message();
-                    inflight = Some(on_message(ClientMessage::Binary(b)));
-                    renew(ws).await;
-                }
-                Some(Ok(Message::Binary(_))) => break Ending::by_us(UNSUPPORTED),
-                Some(Ok(Message::Close(frame))) => {
-                    let (c, r) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((NO_STATUS, String::new()));
-                    break Ending::ByPeer(c, r);
-                }
-                Some(Ok(_)) => {} // ping/pong: answered by the protocol layer, not activity
-                Some(Err(_)) if ws.get_ref().refused() => break Ending::by_us(budget::BUDGET_TOO_BIG),
-                Some(Err(err)) => break Ending::from_read_error(err),
-                None => break Ending::Dropped,
-            },
         }
     }
+}
+
+/// A frame read from the client, taken apart.
+enum Incoming {
+    /// A message for the backend.
+    Message(ClientMessage),
+    /// A control frame the protocol layer answered.
+    Other,
+    /// The connection ends; `true` when the read failed.
+    End(Ending, bool),
+}
+
+impl Incoming {
+    fn read(frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>, binary_frames: bool) -> Self {
+        match frame {
+            Some(Ok(Message::Text(t))) => Incoming::Message(ClientMessage::Text(t)),
+            Some(Ok(Message::Binary(b))) if binary_frames => Incoming::Message(ClientMessage::Binary(b)),
+            Some(Ok(Message::Binary(_))) => Incoming::End(Ending::by_us(UNSUPPORTED), false),
+            Some(Ok(Message::Close(frame))) => {
+                let (c, r) = frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((NO_STATUS, String::new()));
+                Incoming::End(Ending::ByPeer(c, r), false)
+            }
+            Some(Ok(_)) => Incoming::Other,
+            Some(Err(err)) => Incoming::End(Ending::from_read_error(err), true),
+            None => Incoming::End(Ending::Dropped, false),
+        }
+    }
+}
+
+/// Writes the queued frames: an urgent close wins over them, an orderly one follows them.
+/// Returns how the connection ends, if it does.
+async fn write_queued(ws: &mut Socket, handle: &ConnHandle, write_timeout: Duration) -> Option<Ending> {
+    if let Some((c, r)) = handle.take_close() {
+        return Some(Ending::ByUs(c, r));
+    }
+    while let Some(msg) = handle.pop() {
+        handle.touch();
+        let n = msg.len();
+        let written = write_or_close(ws, handle, msg, write_timeout).await;
+        // A frame cut short stays charged until its rest is sent or the socket is gone (see
+        // budget::Metered's drop).
+        if !matches!(written, Err(Ending::Interrupted(..))) {
+            handle.written(n);
+        }
+        if let Err(e) = written {
+            return Some(e);
+        }
+    }
+    // The queue is empty: an orderly close waiting behind it goes now.
+    handle.take_close().map(|(c, r)| Ending::ByUs(c, r))
 }

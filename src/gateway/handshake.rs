@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::connection::{self, ABNORMAL, ClientMessage, Ctx, GOING_AWAY, NORMAL, Reply};
+use super::connection::{self, ABNORMAL, ClientMessage, ConnHandle, Ctx, GOING_AWAY, NORMAL, Reply};
 use super::connections::Slot;
 use super::error::GatewayError;
 use super::events;
@@ -211,9 +211,23 @@ pub async fn handshake(
         }
         match on_upgrade.await {
             Ok(upgraded) => {
+                let ctx = Arc::new(ctx);
+                let handle = gw.connections.handle(ctx.clone(), gw.config.outbound_queue);
+                let (max_message, max_frame) = (gw.config.max_message_bytes, gw.config.max_frame_bytes);
+                let ws = Box::pin(connection::accept(upgraded, handle.clone(), max_message, max_frame)).await;
+                gw.connections.register(handle.clone());
+                // A DELETE that came during the handshake closes it now.
+                if pending.end() {
+                    handle.request_close(NORMAL.0, NORMAL.1);
+                }
+                // The gateway asks every registered connection to close when it stops; one
+                // registered after that sees the flag here.
+                if lifecycle.is_stopping() {
+                    handle.request_close(GOING_AWAY.0, GOING_AWAY.1);
+                }
                 // Its own task: this one's state (the handshake's headers and query among it)
                 // would otherwise stay allocated for as long as the connection is open.
-                tokio::spawn(open(gw, upgraded, Arc::new(ctx), lifecycle, slot, pending));
+                tokio::spawn(open(gw, ws, ctx, handle, slot));
             }
             Err(err) => {
                 tracing::debug!(error = %err, "upgrade failed after $connect");
@@ -227,41 +241,37 @@ pub async fn handshake(
         .unwrap_or_else(|_| GatewayError::HandshakeFailed.response())
 }
 
-/// The life of an open connection: registered, served, unregistered, closed, `$disconnect`.
-async fn open(
+/// The life of an open connection, once registered: served, unregistered, closed,
+/// `$disconnect`.
+///
+/// This future is most of what an idle connection costs, and a task is allocated at the size
+/// of its largest state. So it is an `async` block over its arguments, which it uses in place
+/// (an `async fn` would keep a second copy of each), the closing handshake and `$disconnect`
+/// run boxed, and an idle connection waits in the state that holds little beside the socket
+/// (see `connection::run`).
+#[expect(clippy::manual_async_fn, reason = "an async fn keeps a second copy of its arguments")]
+fn open(
     gw: Arc<Shared>,
-    upgraded: hyper::upgrade::Upgraded,
+    mut ws: connection::Socket,
     ctx: Arc<Ctx>,
-    lifecycle: Lifecycle,
+    handle: Arc<ConnHandle>,
     slot: Slot,
-    pending: Pending,
-) {
-    let handle = gw.connections.handle(ctx.clone(), gw.config.outbound_queue);
-    let (max_message, max_frame) = (gw.config.max_message_bytes, gw.config.max_frame_bytes);
-    let mut ws = connection::accept(upgraded, handle.clone(), max_message, max_frame).await;
-    gw.connections.register(handle.clone());
-    // A DELETE that came during the handshake closes it now.
-    if pending.end() {
-        handle.request_close(NORMAL.0, NORMAL.1);
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let on_message = |frame: ClientMessage| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), frame)) };
+        let binary_frames = gw.config.binary_frames;
+        let ending = connection::run(&mut ws, &handle, gw.config.write_timeout, binary_frames, on_message).await;
+        // Unregister first: from here on @connections answers 410.
+        gw.connections.unregister(handle.id());
+        handle.close_queue();
+        let (code, reason) = Box::pin(ending.finish(&mut ws)).await;
+        // Dropping the socket closes it lingering (see http_server::LingeringStream), so a Close
+        // frame just sent is not lost to a reset.
+        drop(ws);
+        tracing::debug!(connection_id = %ctx.id, code, reason = %reason, "connection closed");
+        Box::pin(events::disconnect(&gw, &ctx, code, &reason)).await;
+        drop(slot);
     }
-    // The gateway asks every registered connection to close when it stops; one registered
-    // after that sees the flag here.
-    if lifecycle.is_stopping() {
-        handle.request_close(GOING_AWAY.0, GOING_AWAY.1);
-    }
-    let on_message = |frame: ClientMessage| -> Reply { Box::pin(events::message(gw.clone(), ctx.clone(), frame)) };
-    let binary_frames = gw.config.binary_frames;
-    let ending = connection::run(&mut ws, &handle, gw.config.write_timeout, binary_frames, on_message).await;
-    // Unregister first: from here on @connections answers 410.
-    gw.connections.unregister(handle.id());
-    handle.close_queue();
-    let (code, reason) = ending.finish(&mut ws).await;
-    // Dropping the socket closes it lingering (see http_server::LingeringStream), so a Close
-    // frame just sent is not lost to a reset.
-    drop(ws);
-    tracing::debug!(connection_id = %ctx.id, code, reason = %reason, "connection closed");
-    Box::pin(events::disconnect(&gw, &ctx, code, &reason)).await;
-    drop(slot);
 }
 
 /// A connection in its handshake, in the registry's pending set until [`Pending::end`] or
@@ -325,6 +335,22 @@ mod tests {
             offered_subprotocols(Some(&out["sec-websocket-protocol"])).collect::<Vec<_>>(),
             ["a", "b", "c"]
         );
+    }
+
+    /// The size of the future a function of five arguments returns, without calling it.
+    fn future_size<A, B, C, D, E, F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D, E) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// An open connection's task holds this future for as long as the connection is open: it is
+    /// most of what an idle connection costs (see `open`).
+    #[test]
+    fn an_open_connection_task_stays_small() {
+        let open = future_size(open);
+        assert!(open <= 664, "the open connection's future is {open} bytes");
     }
 
     proptest! {

@@ -2,6 +2,8 @@
 //! short by a close request), other frames through the protocol layer, and renewing that layer
 //! so no buffer keeps a large frame's size.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -103,15 +105,21 @@ pub(super) async fn write_or_close(
 /// frame and holds nothing unread (see `budget::Metered`): otherwise every connection that once
 /// sent a 32 KiB frame would keep a 32 KiB buffer until it closes. Whatever the old layer still
 /// has to send (a pong) must go first; if it cannot go at once, the layer is kept this time.
-pub(super) async fn renew(ws: &mut Socket) {
+///
+/// Returns the new layer to await, boxed, or `None` when the current one stays: only a renewal
+/// allocates, and the connection's task holds no room for one.
+pub(super) fn renew(ws: &mut Socket) -> Option<Pin<Box<impl Future<Output = Socket> + Send + use<>>>> {
     use futures_util::FutureExt;
     if !matches!(SinkExt::flush(ws).now_or_never(), Some(Ok(()))) {
-        return;
+        return None;
     }
     let config = *ws.get_config();
-    if let Some(io) = ws.get_mut().renew() {
-        *ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    }
+    let io = ws.get_mut().renew()?;
+    Some(Box::pin(WebSocketStream::from_raw_socket(
+        io,
+        Role::Server,
+        Some(config),
+    )))
 }
 
 /// A server frame's header: FIN, the opcode and the payload length (servers do not mask).

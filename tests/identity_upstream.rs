@@ -270,8 +270,14 @@ async fn a_disconnect_on_a_pod_that_never_saw_the_session_gets_the_identity_from
     })
     .await;
     assert_eq!(gone.identity, "bob|plan=gold,tenant=t-bob");
-    // One DeleteItem, which returned the item: no read before it.
-    let (_, text) = get(&format!("{internal_b}/metrics")).await;
+    // The session is deleted after the app took the call.
+    let text = metrics_once_counted(
+        &format!("{internal_b}/metrics"),
+        "socketless_dynamodb_calls_total",
+        &["operation=\"DeleteItem\""],
+        1.0,
+    )
+    .await;
     let calls = |op: &str| {
         metric_sum(
             &text,

@@ -179,6 +179,22 @@ pub async fn get(url: &str) -> (StatusCode, String) {
     (s, b)
 }
 
+/// The metrics text from `url` once the sum of `name`'s series with `labels` reaches `at_least`.
+/// A call is counted after its answer was read, which may be a moment after the effect a
+/// test waited for (an item deleted, an app called, a frame received).
+pub async fn metrics_once_counted(url: &str, name: &str, labels: &[&str], at_least: f64) -> String {
+    within(async {
+        loop {
+            let text = get(url).await.1;
+            if metric_sum(&text, name, labels) >= at_least {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 /// Headers a gateway sends for a connection.
 pub fn ctx(id: &str) -> Vec<(&'static str, String)> {
     vec![

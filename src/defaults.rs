@@ -237,6 +237,9 @@ pub const DISCONNECT_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// ... so an app that is down for minutes is asked every 10 s, not hammered, and one that comes
 /// back hears within 10 s.
 pub const DISCONNECT_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// `/disconnect`s waiting out the grace are taken together: each is called between the grace
+/// and the grace plus this, and the waiting wakes `serve` at most once per this.
+pub const DISCONNECT_GRACE_TICK: Duration = Duration::from_millis(20);
 /// Sessions read per Scan page by the sweep: a page of ~400-byte items is about 40 KB (ten read
 /// units), answered well within one AWS attempt even by a loaded table; the read units of a
 /// sweep are the same whatever the page size.

@@ -108,7 +108,7 @@ pub struct DevConfig {
 fn random_secret() -> String {
     let mut bytes = [0u8; 18];
     let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 impl DevArgs {

@@ -1,7 +1,7 @@
 //! `/disconnect` at least once: the disconnect id is the same on every retry; an app that
 //! answers 500 is retried with backoff until it takes the call; past the deadline the
 //! disconnect is counted once and the session deleted; the grace delays the call (and the
-//! cancel-on-resume hook stops it); a `serve` killed mid-`/disconnect` leaves its claim, and
+//! cancel-on-resume hook stops it), for hundreds waiting at once as for one; a `serve` killed mid-`/disconnect` leaves its claim, and
 //! another one's sweep delivers it once the lease has run out; two sweeps at once deliver one
 //! `/disconnect` per gone session (the claim is a conditional write in DynamoDB, here moto).
 
@@ -300,6 +300,64 @@ fn dynamodb(moto: &Moto, table: &str) -> Vec<String> {
         format!("--table={table}"),
         format!("--dynamodb-endpoint={}", moto.endpoint),
     ]
+}
+
+#[tokio::test]
+async fn disconnects_in_their_grace_are_each_called_once_after_it_unless_cancelled() {
+    let app = App::start(Mode::FailFirst(0)).await;
+    // A grace long enough that each wave's cancels come well within it on a loaded machine.
+    let grace = Duration::from_secs(2);
+    let s = serve(&[upstream(&app), "--disconnect-grace=2s".into()], Arc::new(Unused)).await;
+    let ids: Vec<String> = (0..200).map(|i| format!("QuEuE{i:010}=")).collect();
+    for id in &ids {
+        assert_eq!(gateway_call(&s.http, "/connect", id).await, StatusCode::OK);
+    }
+    // Four waves, due at four different times; a quarter of each cancelled in its grace.
+    let mut asked = std::collections::HashMap::new();
+    let mut cancelled = Vec::new();
+    for wave in ids.chunks(50) {
+        for id in wave {
+            asked.insert(id.clone(), Instant::now());
+            assert_eq!(gateway_call(&s.http, "/disconnect", id).await, StatusCode::OK);
+        }
+        for id in wave.iter().step_by(4) {
+            let cancel = s.state.disconnects().cancel_pending_disconnect(id);
+            let waited = asked[id].elapsed();
+            assert!(
+                cancel || waited >= grace,
+                "{id} was {waited:?} into its grace, and not waiting"
+            );
+            assert!(cancel, "the test's own calls took longer than the grace ({waited:?})");
+            cancelled.push(id);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let called = ids.len() - cancelled.len();
+    app.wait_for(called, T).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = app.seen();
+    assert_eq!(seen.len(), called, "one call each, none for a cancelled one");
+    let mut once = std::collections::HashSet::new();
+    for call in &seen {
+        assert!(
+            once.insert(call.connection_id.clone()),
+            "{} called twice",
+            call.connection_id
+        );
+        assert!(
+            !cancelled.contains(&&call.connection_id),
+            "{} was cancelled",
+            call.connection_id
+        );
+        assert!(
+            call.at - asked[&call.connection_id] >= grace,
+            "{} called before its grace ran out",
+            call.connection_id
+        );
+    }
+    let count = |outcome: &str| format!("socketless_disconnects_total{{outcome=\"{outcome}\"}}");
+    assert_eq!(s.http.metric(&count("cancelled")).await, cancelled.len() as f64);
+    assert_eq!(s.http.metric(&count("delivered")).await, called as f64);
 }
 
 #[tokio::test]

@@ -7,7 +7,10 @@
 //!   and every duplicate) is [`crate::store::Session::disconnect_id`], fixed by the connection id
 //!   and `connectedAt` the item holds;
 //! - after the grace (`--disconnect-grace`; a resumed session would cancel the call in it, see
-//!   [`Disconnects::cancel_pending_disconnect`]) the handler or the app is called; a failure is
+//!   [`Disconnects::cancel_pending_disconnect`]) the handler or the app is called; every
+//!   session waits the same grace, so they wait in one queue, in the order they are due, which
+//!   one task empties (a connect storm's thousands of disconnects a second set no timer each);
+//!   a resumable session, whose wait is its own, waits in its own task; a failure is
 //!   retried with backoff, the lease renewed before each retry, until `--disconnect-deadline`
 //!   counted from the first claim; then the disconnect is counted as abandoned and logged once;
 //! - the session is deleted only after the handler or the app took the call, so a `serve`
@@ -17,14 +20,15 @@
 //! The claims come from the gateway's `$disconnect`, from a push that found the connection gone
 //! (410), and from the sweep.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::push::Pusher;
 use crate::contract::RequestContext;
@@ -65,7 +69,7 @@ fn request_id() -> String {
     if getrandom::fill(&mut bytes).is_err() {
         return format!("sweep-{}", now_ms());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// The context of a `/disconnect` that no gateway sent: the session's own fields.
@@ -140,9 +144,52 @@ pub struct Disconnects {
     pub(crate) settings: DisconnectSettings,
     /// This process's claims carry this token.
     owner: String,
-    /// Disconnects in their grace period, by connection id: sending on the channel cancels one.
-    pending: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    /// Disconnects in their grace period, by connection id: removing one cancels it.
+    pending: Mutex<HashMap<String, Pending, foldhash::fast::RandomState>>,
+    /// Those that wait the grace, in the order they are due.
+    waiting: Arc<GraceQueue>,
+    /// Tells the entries of `waiting` apart when one connection id is claimed twice.
+    next_token: AtomicU64,
     pub(crate) metrics: DisconnectMetrics,
+}
+
+/// A disconnect in its grace period, as the pending map knows it.
+enum Pending {
+    /// In its own task (a resumable session's wait): sending cancels it.
+    Task(oneshot::Sender<()>),
+    /// In the grace queue, with its token.
+    Queued(u64),
+}
+
+/// A disconnect that waits the grace in the queue.
+struct Waiting {
+    due: Instant,
+    token: u64,
+    session: Session,
+    ctx: RequestContext,
+}
+
+/// The grace queue: every entry waits the same grace, so they are due in the order they came.
+#[derive(Default)]
+struct GraceQueue {
+    entries: Mutex<VecDeque<Waiting>>,
+    /// An entry came into an empty queue, or the queue's owner is gone.
+    wake: Notify,
+    started: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl GraceQueue {
+    fn entries(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Disconnects {
+    fn drop(&mut self) {
+        self.waiting.closed.store(true, Ordering::Release);
+        self.waiting.wake.notify_one();
+    }
 }
 
 fn ms(d: Duration) -> i64 {
@@ -165,7 +212,9 @@ impl Disconnects {
             pusher,
             settings,
             owner: request_id(),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::default()),
+            waiting: Arc::default(),
+            next_token: AtomicU64::new(0),
             metrics: DisconnectMetrics::register(registry),
         })
     }
@@ -205,6 +254,8 @@ impl Disconnects {
         }
         ctx.disconnect_id = Some(session.disconnect_id().into());
         let mut wait = if grace { self.settings.grace } else { Duration::ZERO };
+        // Waits the grace, as every other session does: in the queue.
+        let mut queued = !wait.is_zero();
         if session.session_id.is_some() && !self.settings.resume_window.is_zero() {
             ctx.session_id = session.session_id.as_deref().map(Into::into);
             match super::resume::detach(self.store.as_ref(), &session, self.settings.resume_window).await {
@@ -215,6 +266,7 @@ impl Disconnects {
                 Ok(super::resume::Detach::Waiting(since)) => {
                     let left = ms(self.settings.resume_window) - (now_ms() - since);
                     wait = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                    queued = false;
                     let until = now_ms() + ms(wait) + ms(self.settings.lease);
                     if let Err(err) = self
                         .store
@@ -230,16 +282,27 @@ impl Disconnects {
                 }
             }
         }
+        if queued {
+            self.enqueue(session, ctx);
+            return;
+        }
         if !wait.is_zero() {
             let (cancel, cancelled) = oneshot::channel();
-            self.pending_map().insert(ctx.connection_id.clone(), cancel);
+            self.pending_map()
+                .insert(ctx.connection_id.clone(), Pending::Task(cancel));
             let this = self.clone();
             tokio::spawn(async move {
                 let waited = tokio::select! {
                     _ = tokio::time::sleep(wait) => true,
                     _ = cancelled => false,
                 };
-                this.pending_map().remove(&ctx.connection_id);
+                {
+                    // Its own entry only: the connection may have been claimed again since.
+                    let mut pending = this.pending_map();
+                    if matches!(pending.get(&ctx.connection_id), Some(Pending::Task(c)) if c.is_closed()) {
+                        pending.remove(&ctx.connection_id);
+                    }
+                }
                 if !waited {
                     this.metrics.disconnect("cancelled");
                     if session.session_id.is_some() {
@@ -281,13 +344,92 @@ impl Disconnects {
     /// task re-reads the resume record before calling the app.
     pub fn cancel_pending_disconnect(&self, connection_id: &str) -> bool {
         match self.pending_map().remove(connection_id) {
-            Some(cancel) => cancel.send(()).is_ok(),
+            Some(Pending::Task(cancel)) => cancel.send(()).is_ok(),
+            // The queue finds it gone when it is due (and ends a resumed session's item then).
+            Some(Pending::Queued(_)) => {
+                self.metrics.disconnect("cancelled");
+                true
+            }
             None => false,
         }
     }
 
-    fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<()>>> {
+    fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending, foldhash::fast::RandomState>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts a claimed session in the grace queue (starting the task that empties it).
+    fn enqueue(self: &Arc<Self>, session: Session, ctx: RequestContext) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        self.pending_map()
+            .insert(ctx.connection_id.clone(), Pending::Queued(token));
+        let waiting = Waiting {
+            due: Instant::now() + self.settings.grace,
+            token,
+            session,
+            ctx,
+        };
+        let was_empty = {
+            let mut entries = self.waiting.entries();
+            let was_empty = entries.is_empty();
+            entries.push_back(waiting);
+            was_empty
+        };
+        if !self.waiting.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(Self::empty_queue(self.waiting.clone(), Arc::downgrade(self)));
+        }
+        if was_empty {
+            self.waiting.wake.notify_one();
+        }
+    }
+
+    /// The grace queue's task: sleeps until the first entry is due (plus
+    /// [`defaults::DISCONNECT_GRACE_TICK`], so that those due meanwhile go with it), then starts
+    /// the disconnect of each entry due, unless it was cancelled. Ends with its owner.
+    async fn empty_queue(queue: Arc<GraceQueue>, owner: Weak<Self>) {
+        loop {
+            if queue.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let first = queue.entries().front().map(|w| w.due);
+            let Some(first) = first else {
+                queue.wake.notified().await;
+                continue;
+            };
+            let now = Instant::now();
+            if first > now {
+                tokio::time::sleep_until((first + defaults::DISCONNECT_GRACE_TICK).into()).await;
+                continue;
+            }
+            let due: Vec<Waiting> = {
+                let mut entries = queue.entries();
+                let n = entries.iter().take_while(|w| w.due <= now).count();
+                entries.drain(..n).collect()
+            };
+            let Some(this) = owner.upgrade() else { return };
+            let mut live = Vec::with_capacity(due.len());
+            {
+                let mut pending = this.pending_map();
+                for w in due {
+                    let id = &w.ctx.connection_id;
+                    if matches!(pending.get(id), Some(Pending::Queued(t)) if *t == w.token) {
+                        pending.remove(id);
+                        live.push((w, true));
+                    } else {
+                        // Cancelled (and counted) in its grace, or claimed again since.
+                        live.push((w, false));
+                    }
+                }
+            }
+            for (w, called) in live {
+                let this = this.clone();
+                if called {
+                    tokio::spawn(this.deliver(w.session, w.ctx, 0));
+                } else if w.session.session_id.is_some() {
+                    tokio::spawn(async move { this.end_resumed(&w.session).await });
+                }
+            }
+        }
     }
 
     /// One call to the handler or the app; on success the session is deleted. Returns whether

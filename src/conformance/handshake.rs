@@ -126,7 +126,7 @@ fn url_of_length(cx: &Run, tag: &str, len: usize) -> String {
 fn unique_tag(what: &str) -> String {
     let mut b = [0u8; 6];
     let _ = getrandom::fill(&mut b);
-    format!("{what}-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    format!("{what}-{}", hex::encode(b))
 }
 
 async fn url_at_limit(cx: &Run) -> Outcome {

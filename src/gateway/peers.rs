@@ -96,10 +96,6 @@ pub struct Peers {
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Peers {
     /// `urls` says where the other replicas are; `secret` is the SigV4 secret when signatures
     /// are checked.
@@ -164,8 +160,8 @@ impl Peers {
 
     fn mac(&self, key: &[u8; 32], method: &str, path: &str, at_ms: i64, body: &[u8]) -> String {
         let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(format!("{method}\n{path}\n{at_ms}\n{}", hex(&Sha256::digest(body))).as_bytes());
-        hex(&mac.finalize().into_bytes())
+        mac.update(format!("{method}\n{path}\n{at_ms}\n{}", hex::encode(Sha256::digest(body))).as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Whether a call carries a valid forwarding marker. Without SigV4 any marker counts (the

@@ -33,10 +33,6 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
@@ -148,7 +144,7 @@ impl Verifier {
     /// another body.
     pub fn verify(&self, req: &Signed<'_>, body: &[u8], now_secs: i64) -> Result<(), String> {
         let (auth, amz_date) = self.authorization(req.headers, now_secs)?;
-        let payload_hash = hex(&Sha256::digest(body));
+        let payload_hash = hex::encode(Sha256::digest(body));
         if let Some(claimed) = req.headers.get("x-amz-content-sha256") {
             if claimed.as_bytes() != payload_hash.as_bytes() {
                 return Err("x-amz-content-sha256 does not match the body received".into());
@@ -176,9 +172,9 @@ impl Verifier {
         let scope = format!("{date}/{region}/{service}/aws4_request");
         let string_to_sign = format!(
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex(&Sha256::digest(canonical_request.as_bytes()))
+            hex::encode(Sha256::digest(canonical_request.as_bytes()))
         );
-        hex(&hmac(
+        hex::encode(hmac(
             &self.signing_key(date, region, service),
             string_to_sign.as_bytes(),
         ))
@@ -437,23 +433,23 @@ mod tests {
         // AWS's documented derivation example.
         let known = "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d";
         let a = v("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
-        assert_eq!(hex(&a.signing_key("20120215", "us-east-1", "iam")), known);
+        assert_eq!(hex::encode(a.signing_key("20120215", "us-east-1", "iam")), known);
         assert_eq!(
-            hex(&a.signing_key("20120215", "us-east-1", "iam")),
+            hex::encode(a.signing_key("20120215", "us-east-1", "iam")),
             known,
             "the kept key"
         );
         assert_ne!(
-            hex(&a.signing_key("20120216", "us-east-1", "iam")),
+            hex::encode(a.signing_key("20120216", "us-east-1", "iam")),
             known,
             "another day"
         );
         assert_ne!(
-            hex(&v("other").signing_key("20120215", "us-east-1", "iam")),
+            hex::encode(v("other").signing_key("20120215", "us-east-1", "iam")),
             known,
             "another secret"
         );
-        assert_eq!(hex(&a.signing_key("20120215", "us-east-1", "iam")), known);
+        assert_eq!(hex::encode(a.signing_key("20120215", "us-east-1", "iam")), known);
     }
 
     #[test]

@@ -194,7 +194,7 @@ pub fn disconnect_id(connection_id: &str, connected_at: i64) -> String {
         .chain_update(b"\n")
         .chain_update(connected_at.to_string().as_bytes())
         .finalize();
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..16])
 }
 
 /// What a conditional create found.

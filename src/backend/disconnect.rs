@@ -288,8 +288,7 @@ impl Disconnects {
         }
         if !wait.is_zero() {
             let (cancel, cancelled) = oneshot::channel();
-            self.pending_map()
-                .insert(ctx.connection_id.clone(), Pending::Task(cancel));
+            self.replace_pending(&ctx.connection_id, Pending::Task(cancel));
             let this = self.clone();
             tokio::spawn(async move {
                 let waited = tokio::select! {
@@ -358,11 +357,19 @@ impl Disconnects {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records a disconnect in its grace. One already there for the connection (claimed again
+    /// since) is cancelled: a task's when its channel drops, a queued one's here.
+    fn replace_pending(&self, connection_id: &str, pending: Pending) {
+        let before = self.pending_map().insert(connection_id.to_owned(), pending);
+        if matches!(before, Some(Pending::Queued(_))) {
+            self.metrics.disconnect("cancelled");
+        }
+    }
+
     /// Puts a claimed session in the grace queue (starting the task that empties it).
     fn enqueue(self: &Arc<Self>, session: Session, ctx: RequestContext) {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        self.pending_map()
-            .insert(ctx.connection_id.clone(), Pending::Queued(token));
+        self.replace_pending(&ctx.connection_id, Pending::Queued(token));
         let waiting = Waiting {
             due: Instant::now() + self.settings.grace,
             token,
@@ -416,7 +423,7 @@ impl Disconnects {
                         pending.remove(id);
                         live.push((w, true));
                     } else {
-                        // Cancelled (and counted) in its grace, or claimed again since.
+                        // Cancelled in its grace, or claimed again since (counted then).
                         live.push((w, false));
                     }
                 }

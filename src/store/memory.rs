@@ -1,19 +1,24 @@
 //! The in-memory session store: the embedded default for `dev`, local use and tests. It lives
 //! and dies with the process, so it is not for a fleet of pods.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
-
-use std::collections::HashMap;
 
 use super::{Claim, ClaimRequest, Created, Disconnecting, Page, ResumeRecord, Session, SessionStore, StoreError};
 use crate::future::BoxFuture;
 
-/// Sessions in a sorted map, so scans page by key like DynamoDB's do.
+/// Sessions by connection id. A connect storm keeps tens of thousands of sessions here (each
+/// waits out `--disconnect-grace`), and every connect, claim and delete looks one up: a hash map
+/// finds it in a probe or two, where a sorted map walked a key on the heap at every comparison.
+/// Scans still page by key, like DynamoDB's (see [`MemoryStore::scan`]).
+///
+/// The hash is keyed: connection ids come from the gateway, behind the shared secret.
+type Sessions = HashMap<String, Session, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 pub struct MemoryStore {
-    sessions: Mutex<BTreeMap<String, Session>>,
+    sessions: Mutex<Sessions>,
     /// Resume records by session id, apart from the sessions (so no scan meets them).
     resumes: Mutex<HashMap<String, ResumeRecord>>,
 }
@@ -23,7 +28,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Session>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Sessions) -> T) -> T {
         // A poisoned lock only means another request panicked mid-update of a plain map; the
         // map itself is still consistent, so keep serving.
         let mut guard = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -38,11 +43,10 @@ impl MemoryStore {
 
 impl SessionStore for MemoryStore {
     fn create<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<Created, StoreError>> {
-        let out = self.with(|m| {
-            if let Some(existing) = m.get(&session.connection_id) {
-                Created::AlreadyExists(Some(Box::new(existing.clone())))
-            } else {
-                m.insert(session.connection_id.clone(), session.clone());
+        let out = self.with(|m| match m.entry(session.connection_id.clone()) {
+            Entry::Occupied(existing) => Created::AlreadyExists(Some(Box::new(existing.get().clone()))),
+            Entry::Vacant(slot) => {
+                slot.insert(session.clone());
                 Created::Created
             }
         });
@@ -89,19 +93,28 @@ impl SessionStore for MemoryStore {
         Box::pin(async move { Ok(existed) })
     }
 
+    /// The `limit` sessions whose ids follow `start`, in id order: one pass over the map that
+    /// keeps the smallest ids in a heap of `limit`. A page costs a pass over every session;
+    /// the sweep takes a page at most as often as its GetConnection rate allows, and listing
+    /// and broadcast pages are asked for by hand.
     fn scan<'a>(&'a self, start: Option<String>, limit: usize) -> BoxFuture<'a, Result<Page, StoreError>> {
+        let limit = limit.max(1);
         let page = self.with(|m| {
-            let lower = match &start {
-                Some(k) => Bound::Excluded(k.clone()),
-                None => Bound::Unbounded,
-            };
-            let sessions: Vec<Session> = m
-                .range((lower, Bound::Unbounded))
-                .take(limit.max(1))
-                .map(|(_, s)| s.clone())
-                .collect();
+            let mut smallest: BinaryHeap<&str> = BinaryHeap::with_capacity(limit + 1);
+            for id in m.keys() {
+                if start.as_deref().is_some_and(|start| id.as_str() <= start) {
+                    continue;
+                }
+                if smallest.len() < limit {
+                    smallest.push(id);
+                } else if smallest.peek().is_some_and(|largest| id.as_str() < *largest) {
+                    smallest.pop();
+                    smallest.push(id);
+                }
+            }
+            let sessions: Vec<Session> = smallest.into_sorted_vec().into_iter().map(|id| m[id].clone()).collect();
             let next = match sessions.last() {
-                Some(last) if sessions.len() == limit.max(1) => Some(last.connection_id.clone()),
+                Some(last) if sessions.len() == limit => Some(last.connection_id.clone()),
                 _ => None,
             };
             Page { sessions, next }
@@ -273,6 +286,40 @@ mod tests {
 
     /// The principal and attributes written at connect come back from every read: a duplicate
     /// create, the upsert of a message and the delete.
+    #[tokio::test]
+    async fn scans_page_through_every_session_once_in_id_order() {
+        let store = MemoryStore::new();
+        // Ids of every length, inserted out of order.
+        let mut ids: Vec<String> = (0..1_000u32)
+            .map(|i| format!("{:x}", i.wrapping_mul(2_654_435_761)))
+            .collect();
+        for id in &ids {
+            store.create(&session(id)).await.unwrap();
+        }
+        ids.sort();
+        for limit in [1, 7, 100, 999, 1_000, 5_000] {
+            let (mut seen, mut start, mut pages) = (Vec::new(), None, 0);
+            loop {
+                let page = store.scan(start.take(), limit).await.unwrap();
+                pages += 1;
+                assert!(page.sessions.len() <= limit);
+                seen.extend(page.sessions.into_iter().map(|s| s.connection_id));
+                match page.next {
+                    Some(next) => start = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, ids, "limit {limit}");
+            // A full last page says there may be more; the page after it is empty.
+            assert_eq!(pages, ids.len() / limit + 1, "limit {limit}");
+        }
+        store.delete(&ids[0]).await.unwrap();
+        let page = store.scan(None, 2).await.unwrap();
+        let got: Vec<_> = page.sessions.iter().map(|s| s.connection_id.as_str()).collect();
+        assert_eq!(got, [ids[1].as_str(), ids[2].as_str()]);
+        assert_eq!(page.next.as_deref(), Some(ids[2].as_str()));
+    }
+
     #[tokio::test]
     async fn identity_round_trips() {
         let store = MemoryStore::new();

@@ -386,6 +386,9 @@ def storm_rows():
         runs["socketless"].append(through_gateway(ws_connect))
         runs["direct"].append(direct_echo(ws_connect))
         runs["dropping"].append(direct_echo(ws_connect, ["--drop-on-close"]))
+        # Each round's figures, so that a ratio whose median round stands apart can be read.
+        print("bench: connect storm round: " + ", ".join(f"{k} {v[-1]['rps']:,.0f}/s" for k, v in runs.items()),
+              file=sys.stderr)
     r = {k: median_run(v) for k, v in runs.items()}
     for name, base in (("ratio", "direct"), ("ratio dropping", "dropping")):
         r[name] = statistics.median(a["rps"] / d["rps"] for a, d in zip(runs["socketless"], runs[base]))

@@ -284,8 +284,7 @@ mod tests {
         assert_eq!(again.disconnect_id(), crate::store::disconnect_id("a", 1));
     }
 
-    /// The principal and attributes written at connect come back from every read: a duplicate
-    /// create, the upsert of a message and the delete.
+    /// Scans page by id, as DynamoDB's do, though the map keeps no order.
     #[tokio::test]
     async fn scans_page_through_every_session_once_in_id_order() {
         let store = MemoryStore::new();
@@ -320,6 +319,8 @@ mod tests {
         assert_eq!(page.next.as_deref(), Some(ids[2].as_str()));
     }
 
+    /// The principal and attributes written at connect come back from every read: a duplicate
+    /// create, the upsert of a message and the delete.
     #[tokio::test]
     async fn identity_round_trips() {
         let store = MemoryStore::new();

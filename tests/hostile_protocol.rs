@@ -183,6 +183,45 @@ async fn a_client_close_is_answered_with_a_close_frame() {
     assert_eq!(seen[0].headers["x-socketless-disconnect-status"], "1000");
 }
 
+/// After a Close frame from the client, which sends nothing more (RFC 6455 §5.5.1), the
+/// gateway closes the socket at once instead of lingering: bytes the client sends after the
+/// closing handshake are refused. A socket closed after a protocol violation still lingers (2
+/// s), so that its Close frame is not lost to a reset.
+#[tokio::test]
+async fn a_socket_closes_at_once_after_the_clients_close_frame() {
+    let backend = FakeBackend::start().await;
+    let (_gw, port) = gateway(&backend, &[], None).await;
+    for (name, bytes, at_once) in [
+        ("client Close", frame(0x88, &1000u16.to_be_bytes(), true), true),
+        ("unmasked client frame", frame(0x81, b"hi", false), false),
+    ] {
+        let mut s = send_handshake(port).await;
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(within(s.read(&mut b)).await.unwrap(), 1, "{name}: handshake cut short");
+            head.push(b[0]);
+        }
+        s.write_all(&bytes).await.unwrap();
+        let mut close = Vec::new();
+        within(s.read_to_end(&mut close)).await.unwrap();
+        assert_eq!(
+            close.first(),
+            Some(&0x88),
+            "{name}: no Close frame before the end of stream"
+        );
+        // Well within the 2 s a lingering socket waits.
+        let until = Instant::now() + Duration::from_millis(500);
+        let mut refused = None;
+        while refused.is_none() && Instant::now() < until {
+            refused = s.write_all(&frame(0x81, b"late", true)).await.err();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!("{name}: bytes after the close refused: {refused:?}");
+        assert_eq!(refused.is_some(), at_once, "{name}: refused {refused:?}");
+    }
+}
+
 /// A masked client frame.
 fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
     let mut out = vec![first];

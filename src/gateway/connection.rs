@@ -33,7 +33,7 @@ use crate::timefmt::now_ms;
 mod close;
 mod write;
 
-pub use close::Ending;
+pub use close::{Closed, Ending};
 use write::{renew, write_or_close};
 
 /// Close codes and reasons the gateway uses.

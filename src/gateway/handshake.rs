@@ -264,10 +264,19 @@ fn open(
         // Unregister first: from here on @connections answers 410.
         gw.connections.unregister(handle.id());
         handle.close_queue();
-        let (code, reason) = Box::pin(ending.finish(&mut ws)).await;
-        // Dropping the socket closes it lingering (see http_server::LingeringStream), so a Close
-        // frame just sent is not lost to a reset.
-        drop(ws);
+        let connection::Closed {
+            code,
+            reason,
+            peer_done,
+        } = Box::pin(ending.finish(&mut ws)).await;
+        if peer_done {
+            // The client sent its Close frame and sends nothing more: close at once.
+            crate::http_server::close_at_once(ws);
+        } else {
+            // Closes lingering (see http_server::LingeringStream), so a Close frame just sent
+            // is not lost to a reset caused by bytes the client is still sending.
+            drop(ws);
+        }
         tracing::debug!(connection_id = %ctx.id, code, reason = %reason, "connection closed");
         Box::pin(events::disconnect(&gw, &ctx, code, &reason)).await;
         drop(slot);

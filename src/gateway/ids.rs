@@ -30,8 +30,8 @@ pub fn ordinal_of(id: &str) -> Option<u8> {
 /// a seventh of the gateway's system calls on the message path). A counter goes through a
 /// keyed bijection (splitmix64's finaliser over the counter XOR a random key), so no two ids of
 /// one process are alike, and the random key keeps ids of different processes apart. These ids
-/// only tell events apart and are not secrets; connection ids, which name a connection, come
-/// from the system's random source each time.
+/// only tell events apart and are not secrets; connection ids, which name a connection, are
+/// bytes from the system's random source, each used once.
 pub fn new_id() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,18 +64,38 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// 11 bytes from the system's random source, drawn a buffer at a time: one system call for
+/// every 23 connection ids rather than one each (a handshake made 14 system calls, this was
+/// one of them). Every byte is used once, so ids are as unpredictable as when each call asked
+/// the system.
 fn random_bytes() -> [u8; 11] {
-    let mut bytes = [0u8; 11];
-    if getrandom::fill(&mut bytes).is_err() {
+    use std::cell::RefCell;
+    const IDS_PER_FILL: usize = 23;
+    thread_local! {
+        static POOL: RefCell<([u8; 11 * IDS_PER_FILL], usize)> = const { RefCell::new(([0; 11 * IDS_PER_FILL], 11 * IDS_PER_FILL)) };
+    }
+    let drawn = POOL.with_borrow_mut(|(pool, used)| {
+        if *used == pool.len() {
+            getrandom::fill(pool).ok()?;
+            *used = 0;
+        }
+        let mut bytes = [0u8; 11];
+        bytes.copy_from_slice(&pool[*used..*used + 11]);
+        pool[*used..*used + 11].fill(0);
+        *used += 11;
+        Some(bytes)
+    });
+    drawn.unwrap_or_else(|| {
         // No OS randomness (should not happen): fall back to time and a counter, still unique.
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let t = crate::timefmt::now_ms() as u64;
+        let mut bytes = [0u8; 11];
         bytes[..8].copy_from_slice(&t.to_le_bytes());
         bytes[8..].copy_from_slice(&n.to_le_bytes()[..3]);
-    }
-    bytes
+        bytes
+    })
 }
 
 #[cfg(test)]
@@ -114,6 +134,29 @@ mod tests {
             );
             assert!(seen.insert(id));
         }
+    }
+
+    #[test]
+    fn connection_ids_stay_random_across_refills_of_the_pool() {
+        // 10,000 ids draw on the pool of random bytes about 435 times: no id comes twice, and
+        // neighbours differ in about half of the 80 bits after the ordinal's byte (a pool handed
+        // out twice, or not refilled, would repeat or zero them).
+        let ids: Vec<Vec<u8>> = (0..10_000)
+            .map(|_| {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE
+                    .decode(super::connection_id(7))
+                    .unwrap()
+            })
+            .collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        let flipped: u32 = ids
+            .windows(2)
+            .map(|w| (1..11).map(|i| (w[0][i] ^ w[1][i]).count_ones()).sum::<u32>())
+            .sum();
+        let mean = f64::from(flipped) / 9_999.0;
+        assert!((36.0..44.0).contains(&mean), "mean bits flipped {mean}");
     }
 
     #[test]

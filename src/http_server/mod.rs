@@ -28,7 +28,7 @@ mod linger;
 
 pub use body::{BodyBudget, BodyError, BodyPolicy, ReadBody, Reservation, declared_length, read_body, read_incoming};
 use idle::Connections;
-pub use linger::LingeringStream;
+pub use linger::{LingeringStream, close_at_once};
 
 /// Response body type used by every handler.
 pub type Body = Full<Bytes>;

@@ -48,8 +48,9 @@ impl Ending {
     }
 
     /// Completes the closing handshake as far as the client allows; returns the status and
-    /// reason `$disconnect` reports.
-    pub async fn finish(self, ws: &mut Socket) -> (u16, String) {
+    /// reason `$disconnect` reports, and whether the client sent its Close frame (after which
+    /// it sends nothing more, so its socket can close without lingering).
+    pub async fn finish(self, ws: &mut Socket) -> Closed {
         let bound = Duration::from_secs(2);
         let this = match self {
             Ending::Interrupted(code, reason, rest) => {
@@ -60,7 +61,7 @@ impl Ending {
                 })
                 .await;
                 if !matches!(whole, Ok(Ok(()))) {
-                    return (code, reason);
+                    return Closed::lingering(code, reason);
                 }
                 Ending::ByUs(code, reason)
             }
@@ -68,31 +69,60 @@ impl Ending {
         };
         match this {
             Ending::ByUs(code, reason) => {
-                let _ = tokio::time::timeout(bound, async {
+                let replied = tokio::time::timeout(bound, async {
                     if ws.send(close_frame(code, &reason)).await.is_ok() {
                         // Wait for the client's Close reply, briefly.
                         while let Some(Ok(m)) = ws.next().await {
                             if m.is_close() {
-                                break;
+                                return true;
                             }
                         }
                     }
+                    false
                 })
                 .await;
-                (code, reason)
+                Closed {
+                    code,
+                    reason,
+                    peer_done: replied == Ok(true),
+                }
             }
             Ending::ByPeer(code, reason) => {
                 // The protocol layer queued the reply when it read the client's Close frame;
                 // flushing sends it.
                 let _ = tokio::time::timeout(bound, SinkExt::flush(ws)).await;
-                (code, reason)
+                Closed {
+                    code,
+                    reason,
+                    peer_done: true,
+                }
             }
             Ending::Violation(code, reason) => {
                 let _ = tokio::time::timeout(bound, ws.send(close_frame(code, &reason))).await;
-                (code, reason)
+                Closed::lingering(code, reason)
             }
-            Ending::Dropped => (ABNORMAL, String::new()),
-            Ending::Interrupted(code, reason, _) => (code, reason),
+            Ending::Dropped => Closed::lingering(ABNORMAL, String::new()),
+            Ending::Interrupted(code, reason, _) => Closed::lingering(code, reason),
+        }
+    }
+}
+
+/// How the closing handshake ended.
+pub struct Closed {
+    /// The status and reason `$disconnect` reports.
+    pub code: u16,
+    pub reason: String,
+    /// The client sent its Close frame: by RFC 6455 (§5.5.1) it sends nothing after it, so no
+    /// unread bytes can turn closing its socket into a reset, and the socket closes at once.
+    pub peer_done: bool,
+}
+
+impl Closed {
+    fn lingering(code: u16, reason: String) -> Self {
+        Closed {
+            code,
+            reason,
+            peer_done: false,
         }
     }
 }

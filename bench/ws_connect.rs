@@ -21,7 +21,12 @@ struct Outcome {
 
 async fn client(url: String, measure_from: Instant, end: Instant, budget: Arc<AtomicU64>) -> Outcome {
     let mut out = Outcome::default();
-    while Instant::now() < end && budget.fetch_sub(1, Ordering::Relaxed) > 0 {
+    // Takes one from the budget unless it is spent (a plain decrement would wrap past zero).
+    while Instant::now() < end
+        && budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+            .is_ok()
+    {
         let t0 = Instant::now();
         let ws = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(&url)).await;
         let Ok(Ok((mut ws, _))) = ws else {

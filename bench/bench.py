@@ -10,7 +10,7 @@ usage: bench.py SOCKETLESS_BINARY EXAMPLES_DIR VENV_PYTHON [IMAGE_SIZE_BYTES]
 Knobs for a quick check of the script itself (their figures are not comparable to a full run):
 BENCH_SECONDS (measured seconds per load, default 10), BENCH_WARMUP (default 2),
 BENCH_BACKEND_ROUNDS (interleaved rounds of the rows measured in pairs: the backend against bare
-hyper, async replies against sync, the connect storm against the direct echo; default 3), and
+hyper, async replies against sync, the connect storm against the direct echo; default 5), and
 BENCH_ONLY=section,... to run only those sections (backend, full path, scale-out, upstream,
 connect storm, idle memory, DynamoDB, startup) and print their raw figures as JSON instead of the
 table; nothing is appended to bench/RESULTS.md then. BENCH_GLIBC_BIN names a glibc build of the
@@ -42,7 +42,7 @@ IMAGE_SIZE = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
 # The same code built for glibc (not shipped): its backend row shows what the static musl build
 # costs. Optional.
 GLIBC_BIN = os.environ.get("BENCH_GLIBC_BIN")
-BACKEND_ROUNDS = int(os.environ.get("BENCH_BACKEND_ROUNDS", "3"))
+BACKEND_ROUNDS = int(os.environ.get("BENCH_BACKEND_ROUNDS", "5"))
 SERVER_CORE, LOAD_CORE = "0", "1"
 WRK_SECONDS = WS_SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))

@@ -290,8 +290,8 @@ mod tests {
                     buf[dst_at + n..].iter().all(|&b| b == 0xA5),
                     "n={n} delta={delta}: wrote past"
                 );
-                // A forward move: the destination a page before the source, less `delta` (the
-                // same distance modulo a page), overlapping it when n is over a page.
+                // A forward move: the destination a page less `delta` before the source (the
+                // same distance modulo a page), overlapping it when n is over that.
                 let original = pattern(n + 2 * PAGE + 128, delta as u8 ^ 0x5A);
                 let (src_at, dst_at) = (64 + PAGE, 64 + delta);
                 let mut buf = original.clone();

@@ -314,15 +314,17 @@ def full_path_rows():
     return r
 
 
-def async_path(measure, hop=False):
+def async_path(measure, hop=False, route="endpoint"):
     """measure(url) with replies in async mode (`serve` pushes each one through @connections):
-    on one gateway, or (hop) through three replicas where every push lands on a replica that
-    does not own the connection (clients on gateway 0, `--push-endpoint` on gateway 1, which
-    forwards each push to gateway 0)."""
+    on one gateway, or (hop) over three replicas with clients on gateway 0 and
+    `--push-endpoint` on gateway 1. With `--push-route endpoint` every push lands on gateway 1,
+    which forwards it to gateway 0; with `owner`, `serve` posts to gateway 0 itself once
+    gateway 1's `info` has listed the replicas."""
     ports = [free_port() for _ in range(3 if hop else 1)]
     push = ports[1] if hop else ports[0]
     b, bport, _ = serve(SERVER_CORE, ["--shared-secret", SECRET, "--reply-mode", "async",
-                                      "--push-endpoint", f"http://127.0.0.1:{push}/bench"])
+                                      "--push-endpoint", f"http://127.0.0.1:{push}/bench",
+                                      "--push-route", route])
     if hop:
         peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
         gws = [gateway(bport, SERVER_CORE, ["--ordinal", str(i), "--peers", peers], port=p)[0] for i, p in enumerate(ports)]
@@ -337,18 +339,21 @@ def async_path(measure, hop=False):
 
 
 def async_rows():
-    """The synchronous path, async replies on one gateway and through a non-owner replica,
-    interleaved BACKEND_ROUNDS times: each ratio is the median of the rounds' ratios, so that a
-    slow spell of this shared machine weighs on both sides of it."""
-    runs = {"sync": [], "one gateway": [], "non-owner": []}
+    """The synchronous path, async replies on one gateway, through a non-owner replica and
+    straight to each connection's owner over three replicas, interleaved BACKEND_ROUNDS times:
+    each ratio is the median of the rounds' ratios, so that a slow spell of this shared
+    machine weighs on both sides of it."""
+    runs = {"sync": [], "one gateway": [], "non-owner": [], "owner": []}
     for _ in range(BACKEND_ROUNDS):
         runs["sync"].append(through_gateway(ws_load))
         runs["one gateway"].append(async_path(ws_load))
         runs["non-owner"].append(async_path(ws_load, hop=True))
+        runs["owner"].append(async_path(ws_load, hop=True, route="owner"))
     r = {k: median_run(v) for k, v in runs.items()}
     r["ratio"] = statistics.median(a["rps"] / s["rps"] for a, s in zip(runs["one gateway"], runs["sync"]))
     r["p99 ratio"] = statistics.median(a["p99"] / s["p99"] for a, s in zip(runs["one gateway"], runs["sync"]))
     r["hop ratio"] = statistics.median(h["rps"] / a["rps"] for h, a in zip(runs["non-owner"], runs["one gateway"]))
+    r["owner ratio"] = statistics.median(o["rps"] / a["rps"] for o, a in zip(runs["owner"], runs["one gateway"]))
     return r
 
 
@@ -591,7 +596,7 @@ def main():
         return
     b, f, a, u, c, i, d, s = (res[k] for k in ("backend", "full path", "scale-out", "upstream", "connect storm",
                                                 "idle memory", "DynamoDB", "startup"))
-    sync, one, hop = f["socketless"], a["one gateway"], a["non-owner"]
+    sync, one, hop, owner = f["socketless"], a["one gateway"], a["non-owner"], a["owner"]
     large = i["large"]
     rows = [
         ("Backend `POST /message` req/s (memory store, wrk -c32)", fmt(b["serve"]["rps"]),
@@ -629,6 +634,12 @@ def main():
         ("Scale-out p50 / p99 ms", f"{hop['p50']:.2f} / {hop['p99']:.2f}",
          f"one gateway async {one['p50']:.2f} / {one['p99']:.2f}",
          f"p99 {hop['p99'] / one['p99']:.2f}× one gateway async", "", None),
+        ("Scale-out: 3 gateways, `serve` posting to each connection's owner (`--push-route owner`), msg/s",
+         fmt(owner["rps"]), f"one gateway async {fmt(one['rps'])}; through a non-owner {fmt(hop['rps'])}",
+         f"{a['owner ratio']:.3f}× one gateway async", "", None),
+        ("Scale-out to the owner, p50 / p99 ms", f"{owner['p50']:.2f} / {owner['p99']:.2f}",
+         f"one gateway async {one['p50']:.2f} / {one['p99']:.2f}",
+         f"p99 {owner['p99'] / one['p99']:.2f}× one gateway async", "", None),
         ("Full path with `--upstream` (bare hyper app) msg/s", fmt(u["rps"]), f"built-in handler {fmt(sync['rps'])}",
          f"{u['rps'] / sync['rps']:.2f}× built-in", "", None),
         ("Full path with `--upstream` p50 / p99 ms", f"{u['p50']:.2f} / {u['p99']:.2f}",

@@ -45,6 +45,8 @@ pub const BROADCAST_CONCURRENCY: &str = "32";
 pub const MAX_GROUPS_PER_CONNECTION: &str = "32";
 /// `auto`: use the gateway's batch delivery when its `info` answers as a socketless gateway.
 pub const PUSH_BATCH: &str = "auto";
+/// `owner`: posts to a replicated socketless gateway go to the replica holding the connection.
+pub const PUSH_ROUTE: &str = "owner";
 /// Groups `x-socketless-groups` may name at connect, at most (also bounded by
 /// `--max-groups-per-connection`).
 pub const MAX_CONNECT_GROUPS: usize = 32;

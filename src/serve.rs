@@ -99,7 +99,12 @@ pub async fn prepare_with_sdk(
     let groups = store::groups::open(&config.store, &config.store.groups_table, &sdk, metrics.clone())
         .await
         .map_err(ServeError::CreateGroupsTable)?;
-    let batch = BatchClient::new(config.backend.push_batch, sdk.clone(), &mut registry);
+    let batch = BatchClient::new(
+        config.backend.push_batch,
+        config.backend.push_route,
+        sdk.clone(),
+        &mut registry,
+    );
     // Required and the endpoint fixed: a wrong endpoint is found now, not at the first publish.
     if let (PushBatch::On, Some(endpoint)) = (config.backend.push_batch, &config.push_endpoint) {
         batch

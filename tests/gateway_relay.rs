@@ -354,6 +354,8 @@ async fn serve_replies_share_signed_calls_through_a_non_owner() {
     a.shared_secret = Some("0123456789abcdef-test".into());
     a.reply_mode = "async".into();
     a.push_endpoint = Some(format!("http://{}/dev", gws[0].addr));
+    // Through the endpoint, not to each connection's owner (see the next test).
+    a.push_route = "endpoint".into();
     let b = start(a).await;
     const CLIENTS: usize = 16;
     const EACH: usize = 40;
@@ -431,6 +433,134 @@ async fn serve_replies_share_signed_calls_through_a_non_owner() {
         total as f64,
         "every reply was delivered by the owner"
     );
+}
+
+/// The same with `--push-route owner` (the default): once `serve` has the endpoint's `info`,
+/// which lists the replicas, its replies go straight to the replica holding each connection,
+/// signed and carried many to a call; the endpoint's replica forwards nothing.
+#[tokio::test]
+async fn serve_replies_go_straight_to_each_connections_owner() {
+    let serve_port = free_port();
+    let gws = replica_set_for(
+        &format!("http://127.0.0.1:{serve_port}"),
+        &[free_port(), free_port()],
+        &[],
+        |c| c.verifier = Some(verifier("AKIDTEST", "test-secret")),
+    )
+    .await;
+    let mut a = args();
+    a.listen = format!("127.0.0.1:{serve_port}");
+    a.shared_secret = Some("0123456789abcdef-test".into());
+    a.reply_mode = "async".into();
+    a.push_endpoint = Some(format!("http://{}/dev", gws[0].addr));
+    let b = start(a).await;
+    const CLIENTS: usize = 8;
+    const EACH: usize = 40;
+    // Clients on both replicas.
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(connect(&gws[i % 2].url()).await);
+    }
+    // A first message each: the first post makes `serve` ask the endpoint's `info`; until the
+    // answer is in, replies go through the endpoint (and replica 0 forwards replica 1's).
+    for ws in clients.iter_mut() {
+        send_text(ws, "first").await;
+        assert_eq!(next_text(ws).await, "first");
+    }
+    knows_the_gateway(&b).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let counts = || async {
+        let mut out = Vec::new();
+        for gw in &gws {
+            let m = send("GET", &format!("http://{}/metrics", gw.addr), &[], "").await.2;
+            let sum = |labels: &[&str]| metric_sum(&m, "socketless_gateway_management_calls_total", labels);
+            out.push((
+                metric_sum(&m, "socketless_gateway_forwarded_calls_total", &[]),
+                sum(&["operation=\"post\"", "source=\"client\"", "status=\"200\""]),
+                sum(&["operation=\"posts\"", "source=\"client\"", "status=\"200\""]),
+            ));
+        }
+        out
+    };
+    let before = counts().await;
+    let routed_before = b.metric("socketless_push_owner_routes_total{route=\"owner\"}").await;
+    let mut readers = Vec::new();
+    for (i, mut ws) in clients.into_iter().enumerate() {
+        readers.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                send_text(&mut ws, &format!("{i}.{n}")).await;
+            }
+            for n in 0..EACH {
+                assert_eq!(next_text(&mut ws).await, format!("{i}.{n}"), "client {i}");
+            }
+            let more = tokio::time::timeout(Duration::from_millis(50), next_text(&mut ws)).await;
+            assert!(more.is_err(), "client {i} got a frame twice");
+        }));
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    let total = CLIENTS * (EACH + 1);
+    metrics_once_counted(
+        &b.internal_url("/metrics"),
+        "socketless_pushes_total",
+        &["outcome=\"delivered\""],
+        total as f64,
+    )
+    .await;
+    let routed = b.metric("socketless_push_owner_routes_total{route=\"owner\"}").await - routed_before;
+    assert_eq!(
+        routed,
+        (CLIENTS * EACH) as f64,
+        "every reply after the answer went to its owner"
+    );
+    assert_eq!(
+        b.metric("socketless_push_owner_routes_total{route=\"fallback\"}").await,
+        0.0
+    );
+    for (o, ((f0, p0, c0), (f1, p1, c1))) in before.into_iter().zip(counts().await).enumerate() {
+        println!("replica {o}: {} replies in {} calls of posts", p1 - p0, c1 - c0);
+        assert_eq!(f1 - f0, 0.0, "replica {o} forwarded nothing");
+        assert_eq!(
+            p1 - p0,
+            (CLIENTS / 2 * EACH) as f64,
+            "replica {o} took its own clients' replies"
+        );
+        assert!(c1 - c0 >= 1.0, "replica {o} took calls of posts");
+    }
+}
+
+/// An owner that does not answer (gone, or out of `serve`'s reach) is passed over: the post
+/// goes through the endpoint, and so do the next ones to that owner for a while.
+#[tokio::test]
+async fn a_post_whose_owner_does_not_answer_goes_through_the_endpoint() {
+    let fake = common::groups::FakeSocketless::start().await;
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    *fake.replicas.lock().unwrap() = Some(serde_json::json!({"urls": [nobody], "stage": "dev"}));
+    let mut a = args();
+    a.reply_mode = "async".into();
+    a.push_endpoint = Some(fake.endpoint.clone());
+    let b = start(a).await;
+    let id = id_for(0, 7);
+    assert_eq!(call(&b, "/message", &id, "one").await.0.as_u16(), 200);
+    knows_the_gateway(&b).await;
+    assert_eq!(call(&b, "/message", &id, "two").await.0.as_u16(), 200);
+    assert_eq!(call(&b, "/message", &id, "three").await.0.as_u16(), 200);
+    let alone = format!("/dev/@connections/{}", encoded(&id));
+    assert_eq!(
+        *fake.posts.lock().unwrap(),
+        vec![alone.clone(), alone.clone(), alone],
+        "every post reached the endpoint"
+    );
+    assert_eq!(
+        b.metric("socketless_push_owner_routes_total{route=\"owner\"}").await,
+        1.0
+    );
+    assert_eq!(
+        b.metric("socketless_push_owner_routes_total{route=\"fallback\"}").await,
+        1.0
+    );
+    assert_eq!(b.metric("socketless_pushes_total{outcome=\"delivered\"}").await, 3.0);
 }
 
 /// A gateway whose `info` says it takes posts many to a call but answers the call without

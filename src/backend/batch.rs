@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
@@ -20,7 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
-use super::settings::PushBatch;
+use super::settings::{PushBatch, PushRoute};
 use crate::defaults;
 use crate::http_client::Pool;
 
@@ -48,7 +48,71 @@ struct InfoAnswer {
     deliver: DeliverInfo,
     #[serde(default)]
     posts: Option<PostsInfo>,
+    #[serde(default)]
+    replicas: Option<ReplicasInfo>,
 }
+
+/// Where a socketless gateway's replicas are (each one's base URL, or a template with
+/// `{ordinal}`), and the stage they serve.
+#[derive(Deserialize)]
+struct ReplicasInfo {
+    #[serde(default)]
+    urls: Option<Vec<String>>,
+    #[serde(default)]
+    template: Option<String>,
+    stage: String,
+}
+
+/// The characters a path segment keeps unencoded (RFC 3986's unreserved ones).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The push endpoints of an endpoint's replicas, by ordinal.
+#[derive(Debug, PartialEq, Eq)]
+enum Owners {
+    /// Each replica's endpoint (`{url}/{stage}`), index = ordinal.
+    List(Vec<String>),
+    /// `{template}/{stage}`, with `{ordinal}` in it.
+    Template(String),
+}
+
+impl Owners {
+    /// From an `info` answer's `replicas`: only plain-HTTP base URLs, as `--push-endpoint` takes
+    /// for a socketless gateway (an `https` one goes through the SDK, which posts to one URL).
+    fn of(info: &ReplicasInfo) -> Option<Owners> {
+        let plain = |u: &str| u.starts_with("http://") && !u.contains('?') && !u.contains('#');
+        let stage = format!("/{}", percent_encoding::utf8_percent_encode(&info.stage, SEGMENT));
+        match (&info.urls, &info.template) {
+            (Some(urls), None) if !urls.is_empty() && urls.len() <= 256 && urls.iter().all(|u| plain(u)) => {
+                Some(Owners::List(
+                    urls.iter()
+                        .map(|u| format!("{}{stage}", u.trim_end_matches('/')))
+                        .collect(),
+                ))
+            }
+            (None, Some(t)) if plain(t) && t.contains(ORDINAL) => {
+                Some(Owners::Template(format!("{}{stage}", t.trim_end_matches('/'))))
+            }
+            _ => None,
+        }
+    }
+
+    fn endpoint(&self, ordinal: u8) -> Option<String> {
+        match self {
+            Owners::List(endpoints) => endpoints.get(usize::from(ordinal)).cloned(),
+            Owners::Template(t) => Some(t.replacen(ORDINAL, &ordinal.to_string(), 1)),
+        }
+    }
+}
+
+/// The placeholder of a replica URL template.
+const ORDINAL: &str = "{ordinal}";
+
+/// How long a connection's owner that did not answer is passed over for the endpoint.
+const OWNER_HOLD: Duration = Duration::from_secs(60);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -106,34 +170,60 @@ enum Known {
 
 pub struct BatchClient {
     mode: PushBatch,
+    route: PushRoute,
     sdk: aws_config::SdkConfig,
     credentials: crate::aws::CachedCredentials,
     http: Pool,
     known: Mutex<HashMap<String, Known>>,
+    /// The replicas of the endpoints whose `info` listed them (`--push-route owner`).
+    owners: Mutex<HashMap<String, Arc<Owners>>>,
+    /// Owners that did not answer a post, and when: posts go through the endpoint meanwhile.
+    unanswered: Mutex<HashMap<String, Instant>>,
     /// Endpoints whose `info` is being asked in the background (see [`BatchClient::carries_posts`]).
     asking: Mutex<HashSet<String>>,
     calls: Family<CallLabels, Counter>,
+    /// Posts sent to their connection's owner, and those sent on through the endpoint after it.
+    to_owner: Counter,
+    owner_fallback: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
 }
 
 /// Why a call failed before an answer was read.
 type CallError = String;
 
 impl BatchClient {
-    pub fn new(mode: PushBatch, sdk: aws_config::SdkConfig, registry: &mut Registry) -> Arc<Self> {
+    pub fn new(mode: PushBatch, route: PushRoute, sdk: aws_config::SdkConfig, registry: &mut Registry) -> Arc<Self> {
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "socketless_push_batch_calls",
             "Calls to a socketless gateway's batch extension, by operation (info, deliver, posts) and outcome",
             calls.clone(),
         );
+        let routed = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "socketless_push_owner_routes",
+            "Posts to a replicated socketless gateway by route: owner (straight to the replica holding the connection), fallback (through the endpoint after the owner did not answer)",
+            routed.clone(),
+        );
+        let to_owner = routed.get_or_create(&RouteLabels { route: "owner" }).clone();
+        let owner_fallback = routed.get_or_create(&RouteLabels { route: "fallback" }).clone();
         Arc::new(BatchClient {
             mode,
+            route,
             credentials: crate::aws::CachedCredentials::new(&sdk),
             sdk,
             http: Pool::new(defaults::PUSH_POOL_IDLE, defaults::PUSH_POOL_MAX_IDLE, CALL_TIMEOUT),
             known: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
+            unanswered: Mutex::new(HashMap::new()),
             asking: Mutex::new(HashSet::new()),
             calls,
+            to_owner,
+            owner_fallback,
         })
     }
 
@@ -143,6 +233,52 @@ impl BatchClient {
 
     fn count(&self, operation: &'static str, outcome: &'static str) {
         self.calls.get_or_create(&CallLabels { operation, outcome }).inc();
+    }
+
+    /// The push endpoint of the replica holding `connection_id`, when `endpoint` is a replicated
+    /// socketless gateway whose `info` said where its replicas are (`--push-route owner`), the id
+    /// is one it issued, and that replica has not just failed to answer. `None`: post to
+    /// `endpoint`, whose replicas forward what they do not hold. It never waits: until the
+    /// answer to `info` is in, posts go to the endpoint.
+    pub fn owner_of(&self, endpoint: &str, connection_id: &str) -> Option<String> {
+        if self.mode == PushBatch::Off || self.route == PushRoute::Endpoint {
+            return None;
+        }
+        let ordinal = crate::gateway::ids::ordinal_of(connection_id)?;
+        let owners = self
+            .owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(endpoint)
+            .cloned()?;
+        let owner = owners.endpoint(ordinal)?;
+        {
+            let mut unanswered = self.unanswered.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = unanswered.get(&owner) {
+                if at.elapsed() < OWNER_HOLD {
+                    return None;
+                }
+                unanswered.remove(&owner);
+            }
+        }
+        self.to_owner.inc();
+        Some(owner)
+    }
+
+    /// An owner [`BatchClient::owner_of`] named did not answer: its posts go through the
+    /// endpoint for a while (it may be gone, or not reachable from here).
+    pub fn owner_unanswered(&self, owner: &str, posts: usize) {
+        self.owner_fallback.inc_by(posts as u64);
+        let mut unanswered = self.unanswered.lock().unwrap_or_else(|p| p.into_inner());
+        if unanswered.len() >= defaults::PUSH_MAX_CLIENTS {
+            unanswered.clear();
+        }
+        if unanswered.insert(owner.to_owned(), Instant::now()).is_none() {
+            tracing::warn!(
+                owner,
+                "a connection's owner did not answer a post: posting through the push endpoint for a minute"
+            );
+        }
     }
 
     /// Counts a call carrying many posts (`direct_post.rs`): `ok`, `refused` or `unreachable`.
@@ -266,6 +402,17 @@ impl BatchClient {
         Ok(match answer {
             Some(a) => {
                 self.count("info", "socketless");
+                if let Some(owners) = a.replicas.as_ref().and_then(Owners::of) {
+                    tracing::info!(
+                        endpoint,
+                        "push endpoint is a replicated socketless gateway: posts go to each connection's owner"
+                    );
+                    let mut map = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+                    if map.len() >= defaults::PUSH_MAX_CLIENTS {
+                        map.clear();
+                    }
+                    map.insert(endpoint.to_owned(), Arc::new(owners));
+                }
                 tracing::info!(
                     endpoint,
                     max_ids = a.deliver.max_ids,
@@ -421,6 +568,45 @@ pub fn ids_per_call(limits: Limits, data: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn replicas(v: serde_json::Value) -> Option<Owners> {
+        Owners::of(&serde_json::from_value::<ReplicasInfo>(v).unwrap())
+    }
+
+    #[test]
+    fn owners_come_from_the_replicas_an_info_lists() {
+        let list = replicas(serde_json::json!({"urls": ["http://a:8081/", "http://b:8081"], "stage": "dev"})).unwrap();
+        assert_eq!(list.endpoint(0).as_deref(), Some("http://a:8081/dev"));
+        assert_eq!(list.endpoint(1).as_deref(), Some("http://b:8081/dev"));
+        assert_eq!(list.endpoint(2), None, "no replica has that ordinal");
+        let template = replicas(serde_json::json!({
+            "template": "http://gw-{ordinal}.gw-peers.ns.svc:8081", "stage": "my stage"
+        }))
+        .unwrap();
+        assert_eq!(
+            template.endpoint(12).as_deref(),
+            Some("http://gw-12.gw-peers.ns.svc:8081/my%20stage"),
+            "the stage is one encoded path segment"
+        );
+    }
+
+    #[test]
+    fn hostile_replicas_that_serve_cannot_post_to_plainly_are_ignored() {
+        for v in [
+            serde_json::json!({"urls": ["https://a:8081"], "stage": "dev"}),
+            serde_json::json!({"urls": ["http://a:8081", "ftp://b"], "stage": "dev"}),
+            serde_json::json!({"urls": [], "stage": "dev"}),
+            serde_json::json!({"urls": ["http://a:8081?x=1"], "stage": "dev"}),
+            serde_json::json!({"template": "http://gw:8081", "stage": "dev"}),
+            serde_json::json!({"template": "https://gw-{ordinal}:8081", "stage": "dev"}),
+            serde_json::json!({"urls": ["http://a:8081"], "template": "http://gw-{ordinal}", "stage": "dev"}),
+            serde_json::json!({"stage": "dev"}),
+        ] {
+            assert_eq!(replicas(v.clone()), None, "{v}");
+        }
+        let too_many: Vec<String> = (0..257).map(|i| format!("http://gw-{i}:8081")).collect();
+        assert_eq!(replicas(serde_json::json!({"urls": too_many, "stage": "dev"})), None);
+    }
 
     #[test]
     fn ids_per_call_respects_both_limits() {

@@ -18,6 +18,13 @@
 //! anything but its outcomes (a refused signature, say) sends its posts alone, and so do the
 //! next minute's posts to that endpoint. A post carrying a trace context always goes alone, so
 //! that its span continues on the gateway. `--push-batch off` turns the sharing off.
+//!
+//! When the endpoint's `info` lists its replicas (`batch.rs`), each post goes to the replica
+//! that holds its connection, read from the id, instead of to the endpoint, whose replica
+//! would forward it there (`--push-route owner`). The owner gets one attempt (one call, for
+//! carried posts); a post it does not settle goes on through the endpoint with the retries
+//! above and a whole operation timeout of its own, and an owner that gave no answer at all is
+//! passed over for a minute.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -80,6 +87,22 @@ enum Attempt {
     NoAnswer(String),
 }
 
+/// Why a single attempt did not settle a post.
+enum Unsettled {
+    /// No answer at all.
+    NoAnswer,
+    /// An answer the SDK would retry (throttling, 5xx).
+    Retry,
+}
+
+/// `POST {endpoint}/@connections/{id}`.
+fn post_url(endpoint: &str, connection_id: &str) -> String {
+    format!(
+        "{endpoint}/@connections/{}",
+        percent_encoding::utf8_percent_encode(connection_id, LABEL)
+    )
+}
+
 impl DirectPost {
     /// `batch` counts the calls that carry many posts; `None` turns them off.
     pub fn new(sdk: &SdkConfig, batch: Option<Arc<BatchClient>>) -> Self {
@@ -101,8 +124,11 @@ impl DirectPost {
         endpoint.starts_with("http://")
     }
 
-    /// PostToConnection of `data` with this `Content-Type`: with other posts to the same
-    /// endpoint when calls to it are under way and it takes them, else alone.
+    /// PostToConnection of `data` with this `Content-Type`: to the replica holding the
+    /// connection when the endpoint is a replicated socketless gateway (`--push-route owner`),
+    /// else to the endpoint; with other posts to the same place when calls to it are under way
+    /// and it takes them, else alone. A post its owner does not answer, or answers with
+    /// something to retry, goes on through the endpoint.
     pub async fn post(
         &self,
         endpoint: &str,
@@ -113,17 +139,31 @@ impl DirectPost {
     ) -> PushOutcome {
         if let Some(gather) = &self.gather {
             let carry = gather.carrier();
+            let owner = carry.batch.owner_of(endpoint, connection_id);
+            let to = owner.as_deref().unwrap_or(endpoint);
             if trace.is_empty()
                 && connection_id.len() <= carried::MAX_ID
-                && carry.takes(endpoint)
-                && carry.batch.carries_posts(endpoint)
+                && carry.takes(to)
+                && carry.batch.carries_posts(to)
             {
                 let post = Pending {
                     id: connection_id.to_owned(),
                     frame: data,
                     content_type,
+                    home: owner.is_some().then(|| endpoint.to_owned()),
                 };
-                return gather.post(endpoint, post).await;
+                return gather.post(to, post).await;
+            }
+            if let Some(owner) = &owner {
+                match self
+                    .single
+                    .once(owner, connection_id, data.clone(), content_type, trace)
+                    .await
+                {
+                    Ok(outcome) => return outcome,
+                    Err(Unsettled::NoAnswer) => carry.batch.owner_unanswered(owner, 1),
+                    Err(Unsettled::Retry) => {}
+                }
             }
         }
         self.single
@@ -166,10 +206,7 @@ impl Single {
         content_type: &'static str,
         trace: &[(http::HeaderName, HeaderValue)],
     ) -> PushOutcome {
-        let url = format!(
-            "{endpoint}/@connections/{}",
-            percent_encoding::utf8_percent_encode(connection_id, LABEL)
-        );
+        let url = post_url(endpoint, connection_id);
         let attempts = async {
             let mut attempt = 1;
             loop {
@@ -188,6 +225,25 @@ impl Single {
             None => attempts.await,
         };
         outcome(result)
+    }
+
+    /// One attempt, without retries: its outcome, or why it settled nothing.
+    async fn once(
+        &self,
+        endpoint: &str,
+        connection_id: &str,
+        data: Bytes,
+        content_type: &'static str,
+        trace: &[(http::HeaderName, HeaderValue)],
+    ) -> Result<PushOutcome, Unsettled> {
+        let result = self
+            .attempt(&post_url(endpoint, connection_id), data, content_type, trace)
+            .await;
+        match result {
+            Attempt::NoAnswer(_) => Err(Unsettled::NoAnswer),
+            r if retryable(&r) => Err(Unsettled::Retry),
+            r => Ok(outcome(r)),
+        }
     }
 
     async fn attempt(
@@ -252,6 +308,9 @@ struct Pending {
     id: String,
     frame: Bytes,
     content_type: &'static str,
+    /// The push endpoint, when the call goes to the connection's owner instead: where the post
+    /// goes on when the owner does not settle it.
+    home: Option<String>,
 }
 
 impl Carried for Pending {
@@ -318,7 +377,10 @@ impl Carrier for Carry {
                         DELIVERED => answerer.answer(PushOutcome::Delivered),
                         GONE => answerer.answer(PushOutcome::Gone),
                         // 429 or 503: alone, retried as the SDK retries them.
-                        _ => self.alone(endpoint, post, answerer),
+                        _ => {
+                            let to = post.home.clone();
+                            self.alone(to.as_deref().unwrap_or(endpoint), post, answerer)
+                        }
                     }
                 }
             }
@@ -328,10 +390,8 @@ impl Carrier for Carry {
                 tracing::debug!(endpoint, status = %parts.status, "the push endpoint does not take posts many to a call: posting them one by one");
                 self.refuse(endpoint);
                 for (post, answerer) in batch {
-                    let outcome = self
-                        .single
-                        .post(endpoint, &post.id, post.frame, post.content_type, &[])
-                        .await;
+                    let to = post.home.as_deref().unwrap_or(endpoint);
+                    let outcome = self.single.post(to, &post.id, post.frame, post.content_type, &[]).await;
                     answerer.answer(outcome);
                 }
             }
@@ -339,8 +399,13 @@ impl Carrier for Carry {
                 // No answer: each post alone, with its own retries (as if it had gone alone).
                 self.batch.count_posts("unreachable");
                 tracing::debug!(endpoint, reason = %why, "a call of posts had no answer: retrying them one by one");
+                let owned = batch.iter().filter(|(p, _)| p.home.is_some()).count();
+                if owned > 0 {
+                    self.batch.owner_unanswered(endpoint, owned);
+                }
                 for (post, answerer) in batch {
-                    self.alone(endpoint, post, answerer);
+                    let to = post.home.clone();
+                    self.alone(to.as_deref().unwrap_or(endpoint), post, answerer);
                 }
             }
         }

@@ -41,5 +41,5 @@ pub mod upstream;
 
 pub use context::request_context;
 pub use error::ApiError;
-pub use settings::{BackendSettings, PushBatch, ReplyMode, ServeArgs, ServeConfig};
+pub use settings::{BackendSettings, PushBatch, PushRoute, ReplyMode, ServeArgs, ServeConfig};
 pub use state::Backend;

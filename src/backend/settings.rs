@@ -37,8 +37,20 @@ pub struct BackendSettings {
     pub max_groups_per_connection: usize,
     /// Whether publishes use the gateway's batch delivery (`--push-batch`).
     pub push_batch: PushBatch,
+    /// Where posts to a replicated socketless gateway go (`--push-route`).
+    pub push_route: PushRoute,
     /// Resume by a client-held key: the window and the gap buffer's bounds.
     pub resume: super::resume::ResumeSettings,
+}
+
+/// `--push-route`: where a post to a replicated socketless gateway goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushRoute {
+    /// To the replica holding the connection, as the endpoint's `info` says where it is;
+    /// through the endpoint when that replica does not answer.
+    Owner,
+    /// Always to the endpoint: a replica that does not hold the connection forwards the post.
+    Endpoint,
 }
 
 /// `--push-batch`: how fan-out reaches a socketless gateway.
@@ -63,6 +75,7 @@ impl std::fmt::Debug for BackendSettings {
             .field("internal_token", &self.internal_token.as_ref().map(|_| "<redacted>"))
             .field("max_groups_per_connection", &self.max_groups_per_connection)
             .field("push_batch", &self.push_batch)
+            .field("push_route", &self.push_route)
             .finish()
     }
 }
@@ -96,6 +109,11 @@ pub struct ServeArgs {
     /// endpoint once), `on` (require it) or `off` (one PostToConnection per member).
     #[arg(long, env = "SOCKETLESS_PUSH_BATCH", default_value = defaults::PUSH_BATCH)]
     pub push_batch: String,
+    /// Posts to a socketless gateway with replicas: `owner` (straight to the replica holding the
+    /// connection, as the endpoint's `info` says; through the endpoint when it does not answer)
+    /// or `endpoint` (always through the endpoint). Needs `--push-batch auto` or `on`.
+    #[arg(long, env = "SOCKETLESS_PUSH_ROUTE", default_value = defaults::PUSH_ROUTE)]
+    pub push_route: String,
     /// DynamoDB endpoint override (moto, LocalStack). AWS_ENDPOINT_URL is honoured too.
     #[arg(long, env = "SOCKETLESS_DYNAMODB_ENDPOINT")]
     pub dynamodb_endpoint: Option<String>,
@@ -287,6 +305,10 @@ impl ServeArgs {
             Some("off") => PushBatch::Off,
             _ => PushBatch::Auto,
         };
+        let push_route = match p.one_of(l.get("push_route"), &self.push_route, &["owner", "endpoint"]) {
+            Some("endpoint") => PushRoute::Endpoint,
+            _ => PushRoute::Owner,
+        };
         let region = self
             .region
             .clone()
@@ -427,6 +449,7 @@ impl ServeArgs {
                 internal_token: self.internal_token.clone(),
                 max_groups_per_connection: max_groups.unwrap_or(1) as usize,
                 push_batch,
+                push_route,
                 resume: super::resume::ResumeSettings {
                     window: resume_window.unwrap_or_default(),
                     max_messages: resume_messages.unwrap_or(1) as usize,

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use super::connection::QueueError;
 use super::error::GatewayError;
 use super::management::{Target, authenticate, body_error, precheck, source_of};
-use super::peers::{self, Owner, Unanswered};
+use super::peers::{self, Owner, PeerUrls, Unanswered};
 use super::shared::Shared;
 use crate::contract::MAX_POST_BYTES;
 use crate::http_server::{self, Body, BodyError};
@@ -151,18 +151,27 @@ async fn admit(gw: &Shared, req: Request<Incoming>, limit: usize) -> Result<(Byt
     Ok((read.bytes, from_peer))
 }
 
-/// `info`: what this gateway is, and the limits of a delivery.
+/// `info`: what this gateway is, the limits of a delivery, and, with replicas, where each one
+/// is (`replicas`: the list or the URL template its peers use, and the stage), so that a sender
+/// can post to a connection's owner instead of through a replica that would forward the post.
 async fn info(gw: &Shared, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
     admit(gw, req, 0).await?;
-    Ok(http_server::json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "gateway": "socketless",
-            "version": env!("CARGO_PKG_VERSION"),
-            "deliver": { "maxIds": MAX_IDS, "maxBytes": MAX_BODY_BYTES },
-            "posts": { "maxItems": crate::carried::MAX_ITEMS, "maxBytes": crate::carried::MAX_BYTES },
-        }),
-    ))
+    let mut answer = serde_json::json!({
+        "gateway": "socketless",
+        "version": env!("CARGO_PKG_VERSION"),
+        "deliver": { "maxIds": MAX_IDS, "maxBytes": MAX_BODY_BYTES },
+        "posts": { "maxItems": crate::carried::MAX_ITEMS, "maxBytes": crate::carried::MAX_BYTES },
+    });
+    let replicas = match gw.peers.urls() {
+        PeerUrls::None => None,
+        PeerUrls::List(urls) => Some(serde_json::json!({ "urls": urls })),
+        PeerUrls::Template(t) => Some(serde_json::json!({ "template": t })),
+    };
+    if let Some(mut replicas) = replicas {
+        replicas["stage"] = serde_json::Value::from(gw.config.model.stage.as_str());
+        answer["replicas"] = replicas;
+    }
+    Ok(http_server::json(StatusCode::OK, &answer))
 }
 
 /// Parses and checks a delivery; the ids come back without duplicates, in their first order.

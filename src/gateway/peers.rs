@@ -125,6 +125,11 @@ impl Peers {
         self.ordinal
     }
 
+    /// Where the replicas are, as configured (base URLs without a trailing slash).
+    pub fn urls(&self) -> &PeerUrls {
+        &self.urls
+    }
+
     /// Who holds the connection with this id.
     pub fn owner(&self, id: &str) -> Owner {
         match super::ids::ordinal_of(id) {

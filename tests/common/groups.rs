@@ -108,10 +108,12 @@ pub struct Deliver {
 /// A fake socketless gateway: `info` answers as one; `deliver` delivers every id but those
 /// marked gone (answered `gone`) or full (answered `failed` 429), and records the call.
 /// `@connections` posts are counted. With `advertise_posts`, `info` also says it takes posts
-/// many to a call, but the fake answers that call as a plain post would (an empty 200).
+/// many to a call, but the fake answers that call as a plain post would (an empty 200). With
+/// `replicas`, `info` lists them as a replicated gateway's does.
 #[derive(Clone, Default)]
 pub struct FakeSocketless {
     pub advertise_posts: Arc<std::sync::atomic::AtomicBool>,
+    pub replicas: Arc<Mutex<Option<serde_json::Value>>>,
     pub delivers: Arc<Mutex<Vec<Deliver>>>,
     pub infos: Arc<Mutex<usize>>,
     pub posts: Arc<Mutex<Vec<String>>>,
@@ -149,6 +151,9 @@ impl FakeSocketless {
                             "deliver": {"maxIds": 10000, "maxBytes": 1_048_576}});
                         if state.advertise_posts.load(std::sync::atomic::Ordering::SeqCst) {
                             info["posts"] = serde_json::json!({"maxItems": 256, "maxBytes": 1_048_576});
+                        }
+                        if let Some(replicas) = state.replicas.lock().unwrap().clone() {
+                            info["replicas"] = replicas;
                         }
                         json(200, info)
                     }

@@ -276,7 +276,7 @@ impl BatchClient {
         if unanswered.insert(owner.to_owned(), Instant::now()).is_none() {
             tracing::warn!(
                 owner,
-                "a connection's owner did not answer a post: posting through the push endpoint for a minute"
+                "a connection's owner did not answer a post: posting through the push endpoint for a minute (--push-route endpoint if serve cannot reach the replicas by these URLs)"
             );
         }
     }

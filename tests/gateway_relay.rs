@@ -336,11 +336,9 @@ async fn knows_the_gateway(b: &Backend) {
     .await;
 }
 
-/// `serve --reply-mode async` behind two replicas that check SigV4, its clients on replica 1
-/// and its pushes through replica 0: the replies share calls, signed, and each reaches its
-/// client once and in order through the owner.
-#[tokio::test]
-async fn serve_replies_share_signed_calls_through_a_non_owner() {
+/// `serve --reply-mode async --push-route ROUTE` behind two replicas that check SigV4, its
+/// pushes to replica 0.
+async fn async_serve_behind_two_replicas(route: &str) -> (Vec<Gw>, Backend) {
     let serve_port = free_port();
     let gws = replica_set_for(
         &format!("http://127.0.0.1:{serve_port}"),
@@ -354,9 +352,38 @@ async fn serve_replies_share_signed_calls_through_a_non_owner() {
     a.shared_secret = Some("0123456789abcdef-test".into());
     a.reply_mode = "async".into();
     a.push_endpoint = Some(format!("http://{}/dev", gws[0].addr));
-    // Through the endpoint, not to each connection's owner (see the next test).
-    a.push_route = "endpoint".into();
+    a.push_route = route.into();
     let b = start(a).await;
+    (gws, b)
+}
+
+/// Each client sends `each` numbered messages and must get each reply once and in order.
+async fn replies_in_order(clients: Vec<Ws>, each: usize) {
+    let mut readers = Vec::new();
+    for (i, mut ws) in clients.into_iter().enumerate() {
+        readers.push(tokio::spawn(async move {
+            for n in 0..each {
+                send_text(&mut ws, &format!("{i}.{n}")).await;
+            }
+            for n in 0..each {
+                assert_eq!(next_text(&mut ws).await, format!("{i}.{n}"), "client {i}");
+            }
+            let more = tokio::time::timeout(Duration::from_millis(50), next_text(&mut ws)).await;
+            assert!(more.is_err(), "client {i} got a frame twice");
+        }));
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+}
+
+/// `serve --reply-mode async` behind two replicas that check SigV4, its clients on replica 1
+/// and its pushes through replica 0: the replies share calls, signed, and each reaches its
+/// client once and in order through the owner.
+#[tokio::test]
+async fn serve_replies_share_signed_calls_through_a_non_owner() {
+    // Through the endpoint, not to each connection's owner (see the next test).
+    let (gws, b) = async_serve_behind_two_replicas("endpoint").await;
     const CLIENTS: usize = 16;
     const EACH: usize = 40;
     let mut clients = Vec::new();
@@ -370,22 +397,7 @@ async fn serve_replies_share_signed_calls_through_a_non_owner() {
         assert_eq!(next_text(ws).await, "first");
     }
     knows_the_gateway(&b).await;
-    let mut readers = Vec::new();
-    for (i, mut ws) in clients.into_iter().enumerate() {
-        readers.push(tokio::spawn(async move {
-            for n in 0..EACH {
-                send_text(&mut ws, &format!("{i}.{n}")).await;
-            }
-            for n in 0..EACH {
-                assert_eq!(next_text(&mut ws).await, format!("{i}.{n}"), "client {i}");
-            }
-            let more = tokio::time::timeout(Duration::from_millis(50), next_text(&mut ws)).await;
-            assert!(more.is_err(), "client {i} got a frame twice");
-        }));
-    }
-    for r in readers {
-        r.await.unwrap();
-    }
+    replies_in_order(clients, EACH).await;
     let total = CLIENTS * (EACH + 1);
     // `serve` counts a push once it has read the gateway's answer.
     metrics_once_counted(
@@ -440,20 +452,7 @@ async fn serve_replies_share_signed_calls_through_a_non_owner() {
 /// signed and carried many to a call; the endpoint's replica forwards nothing.
 #[tokio::test]
 async fn serve_replies_go_straight_to_each_connections_owner() {
-    let serve_port = free_port();
-    let gws = replica_set_for(
-        &format!("http://127.0.0.1:{serve_port}"),
-        &[free_port(), free_port()],
-        &[],
-        |c| c.verifier = Some(verifier("AKIDTEST", "test-secret")),
-    )
-    .await;
-    let mut a = args();
-    a.listen = format!("127.0.0.1:{serve_port}");
-    a.shared_secret = Some("0123456789abcdef-test".into());
-    a.reply_mode = "async".into();
-    a.push_endpoint = Some(format!("http://{}/dev", gws[0].addr));
-    let b = start(a).await;
+    let (gws, b) = async_serve_behind_two_replicas("owner").await;
     const CLIENTS: usize = 8;
     const EACH: usize = 40;
     // Clients on both replicas.
@@ -484,22 +483,7 @@ async fn serve_replies_go_straight_to_each_connections_owner() {
     };
     let before = counts().await;
     let routed_before = b.metric("socketless_push_owner_routes_total{route=\"owner\"}").await;
-    let mut readers = Vec::new();
-    for (i, mut ws) in clients.into_iter().enumerate() {
-        readers.push(tokio::spawn(async move {
-            for n in 0..EACH {
-                send_text(&mut ws, &format!("{i}.{n}")).await;
-            }
-            for n in 0..EACH {
-                assert_eq!(next_text(&mut ws).await, format!("{i}.{n}"), "client {i}");
-            }
-            let more = tokio::time::timeout(Duration::from_millis(50), next_text(&mut ws)).await;
-            assert!(more.is_err(), "client {i} got a frame twice");
-        }));
-    }
-    for r in readers {
-        r.await.unwrap();
-    }
+    replies_in_order(clients, EACH).await;
     let total = CLIENTS * (EACH + 1);
     metrics_once_counted(
         &b.internal_url("/metrics"),

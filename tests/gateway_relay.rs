@@ -357,6 +357,29 @@ async fn async_serve_behind_two_replicas(route: &str) -> (Vec<Gw>, Backend) {
     (gws, b)
 }
 
+/// A first message from each client, answered: the first post makes `serve` ask the
+/// endpoint's `info` in the background, and posts go through the endpoint, alone, until the
+/// answer is in; this returns once it is.
+async fn first_replies(clients: &mut [Ws], b: &Backend) {
+    for ws in clients.iter_mut() {
+        send_text(ws, "first").await;
+        assert_eq!(next_text(ws).await, "first");
+    }
+    knows_the_gateway(b).await;
+}
+
+/// Waits until `serve` has counted `total` pushes delivered (it counts a push once it has read
+/// the gateway's answer).
+async fn delivered(b: &Backend, total: usize) {
+    metrics_once_counted(
+        &b.internal_url("/metrics"),
+        "socketless_pushes_total",
+        &["outcome=\"delivered\""],
+        total as f64,
+    )
+    .await;
+}
+
 /// Each client sends `each` numbered messages and must get each reply once and in order.
 async fn replies_in_order(clients: Vec<Ws>, each: usize) {
     let mut readers = Vec::new();
@@ -390,23 +413,10 @@ async fn serve_replies_share_signed_calls_through_a_non_owner() {
     for _ in 0..CLIENTS {
         clients.push(connect(&gws[1].url()).await);
     }
-    // A first message each: the first post makes `serve` ask the gateway's `info`, and posts go
-    // alone until the answer is in.
-    for ws in clients.iter_mut() {
-        send_text(ws, "first").await;
-        assert_eq!(next_text(ws).await, "first");
-    }
-    knows_the_gateway(&b).await;
+    first_replies(&mut clients, &b).await;
     replies_in_order(clients, EACH).await;
     let total = CLIENTS * (EACH + 1);
-    // `serve` counts a push once it has read the gateway's answer.
-    metrics_once_counted(
-        &b.internal_url("/metrics"),
-        "socketless_pushes_total",
-        &["outcome=\"delivered\""],
-        total as f64,
-    )
-    .await;
+    delivered(&b, total).await;
     let served = b
         .metric("socketless_push_batch_calls_total{operation=\"posts\",outcome=\"ok\"}")
         .await;
@@ -460,13 +470,9 @@ async fn serve_replies_go_straight_to_each_connections_owner() {
     for i in 0..CLIENTS {
         clients.push(connect(&gws[i % 2].url()).await);
     }
-    // A first message each: the first post makes `serve` ask the endpoint's `info`; until the
-    // answer is in, replies go through the endpoint (and replica 0 forwards replica 1's).
-    for ws in clients.iter_mut() {
-        send_text(ws, "first").await;
-        assert_eq!(next_text(ws).await, "first");
-    }
-    knows_the_gateway(&b).await;
+    // Until `info` is answered, replies go through the endpoint (and replica 0 forwards
+    // replica 1's): the counts below start after.
+    first_replies(&mut clients, &b).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let counts = || async {
         let mut out = Vec::new();
@@ -485,13 +491,7 @@ async fn serve_replies_go_straight_to_each_connections_owner() {
     let routed_before = b.metric("socketless_push_owner_routes_total{route=\"owner\"}").await;
     replies_in_order(clients, EACH).await;
     let total = CLIENTS * (EACH + 1);
-    metrics_once_counted(
-        &b.internal_url("/metrics"),
-        "socketless_pushes_total",
-        &["outcome=\"delivered\""],
-        total as f64,
-    )
-    .await;
+    delivered(&b, total).await;
     let routed = b.metric("socketless_push_owner_routes_total{route=\"owner\"}").await - routed_before;
     assert_eq!(
         routed,

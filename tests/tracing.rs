@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::binary::log_path;
 use common::gw::{Ws, next_text, send_text};
-use common::proc::{Proc, command, wait_ready};
+use common::proc::{Proc, command, refused, wait_ready};
 use common::*;
 use http::Response;
 use http_body_util::Full;
@@ -398,4 +398,89 @@ async fn with_the_variable_unset_nothing_is_exported_and_a_context_passes_throug
     // Longer than a batch's delay: had a span been made, it would have gone by now.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(*receiver.posts.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn spans_go_as_protobuf_unless_json_is_asked_for_and_grpc_is_refused() {
+    // Records the Content-Type of each export.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = format!("http://{}", listener.local_addr().unwrap());
+    let types = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = types.clone();
+    let _receiver = fake_server(listener, move |req| {
+        let seen = seen.clone();
+        async move {
+            let kind = req
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            seen.lock().unwrap().push(format!("{} {kind}", req.path));
+            Ok(Response::new(Full::new(Bytes::new())))
+        }
+    });
+    let (port, internal, gport) = (free_port(), free_port(), free_port());
+    let start = |name: &str, args: Vec<String>| {
+        let log = std::fs::File::create(log_path(name)).unwrap();
+        let mut cmd = command();
+        cmd.args(&args)
+            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        Proc::spawn(&mut cmd)
+    };
+    let serve_args = |listen: u16, internal: u16| {
+        let (listen, internal) = (format!("127.0.0.1:{listen}"), format!("127.0.0.1:{internal}"));
+        ["serve", "--listen", &listen, "--internal-listen", &internal]
+            .into_iter()
+            .chain(["--shared-secret", SECRET, "--shutdown-delay", "0s"])
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let _serve = start("trace-protobuf-serve", serve_args(port, internal));
+    wait_ready(internal).await;
+    let _gateway = start(
+        "trace-protobuf-gateway",
+        [
+            "gateway",
+            "--listen",
+            &format!("127.0.0.1:{gport}"),
+            "--param",
+            &format!("IntegrationUri=http://127.0.0.1:{port}"),
+            "--param",
+            &format!("SharedSecret={SECRET}"),
+            "--param",
+            "StageName=dev",
+            "--shutdown-delay",
+            "0s",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    wait_ready(gport).await;
+    let (_ws, _) = within(tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{gport}/dev")))
+        .await
+        .expect("handshake");
+    // `$connect` makes a span in each process: two exports, both protobuf.
+    within(async {
+        while types.lock().unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    for export in types.lock().unwrap().iter() {
+        assert_eq!(export, "/v1/traces application/x-protobuf");
+    }
+
+    // An encoding the binary cannot send stops it at start, naming the variable.
+    let mut grpc = command();
+    grpc.args(serve_args(free_port(), free_port()))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    let err = refused(&mut grpc);
+    assert!(err.contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc"), "{err}");
 }

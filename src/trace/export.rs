@@ -1,6 +1,6 @@
 //! The OTLP exporter, set up only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: spans go in batches, as OTLP/HTTP with protobuf
-//! bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json` for JSON), through the process's own hyper
+//! bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json` for JSON; see [`protocol`]), through the process's own hyper
 //! client (plain HTTP: a collector on the same host or pod). The SDK reads the other standard variables itself: `OTEL_SERVICE_NAME` and
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`,
 //! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT` and the `OTEL_BSP_*` batch settings.
@@ -10,12 +10,15 @@ use http::{Request, Response};
 use http_body_util::Full;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{HttpClient, HttpError};
-use opentelemetry_otlp::WithHttpConfig;
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 /// The variables that turn exporting on.
 pub const ENDPOINT_VARIABLES: [&str; 2] = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"];
+
+/// The variables that choose the body's encoding, the first set one winning.
+const PROTOCOL_VARIABLES: [&str; 2] = ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"];
 
 /// Idle connections kept to the collector: the batch processor sends one export at a time.
 const EXPORT_MAX_IDLE: usize = 2;
@@ -80,6 +83,26 @@ fn export_timeout() -> std::time::Duration {
         .map_or(std::time::Duration::from_secs(10), std::time::Duration::from_millis)
 }
 
+/// The encoding the environment asks for, as `read` gives the variables: protobuf unless one of
+/// [`PROTOCOL_VARIABLES`] says `http/json`. Protobuf is the specification's default; the exporter
+/// crate, built with both encodings, would otherwise pick (pretty-printed) JSON. `grpc`, or any
+/// other value, is refused: nothing would reach a collector that expects it.
+fn protocol(read: impl Fn(&str) -> Option<String>) -> Result<Protocol, String> {
+    let set = PROTOCOL_VARIABLES
+        .iter()
+        .find_map(|name| Some((*name, read(name).filter(|v| !v.trim().is_empty())?)));
+    let Some((name, value)) = set else {
+        return Ok(Protocol::HttpBinary);
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "http/protobuf" => Ok(Protocol::HttpBinary),
+        "http/json" => Ok(Protocol::HttpJson),
+        _ => Err(format!(
+            "{name}={value}: spans are exported over OTLP/HTTP only, as `http/protobuf` (the default) or `http/json`"
+        )),
+    }
+}
+
 /// Whether the environment asks for spans to be exported.
 pub fn requested() -> bool {
     ENDPOINT_VARIABLES
@@ -93,6 +116,7 @@ pub fn init(service: &'static str, runtime: tokio::runtime::Handle) -> Result<Op
     if !requested() {
         return Ok(None);
     }
+    let protocol = protocol(|name| std::env::var(name).ok())?;
     let client = HyperClient {
         client: std::sync::Arc::new(crate::http_client::Pool::new(
             crate::defaults::PUSH_POOL_IDLE,
@@ -105,6 +129,7 @@ pub fn init(service: &'static str, runtime: tokio::runtime::Handle) -> Result<Op
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(client)
+        .with_protocol(protocol)
         .build()
         .map_err(|e| format!("the OTLP exporter: {e}"))?;
     let mut resource = Resource::builder();
@@ -116,6 +141,55 @@ pub fn init(service: &'static str, runtime: tokio::runtime::Handle) -> Result<Op
         .with_resource(resource.build())
         .build();
     super::install(provider.tracer("socketless"));
-    tracing::info!("exporting traces over OTLP/HTTP");
+    let encoding = if protocol == Protocol::HttpJson {
+        "JSON"
+    } else {
+        "protobuf"
+    };
+    tracing::info!(encoding, "exporting traces over OTLP/HTTP");
     Ok(Some(Exporting(provider)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Protocol, String> {
+        protocol(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn the_encoding_is_protobuf_unless_json_is_asked_for() {
+        assert_eq!(with(&[]), Ok(Protocol::HttpBinary));
+        assert_eq!(with(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "")]), Ok(Protocol::HttpBinary));
+        assert_eq!(
+            with(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),
+            Ok(Protocol::HttpJson)
+        );
+        assert_eq!(
+            with(&[("OTEL_EXPORTER_OTLP_PROTOCOL", " HTTP/JSON ")]),
+            Ok(Protocol::HttpJson)
+        );
+        assert_eq!(
+            with(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]),
+            Ok(Protocol::HttpBinary)
+        );
+        // The traces' own variable wins over the general one.
+        let both = [
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ];
+        assert_eq!(with(&both), Ok(Protocol::HttpBinary));
+    }
+
+    #[test]
+    fn an_encoding_that_cannot_be_sent_is_refused_with_its_variable() {
+        for value in ["grpc", "http", "json"] {
+            let err = with(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", value)]).unwrap_err();
+            assert!(
+                err.starts_with(&format!("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL={value}:")),
+                "{err}"
+            );
+        }
+    }
 }

@@ -115,8 +115,9 @@ pub fn request(method: &http::Method, uri: http::Uri, headers: Headers, body: By
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
-    // And the `Host` the client adds: a map filled to its capacity would grow for it.
-    req.headers_mut().reserve(headers.len() + 1);
+    // And `Host` and `Content-Length`, which the client and hyper add: a map filled to its
+    // capacity would grow for them.
+    req.headers_mut().reserve(headers.len() + 2);
     for (name, value) in headers {
         req.headers_mut().append(name, value);
     }

@@ -53,10 +53,10 @@ def inclusive(dump):
     return costs
 
 
-def under_callgrind(cmd, out):
+def under_callgrind(cmd, out, env=None):
     return subprocess.Popen(["valgrind", "--tool=callgrind", "--dump-instr=no", "--dump-line=no",
                              f"--callgrind-out-file={out}", *cmd],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
 def main():

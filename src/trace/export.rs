@@ -1,9 +1,10 @@
 //! The OTLP exporter, set up only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: spans go in batches, as OTLP/HTTP with protobuf
-//! bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json` for JSON; see [`protocol`]), through the process's own hyper
-//! client (plain HTTP: a collector on the same host or pod). The SDK reads the other standard variables itself: `OTEL_SERVICE_NAME` and
-//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`,
-//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT` and the `OTEL_BSP_*` batch settings.
+//! bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json` for JSON; see `protocol` below), through the
+//! process's own hyper client (plain HTTP: a collector on the same host or pod). The SDK reads
+//! the other standard variables itself: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, `OTEL_EXPORTER_OTLP_HEADERS`,
+//! `OTEL_EXPORTER_OTLP_TIMEOUT` and the `OTEL_BSP_*` batch settings.
 
 use bytes::Bytes;
 use http::{Request, Response};

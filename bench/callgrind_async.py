@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ci", "lib"))
@@ -53,6 +54,31 @@ def inclusive(dump):
     return costs
 
 
+def counted_load(procs, load, seconds, settle=0):
+    """Warms the processes up with `load`, zeroes their counters, runs `load` for `seconds`,
+    waits `settle` seconds more and dumps the counters; the load's result (its last JSON line)."""
+    subprocess.run(load + ["--duration", f"{WARMUP}s"], check=True, capture_output=True)
+    for p in procs.values():
+        subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True, capture_output=True)
+    r = subprocess.run(load + ["--duration", f"{seconds}s"], check=True, capture_output=True, text=True)
+    time.sleep(settle)
+    for p in procs.values():
+        subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True, capture_output=True)
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    if result["errors"]:
+        raise SystemExit(f"ws_load saw {result['errors']} errors")
+    return result
+
+
+def dump_files(workdir, base, label):
+    """The dumps callgrind wrote for the output file `base`."""
+    files = sorted(os.path.join(workdir, f) for f in os.listdir(workdir)
+                   if f.startswith(os.path.basename(base) + ".") and f != os.path.basename(base))
+    if not files:
+        raise SystemExit(f"no callgrind dump for {label}")
+    return files
+
+
 def under_callgrind(cmd, out, env=None):
     return subprocess.Popen(["valgrind", "--tool=callgrind", "--dump-instr=no", "--dump-line=no",
                              f"--callgrind-out-file={out}", *cmd],
@@ -83,26 +109,15 @@ def main():
             wait_ready(f"http://127.0.0.1:{biport}/readyz", procs["serve"], "serve")
             wait_ready(f"http://127.0.0.1:{gport}/readyz", procs["gateway"], "the gateway")
             load = [ws_load, f"ws://127.0.0.1:{gport}/bench", "--clients", "64", "--warmup", "0s"]
-            subprocess.run(load + ["--duration", f"{WARMUP}s"], check=True, capture_output=True)
-            for p in procs.values():
-                subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True, capture_output=True)
-            r = subprocess.run(load + ["--duration", f"{seconds}s"], check=True, capture_output=True, text=True)
-            for p in procs.values():
-                subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True, capture_output=True)
+            result = counted_load(procs, load, seconds)
         finally:
             for p in procs.values():
                 p.terminate()
                 p.wait(timeout=60)
-        result = json.loads(r.stdout.strip().splitlines()[-1])
-        if result["errors"]:
-            raise SystemExit(f"callgrind_async.py: ws_load saw {result['errors']} errors")
         n = result["messages"]
         totals, incl = {}, {}
         for label, base in dumps.items():
-            files = sorted(os.path.join(workdir, f) for f in os.listdir(workdir)
-                           if f.startswith(os.path.basename(base) + ".") and f != os.path.basename(base))
-            if not files:
-                raise SystemExit(f"callgrind_async.py: no dump for {label}")
+            files = dump_files(workdir, base, label)
             totals[label] = sum(self_costs(files[0]).values()) / n
             incl[label] = inclusive(files[0])
     print(f"asynchronous replies: {n:,} messages under callgrind ({n / seconds:,.0f} msg/s)")

@@ -11,7 +11,6 @@ bench/callgrind_async.py.
 """
 
 import collections
-import json
 import os
 import subprocess
 import sys
@@ -19,8 +18,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ci", "lib"))
-from callgrind import WARMUP, self_costs, wait_ready  # noqa: E402
-from callgrind_async import under_callgrind  # noqa: E402
+from callgrind import self_costs, wait_ready  # noqa: E402
+from callgrind_async import counted_load, dump_files, under_callgrind  # noqa: E402
 from checklib import free_port  # noqa: E402
 
 SECRET = "profile-shared-secret-0123456789"
@@ -50,28 +49,17 @@ def count(socketless, ws_load, seconds, sink_url):
                  "--param", "StageName=bench", "--log", "warn", "--shutdown-delay", "0s"], dumps["gateway"], env)
             wait_ready(f"http://127.0.0.1:{gport}/readyz", procs["gateway"], "the gateway")
             load = [ws_load, f"ws://127.0.0.1:{gport}/bench", "--clients", "64", "--warmup", "0s"]
-            subprocess.run(load + ["--duration", f"{WARMUP}s"], check=True, capture_output=True)
-            for p in procs.values():
-                subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True, capture_output=True)
-            r = subprocess.run(load + ["--duration", f"{seconds}s"], check=True, capture_output=True, text=True)
-            # Long enough for the batch processor (5 s by default) to export what the load made.
-            subprocess.run(["sleep", "6"], check=True)
-            for p in procs.values():
-                subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True, capture_output=True)
+            # Settling long enough for the batch processor (5 s by default) to export what the
+            # load made.
+            result = counted_load(procs, load, seconds, settle=6)
         finally:
             for p in procs.values():
                 p.terminate()
                 p.wait(timeout=60)
-        result = json.loads(r.stdout.strip().splitlines()[-1])
-        if result["errors"]:
-            raise SystemExit(f"callgrind_traces.py: ws_load saw {result['errors']} errors")
         n = result["messages"]
         costs = {}
         for label, base in dumps.items():
-            files = sorted(os.path.join(workdir, f) for f in os.listdir(workdir)
-                           if f.startswith(os.path.basename(base) + ".") and f != os.path.basename(base))
-            if not files:
-                raise SystemExit(f"callgrind_traces.py: no dump for {label}")
+            files = dump_files(workdir, base, label)
             total = collections.Counter()
             for f in files:
                 total.update(self_costs(f))

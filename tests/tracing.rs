@@ -220,6 +220,25 @@ fn spawn(name: &str, args: Vec<String>, otlp: Option<&str>) -> Proc {
     Proc::spawn(&mut cmd)
 }
 
+/// A gateway on `port`, stage `dev`, in front of `serve` on `backend`.
+fn gateway_args(port: u16, backend: u16) -> Vec<String> {
+    [
+        "gateway",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--param",
+        &format!("IntegrationUri=http://127.0.0.1:{backend}"),
+        "--param",
+        &format!("SharedSecret={SECRET}"),
+        "--param",
+        "StageName=dev",
+        "--shutdown-delay",
+        "0s",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 async fn stack(app: &App, app_url: &str, otlp: Option<&str>) -> Stack {
     let (port, internal) = (free_port(), free_port());
     let gateways = [free_port(), free_port()];
@@ -253,29 +272,9 @@ async fn stack(app: &App, app_url: &str, otlp: Option<&str>) -> Stack {
     let peers = gateways.map(|p| format!("http://127.0.0.1:{p}")).join(",");
     let mut procs = vec![serve];
     for (i, p) in gateways.iter().enumerate() {
-        procs.push(spawn(
-            &format!("trace-gateway-{i}"),
-            [
-                "gateway",
-                "--listen",
-                &format!("127.0.0.1:{p}"),
-                "--ordinal",
-                &i.to_string(),
-                "--peers",
-                &peers,
-                "--param",
-                &format!("IntegrationUri=http://127.0.0.1:{port}"),
-                "--param",
-                &format!("SharedSecret={SECRET}"),
-                "--param",
-                "StageName=dev",
-                "--shutdown-delay",
-                "0s",
-            ]
-            .map(String::from)
-            .to_vec(),
-            otlp,
-        ));
+        let mut args = gateway_args(*p, port);
+        args.extend(["--ordinal".into(), i.to_string(), "--peers".into(), peers.clone()]);
+        procs.push(spawn(&format!("trace-gateway-{i}"), args, otlp));
         wait_ready(*p).await;
     }
     Stack {
@@ -443,24 +442,7 @@ async fn spans_go_as_protobuf_unless_json_is_asked_for_and_grpc_is_refused() {
     };
     let _serve = start("trace-protobuf-serve", serve_args(port, internal));
     wait_ready(internal).await;
-    let _gateway = start(
-        "trace-protobuf-gateway",
-        [
-            "gateway",
-            "--listen",
-            &format!("127.0.0.1:{gport}"),
-            "--param",
-            &format!("IntegrationUri=http://127.0.0.1:{port}"),
-            "--param",
-            &format!("SharedSecret={SECRET}"),
-            "--param",
-            "StageName=dev",
-            "--shutdown-delay",
-            "0s",
-        ]
-        .map(String::from)
-        .to_vec(),
-    );
+    let _gateway = start("trace-protobuf-gateway", gateway_args(gport, port));
     wait_ready(gport).await;
     let (_ws, _) = within(tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{gport}/dev")))
         .await

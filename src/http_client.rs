@@ -107,7 +107,9 @@ impl Pool {
         loop {
             let (mut sender, reused) = match self.checkout(&authority) {
                 Some(sender) => (sender, true),
-                None => (self.connect(&authority).await?, false),
+                // Boxed: a new connection is the exception, and every call's future would
+                // otherwise hold room for opening one.
+                None => (Box::pin(self.connect(&authority)).await?, false),
             };
             if sender.ready().await.is_err() {
                 if reused {

@@ -127,19 +127,16 @@ pub fn request(method: &http::Method, uri: http::Uri, headers: Headers, body: By
 /// Sends `req` with `timeout`: the outcome, and how long it took.
 pub async fn send_timed(client: &HttpClient, req: Request<Full<Bytes>>, timeout: Duration) -> (Outcome, Duration) {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(timeout, send(client, req))
-        .await
-        .unwrap_or(Outcome::Timeout);
-    (outcome, started.elapsed())
-}
-
-async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Outcome {
-    match client.call(req, MAX_RESPONSE_BYTES).await {
-        Ok((parts, body)) => Outcome::Response {
+    // The exchange is awaited here, not through a function of its own, which would keep a
+    // second copy of the request in every call's future.
+    let outcome = match tokio::time::timeout(timeout, client.call(req, MAX_RESPONSE_BYTES)).await {
+        Ok(Ok((parts, body))) => Outcome::Response {
             status: parts.status,
             headers: parts.headers,
             body,
         },
-        Err(e) => Outcome::Failed(e.to_string()),
-    }
+        Ok(Err(e)) => Outcome::Failed(e.to_string()),
+        Err(_) => Outcome::Timeout,
+    };
+    (outcome, started.elapsed())
 }

@@ -505,14 +505,7 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The size of the future a function of three arguments returns, without calling it.
-    fn future_size<A, B, C, F, Fut>(_: F) -> usize
-    where
-        F: FnOnce(A, B, C) -> Fut,
-    {
-        std::mem::size_of::<Fut>()
-    }
+    use crate::future::future_size;
 
     /// Every request's future is built, boxed and moved by the server, so its size is paid on
     /// every call. A call is kept once and borrowed below it, and the rare, large branches

@@ -385,14 +385,7 @@ fn span_attributes(connection_id: &str, route: &str) -> Vec<opentelemetry::KeyVa
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The size of the future a function of three arguments returns, without calling it.
-    fn future_size<A, B, C, F, Fut>(_: F) -> usize
-    where
-        F: FnOnce(A, B, C) -> Fut,
-    {
-        std::mem::size_of::<Fut>()
-    }
+    use crate::future::future_size;
 
     /// Each message's future is boxed and written in full when the frame arrives, so what it
     /// holds is paid per message. The `$disconnect` call and a new backend connection are

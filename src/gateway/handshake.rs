@@ -311,6 +311,7 @@ impl Drop for Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::future::future_size;
     use proptest::prelude::*;
 
     fn value(s: &str) -> HeaderValue {
@@ -344,14 +345,6 @@ mod tests {
             offered_subprotocols(Some(&out["sec-websocket-protocol"])).collect::<Vec<_>>(),
             ["a", "b", "c"]
         );
-    }
-
-    /// The size of the future a function of five arguments returns, without calling it.
-    fn future_size<A, B, C, D, E, F, Fut>(_: F) -> usize
-    where
-        F: FnOnce(A, B, C, D, E) -> Fut,
-    {
-        std::mem::size_of::<Fut>()
     }
 
     /// An open connection's task holds this future for as long as the connection is open: it is

@@ -509,8 +509,9 @@ mod tests {
 
     /// Every request's future is built, boxed and moved by the server, so its size is paid on
     /// every call. A call is kept once and borrowed below it, and the rare, large branches
-    /// (connect, disconnect, a push that finds the connection gone) are boxed: at 6,712 bytes
-    /// before that, the copies were a tenth of `serve`'s instructions per message.
+    /// (connect, disconnect, a push that finds the connection gone) are boxed. Before that it
+    /// was 6,712 bytes, and `serve` spent 2,173 instructions per request in `memcpy` (1,138
+    /// after; callgrind).
     #[test]
     fn a_request_future_stays_small() {
         let public = future_size(Backend::public);

@@ -10,7 +10,9 @@ usage: bench.py SOCKETLESS_BINARY EXAMPLES_DIR VENV_PYTHON [IMAGE_SIZE_BYTES]
 Knobs for a quick check of the script itself (their figures are not comparable to a full run):
 BENCH_SECONDS (measured seconds per load, default 10), BENCH_WARMUP (default 2),
 BENCH_BACKEND_ROUNDS (interleaved rounds of the rows measured in pairs: the backend against bare
-hyper, async replies against sync, the connect storm against the direct echo; default 5), and
+hyper, async replies against sync, the connect storm against the direct echo; default 5),
+BENCH_SLICES and BENCH_SLICE_SECONDS (the backend's and the storm's runs per side in each round,
+and their length; default 4 and 2), and
 BENCH_ONLY=section,... to run only those sections (backend, full path, scale-out, upstream,
 connect storm, idle memory, DynamoDB, startup) and print their raw figures as JSON instead of the
 table; nothing is appended to bench/RESULTS.md then. BENCH_GLIBC_BIN names a glibc build of the
@@ -43,6 +45,10 @@ IMAGE_SIZE = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
 # costs. Optional.
 GLIBC_BIN = os.environ.get("BENCH_GLIBC_BIN")
 BACKEND_ROUNDS = int(os.environ.get("BENCH_BACKEND_ROUNDS", "5"))
+# The backend and the connect storm: within each round, every side runs at once and the load
+# moves between them this many times, SLICE_SECONDS each (see `alternate`).
+SLICES = int(os.environ.get("BENCH_SLICES", "4"))
+SLICE_SECONDS = int(os.environ.get("BENCH_SLICE_SECONDS", "2"))
 SERVER_CORE, LOAD_CORE = "0", "1"
 WRK_SECONDS = WS_SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
@@ -161,11 +167,12 @@ def ms(text):
     return v / 1000 if text.endswith("us") else v * 1000 if text.endswith("s") and not text.endswith("ms") else v
 
 
-def wrk(url):
+def wrk(url, seconds=WRK_SECONDS, warmup=WARMUP):
     lua = os.path.join(ROOT, "bench", "message.lua")
     base = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{WRK_CONNECTIONS}", "--latency", "-s", lua]
-    subprocess.run(base + ["-d", f"{WARMUP}s", url], capture_output=True, check=True)
-    out = subprocess.run(base + ["-d", f"{WRK_SECONDS}s", url], capture_output=True, text=True, check=True).stdout
+    if warmup:
+        subprocess.run(base + ["-d", f"{warmup}s", url], capture_output=True, check=True)
+    out = subprocess.run(base + ["-d", f"{seconds}s", url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
@@ -245,27 +252,62 @@ def median_run(runs):
     return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
 
 
-def backend_rows():
-    """serve, serve built for glibc and the bare hyper echo, interleaved BACKEND_ROUNDS times
-    (the median of each is kept), so that a slow spell of this shared machine hits all three."""
-    r = {}
-    runs = {"serve": [], "glibc": [], "hyper": []}
+def alternate(open_round, measure):
+    """Runs in pairs, for a ratio whose two sides differ by a tenth or less. This machine's speed
+    drifts over seconds: one bare hyper process read 71,000 to 95,000 req/s in six consecutive
+    2-second runs. Each of BACKEND_ROUNDS rounds therefore starts every side (open_round returns
+    [(name, url)] and a function that stops them), warms each for WARMUP seconds, then moves the
+    load between them SLICES times, SLICE_SECONDS each, reversing their order every time. The
+    k-th runs of all sides are measured back to back, so a ratio of theirs sees one spell."""
+    runs = {}
     for _ in range(BACKEND_ROUNDS):
+        sides, close = open_round()
+        try:
+            for _name, url in sides:
+                measure(url, seconds=WARMUP, warmup=0)
+            for k in range(SLICES):
+                for name, url in sides if k % 2 == 0 else sides[::-1]:
+                    # What the last run left (closing connections, a gateway's `$disconnect`
+                    # calls) finishes before the next side's run starts.
+                    time.sleep(0.25)
+                    runs.setdefault(name, []).append(measure(url, seconds=SLICE_SECONDS, warmup=0))
+        finally:
+            close()
+    return runs
+
+
+def paired_ratio(runs, a, b):
+    """The median over the paired runs of a's rate over b's."""
+    return statistics.median(x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b]))
+
+
+def paired_note():
+    return f"median of {BACKEND_ROUNDS * SLICES} paired {SLICE_SECONDS}-s runs in {BACKEND_ROUNDS} rounds"
+
+
+def backend_rows():
+    """serve, serve built for glibc and the bare hyper echo, measured in turn (see `alternate`)."""
+    def open_round():
+        started = []
         p, port, _ = serve(SERVER_CORE)
-        runs["serve"].append(wrk(f"http://127.0.0.1:{port}/message"))
-        stop(p)
+        started.append(p)
+        sides = [("serve", f"http://127.0.0.1:{port}/message")]
         if GLIBC_BIN:
             p, port, _ = serve(SERVER_CORE, binary=GLIBC_BIN)
-            runs["glibc"].append(wrk(f"http://127.0.0.1:{port}/message"))
-            stop(p)
+            started.append(p)
+            sides.append(("glibc", f"http://127.0.0.1:{port}/message"))
         port = free_port()
-        p = start([os.path.join(EX, "hyper_echo"), f"127.0.0.1:{port}"], SERVER_CORE)
+        started.append(start([os.path.join(EX, "hyper_echo"), f"127.0.0.1:{port}"], SERVER_CORE))
         wait_port(port)
-        runs["hyper"].append(wrk(f"http://127.0.0.1:{port}/message"))
-        stop(p)
-    for k, v in runs.items():
-        r[k] = median_run(v) if v else None
-    r["ratio"] = statistics.median(s["rps"] / h["rps"] for s, h in zip(runs["serve"], runs["hyper"]))
+        sides.append(("hyper", f"http://127.0.0.1:{port}/message"))
+        return sides, lambda: [stop(p) for p in started]
+
+    runs = alternate(open_round, wrk)
+    r = {k: median_run(runs.get(k, [])) if runs.get(k) else None for k in ("serve", "glibc", "hyper")}
+    r["ratio"] = paired_ratio(runs, "serve", "hyper")
+    r["glibc ratio"] = paired_ratio(runs, "glibc", "hyper") if GLIBC_BIN else None
+    r["spread"] = (min(x["rps"] / y["rps"] for x, y in zip(runs["serve"], runs["hyper"])),
+                   max(x["rps"] / y["rps"] for x, y in zip(runs["serve"], runs["hyper"])))
     app, app_port = upstream_app()
     p, port, _ = serve(SERVER_CORE, ["--upstream", f"http://127.0.0.1:{app_port}"])
     r["upstream"] = wrk(f"http://127.0.0.1:{port}/message")
@@ -369,11 +411,11 @@ def upstream_rows():
     return r
 
 
-def ws_connect(url):
+def ws_connect(url, seconds=WS_SECONDS, warmup=WARMUP):
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, os.path.join(EX, "ws_connect"), url, "--clients", str(STORM_CLIENTS),
-         "--duration", f"{WS_SECONDS}s", "--warmup", f"{WARMUP}s", "--max", str(STORM_MAX)],
-        capture_output=True, text=True, check=True, timeout=WS_SECONDS + WARMUP + 60).stdout
+         "--duration", f"{seconds}s", "--warmup", f"{warmup}s", "--max", str(STORM_MAX)],
+        capture_output=True, text=True, check=True, timeout=seconds + warmup + 60).stdout
     r = json.loads(out.strip().splitlines()[-1])
     if r["errors"]:
         raise SystemExit(f"ws_connect saw {r['errors']} failed handshakes against {url}")
@@ -382,21 +424,30 @@ def ws_connect(url):
 
 def storm_rows():
     """Handshakes per second: each client opens, gets the 101, closes, and opens the next. The
-    gateway and the direct echo alternate BACKEND_ROUNDS times; the ratio is the median of the
-    rounds' ratios. The direct echo answers each Close with a Close, as the gateway does and RFC
-    6455 requires; the same rounds also measure an echo that drops the connection on the
-    client's Close instead (`--drop-on-close`), which does less than a conforming server."""
-    runs = {"socketless": [], "direct": [], "dropping": []}
-    for _ in range(BACKEND_ROUNDS):
-        runs["socketless"].append(through_gateway(ws_connect))
-        runs["direct"].append(direct_echo(ws_connect))
-        runs["dropping"].append(direct_echo(ws_connect, ["--drop-on-close"]))
-        # Each round's figures, so that a ratio whose median round stands apart can be read.
-        print("bench: connect storm round: " + ", ".join(f"{k} {v[-1]['rps']:,.0f}/s" for k, v in runs.items()),
+    gateway (with `serve`), the direct echo and a dropping echo are measured in turn (see
+    `alternate`); each ratio is the median of the paired runs' ratios. The direct echo answers
+    each Close with a Close, as the gateway does and RFC 6455 requires; the dropping echo
+    (`--drop-on-close`) drops the connection on the client's Close instead, which does less
+    than a conforming server."""
+    def open_round():
+        b, bport, _ = serve(SERVER_CORE, ["--shared-secret", SECRET])
+        g, gport = gateway(bport, SERVER_CORE)
+        started, sides = [g, b], [("socketless", f"ws://127.0.0.1:{gport}/bench")]
+        for name, extra in (("direct", []), ("dropping", ["--drop-on-close"])):
+            port = free_port()
+            started.append(start([os.path.join(EX, "ws_echo"), f"127.0.0.1:{port}", *extra], SERVER_CORE))
+            wait_port(port)
+            sides.append((name, f"ws://127.0.0.1:{port}/"))
+        return sides, lambda: [stop(p) for p in started]
+
+    runs = alternate(open_round, ws_connect)
+    # Each pair's figures, so that a ratio whose median pair stands apart can be read.
+    for i in range(len(runs["socketless"])):
+        print("bench: connect storm pair: " + ", ".join(f"{k} {v[i]['rps']:,.0f}/s" for k, v in runs.items()),
               file=sys.stderr)
     r = {k: median_run(v) for k, v in runs.items()}
-    for name, base in (("ratio", "direct"), ("ratio dropping", "dropping")):
-        r[name] = statistics.median(a["rps"] / d["rps"] for a, d in zip(runs["socketless"], runs[base]))
+    r["ratio"] = paired_ratio(runs, "socketless", "direct")
+    r["ratio dropping"] = paired_ratio(runs, "socketless", "dropping")
     return r
 
 
@@ -601,14 +652,15 @@ def main():
     rows = [
         ("Backend `POST /message` req/s (memory store, wrk -c32)", fmt(b["serve"]["rps"]),
          f"bare hyper {fmt(b['hyper']['rps'])}; Flask {fmt(b['flask']['rps'])}",
-         f"{b['ratio']:.3f}× hyper (median of {BACKEND_ROUNDS} paired rounds); {b['serve']['rps'] / b['flask']['rps']:.1f}× Flask",
+         f"{b['ratio']:.3f}× hyper ({paired_note()}; pairs {b['spread'][0]:.2f}–{b['spread'][1]:.2f}); "
+         f"{b['serve']['rps'] / b['flask']['rps']:.1f}× Flask",
          "≥ 0.9× hyper", b["ratio"] >= 0.9),
         ("Backend p50 / p99 ms", f"{b['serve']['p50']:.3f} / {b['serve']['p99']:.3f}",
          f"hyper {b['hyper']['p50']:.3f} / {b['hyper']['p99']:.3f}; Flask {b['flask']['p50']:.3f} / {b['flask']['p99']:.3f}", "", "", None),
         ("Backend req/s, the same code built for glibc (not shipped)",
          fmt(b["glibc"]["rps"]) if b["glibc"] else "not run (BENCH_GLIBC_BIN unset)",
          f"bare hyper {fmt(b['hyper']['rps'])}; shipped musl build {fmt(b['serve']['rps'])}",
-         f"{b['glibc']['rps'] / b['hyper']['rps']:.2f}× hyper" if b["glibc"] else "", "", None),
+         f"{b['glibc ratio']:.2f}× hyper" if b["glibc"] else "", "", None),
         ("Backend with `--upstream` (bare hyper app) req/s (wrk -c32)", fmt(b["upstream"]["rps"]),
          f"built-in handler {fmt(b['serve']['rps'])}; bare hyper {fmt(b['hyper']['rps'])}",
          f"{b['upstream']['rps'] / b['serve']['rps']:.2f}× built-in; {b['upstream']['rps'] / b['hyper']['rps']:.2f}× hyper", "", None),
@@ -648,7 +700,7 @@ def main():
          fmt(c["socketless"]["rps"]),
          f"direct echo's accept rate {fmt(c['direct']['rps'])}; an echo that drops the connection on Close "
          f"without answering it {fmt(c['dropping']['rps'])}",
-         f"{c['ratio']:.3f}× direct (median of {BACKEND_ROUNDS} paired rounds); {c['ratio dropping']:.2f}× dropping",
+         f"{c['ratio']:.3f}× direct ({paired_note()}); {c['ratio dropping']:.2f}× dropping",
          "≥ 0.9× direct", c["ratio"] >= 0.9),
         ("Connect storm handshake p50 / p99 ms", f"{c['socketless']['p50']:.2f} / {c['socketless']['p99']:.2f}",
          f"direct {c['direct']['p50']:.2f} / {c['direct']['p99']:.2f}", "", "", None),

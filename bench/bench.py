@@ -35,7 +35,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ci", "lib"))
-from checklib import free_port  # noqa: E402
+from checklib import free_port, moto_command  # noqa: E402
 from benchtable import record, table  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -549,7 +549,7 @@ def idle_rows():
 
 def dynamodb_row():
     moto_port = free_port()
-    m = start([os.path.join(os.path.dirname(VENV_PY), "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)])
+    m = start(moto_command(moto_port, VENV_PY))
     wait_port(moto_port)
     env_extra = ["--store", "dynamodb", "--table", "bench-sessions", "--dynamodb-endpoint", f"http://127.0.0.1:{moto_port}",
                  "--create-table", "--region", "us-east-1", "--shared-secret", SECRET]

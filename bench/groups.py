@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "ci", "lib"))
-from checklib import free_port, http, stop, wait_port, wait_status  # noqa: E402
+from checklib import free_port, http, moto_command, stop, wait_port, wait_status  # noqa: E402
 from benchtable import record, table  # noqa: E402
 
 BIN, EX = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
@@ -153,7 +153,7 @@ def phase(mode, store, members_n, publishes):
         store_args = ["--store", "memory"]
         if store == "dynamodb":
             moto_port = free_port()
-            moto = spawn(f"moto-{mode}", ["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)])
+            moto = spawn(f"moto-{mode}", moto_command(moto_port))
             if not wait_port(moto_port, 20, moto):
                 sys.exit("moto did not start")
             # moto answers one call at a time: the connects queue up behind each other.

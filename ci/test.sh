@@ -15,7 +15,7 @@ step() {
 }
 
 need_venv
-command -v moto_server >/dev/null || die "moto_server missing after installing ci/requirements.txt"
+python3 -c "import moto.server" || die "python3 cannot import moto.server after installing ci/requirements.txt"
 command -v cfn-lint >/dev/null || die "cfn-lint missing after installing ci/requirements.txt"
 
 step "cargo fmt --check" cargo fmt --all -- --check

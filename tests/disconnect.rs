@@ -444,67 +444,15 @@ impl MessageHandler for Recorder {
     }
 }
 
-/// moto in front of which every request waits for the one before it to be answered. moto's
-/// server handles requests on several threads and checks a condition and writes apart, so two
-/// conditional writes to one item at the same instant can both succeed (measured: 3 items of 30
-/// with 8 writers each); DynamoDB applies each item's conditional writes one at a time. One
-/// request at a time gives moto DynamoDB's per-item atomicity.
-struct SerialMoto {
-    endpoint: String,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl SerialMoto {
-    async fn start(moto: &Moto) -> SerialMoto {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let upstream = moto.endpoint.clone();
-        let one = Arc::new(tokio::sync::Mutex::new(()));
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
-        let task = fake_server(listener, move |req| {
-            let (one, client, upstream) = (one.clone(), client.clone(), upstream.clone());
-            async move {
-                let _turn = one.lock().await;
-                let mut out = http::Request::builder()
-                    .method(req.method)
-                    .uri(format!("{upstream}{}", req.path));
-                for (name, value) in &req.headers {
-                    if name != http::header::HOST {
-                        out = out.header(name, value);
-                    }
-                }
-                let out = out
-                    .body(Full::new(Bytes::from(req.body)))
-                    .map_err(std::io::Error::other)?;
-                let resp = client.request(out).await.map_err(std::io::Error::other)?;
-                let (parts, body) = resp.into_parts();
-                let body = http_body_util::BodyExt::collect(body)
-                    .await
-                    .map_err(std::io::Error::other)?
-                    .to_bytes();
-                let mut answer = Response::builder().status(parts.status);
-                for (name, value) in &parts.headers {
-                    if name != http::header::TRANSFER_ENCODING && name != http::header::CONNECTION {
-                        answer = answer.header(name, value);
-                    }
-                }
-                answer.body(Full::new(body)).map_err(std::io::Error::other)
-            }
-        });
-        SerialMoto { endpoint, _task: task }
-    }
-}
-
 #[tokio::test]
 async fn two_sweepers_deliver_one_disconnect_per_gone_session() {
     const SESSIONS: usize = 60;
+    // moto answers one request at a time here (see common::moto), so its conditional writes
+    // are atomic, as DynamoDB's are.
     let moto = Moto::start().await;
-    let serial = SerialMoto::start(&moto).await;
     let gateway = FakeConnections::start().await;
     let table = format!("sweep-{}", free_port());
     let mut flags = dynamodb(&moto, &table);
-    flags[3] = format!("--dynamodb-endpoint={}", serial.endpoint);
     flags.extend([
         format!("--push-endpoint={}", gateway.endpoint()),
         "--disconnect-grace=0s".into(),

@@ -64,7 +64,7 @@ cleanup() {
 trap cleanup EXIT
 
 moto_port=$(free_port)
-moto_server -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+python3 ci/lib/moto_atomic.py -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$moto_port/moto-api/"
 

@@ -19,7 +19,7 @@ another gets SIGTERM (while it drains it still answers for its clients, which ar
 with 1001 and reconnect through the survivor). It prints the figures and `e2e-scaleout: N passed,
 N failed`.
 
-Usage: python3 ci/e2e/e2e-scaleout.py path/to/socketless   (needs haproxy, moto_server, boto3, websockets)
+Usage: python3 ci/e2e/e2e-scaleout.py path/to/socketless   (needs haproxy, moto[server], boto3, websockets)
 """
 import asyncio
 import base64
@@ -36,7 +36,7 @@ import boto3
 import websockets
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from checklib import Tally, free_port, http, wait_http  # noqa: E402
+from checklib import Tally, free_port, http, moto_command, wait_http  # noqa: E402
 
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/debug/socketless")
 CLIENTS = 24
@@ -241,7 +241,7 @@ def main():
 
     try:
         moto = free_port()
-        start(["moto_server", "-H", "127.0.0.1", "-p", str(moto)], "moto")
+        start(moto_command(moto), "moto")
         wait_http(f"http://127.0.0.1:{moto}/moto-api/")
         os.environ.update(AWS_ACCESS_KEY_ID="e2e", AWS_SECRET_ACCESS_KEY="e2e", AWS_REGION="us-east-1")
         db = boto3.client("dynamodb", endpoint_url=f"http://127.0.0.1:{moto}", region_name="us-east-1")

@@ -41,6 +41,15 @@ class Tally:
         sys.exit(1 if self.failed else 0)
 
 
+# moto's server one request at a time, so that conditional writes are atomic as in DynamoDB.
+MOTO_ATOMIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_atomic.py")
+
+
+def moto_command(port, python=None):
+    """The command that starts the tests' DynamoDB (moto, through MOTO_ATOMIC) on 127.0.0.1:PORT."""
+    return [python or sys.executable, MOTO_ATOMIC, "-H", "127.0.0.1", "-p", str(port)]
+
+
 _handed_out = set()
 
 
@@ -146,7 +155,7 @@ class Processes:
     def moto(self):
         """Starts moto (DynamoDB) on a free loopback port; returns the port, or exits saying why."""
         port = free_port()
-        p = self.spawn("moto", ["moto_server", "-H", "127.0.0.1", "-p", str(port)])
+        p = self.spawn("moto", moto_command(port))
         if not wait_port(port, 20, p):
             sys.exit(f"moto did not start (logs in {self.logs})")
         return port

@@ -36,7 +36,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from checklib import Tally, free_port, http, stop, wait_port, wait_status  # noqa: E402
+from checklib import Tally, free_port, http, moto_command, stop, wait_port, wait_status  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHART_DIR = os.path.join(ROOT, "chart", "socketless")
@@ -245,7 +245,7 @@ def record(binary, logs):
                         "serve-b": f"http://127.0.0.1:{internal_b}/metrics",
                         "gateway": f"http://127.0.0.1:{gw}/metrics",
                         "gateway-dead-backend": f"http://127.0.0.1:{dead_gw}/metrics"}
-        moto = start("moto", ["moto_server", "-H", "127.0.0.1", "-p", str(moto_port)], moto_port)
+        moto = start("moto", moto_command(moto_port), moto_port)
         start("serve", [binary, "serve", "--listen", f"127.0.0.1:{backend}", "--internal-listen", f"127.0.0.1:{internal}",
                         "--store", "dynamodb", "--dynamodb-endpoint", f"http://127.0.0.1:{moto_port}", "--create-table",
                         "--table", "obs-sessions", "--region", "us-east-1", "--shared-secret", secret,

@@ -1,10 +1,16 @@
 //! A moto server (DynamoDB) for one test: started on a free port, ready once moto itself
-//! answers, killed by PID when dropped.
+//! answers, killed by PID when dropped. It runs through `ci/lib/moto_atomic.py`, which answers
+//! one request at a time: moto alone lets two conditional writes to one item both succeed.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::{T, free_port};
+
+/// moto's server, one request at a time.
+const ATOMIC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ci/lib/moto_atomic.py");
+const INSTALL: &str =
+    "The DynamoDB tests need moto: run ci/test.sh, which installs it, or `pip install 'moto[server]'`";
 
 /// A moto server (DynamoDB) started for one test and killed by PID when dropped.
 pub struct Moto {
@@ -22,35 +28,32 @@ impl Moto {
                 return moto;
             }
         }
-        panic!("moto_server exited at start on five ports in a row; is another moto or the port range exhausted?")
+        panic!("moto exited at start on five ports in a row; is another moto or the port range exhausted?")
     }
 
     /// Starts moto on a given port (to bring DynamoDB back where it was).
     pub async fn start_on(port: u16) -> Moto {
         Self::try_start(port)
             .await
-            .unwrap_or_else(|| panic!("moto_server exited at start on port {port} (port taken?)"))
+            .unwrap_or_else(|| panic!("moto exited at start on port {port} (port taken?)"))
     }
 
     /// Starts moto and waits until moto itself answers on the port: a TCP connect alone can
     /// reach another test's listener that took the port. `None` if moto exits first.
     async fn try_start(port: u16) -> Option<Moto> {
-        let child = Command::new("moto_server")
+        let child = Command::new("python3")
+            .arg(ATOMIC)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start moto_server ({e}). The DynamoDB tests need it: run ci/test.sh, which installs it, \
-                     or `pip install 'moto[server]'`"
-                )
-            });
+            .unwrap_or_else(|e| panic!("cannot start python3 {ATOMIC} ({e}). {INSTALL}"));
         let endpoint = format!("http://127.0.0.1:{port}");
         let mut moto = Moto { child, endpoint, port };
         let deadline = std::time::Instant::now() + T;
         loop {
-            if moto.child.try_wait().ok().flatten().is_some() {
+            if let Some(status) = moto.child.try_wait().ok().flatten() {
+                assert_ne!(status.code(), Some(3), "python3 cannot import moto's server. {INSTALL}");
                 return None;
             }
             if moto_answers(port).await {
@@ -58,7 +61,7 @@ impl Moto {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "moto_server did not answer on port {port} within {T:?}"
+                "moto did not answer on port {port} within {T:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

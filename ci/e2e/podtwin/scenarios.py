@@ -23,7 +23,7 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
 import twin  # noqa: E402
-from checklib import free_port  # noqa: E402
+from checklib import MOTO_ATOMIC, free_port  # noqa: E402
 from twin import Cluster, log, render  # noqa: E402
 
 SECRET = "podtwin-shared-secret-0123"
@@ -176,7 +176,7 @@ class Env:
     def images(self):
         py = self.opts.app_python
         return {
-            "podtwin/moto": {"entrypoint": [shutil.which("moto_server")]},
+            "podtwin/moto": {"entrypoint": [sys.executable, MOTO_ATOMIC]},
             "podtwin/node-app": {"entrypoint": ["node"]},
             "podtwin/flask-app": {"entrypoint": [py["python"]], "env": py["env"]},
             self.opts.image: {"entrypoint": [self.opts.binary]},

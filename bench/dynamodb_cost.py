@@ -18,7 +18,6 @@ the connects and disconnects still differ after a minute.
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ci", "lib"))
 from callgrind import WARMUP, wait_ready  # noqa: E402
 from callgrind_async import dump_files  # noqa: E402
-from checklib import free_port, moto_command  # noqa: E402
+from checklib import free_port, moto_command, wait_port  # noqa: E402
 
 SECRET = "dynamodb-cost-secret-0123456789ab"
 CLIENTS = 8
@@ -65,18 +64,6 @@ def total_ir(dump):
     raise SystemExit(f"dynamodb_cost: no totals in {dump}")
 
 
-def wait_port(port, proc, label, timeout=60):
-    deadline = time.time() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                raise SystemExit(f"dynamodb_cost: {label} did not start")
-            time.sleep(0.2)
-
-
 def ws_connect(tool, url, seconds, clients=CLIENTS, strict=True):
     """Short connections for `seconds`. The warm-up's are not strict: valgrind translates the SDK's
     code on its first calls, and a handshake can then outlast ws_connect's 10 seconds."""
@@ -100,7 +87,8 @@ def main():
             moto = subprocess.Popen(moto_command(moto_port, venv_python), stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             procs.append(moto)
-            wait_port(moto_port, moto, "moto")
+            if not wait_port(moto_port, 60, moto):
+                raise SystemExit("dynamodb_cost: moto did not start")
             serve = subprocess.Popen(
                 ["valgrind", "--tool=callgrind", "--dump-instr=no", "--dump-line=no", f"--callgrind-out-file={dump}",
                  socketless, "serve", "--listen", f"127.0.0.1:{bport}", "--internal-listen", f"127.0.0.1:{biport}",

@@ -1,8 +1,10 @@
 //! Reading request bodies whole: a size limit, a deadline, and a budget of buffered bytes
 //! shared by the listener's requests.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -178,9 +180,92 @@ pub async fn read_incoming(
         }
         Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
     };
-    match tokio::time::timeout(policy.timeout, read).await {
-        Ok(Ok(bytes)) => Ok((bytes, reservation)),
-        Ok(Err(err)) => Err(err),
-        Err(_) => Err(BodyError::TimedOut(policy.timeout)),
+    // A body that has arrived with its head (the usual case) is read at once, without setting
+    // a timer; the deadline runs from the first moment the body keeps the request waiting.
+    let outcome = {
+        let mut read = std::pin::pin!(read);
+        match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+            Poll::Ready(outcome) => outcome,
+            Poll::Pending => match tokio::time::timeout(policy.timeout, read).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(BodyError::TimedOut(policy.timeout)),
+            },
+        }
+    };
+    outcome.map(|bytes| (bytes, reservation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves one connection whose requests' bodies are read with `read_incoming` and a 1 s
+    /// deadline; answers each with what the read gave.
+    async fn server() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let policy = BodyPolicy::new(Duration::from_secs(1), 1 << 20);
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let policy = policy.clone();
+                async move {
+                    let declared = declared_length(req.headers());
+                    let answer = match read_incoming(req.into_body(), declared, 1024, &policy).await {
+                        Ok((bytes, _)) => format!("read {}", String::from_utf8_lossy(&bytes)),
+                        Err(err) => format!("error {err}"),
+                    };
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(Bytes::from(
+                        answer,
+                    ))))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+        addr
+    }
+
+    async fn exchange(addr: std::net::SocketAddr, parts: &[(&[u8], u64)]) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for (bytes, wait_ms) in parts {
+            stream.write_all(bytes).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(*wait_ms)).await;
+        }
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    const HEAD: &[u8] = b"POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 5\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_body_that_came_with_its_head_is_read_at_once() {
+        let addr = server().await;
+        let answer = exchange(addr, &[(&[HEAD, b"hello"].concat(), 0)]).await;
+        assert!(answer.ends_with("read hello"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_follows_its_head_within_the_deadline_is_read() {
+        let addr = server().await;
+        let answer = exchange(addr, &[(HEAD, 100), (b"he", 100), (b"llo", 0)]).await;
+        assert!(answer.ends_with("read hello"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_arriving_is_refused_at_the_deadline() {
+        let addr = server().await;
+        let started = std::time::Instant::now();
+        let answer = exchange(addr, &[(&[HEAD, b"he"].concat(), 0)]).await;
+        assert!(
+            answer.ends_with("error request body did not arrive within 1s"),
+            "{answer}"
+        );
+        assert!(started.elapsed() >= Duration::from_secs(1));
     }
 }

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -149,17 +150,18 @@ where
                     let lifecycle = lifecycle.clone();
                     service_fn(move |req| {
                         let serving = activity.serving();
-                        // Boxed: hyper moves the service future around, and a pointer moves cheaply.
-                        let fut = Box::pin(handler(req, peer));
                         let lifecycle = lifecycle.clone();
-                        async move {
-                            let mut resp = fut.await;
+                        // Not boxed: hyper keeps each connection's request future in one box,
+                        // allocated once, and writes every request's future into it. A map, not
+                        // an async block: the handler's future is polled where it was written,
+                        // where an async block would copy it again at its first poll.
+                        handler(req, peer).map(move |mut resp| {
                             if lifecycle.is_draining() {
                                 closing(&mut resp);
                             }
                             drop(serving);
                             Ok::<_, Infallible>(resp)
-                        }
+                        })
                     })
                 };
                 // No hyper timer: the keep-alive limit is the sweep's (see idle.rs).

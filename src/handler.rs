@@ -169,4 +169,14 @@ impl MessageHandler for Echo {
     ) -> BoxFuture<'a, Result<Option<Bytes>, Rejection>> {
         Box::pin(async move { Ok(Some(body)) })
     }
+
+    /// What the default does, in one future instead of two (every message pays for each).
+    fn on_message_reply<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Reply>, Rejection>> {
+        let binary = ctx.binary;
+        Box::pin(async move { Ok(Some(Reply { body, binary })) })
+    }
 }

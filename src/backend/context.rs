@@ -2,10 +2,11 @@
 //! rows of [`crate::contract::CONTEXT`] say, in one pass
 //! over the request headers.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use super::error::ApiError;
 use crate::contract::{self, CONTEXT, Header, RequestContext};
+use crate::trace::{TRACEPARENT, TRACESTATE};
 
 /// A connection id as API Gateway issues them: short, printable, no separators.
 pub fn valid_connection_id(id: &str) -> bool {
@@ -15,7 +16,30 @@ pub fn valid_connection_id(id: &str) -> bool {
 /// Reads the gateway context from request headers, as `/connect`, `/message` and `/disconnect`
 /// do; the error says which header is missing or malformed.
 pub fn request_context(headers: &HeaderMap) -> Result<RequestContext, String> {
-    context(headers).map_err(|e| e.to_string())
+    let mut ctx = RequestContext::default();
+    context(headers, &mut ctx).map_err(|e| e.to_string())?;
+    Ok(ctx)
+}
+
+/// The W3C trace context headers of a call, found in the same pass as its gateway context (a
+/// lookup by name would hash each name again).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct TraceHeaders<'a> {
+    pub traceparent: Option<&'a HeaderValue>,
+    pub tracestate: Option<&'a HeaderValue>,
+}
+
+impl<'a> TraceHeaders<'a> {
+    /// The value of `traceparent` or `tracestate` as text, as [`crate::trace::Hop::incoming`]
+    /// asks for them.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        let value = match name {
+            TRACEPARENT => self.traceparent,
+            TRACESTATE => self.tracestate,
+            _ => None,
+        };
+        value.and_then(|v| v.to_str().ok())
+    }
 }
 
 /// The header named `name` and its row's index in [`CONTEXT`].
@@ -26,16 +50,22 @@ fn row_of(name: &str) -> Option<(usize, Header)> {
     Some((i, CONTEXT[i].header?))
 }
 
-/// Reads the gateway context from the request headers. The first value of a repeated header
-/// wins, as with `HeaderMap::get`.
-pub(super) fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
-    let mut ctx = RequestContext::default();
+/// Reads the gateway context from the request headers into `ctx` (a fresh one: it is filled
+/// where it lies, not moved), and returns the trace context. The first value of a repeated
+/// header wins, as with `HeaderMap::get`.
+pub(super) fn context<'h>(headers: &'h HeaderMap, ctx: &mut RequestContext) -> Result<TraceHeaders<'h>, ApiError> {
+    let mut trace = TraceHeaders::default();
     let mut seen = [false; CONTEXT.len()];
     let mut malformed = None;
     for (name, value) in headers {
         let name = name.as_str();
         // Most headers are not the gateway's: one prefix check skips them.
         if !name.starts_with(contract::HEADER_PREFIX) {
+            if name == TRACEPARENT {
+                trace.traceparent.get_or_insert(value);
+            } else if name == TRACESTATE {
+                trace.tracestate.get_or_insert(value);
+            }
             continue;
         }
         let Some((i, header)) = row_of(name) else {
@@ -53,7 +83,7 @@ pub(super) fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
         if std::mem::replace(&mut seen[i], true) {
             continue;
         }
-        if (header.store)(&mut ctx, value).is_err() {
+        if (header.store)(ctx, value).is_err() {
             malformed.get_or_insert(header.name);
         }
     }
@@ -65,7 +95,7 @@ pub(super) fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
     }
     match malformed {
         Some(name) => Err(ApiError::InvalidHeader(name)),
-        None => Ok(ctx),
+        None => Ok(trace),
     }
 }
 
@@ -80,6 +110,38 @@ mod tests {
             .map(|h| h.name)
             .chain([contract::SHARED_SECRET])
             .collect()
+    }
+
+    #[test]
+    fn the_trace_context_is_found_in_the_same_pass_first_value_first() {
+        let mut headers = HeaderMap::new();
+        headers.insert(contract::CONNECTION_ID, "abc=".parse().unwrap());
+        headers.append(
+            TRACEPARENT,
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        headers.append(
+            TRACEPARENT,
+            "00-11111111111111111111111111111111-2222222222222222-01"
+                .parse()
+                .unwrap(),
+        );
+        headers.insert(TRACESTATE, "vendor=1".parse().unwrap());
+        let mut ctx = RequestContext::default();
+        let trace = context(&headers, &mut ctx).unwrap();
+        assert_eq!(ctx.connection_id, "abc=");
+        assert_eq!(
+            trace.get(TRACEPARENT),
+            headers.get(TRACEPARENT).and_then(|v| v.to_str().ok())
+        );
+        assert_eq!(trace.get(TRACESTATE), Some("vendor=1"));
+        assert_eq!(trace.get("x-other"), None);
+        headers.remove(TRACEPARENT);
+        headers.remove(TRACESTATE);
+        let none = context(&headers, &mut RequestContext::default()).unwrap();
+        assert_eq!((none.get(TRACEPARENT), none.get(TRACESTATE)), (None, None));
     }
 
     proptest! {

@@ -12,6 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use opentelemetry::trace::FutureExt as _;
 use subtle::ConstantTimeEq;
 
 use super::cache::Lookup;
@@ -26,7 +27,7 @@ use crate::contract::{self, RequestContext};
 use crate::http_server::{self, Body};
 use crate::store::{Claim, Created, Member, Session};
 use crate::timefmt::now_ms;
-use crate::trace::Hop;
+use crate::trace::{Hop, Kind};
 
 /// At most `max` bytes of `text`, cut at a character boundary.
 fn capped(text: &str, max: usize) -> String {
@@ -51,6 +52,8 @@ struct Call {
     body: CallBody,
     /// The call's trace (see [`crate::trace`]).
     hop: Hop,
+    /// When its head arrived.
+    started: Instant,
 }
 
 /// What a request's head decided. It lives only until it is matched, so the size difference
@@ -78,7 +81,7 @@ impl Backend {
         _peer: SocketAddr,
     ) -> impl Future<Output = Response<Body>> + Send + 'static {
         let started = Instant::now();
-        let mut head = self.head(req);
+        let mut head = self.head(req, started);
         async move {
             let _in_flight = InFlight::new(&self.metrics, "public");
             let (route, resp) = match head {
@@ -105,11 +108,13 @@ impl Backend {
     async fn call(&self, call: &mut Call) -> (Option<&'static str>, Response<Body>) {
         let hop = std::mem::take(&mut call.hop);
         let route = call.route;
-        let mut resp = hop
-            .clone()
-            .run(self.integration(call))
-            .await
-            .unwrap_or_else(|err| err.response());
+        // As `Hop::run` does, awaited in place: passing the future through a function would
+        // copy it once more for every request.
+        let result = match hop.context() {
+            Some(cx) => self.integration(call).with_context(cx.clone()).await,
+            None => self.integration(call).await,
+        };
+        let mut resp = result.unwrap_or_else(|err| err.response());
         if resp.status().is_server_error() {
             hop.outcome(Some(resp.status().to_string()));
         }
@@ -154,7 +159,7 @@ impl Backend {
                 headers.append(name, value);
             }
             let (parts, ()) = head.into_parts();
-            let (route, resp) = match self.head_parts(parts, CallBody::Carried(c.body)) {
+            let (route, resp) = match self.head_parts(parts, CallBody::Carried(c.body), started) {
                 Head::Call(mut call) => self.call(&mut call).await,
                 Head::Answered(route, resp) => (route, resp),
                 // Only a request alone is routed there.
@@ -175,7 +180,7 @@ impl Backend {
 
     /// Routes a request and reads its head: the shared secret, the gateway context and the
     /// declared body length.
-    fn head(&self, req: Request<Incoming>) -> Head {
+    fn head(&self, req: Request<Incoming>, started: Instant) -> Head {
         let (parts, body) = req.into_parts();
         if parts.uri.path() == contract::PATH_CARRIED_DISCONNECTS {
             if parts.method != Method::POST {
@@ -186,11 +191,11 @@ impl Backend {
         }
         // hyper has parsed Content-Length already; its size hint is exact when one was sent.
         let declared = hyper::body::Body::size_hint(&body).exact();
-        self.head_parts(parts, CallBody::Incoming(body, declared))
+        self.head_parts(parts, CallBody::Incoming(body, declared), started)
     }
 
     /// [`Backend::head`] for a request split into its head and body.
-    fn head_parts(&self, parts: http::request::Parts, body: CallBody) -> Head {
+    fn head_parts(&self, parts: http::request::Parts, body: CallBody, started: Instant) -> Head {
         let route: &'static str = match parts.uri.path() {
             contract::PATH_CONNECT => contract::PATH_CONNECT,
             contract::PATH_DISCONNECT => contract::PATH_DISCONNECT,
@@ -206,12 +211,19 @@ impl Backend {
         if parts.method != Method::POST {
             return Head::Answered(Some(route), ApiError::Method("use POST").response());
         }
-        let read = || -> Result<RequestContext, ApiError> {
-            self.check_secret(&parts.headers)?;
-            context(&parts.headers)
+        if let Err(err) = self.check_secret(&parts.headers) {
+            return Head::Answered(Some(route), err.response());
+        }
+        // Filled where it lies: the call is moved once, into the head this returns.
+        let mut call = Call {
+            route,
+            ctx: RequestContext::default(),
+            body,
+            hop: Hop::default(),
+            started,
         };
-        let mut ctx = match read() {
-            Ok(ctx) => ctx,
+        let trace = match context(&parts.headers, &mut call.ctx) {
+            Ok(trace) => trace,
             Err(err) => return Head::Answered(Some(route), err.response()),
         };
         let name = match route {
@@ -219,20 +231,25 @@ impl Backend {
             contract::PATH_DISCONNECT => "serve /disconnect",
             _ => "serve /message",
         };
-        let hop = Hop::from_headers(name, &parts.headers, || {
-            vec![opentelemetry::KeyValue::new(
-                "socketless.connection_id",
-                ctx.connection_id.clone(),
-            )]
-        });
-        ctx.traceparent = hop.traceparent();
+        call.hop = Hop::incoming(
+            name,
+            Kind::Server,
+            |key| trace.get(key),
+            || {
+                vec![opentelemetry::KeyValue::new(
+                    "socketless.connection_id",
+                    call.ctx.connection_id.clone(),
+                )]
+            },
+        );
+        call.ctx.traceparent = call.hop.traceparent();
         if self.handler.wants_headers() {
             let mut headers = parts.headers;
             // The resume key stays in `serve`: no handler sees it.
             headers.remove(contract::RESUME_KEY);
-            ctx.headers = Some(Arc::new(headers));
+            call.ctx.headers = Some(Arc::new(headers));
         }
-        Head::Call(Call { route, ctx, body, hop })
+        Head::Call(call)
     }
 
     fn check_secret(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -265,7 +282,7 @@ impl Backend {
             // message's future.
             contract::PATH_CONNECT => Box::pin(self.connect(std::mem::take(&mut call.ctx))).await,
             contract::PATH_DISCONNECT => Box::pin(self.disconnect(std::mem::take(&mut call.ctx))).await,
-            _ => self.message(&mut call.ctx, bytes).await,
+            _ => self.message(&mut call.ctx, bytes, call.started).await,
         }
     }
 
@@ -420,9 +437,14 @@ impl Backend {
         Ok(http_server::empty(StatusCode::OK))
     }
 
-    async fn message(&self, ctx: &mut RequestContext, body: Bytes) -> Result<Response<Body>, ApiError> {
+    async fn message(
+        &self,
+        ctx: &mut RequestContext,
+        body: Bytes,
+        started: Instant,
+    ) -> Result<Response<Body>, ApiError> {
         self.metrics.messages.inc();
-        let identity = match self.cache.on_message(&ctx.connection_id, Instant::now()) {
+        let identity = match self.cache.on_message(&ctx.connection_id, started) {
             Lookup::Fresh(identity) => {
                 self.metrics.cache_lookup(true);
                 identity

@@ -250,6 +250,11 @@ impl Hop {
         }
     }
 
+    /// The context the hop carries, if any: what [`Hop::run`] makes current.
+    pub fn context(&self) -> Option<&Context> {
+        self.0.as_ref()
+    }
+
     /// Runs `fut` with this hop as the current one, so that [`Hop::current`] finds it in
     /// whatever the future calls. The span ends when the future is done, unless a clone lives on.
     /// A hop with no context runs the future as it is.

@@ -2,7 +2,8 @@
 # Counts the instructions `serve` spends per POST /message next to the bare hyper echo, the
 # gateway's per message on the full path, both processes' per message on the asynchronous
 # reply path and what a span adds to each, with valgrind's callgrind (stable to well under 1% on
-# a busy machine, unlike wall-clock figures).
+# a busy machine, unlike wall-clock figures); then, with perf's software clock, where a request's
+# time goes in `serve` and in bare hyper, the kernel's part included.
 # Builds the `profiling` profile (the release build with symbols); run on demand, not in CI.
 # PROFILE_SECONDS sets the measured seconds per server (default 5). See README, "Benchmarks".
 set -euo pipefail
@@ -10,7 +11,7 @@ set -euo pipefail
 source "$(dirname "$0")/../lib/lib.sh"
 cd "$ROOT"
 
-need_apt valgrind valgrind wrk wrk
+need_apt valgrind valgrind wrk wrk perf linux-perf taskset util-linux
 log "building the profiling profile (release with symbols)"
 cargo build --locked --quiet --profile profiling --bin socketless --example hyper_echo --example ws_load \
   --example otlp_sink
@@ -22,3 +23,7 @@ python3 bench/callgrind_async.py target/profiling/socketless target/profiling/ex
 log "counting what a span costs on the full path (traces off, then on at 100 % sampling)"
 python3 bench/callgrind_traces.py target/profiling/socketless target/profiling/examples/ws_load \
   target/profiling/examples/otlp_sink "${PROFILE_SECONDS:-5}"
+log "timing a request with perf (cpu-clock samples): kernel and user space, serve next to bare hyper"
+[ "$(nproc)" -ge 2 ] || die "perf_split.py pins the server and wrk to separate cores: need 2"
+python3 bench/perf_split.py target/profiling/socketless target/profiling/examples/hyper_echo bench/message.lua \
+  "${PROFILE_SECONDS:-8}"

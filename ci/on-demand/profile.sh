@@ -5,7 +5,8 @@
 # a busy machine, unlike wall-clock figures); then, with perf's software clock, where a request's
 # time goes in `serve` and in bare hyper, the kernel's part included.
 # Builds the `profiling` profile (the release build with symbols); run on demand, not in CI.
-# PROFILE_SECONDS sets the measured seconds per server (default 5). See README, "Benchmarks".
+# PROFILE_SECONDS sets the measured seconds per server (default 5; 8 for the perf rounds). See
+# README, "Benchmarks".
 set -euo pipefail
 # shellcheck source=../lib/lib.sh
 source "$(dirname "$0")/../lib/lib.sh"

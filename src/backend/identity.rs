@@ -30,8 +30,19 @@ pub const MAX_ATTRIBUTES_TOTAL: usize = 2048;
 /// [`crate::handler::MessageHandler::on_connect_with_attributes`]) and reads them on every
 /// later call in [`crate::handler::RequestContext::attributes`]. [`Attributes::check`] is what
 /// `serve` enforces at connect; a violation refuses the connect.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Attributes(Arc<Vec<(String, String)>>);
+///
+/// Most sessions have none, and every call's context starts with an empty set before the
+/// session's is put in its place: an empty set holds no allocation.
+#[derive(Debug, Clone, Default)]
+pub struct Attributes(Option<Arc<Vec<(String, String)>>>);
+
+impl PartialEq for Attributes {
+    fn eq(&self, other: &Self) -> bool {
+        self.list() == other.list()
+    }
+}
+
+impl Eq for Attributes {}
 
 /// Which limit a set of attributes broke; the text names the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,11 +80,15 @@ impl Attributes {
         Self::default()
     }
 
+    fn list(&self) -> &[(String, String)] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
     /// Sets `name` to `value`, replacing an earlier value; [`Attributes::check`] says whether
     /// the result is within the limits.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let (name, value) = (name.into(), value.into());
-        let list = Arc::make_mut(&mut self.0);
+        let list = Arc::make_mut(self.0.get_or_insert_with(Default::default));
         match list.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
             Ok(i) => list[i].1 = value,
             Err(i) => list.insert(i, (name, value)),
@@ -82,23 +97,23 @@ impl Attributes {
 
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+        let list = self.list();
+        list.binary_search_by(|(n, _)| n.as_str().cmp(name))
             .ok()
-            .map(|i| self.0[i].1.as_str())
+            .map(|i| list[i].1.as_str())
     }
 
     /// Every attribute, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.list().iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.list().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list().is_empty()
     }
 
     /// Whether the attributes are within the limits: at most [`MAX_ATTRIBUTES`], names
@@ -219,6 +234,20 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn an_empty_set_compares_by_content_and_a_clone_changes_alone() {
+        let empty = Attributes::new();
+        assert_eq!(empty, Attributes::from_headers(&HeaderMap::new()).unwrap());
+        assert!(empty.is_empty() && empty.get("tenant").is_none());
+        let mut one = empty.clone();
+        one.insert("tenant", "acme");
+        assert_ne!(one, empty);
+        let mut two = one.clone();
+        two.insert("tenant", "other");
+        assert_eq!((one.get("tenant"), two.get("tenant")), (Some("acme"), Some("other")));
+        assert_eq!(one, [("tenant", "acme")].into_iter().collect::<Attributes>());
     }
 
     #[test]

@@ -10,22 +10,30 @@
 //! connections that had no request in flight and answered none for the whole keep-alive
 //! timeout: an idle keep-alive connection, or a client that never finishes its request head.
 //! When the listener stops, the sweep's owner wakes every connection once.
+//!
+//! A request in flight holds one reference to its connection's [`Activity`], which also tells
+//! it whether the process is draining (its answer then closes the connection), and a
+//! connection registers its task for the stop signal once, not at every wake-up.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use tokio::task::AbortHandle;
+
+use crate::lifecycle::Lifecycle;
 
 /// The connections of one listener.
 pub struct Connections {
     entries: Mutex<HashMap<u64, Entry>>,
     next_id: AtomicU64,
     stopping: AtomicBool,
+    /// The process's lifecycle, read by each answer (see [`Serving::draining`]).
+    lifecycle: Lifecycle,
     tick: Duration,
     /// Ticks in the keep-alive timeout: a connection quiet for one more sweep than this is closed.
     idle_ticks: u32,
@@ -48,8 +56,9 @@ pub struct Activity {
 }
 
 impl Connections {
-    /// Connections that close after `keep_alive` without a request.
-    pub fn new(keep_alive: Duration) -> Arc<Self> {
+    /// Connections that close after `keep_alive` without a request, in a process with
+    /// `lifecycle`.
+    pub fn new(keep_alive: Duration, lifecycle: Lifecycle) -> Arc<Self> {
         // Often enough that a connection closes at most an eighth of the timeout (and at most a
         // second) late; never early (see `sweep`).
         let tick = (keep_alive / 8).clamp(Duration::from_millis(1), Duration::from_secs(1));
@@ -58,6 +67,7 @@ impl Connections {
             entries: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            lifecycle,
             tick,
             idle_ticks: u32::try_from(idle_ticks).unwrap_or(u32::MAX),
         })
@@ -143,13 +153,21 @@ impl Activity {
     }
 
     /// Resolves once the listener stops.
+    ///
+    /// A connection's task polls this every time it wakes, with the same waker each time: the
+    /// waker is registered at the first poll and again only if a poll brings a different one.
     pub async fn stopped(&self) {
         let stopping = &self.connections.stopping;
+        let mut registered: Option<Waker> = None;
         poll_fn(|cx| {
             if stopping.load(Ordering::SeqCst) {
                 return Poll::Ready(());
             }
+            if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                return Poll::Pending;
+            }
             self.stop_waker.register(cx.waker());
+            registered = Some(cx.waker().clone());
             if stopping.load(Ordering::SeqCst) {
                 Poll::Ready(())
             } else {
@@ -178,6 +196,14 @@ impl Drop for Registration {
 /// A request being served; see [`Activity::serving`].
 pub struct Serving(Arc<Activity>);
 
+impl Serving {
+    /// True from the moment the process begins its shutdown: the answer should close the
+    /// connection.
+    pub fn draining(&self) -> bool {
+        self.0.connections.lifecycle.is_draining()
+    }
+}
+
 impl Drop for Serving {
     fn drop(&mut self) {
         self.0.answered.fetch_add(1, Ordering::Relaxed);
@@ -191,17 +217,17 @@ mod tests {
 
     #[test]
     fn ticks_never_close_early_and_at_most_a_second_late() {
-        let c = Connections::new(Duration::from_secs(75));
+        let c = Connections::new(Duration::from_secs(75), Lifecycle::new());
         assert_eq!((c.tick(), c.idle_ticks), (Duration::from_secs(1), 75));
-        let c = Connections::new(Duration::from_millis(400));
+        let c = Connections::new(Duration::from_millis(400), Lifecycle::new());
         assert_eq!((c.tick(), c.idle_ticks), (Duration::from_millis(50), 8));
-        let c = Connections::new(Duration::from_millis(1500));
+        let c = Connections::new(Duration::from_millis(1500), Lifecycle::new());
         assert!(c.tick().as_nanos() * u128::from(c.idle_ticks) >= Duration::from_millis(1500).as_nanos());
     }
 
     #[tokio::test]
     async fn a_quiet_connection_is_closed_after_the_timeout_and_a_busy_one_is_not() {
-        let c = Connections::new(Duration::from_secs(3));
+        let c = Connections::new(Duration::from_secs(3), Lifecycle::new());
         assert_eq!(c.idle_ticks, 8);
         let quiet = c.open();
         let busy = c.open();
@@ -237,9 +263,42 @@ mod tests {
         assert_eq!(c.len(), 2);
     }
 
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Woken(AtomicU64);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_stop_signal_wakes_the_waker_of_the_latest_poll() {
+        use std::future::Future;
+        use std::task::Context;
+        let c = Connections::new(Duration::from_secs(75), Lifecycle::new());
+        let a = c.open();
+        let mut stopped = std::pin::pin!(a.activity().stopped());
+        let (first, second) = (Arc::new(Woken::default()), Arc::new(Woken::default()));
+        for waker in [&first, &first, &second] {
+            let waker = Waker::from(waker.clone());
+            assert!(stopped.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        }
+        c.stop();
+        assert_eq!(
+            first.0.load(Ordering::SeqCst),
+            0,
+            "a waker replaced by a later poll was woken"
+        );
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        let waker = Waker::from(second.clone());
+        assert!(stopped.as_mut().poll(&mut Context::from_waker(&waker)).is_ready());
+    }
+
     #[tokio::test]
     async fn stop_wakes_every_connection() {
-        let c = Connections::new(Duration::from_secs(75));
+        let c = Connections::new(Duration::from_secs(75), Lifecycle::new());
         let a = c.open();
         let waiting = tokio::spawn({
             let a = a.activity().clone();

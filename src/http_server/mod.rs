@@ -123,7 +123,7 @@ where
     let nodelay_inherited = nodelay_for_accepted(&listener);
     // hyper's read buffer grows up to this; the head must fit well inside it.
     let max_buf = (limits.max_header_bytes * 2).max(16 * 1024);
-    let connections = Connections::new(limits.keep_alive);
+    let connections = Connections::new(limits.keep_alive, lifecycle);
     let mut sweep = tokio::time::interval(connections.tick());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
@@ -147,16 +147,16 @@ where
                 let handler = handler.clone();
                 let svc = {
                     let activity = activity.clone();
-                    let lifecycle = lifecycle.clone();
                     service_fn(move |req| {
+                        // The request's one reference to its connection: the sweep's activity
+                        // and the drain check both go through it.
                         let serving = activity.serving();
-                        let lifecycle = lifecycle.clone();
                         // Not boxed: hyper keeps each connection's request future in one box,
                         // allocated once, and writes every request's future into it. A map, not
                         // an async block: the handler's future is polled where it was written,
                         // where an async block would copy it again at its first poll.
                         handler(req, peer).map(move |mut resp| {
-                            if lifecycle.is_draining() {
+                            if serving.draining() {
                                 closing(&mut resp);
                             }
                             drop(serving);

@@ -81,6 +81,7 @@ pub fn main() -> ExitCode {
 
 /// Runs the binary with your own handler: the entry point for applications built on socketless.
 pub fn main_with_handler(handler: Arc<dyn MessageHandler>) -> ExitCode {
+    crate::memcopy::detect();
     let cli = Cli::parse();
     let mut problems = Problems::new();
     let labels = Labels::of_command(&<Cli as clap::CommandFactory>::command());

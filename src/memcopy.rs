@@ -12,14 +12,14 @@
 //! when the destination lies 1 to 31 bytes past the source modulo 4 KiB: AMD EPYC (Zen, with
 //! FSRM) then takes 12 to 22 times as long as the 64-byte loop (`bench/copy_alias.rs` prints
 //! both; on one such host, 2,643 ns against 178 for 4 KiB), so those copies keep the loop at any
-//! size. glibc's copy, which also turns to `rep movsb` above about 2 KiB, is as slow there. On a
-//! CPU with AVX (nearly every x86-64 server CPU since 2013; [`detect`] asks at start), the loop
-//! moves 128-byte blocks in 32-byte registers, as glibc's does, where SSE2 needs twice the
-//! instructions: the 1 to 2 KiB futures a request's server moves into place are its largest
-//! copies. Since
+//! size. glibc's copy, which also turns to `rep movsb` above about 2 KiB, is as slow there. Since
 //! each size class loads before it stores, the small sizes serve `memmove` as they are; a larger
-//! `memmove` whose destination starts inside its source copies from the end instead. Nothing
-//! here needs more than SSE2, which every x86-64 CPU has.
+//! `memmove` whose destination starts inside its source copies from the end instead.
+//!
+//! Everything works with SSE2 alone, which every x86-64 CPU has. On a CPU with AVX (nearly every
+//! x86-64 server CPU since 2013; [`detect`] asks at start), the forward block loop moves 128
+//! bytes a turn in 32-byte registers, as glibc's does, with half the instructions: the 1 to 2 KiB
+//! futures that a request's server moves into place are its largest copies.
 //!
 //! `memcmp` too: musl's compares one byte at a time, and every request compares a few strings
 //! of 8 to 30 bytes (its route, the session cache's key, the metrics' labels). callgrind counted

@@ -92,22 +92,39 @@ pub fn encode<'a, P: Carried + 'a>(posts: impl Iterator<Item = &'a P> + Clone) -
 }
 
 /// The posts of a body, each as (id, frame, binary); `None` when the body is not one.
-pub fn decode(mut body: Bytes) -> Option<Vec<(String, Bytes, bool)>> {
+pub fn decode(body: Bytes) -> Option<Vec<(String, Bytes, bool)>> {
     let mut out = Vec::new();
+    let mut utf8 = true;
+    each(&body, |id, frame, binary| match std::str::from_utf8(id) {
+        Ok(id) => out.push((id.to_owned(), body.slice_ref(frame), binary)),
+        Err(_) => utf8 = false,
+    })?;
+    utf8.then_some(out)
+}
+
+/// Calls `post` with each post of a body, as (id, frame, binary), in order, and returns how
+/// many there were; `None` when the framing is not that of posts (`post` may have seen some of
+/// them then). The ids are as they came: [`decode`] also checks that they are UTF-8.
+pub fn each<'a>(mut body: &'a [u8], mut post: impl FnMut(&'a [u8], &'a [u8], bool)) -> Option<usize> {
+    let mut count = 0;
     while body.has_remaining() {
         let n = usize::from(body.get_u8());
-        if body.remaining() < n + 5 {
+        if body.remaining() < n + 5 || count == MAX_ITEMS {
             return None;
         }
-        let id = String::from_utf8(body.split_to(n).to_vec()).ok()?;
+        let (id, rest) = body.split_at(n);
+        body = rest;
         let binary = body.get_u8() & 1 == 1;
         let len = body.get_u32() as usize;
-        if len > MAX_POST_BYTES || body.remaining() < len || out.len() == MAX_ITEMS {
+        if len > MAX_POST_BYTES || body.remaining() < len {
             return None;
         }
-        out.push((id, body.split_to(len), binary));
+        let (frame, rest) = body.split_at(len);
+        body = rest;
+        post(id, frame, binary);
+        count += 1;
     }
-    Some(out)
+    Some(count)
 }
 
 /// What sends one call for the lanes: the posts of `batch`, to `destination`, every one of them
@@ -150,6 +167,9 @@ impl<P, A> Default for Lane<P, A> {
 }
 
 type Lanes<C> = HashMap<String, Lane<<C as Carrier>::Post, <C as Carrier>::Answer>>;
+
+/// The posts of one call, each with its answerer.
+type Batch<C> = Vec<(<C as Carrier>::Post, Answerer<<C as Carrier>::Answer>)>;
 
 /// The posts waiting for each destination, and the carrier that sends them.
 pub struct Gatherer<C: Carrier> {
@@ -223,33 +243,56 @@ impl<C: Carrier> Gatherer<C> {
     /// Sends what waits for `destination`, call after call, until nothing does; then frees the
     /// slot.
     async fn drain(&self, destination: String) {
-        loop {
-            let batch = {
-                let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(lane) = lanes.get_mut(&destination) else {
-                    return;
-                };
-                if lane.waiting.is_empty() {
-                    lane.in_flight -= 1;
-                    if lane.in_flight == 0 {
-                        lanes.remove(&destination);
-                    }
-                    return;
-                }
-                let mut batch = Vec::new();
-                let mut bytes = 0;
-                while let Some((next, _)) = lane.waiting.front() {
-                    let size = next.weight();
-                    if batch.len() == MAX_ITEMS || (!batch.is_empty() && bytes + size > MAX_BYTES) {
-                        break;
-                    }
-                    bytes += size;
-                    batch.extend(lane.waiting.pop_front());
-                }
-                batch
-            };
+        while let Some(batch) = self.take(&destination) {
             self.carrier.send(&destination, batch).await;
         }
+    }
+
+    /// The next call's posts for `destination`, its slot kept; or, when nothing waits, `None`
+    /// and the slot freed.
+    fn take(&self, destination: &str) -> Option<Batch<C>> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = lanes.get_mut(destination)?;
+        if lane.waiting.is_empty() {
+            lane.in_flight -= 1;
+            if lane.in_flight == 0 {
+                lanes.remove(destination);
+            }
+            return None;
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some((next, _)) = lane.waiting.front() {
+            let size = next.weight();
+            if batch.len() == MAX_ITEMS || (!batch.is_empty() && bytes + size > MAX_BYTES) {
+                break;
+            }
+            bytes += size;
+            batch.extend(lane.waiting.pop_front());
+        }
+        Some(batch)
+    }
+
+    /// A slot for a call to `destination` that the caller makes itself, with posts it already
+    /// holds as one body: taken only when no call to `destination` is under way, so that no post
+    /// waits that this call could overtake. Posts that arrive while it is held wait as they would
+    /// for a call of the lane, and go when it is dropped.
+    pub fn claim(self: &Arc<Self>, destination: &str) -> Option<Claim<C>> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if lanes.contains_key(destination) {
+            return None;
+        }
+        lanes.insert(
+            destination.to_owned(),
+            Lane {
+                in_flight: 1,
+                waiting: VecDeque::new(),
+            },
+        );
+        Some(Claim {
+            gatherer: self.clone(),
+            destination: destination.to_owned(),
+        })
     }
 
     /// Posts waiting, across destinations.
@@ -261,6 +304,37 @@ impl<C: Carrier> Gatherer<C> {
     /// Destinations with a call under way.
     pub fn busy(&self) -> usize {
         self.lanes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// A slot of a lane held by a caller's own call (see [`Gatherer::claim`]).
+pub struct Claim<C: Carrier> {
+    gatherer: Arc<Gatherer<C>>,
+    destination: String,
+}
+
+impl<C: Carrier> Drop for Claim<C> {
+    /// Frees the slot; what waited for it meanwhile goes now, in a task of its own, as a call of
+    /// the lane would have sent it.
+    fn drop(&mut self) {
+        let Some(batch) = self.gatherer.take(&self.destination) else {
+            return;
+        };
+        let gatherer = self.gatherer.clone();
+        let destination = std::mem::take(&mut self.destination);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    gatherer.carrier.send(&destination, batch).await;
+                    gatherer.drain(destination).await;
+                });
+            }
+            // No runtime (it is shutting down): the waiting posts are answered as dropped.
+            Err(_) => {
+                drop(batch);
+                while gatherer.take(&destination).is_some() {}
+            }
+        }
     }
 }
 
@@ -595,6 +669,34 @@ mod tests {
         // The ones that waited went together, in order.
         assert_eq!(held.calls.lock().unwrap()[alone], ids[alone..].to_vec());
         assert_eq!(gatherer.busy(), 0, "the lane is freed once nothing waits");
+    }
+
+    #[tokio::test]
+    async fn a_claimed_slot_holds_the_lane_and_what_waits_goes_when_it_is_dropped() {
+        let held = Arc::new(Held {
+            calls: Mutex::new(Vec::new()),
+            gate: tokio::sync::Semaphore::new(10),
+        });
+        let gatherer = Arc::new(Gatherer::new(held.clone()));
+        let claim = gatherer.claim("z").expect("no call under way");
+        assert!(gatherer.claim("z").is_none(), "one holder at a time");
+        let g = gatherer.clone();
+        let waiting =
+            tokio::spawn(async move { g.post_all("z", vec![P("a", b"1", false), P("b", b"2", false)]).await });
+        while gatherer.waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            held.calls.lock().unwrap().is_empty(),
+            "nothing goes while the slot is held"
+        );
+        drop(claim);
+        assert_eq!(waiting.await.unwrap(), ["z:a", "z:b"]);
+        assert_eq!(*held.calls.lock().unwrap(), vec![vec!["a", "b"]]);
+        assert_eq!(gatherer.busy(), 0, "the lane is freed once nothing waits");
+        // With nothing waiting, dropping the claim frees the lane at once.
+        drop(gatherer.claim("z").expect("free again"));
+        assert_eq!(gatherer.busy(), 0);
     }
 
     #[tokio::test]

@@ -229,6 +229,137 @@ async fn posts_that_wait_go_together_in_order_and_each_outcome_reaches_its_calle
     }
 }
 
+/// A call of posts' body: each post as (id, frame), text.
+fn posts_body(posts: &[(String, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (id, frame) in posts {
+        body.push(id.len() as u8);
+        body.extend(id.as_bytes());
+        body.push(0);
+        body.extend((frame.len() as u32).to_be_bytes());
+        body.extend(frame.as_bytes());
+    }
+    body
+}
+
+fn outcome_by_prefix(frame: &str) -> u8 {
+    match frame.split(':').next() {
+        Some("gone") => 1,
+        Some("full") => 2,
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn a_call_of_posts_for_one_other_replica_goes_on_whole_with_the_owners_answer() {
+    let backend = FakeBackend::start().await;
+    let owner = Owner::start(false, Duration::ZERO, outcome_by_prefix).await;
+    let gws = replica_set(&backend, &[free_port()], &[owner.port], |_| {}).await;
+    let posts = [
+        (id_for(1, 1), "a:1"),
+        (id_for(1, 2), "gone:2"),
+        (id_for(1, 3), "full:3"),
+        (id_for(1, 4), "a:4"),
+    ];
+    let url = format!("http://{}/dev/@socketless/v1/posts", gws[0].addr);
+    let (status, _, answer) = send("POST", &url, &[], posts_body(&posts)).await;
+    assert_eq!((status.as_u16(), answer.as_bytes()), (200, &[0u8, 1, 2, 0][..]));
+    let calls = owner.calls.lock().unwrap().clone();
+    let want: Vec<(String, String)> = posts.iter().map(|(id, f)| (id.clone(), f.to_string())).collect();
+    assert_eq!(
+        calls,
+        vec![("/dev/@socketless/v1/posts".to_string(), want)],
+        "one call, in order"
+    );
+    // Counted as the posts one by one would have been.
+    let metrics = send("GET", &format!("http://{}/metrics", gws[0].addr), &[], "").await.2;
+    let post = |status: &str| {
+        metric_sum(
+            &metrics,
+            "socketless_gateway_management_calls_total",
+            &["operation=\"post\"", "source=\"client\"", status],
+        )
+    };
+    assert_eq!(
+        (post("status=\"200\""), post("status=\"410\""), post("status=\"429\"")),
+        (2.0, 1.0, 1.0)
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "socketless_gateway_forwarded_calls_total",
+            &["result=\"relayed\""]
+        ),
+        4.0
+    );
+}
+
+#[tokio::test]
+async fn a_call_of_posts_never_overtakes_posts_waiting_for_the_same_owner() {
+    let backend = FakeBackend::start().await;
+    let owner = Owner::start(false, Duration::from_millis(300), outcome_by_prefix).await;
+    let gws = replica_set(&backend, &[free_port()], &[owner.port], |_| {}).await;
+    let url = format!("http://{}/dev/@socketless/v1/posts", gws[0].addr);
+    let single = |n: u8, frame: &'static str| {
+        let url = gws[0].mgmt(&encoded(&id_for(1, n)));
+        tokio::spawn(async move { send("POST", &url, &[], frame).await.0.as_u16() })
+    };
+    let call = |posts: Vec<(String, &'static str)>| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let (status, _, answer) = send("POST", &url, &[], posts_body(&posts)).await;
+            (status.as_u16(), answer.into_bytes())
+        })
+    };
+    // A single post holds the lane; a call of posts that comes meanwhile waits behind it.
+    let sent = || owner.calls.lock().unwrap().len();
+    let first = single(0, "a:0");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let behind = call(vec![(id_for(1, 1), "a:1"), (id_for(1, 2), "gone:2")]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sent(), 1, "the call of posts waits while the lane's call is under way");
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(behind.await.unwrap(), (200, vec![0, 1]));
+    // A call of posts that finds the lane free holds it in turn: a post that comes meanwhile
+    // waits, and goes after it.
+    let whole = call(vec![(id_for(1, 3), "a:3"), (id_for(1, 4), "full:4")]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = single(5, "a:5");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sent(), 3, "the post waits while the call of posts is under way");
+    assert_eq!(whole.await.unwrap(), (200, vec![0, 2]));
+    assert_eq!(after.await.unwrap(), 200);
+    let calls = owner.calls.lock().unwrap().clone();
+    let frames: Vec<Vec<String>> = calls
+        .iter()
+        .map(|(_, posts)| posts.iter().map(|(_, f)| f.clone()).collect())
+        .collect();
+    assert_eq!(
+        frames,
+        [vec!["a:0"], vec!["a:1", "gone:2"], vec!["a:3", "full:4"], vec!["a:5"]]
+    );
+}
+
+#[tokio::test]
+async fn a_call_of_posts_whose_owner_is_not_there_gets_gone_for_each() {
+    let backend = FakeBackend::start().await;
+    // Nothing listens at replica 1's address: it does not exist, so it holds nothing.
+    let gws = replica_set(&backend, &[free_port()], &[free_port()], |_| {}).await;
+    let url = format!("http://{}/dev/@socketless/v1/posts", gws[0].addr);
+    let posts = [(id_for(1, 1), "a"), (id_for(1, 2), "b"), (id_for(1, 3), "c")];
+    let (status, _, answer) = send("POST", &url, &[], posts_body(&posts)).await;
+    assert_eq!((status.as_u16(), answer.as_bytes()), (200, &[1u8, 1, 1][..]));
+    let metrics = send("GET", &format!("http://{}/metrics", gws[0].addr), &[], "").await.2;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "socketless_gateway_forwarded_calls_total",
+            &["result=\"no_owner\""]
+        ),
+        3.0
+    );
+}
+
 #[tokio::test]
 async fn an_owner_that_does_not_know_the_call_gets_the_posts_one_by_one() {
     let backend = FakeBackend::start().await;

@@ -21,6 +21,11 @@ python3 bench/callgrind.py target/profiling/socketless target/profiling/examples
   bench/message.lua target/profiling/examples/ws_load "${PROFILE_SECONDS:-5}"
 log "counting instructions on the asynchronous reply path (serve's @connections push, the gateway's SigV4 check)"
 python3 bench/callgrind_async.py target/profiling/socketless target/profiling/examples/ws_load "${PROFILE_SECONDS:-5}"
+log "the same with the gateways open (as bench.sh runs them): one gateway, then every push through a non-owner replica"
+python3 bench/callgrind_async.py target/profiling/socketless target/profiling/examples/ws_load "${PROFILE_SECONDS:-5}" \
+  --unsigned
+python3 bench/callgrind_async.py target/profiling/socketless target/profiling/examples/ws_load "${PROFILE_SECONDS:-5}" \
+  --unsigned --hop
 log "counting what a span costs on the full path (traces off, then on at 100 % sampling)"
 python3 bench/callgrind_traces.py target/profiling/socketless target/profiling/examples/ws_load \
   target/profiling/examples/otlp_sink "${PROFILE_SECONDS:-5}"

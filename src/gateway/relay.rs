@@ -97,6 +97,8 @@ pub struct Forwarder {
     peers: Arc<Peers>,
     /// The stage (a template's `StageName`: letters, digits, `-` and `_`), for the call's path.
     stage: String,
+    /// `/{stage}/@socketless/v1/posts`.
+    posts_path: String,
 }
 
 /// The posts waiting for each owner.
@@ -104,7 +106,12 @@ pub struct Relay(Arc<Gatherer<Forwarder>>);
 
 impl Relay {
     pub fn new(peers: Arc<Peers>, stage: String) -> Self {
-        Relay(Arc::new(Gatherer::new(Forwarder { peers, stage })))
+        let posts_path = format!("/{stage}/@socketless/v1/posts");
+        Relay(Arc::new(Gatherer::new(Forwarder {
+            peers,
+            stage,
+            posts_path,
+        })))
     }
 
     /// Forwards a post to `owner`, with others to the same owner when calls to it are under
@@ -135,47 +142,21 @@ impl Carrier for Forwarder {
 
     /// One call to `owner` carrying `batch`; every post in it gets its answer.
     async fn send(&self, owner: &str, batch: Vec<(Post, Answerer<Self::Answer>)>) {
-        let path = format!("/{}/@socketless/v1/posts", self.stage);
-        let answer = self
-            .peers
-            .forward(
-                owner,
-                &Method::POST,
-                &path,
-                &path,
-                Some(&HeaderValue::from_static("application/octet-stream")),
-                carried::encode(batch.iter().map(|(p, _)| p)),
-                now_ms(),
-            )
-            .await;
-        let outcomes = match answer {
-            Ok(resp) if resp.status() == StatusCode::OK => {
-                let bytes = match http_body_util::BodyExt::collect(resp.into_body()).await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(never) => match never {},
-                };
-                (bytes.len() == batch.len()).then_some(bytes)
-            }
-            Ok(resp) => {
-                tracing::debug!(owner, status = %resp.status(), "the owner does not take carried posts: forwarding them one by one");
-                None
-            }
-            Err(why) => {
-                for (_, answerer) in batch {
-                    answerer.answer(Err(why.clone()));
-                }
-                return;
-            }
-        };
-        match outcomes {
-            Some(outcomes) => {
+        let body = carried::encode(batch.iter().map(|(p, _)| p));
+        match self.carry(owner, body, batch.len()).await {
+            Carry::Outcomes(outcomes) => {
                 for ((_, answerer), outcome) in batch.into_iter().zip(outcomes) {
                     answerer.answer(Ok(Relayed::Outcome(outcome)));
                 }
             }
-            None => {
+            Carry::Refused => {
                 for (post, answerer) in batch {
                     answerer.answer(self.alone(owner, post).await.map(Relayed::Alone));
+                }
+            }
+            Carry::Unanswered(why) => {
+                for (_, answerer) in batch {
+                    answerer.answer(Err(why.clone()));
                 }
             }
         }
@@ -186,7 +167,51 @@ impl Carrier for Forwarder {
     }
 }
 
+/// How a call of posts to their owner went.
+enum Carry {
+    /// The owner's outcome byte for each post, in order.
+    Outcomes(Bytes),
+    /// The owner does not take calls of posts: they go one by one.
+    Refused,
+    Unanswered(Unanswered),
+}
+
 impl Forwarder {
+    /// One call to `owner` carrying the `count` posts of `body`.
+    async fn carry(&self, owner: &str, body: Bytes, count: usize) -> Carry {
+        let path = &self.posts_path;
+        let answer = self
+            .peers
+            .forward(
+                owner,
+                &Method::POST,
+                path,
+                path,
+                Some(&HeaderValue::from_static("application/octet-stream")),
+                body,
+                now_ms(),
+            )
+            .await;
+        match answer {
+            Ok(resp) if resp.status() == StatusCode::OK => {
+                let bytes = match http_body_util::BodyExt::collect(resp.into_body()).await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(never) => match never {},
+                };
+                if bytes.len() == count {
+                    Carry::Outcomes(bytes)
+                } else {
+                    Carry::Refused
+                }
+            }
+            Ok(resp) => {
+                tracing::debug!(owner, status = %resp.status(), "the owner does not take carried posts: forwarding them one by one");
+                Carry::Refused
+            }
+            Err(why) => Carry::Unanswered(why),
+        }
+    }
+
     /// The post forwarded on its own (`peers.rs`), its answer relayed as it came.
     async fn alone(&self, owner: &str, post: Post) -> Answer {
         let single = post.single.unwrap_or_else(|| {
@@ -254,9 +279,14 @@ pub async fn serve_posts(gw: &Shared, req: Request<Incoming>) -> Result<Response
         .await
         .map_err(body_error)?;
     authenticate(gw, from_peer, &Method::POST, &target, &read.parts.headers, &read.bytes)?;
+    let source = if from_peer { "peer" } else { "client" };
+    if !from_peer {
+        if let Some(outcomes) = carry_whole(gw, &read.bytes).await {
+            return Ok(answered(gw, source, outcomes));
+        }
+    }
     let posts =
         carried::decode(read.bytes).ok_or_else(|| GatewayError::BadDelivery("not a body of carried posts".into()))?;
-    let source = if from_peer { "peer" } else { "client" };
     let mut outcomes = vec![DELIVERED; posts.len()];
     // Posts for other replicas, by owner's ordinal, with their places in the call.
     let mut elsewhere: HashMap<u8, (Vec<usize>, Vec<Post>)> = HashMap::new();
@@ -309,22 +339,83 @@ pub async fn serve_posts(gw: &Shared, req: Request<Incoming>) -> Result<Response
     }))
     .await;
     for (url, places, answers) in sent {
-        let mut relayed = 0;
-        for (i, answer) in places.into_iter().zip(answers) {
-            outcomes[i] = match answer {
-                Ok(said) => {
-                    relayed += 1;
-                    said.outcome()
-                }
-                Err(why) => match super::management::relayed(gw, &url, Err(why)) {
-                    Err(GatewayError::Gone) => GONE,
-                    _ => UNAVAILABLE,
-                },
-            };
-        }
-        gw.metrics.forwards("relayed", relayed);
+        settle(gw, &url, places, answers, &mut outcomes);
     }
-    // Each post counts as one, by the status it would have had alone.
+    Ok(answered(gw, source, outcomes))
+}
+
+/// From `serve`, a call whose posts are all for one other replica's connections, while no call
+/// to that replica is under way (the case of a sender posting through one replica): its body
+/// goes on to the owner as it came, and the owner's answer, a byte per post, comes back as it
+/// is. No post is unpacked, and none can overtake a post already waiting for that owner. `None`
+/// for any other call, which then goes post by post (a body that is not one of posts too: it
+/// is refused there).
+async fn carry_whole(gw: &Shared, body: &Bytes) -> Option<Vec<u8>> {
+    let here = gw.peers.ordinal();
+    let mut owner = None;
+    let mut one_owner = true;
+    let count = carried::each(body, |id, _, _| match super::ids::ordinal_of(id) {
+        Some(o) if o != here && owner.is_none_or(|first| first == o) => owner = Some(o),
+        _ => one_owner = false,
+    })?;
+    let Owner::Peer(url) = gw.peers.replica(owner.filter(|_| one_owner)?) else {
+        return None;
+    };
+    let _slot = gw.relay.0.claim(&url)?;
+    let forwarder = gw.relay.0.carrier();
+    let answers = match forwarder.carry(&url, body.clone(), count).await {
+        Carry::Outcomes(outcomes) => {
+            gw.metrics.forwards("relayed", count as u64);
+            return Some(outcomes.to_vec());
+        }
+        Carry::Unanswered(why) => (0..count).map(|_| Err(why.clone())).collect(),
+        Carry::Refused => {
+            let mut answers = Vec::with_capacity(count);
+            for (id, frame, binary) in carried::decode(body.clone())? {
+                let post = Post {
+                    id,
+                    frame,
+                    binary,
+                    single: None,
+                };
+                answers.push(forwarder.alone(&url, post).await.map(Relayed::Alone));
+            }
+            answers
+        }
+    };
+    let mut outcomes = vec![UNAVAILABLE; count];
+    settle(gw, &url, 0..count, answers, &mut outcomes);
+    Some(outcomes)
+}
+
+/// Puts what `owner` said of the posts sent to it in their places among the call's outcomes,
+/// and counts how each forward went.
+fn settle(
+    gw: &Shared,
+    owner: &str,
+    places: impl IntoIterator<Item = usize>,
+    answers: Vec<Result<Relayed, Unanswered>>,
+    outcomes: &mut [u8],
+) {
+    let mut relayed = 0;
+    for (i, answer) in places.into_iter().zip(answers) {
+        outcomes[i] = match answer {
+            Ok(said) => {
+                relayed += 1;
+                said.outcome()
+            }
+            Err(why) => match super::management::relayed(gw, owner, Err(why)) {
+                Err(GatewayError::Gone) => GONE,
+                _ => UNAVAILABLE,
+            },
+        };
+    }
+    gw.metrics.forwards("relayed", relayed);
+}
+
+/// The answer to a call of posts, a byte per post; each post counts as one management call, by
+/// the status it would have had alone.
+fn answered(gw: &Shared, source: &'static str, outcomes: Vec<u8>) -> Response<Body> {
     let mut tally = [0u64; 4];
     for &outcome in &outcomes {
         tally[usize::from(outcome.min(UNAVAILABLE))] += 1;
@@ -332,11 +423,7 @@ pub async fn serve_posts(gw: &Shared, req: Request<Incoming>) -> Result<Response
     for (outcome, &n) in tally.iter().enumerate() {
         gw.metrics.managements("post", source, status_of(outcome as u8), n);
     }
-    Ok(http_server::with_body(
-        StatusCode::OK,
-        "application/octet-stream",
-        outcomes,
-    ))
+    http_server::with_body(StatusCode::OK, "application/octet-stream", outcomes)
 }
 
 /// Queues a post for a connection this replica holds.

@@ -95,33 +95,49 @@ pub fn encode<'a, P: Carried + 'a>(posts: impl Iterator<Item = &'a P> + Clone) -
 pub fn decode(body: Bytes) -> Option<Vec<(String, Bytes, bool)>> {
     let mut out = Vec::new();
     let mut utf8 = true;
-    each(&body, |id, frame, binary| match std::str::from_utf8(id) {
-        Ok(id) => out.push((id.to_owned(), body.slice_ref(frame), binary)),
+    each(&body, |post| match std::str::from_utf8(post.id) {
+        Ok(id) => out.push((id.to_owned(), body.slice_ref(post.frame), post.binary)),
         Err(_) => utf8 = false,
     })?;
     utf8.then_some(out)
 }
 
-/// Calls `post` with each post of a body, as (id, frame, binary), in order, and returns how
-/// many there were; `None` when the framing is not that of posts (`post` may have seen some of
-/// them then). The ids are as they came: [`decode`] also checks that they are UTF-8.
-pub fn each<'a>(mut body: &'a [u8], mut post: impl FnMut(&'a [u8], &'a [u8], bool)) -> Option<usize> {
+/// One post of a body, borrowed from it.
+pub struct PostRef<'a> {
+    /// As it came: [`decode`] also checks that it is UTF-8.
+    pub id: &'a [u8],
+    pub frame: &'a [u8],
+    pub binary: bool,
+    /// Where the post's whole framing, id and frame included, lies in the body.
+    pub span: std::ops::Range<usize>,
+}
+
+/// Calls `post` with each post of a body, in order, and returns how many there were; `None`
+/// when the framing is not that of posts (`post` may have seen some of them then).
+pub fn each<'a>(body: &'a [u8], mut post: impl FnMut(PostRef<'a>)) -> Option<usize> {
+    let mut rest = body;
     let mut count = 0;
-    while body.has_remaining() {
-        let n = usize::from(body.get_u8());
-        if body.remaining() < n + 5 || count == MAX_ITEMS {
+    while rest.has_remaining() {
+        let start = body.len() - rest.len();
+        let n = usize::from(rest.get_u8());
+        if rest.remaining() < n + 5 || count == MAX_ITEMS {
             return None;
         }
-        let (id, rest) = body.split_at(n);
-        body = rest;
-        let binary = body.get_u8() & 1 == 1;
-        let len = body.get_u32() as usize;
-        if len > MAX_POST_BYTES || body.remaining() < len {
+        let (id, after) = rest.split_at(n);
+        rest = after;
+        let binary = rest.get_u8() & 1 == 1;
+        let len = rest.get_u32() as usize;
+        if len > MAX_POST_BYTES || rest.remaining() < len {
             return None;
         }
-        let (frame, rest) = body.split_at(len);
-        body = rest;
-        post(id, frame, binary);
+        let (frame, after) = rest.split_at(len);
+        rest = after;
+        post(PostRef {
+            id,
+            frame,
+            binary,
+            span: start..body.len() - rest.len(),
+        });
         count += 1;
     }
     Some(count)

@@ -295,6 +295,61 @@ async fn a_call_of_posts_for_one_other_replica_goes_on_whole_with_the_owners_ans
 }
 
 #[tokio::test]
+async fn a_call_of_posts_for_several_replicas_goes_on_in_one_call_to_each_owner() {
+    let backend = FakeBackend::start().await;
+    let one = Owner::start(false, Duration::ZERO, outcome_by_prefix).await;
+    let two = Owner::start(false, Duration::ZERO, |_| 2).await;
+    let gws = replica_set(&backend, &[free_port()], &[one.port, two.port], |_| {}).await;
+    let mut ws = connect(&gws[0].url()).await;
+    let here = id_of(&backend.wait_for("/connect", 1).await[0]);
+    let posts = [
+        (id_for(1, 1), "a:1"),
+        (id_for(2, 2), "b:2"),
+        (here.clone(), "here:3"),
+        (id_for(1, 4), "gone:4"),
+        (id_for(9, 5), "nobody:5"),
+        (id_for(2, 6), "b:6"),
+        (here.clone(), "here:7"),
+        (id_for(1, 8), "a:8"),
+        (id_for(1, 9), "a:9"),
+    ];
+    let url = format!("http://{}/dev/@socketless/v1/posts", gws[0].addr);
+    let (status, _, answer) = send("POST", &url, &[], posts_body(&posts)).await;
+    assert_eq!(
+        (status.as_u16(), answer.as_bytes()),
+        (200, &[0u8, 2, 0, 1, 1, 2, 0, 0, 0][..]),
+        "each outcome in its post's place"
+    );
+    let frames = |owner: &Owner| -> Vec<Vec<(String, String)>> {
+        owner
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, posts)| posts.clone())
+            .collect()
+    };
+    let of = |places: &[usize]| -> Vec<(String, String)> {
+        places
+            .iter()
+            .map(|&i| (posts[i].0.clone(), posts[i].1.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        frames(&one),
+        vec![of(&[0, 3, 7, 8])],
+        "one call to replica 1, its posts in order"
+    );
+    assert_eq!(
+        frames(&two),
+        vec![of(&[1, 5])],
+        "one call to replica 2, its posts in order"
+    );
+    assert_eq!(next_text(&mut ws).await, "here:3");
+    assert_eq!(next_text(&mut ws).await, "here:7");
+}
+
+#[tokio::test]
 async fn a_call_of_posts_never_overtakes_posts_waiting_for_the_same_owner() {
     let backend = FakeBackend::start().await;
     let owner = Owner::start(false, Duration::from_millis(300), outcome_by_prefix).await;

@@ -12,10 +12,10 @@
 //! A post that carries a trace context is forwarded on its own, so that its spans continue on
 //! the owner.
 
-use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -279,49 +279,74 @@ pub async fn serve_posts(gw: &Shared, req: Request<Incoming>) -> Result<Response
         .await
         .map_err(body_error)?;
     authenticate(gw, from_peer, &Method::POST, &target, &read.parts.headers, &read.bytes)?;
+    let body = read.bytes;
+    // The whole body is checked before anything is delivered.
+    let mut utf8 = true;
+    let count = carried::each(&body, |post| {
+        utf8 &= post.id.is_ascii() || std::str::from_utf8(post.id).is_ok();
+    })
+    .filter(|_| utf8)
+    .ok_or_else(|| GatewayError::BadDelivery("not a body of carried posts".into()))?;
     let source = if from_peer { "peer" } else { "client" };
-    if !from_peer {
-        if let Some(outcomes) = carry_whole(gw, &read.bytes).await {
-            return Ok(answered(gw, source, outcomes));
-        }
-    }
-    let posts =
-        carried::decode(read.bytes).ok_or_else(|| GatewayError::BadDelivery("not a body of carried posts".into()))?;
-    let mut outcomes = vec![DELIVERED; posts.len()];
-    // Posts for other replicas, by owner's ordinal, with their places in the call.
-    let mut elsewhere: HashMap<u8, (Vec<usize>, Vec<Post>)> = HashMap::new();
-    let mut no_owner = 0;
     let here = gw.peers.ordinal();
-    for (i, (id, frame, binary)) in posts.into_iter().enumerate() {
+    let mut outcomes = Vec::with_capacity(count);
+    // Posts for other replicas: each owner's ordinal, the posts' places in the call, and where
+    // their framing lies in the body (runs of neighbours as one).
+    let mut elsewhere: Vec<(u8, Vec<usize>, Vec<Range<usize>>)> = Vec::new();
+    let mut no_owner = 0;
+    carried::each(&body, |post| {
         // A peer sends only posts for connections here; it is never sent on again.
         let ordinal = if from_peer {
             Some(here)
         } else {
-            super::ids::ordinal_of(&id)
+            super::ids::ordinal_of(post.id)
         };
-        outcomes[i] = match ordinal {
-            Some(o) if o == here => deliver_here(gw, &id, frame, binary),
+        let outcome = match ordinal {
+            Some(o) if o == here => match std::str::from_utf8(post.id) {
+                Ok(id) => deliver_here(gw, id, body.slice_ref(post.frame), post.binary),
+                Err(_) => GONE,
+            },
             Some(o) => {
-                let (places, posts) = elsewhere.entry(o).or_default();
-                places.push(i);
-                posts.push(Post {
-                    id,
-                    frame,
-                    binary,
-                    single: None,
-                });
-                continue;
+                let at = match elsewhere.iter().position(|(owner, ..)| *owner == o) {
+                    Some(at) => at,
+                    None => {
+                        elsewhere.push((o, Vec::new(), Vec::new()));
+                        elsewhere.len() - 1
+                    }
+                };
+                let (_, places, spans) = &mut elsewhere[at];
+                places.push(outcomes.len());
+                match spans.last_mut() {
+                    Some(run) if run.end == post.span.start => run.end = post.span.end,
+                    _ => spans.push(post.span),
+                }
+                UNAVAILABLE
             }
             None => {
                 no_owner += 1;
                 GONE
             }
         };
-    }
+        outcomes.push(outcome);
+    });
     let mut owners = Vec::with_capacity(elsewhere.len());
-    for (ordinal, (places, posts)) in elsewhere {
+    for (ordinal, places, spans) in elsewhere {
         match gw.peers.replica(ordinal) {
-            Owner::Peer(url) => owners.push((url, places, posts)),
+            Owner::Peer(url) => {
+                // Neighbours in the body (all of it, when every post is for this owner) are
+                // sent from it, not copied.
+                let posts = match &spans[..] {
+                    [run] => body.slice(run.clone()),
+                    runs => {
+                        let mut posts = BytesMut::with_capacity(runs.iter().map(ExactSizeIterator::len).sum());
+                        for run in runs {
+                            posts.extend_from_slice(&body[run.clone()]);
+                        }
+                        posts.freeze()
+                    }
+                };
+                owners.push((url, places, posts));
+            }
             // An ordinal no replica has.
             _ => {
                 no_owner += places.len() as u64;
@@ -332,60 +357,65 @@ pub async fn serve_posts(gw: &Shared, req: Request<Incoming>) -> Result<Response
         }
     }
     gw.metrics.forwards("no_owner", no_owner);
-    // Each owner's posts join its lane together, in the order they came; all owners at once.
+    // Each owner's posts go on together, in the order they came; all owners at once.
     let sent = futures_util::future::join_all(owners.into_iter().map(|(url, places, posts)| async move {
-        let answers = gw.relay.post_all(&url, posts).await;
-        (url, places, answers)
+        let said = carry_to(gw, &url, posts, places.len()).await;
+        (url, places, said)
     }))
     .await;
-    for (url, places, answers) in sent {
-        settle(gw, &url, places, answers, &mut outcomes);
+    for (url, places, said) in sent {
+        match said {
+            Said::Outcomes(said) => {
+                gw.metrics.forwards("relayed", said.len() as u64);
+                for (i, outcome) in places.into_iter().zip(said) {
+                    outcomes[i] = outcome;
+                }
+            }
+            Said::Each(answers) => settle(gw, &url, places, answers, &mut outcomes),
+        }
     }
     Ok(answered(gw, source, outcomes))
 }
 
-/// From `serve`, a call whose posts are all for one other replica's connections, while no call
-/// to that replica is under way (the case of a sender posting through one replica): its body
-/// goes on to the owner as it came, and the owner's answer, a byte per post, comes back as it
-/// is. No post is unpacked, and none can overtake a post already waiting for that owner. `None`
-/// for any other call, which then goes post by post (a body that is not one of posts too: it
-/// is refused there).
-async fn carry_whole(gw: &Shared, body: &Bytes) -> Option<Vec<u8>> {
-    let here = gw.peers.ordinal();
-    let mut owner = None;
-    let mut one_owner = true;
-    let count = carried::each(body, |id, _, _| match super::ids::ordinal_of(id) {
-        Some(o) if o != here && owner.is_none_or(|first| first == o) => owner = Some(o),
-        _ => one_owner = false,
-    })?;
-    let Owner::Peer(url) = gw.peers.replica(owner.filter(|_| one_owner)?) else {
-        return None;
+/// What an owner said of the posts sent to it.
+enum Said {
+    /// Its outcome byte for each, as it gave them.
+    Outcomes(Bytes),
+    /// Its answer to each, or why there was none.
+    Each(Vec<Result<Relayed, Unanswered>>),
+}
+
+/// Sends `count` posts, framed as they came in `posts`, to `owner`. While no call to it is
+/// under way they go on in one call as they are, holding its lane as a call of the lane
+/// would: a post that arrives meanwhile waits and goes after them, and none that was waiting
+/// can be overtaken, as there is none. Otherwise they join the lane, post by post.
+async fn carry_to(gw: &Shared, owner: &str, posts: Bytes, count: usize) -> Said {
+    let unpacked = |posts: Bytes| {
+        carried::decode(posts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, frame, binary)| Post {
+                id,
+                frame,
+                binary,
+                single: None,
+            })
     };
-    let _slot = gw.relay.0.claim(&url)?;
+    let Some(_slot) = gw.relay.0.claim(owner) else {
+        return Said::Each(gw.relay.post_all(owner, unpacked(posts).collect()).await);
+    };
     let forwarder = gw.relay.0.carrier();
-    let answers = match forwarder.carry(&url, body.clone(), count).await {
-        Carry::Outcomes(outcomes) => {
-            gw.metrics.forwards("relayed", count as u64);
-            return Some(outcomes.to_vec());
-        }
-        Carry::Unanswered(why) => (0..count).map(|_| Err(why.clone())).collect(),
+    match forwarder.carry(owner, posts.clone(), count).await {
+        Carry::Outcomes(outcomes) => Said::Outcomes(outcomes),
+        Carry::Unanswered(why) => Said::Each((0..count).map(|_| Err(why.clone())).collect()),
         Carry::Refused => {
             let mut answers = Vec::with_capacity(count);
-            for (id, frame, binary) in carried::decode(body.clone())? {
-                let post = Post {
-                    id,
-                    frame,
-                    binary,
-                    single: None,
-                };
-                answers.push(forwarder.alone(&url, post).await.map(Relayed::Alone));
+            for post in unpacked(posts) {
+                answers.push(forwarder.alone(owner, post).await.map(Relayed::Alone));
             }
-            answers
+            Said::Each(answers)
         }
-    };
-    let mut outcomes = vec![UNAVAILABLE; count];
-    settle(gw, &url, 0..count, answers, &mut outcomes);
-    Some(outcomes)
+    }
 }
 
 /// Puts what `owner` said of the posts sent to it in their places among the call's outcomes,

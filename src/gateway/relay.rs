@@ -7,7 +7,8 @@
 //! something other than 200: the posts then go one by one, as before.
 //!
 //! The same call also comes from `serve` (signed with SigV4, like `@connections`): this replica
-//! delivers the posts for its own connections and sends the others on to their owners.
+//! delivers the posts for its own connections and sends the others on to their owners, each
+//! owner's in one call framed as they came when no call to it is under way (see `carry_to`).
 //!
 //! A post that carries a trace context is forwarded on its own, so that its spans continue on
 //! the owner.
@@ -268,6 +269,7 @@ pub(super) fn frame_of(body: Bytes, binary: bool) -> Message {
 /// SigV4 signature checked, as for `@connections`). Each post for a connection here is queued
 /// as PostToConnection would queue it and counted as one (`operation="post"`); from `serve`, a
 /// post for another replica's connection goes on to its owner, with the others to that owner.
+/// The body is checked whole before any post is delivered.
 pub async fn serve_posts(gw: &Shared, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
     if req.method() != Method::POST {
         return Err(GatewayError::ExtensionMethod);

@@ -654,13 +654,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn posts_wait_only_while_calls_are_under_way_and_go_together_in_order() {
+    /// A lane whose calls record their posts and end as `permits` allow.
+    fn held_lane(permits: usize) -> (Arc<Held>, Arc<Gatherer<Arc<Held>>>) {
         let held = Arc::new(Held {
             calls: Mutex::new(Vec::new()),
-            gate: tokio::sync::Semaphore::new(0),
+            gate: tokio::sync::Semaphore::new(permits),
         });
-        let gatherer = Arc::new(Gatherer::new(held.clone()));
+        (held.clone(), Arc::new(Gatherer::new(held)))
+    }
+
+    #[tokio::test]
+    async fn posts_wait_only_while_calls_are_under_way_and_go_together_in_order() {
+        let (held, gatherer) = held_lane(0);
         let ids = ["a", "b", "c", "d", "e"];
         let alone = MAX_IN_FLIGHT;
         let mut tasks = Vec::new();
@@ -689,11 +694,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claimed_slot_holds_the_lane_and_what_waits_goes_when_it_is_dropped() {
-        let held = Arc::new(Held {
-            calls: Mutex::new(Vec::new()),
-            gate: tokio::sync::Semaphore::new(10),
-        });
-        let gatherer = Arc::new(Gatherer::new(held.clone()));
+        let (held, gatherer) = held_lane(10);
         let claim = gatherer.claim("z").expect("no call under way");
         assert!(gatherer.claim("z").is_none(), "one holder at a time");
         let g = gatherer.clone();
@@ -717,11 +718,7 @@ mod tests {
 
     #[tokio::test]
     async fn posts_queued_together_go_in_one_call_in_order() {
-        let held = Arc::new(Held {
-            calls: Mutex::new(Vec::new()),
-            gate: tokio::sync::Semaphore::new(10),
-        });
-        let gatherer = Arc::new(Gatherer::new(held.clone()));
+        let (held, gatherer) = held_lane(10);
         let posts = vec![P("a", b"1", false), P("b", b"2", true), P("c", b"3", false)];
         let answers = gatherer.post_all("y", posts).await;
         assert_eq!(answers, ["y:a", "y:b", "y:c"]);

@@ -140,8 +140,9 @@ mod tests {
         for ordinal in [0u8, 1, 7, 255] {
             assert_eq!(super::ordinal_of(&super::connection_id(ordinal)), Some(ordinal));
         }
-        // Every character in every place, on a few ids: the alphabet, the other URL and
-        // standard base64 characters, padding, and bytes past ASCII.
+        // Every ASCII character in every place, on a few ids: the alphabet, the other URL and
+        // standard base64 characters, padding. A byte past ASCII is not UTF-8 alone: a
+        // two-byte character comes below.
         let swaps: Vec<u8> = (0..=255u8).collect();
         for base in ids.clone().iter().take(4) {
             for place in 0..16 {

@@ -281,7 +281,10 @@ impl Single {
                 http::header::HOST,
                 HeaderValue::from_str(&host).map_err(|e| e.to_string())?,
             );
-            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                crate::http_server::content_type::of(content_type),
+            );
             // The push's trace context (`traceparent`, `tracestate`), signed with the rest.
             for (name, value) in trace {
                 headers.insert(name.clone(), value.clone());

@@ -110,7 +110,7 @@ impl ApiError {
             ..
         }) = self
         {
-            return http_server::with_body(*status, "text/plain; charset=utf-8", body.clone());
+            return http_server::with_body(*status, &http_server::content_type::TEXT_UTF8, body.clone());
         }
         let (status, message) = self.status();
         let mut resp = http_server::error(status, &message);

@@ -70,7 +70,11 @@ impl Backend {
             return self.metrics_response();
         }
         if path == "/" && req.method() == Method::GET {
-            return http_server::with_body(StatusCode::OK, "text/html; charset=utf-8", crate::listing::LIVE_PAGE);
+            return http_server::with_body(
+                StatusCode::OK,
+                &http_server::content_type::HTML,
+                crate::listing::LIVE_PAGE,
+            );
         }
         if let Some(token) = &self.settings.internal_token {
             if let Err(err) = authorized(req.headers(), token) {

@@ -173,7 +173,7 @@ impl Backend {
         let statuses = futures_util::future::join_all(calls).await;
         http_server::with_body(
             StatusCode::OK,
-            "application/octet-stream",
+            &http_server::content_type::OCTET_STREAM,
             requests::encode_statuses(&statuses),
         )
     }
@@ -465,7 +465,8 @@ impl Backend {
         };
         match self.settings.reply_mode {
             ReplyMode::Sync if reply.binary => {
-                let mut answer = http_server::with_body(StatusCode::OK, "application/octet-stream", reply.body);
+                let mut answer =
+                    http_server::with_body(StatusCode::OK, &http_server::content_type::OCTET_STREAM, reply.body);
                 answer
                     .headers_mut()
                     .insert(contract::FRAME, http::HeaderValue::from_static(contract::FRAME_BINARY));
@@ -473,7 +474,7 @@ impl Backend {
             }
             ReplyMode::Sync => Ok(http_server::with_body(
                 StatusCode::OK,
-                "text/plain; charset=utf-8",
+                &http_server::content_type::TEXT_UTF8,
                 reply.body,
             )),
             ReplyMode::Async => self.reply_async(ctx, reply.body, reply.binary).await,

@@ -73,7 +73,11 @@ impl Backend {
     }
 
     pub(super) fn metrics_response(&self) -> Response<Body> {
-        http_server::with_body(StatusCode::OK, metrics::CONTENT_TYPE, metrics::encode(&self.registry))
+        http_server::with_body(
+            StatusCode::OK,
+            &http_server::content_type::OPENMETRICS,
+            metrics::encode(&self.registry),
+        )
     }
 
     /// Ends a session the gateway reported gone (410): its group memberships are removed, its

@@ -58,7 +58,7 @@ async fn handle(gw: Arc<Shared>, req: Request<Incoming>, token: Option<Arc<str>>
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if path == "/" && method == Method::GET {
-        return http_server::with_body(StatusCode::OK, "text/html; charset=utf-8", LIVE_PAGE);
+        return http_server::with_body(StatusCode::OK, &http_server::content_type::HTML, LIVE_PAGE);
     }
     if let Some(token) = &token {
         if !authorized(req.headers(), token) {

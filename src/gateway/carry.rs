@@ -211,7 +211,7 @@ impl Carrier for Carry {
         };
         req.headers_mut().insert(
             http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/octet-stream"),
+            crate::http_server::content_type::OCTET_STREAM.clone(),
         );
         match tokio::time::timeout(timeout, self.client.call(req, 2 * MAX_ITEMS)).await {
             Ok(Ok((parts, answer))) => {

@@ -259,7 +259,11 @@ async fn deliver(gw: &Shared, req: Request<Incoming>) -> Result<Response<Body>, 
         outcome.merge(answer);
     }
     let body = serde_json::to_vec(&outcome).unwrap_or_default();
-    Ok(http_server::with_body(StatusCode::OK, "application/json", body))
+    Ok(http_server::with_body(
+        StatusCode::OK,
+        &http_server::content_type::JSON,
+        body,
+    ))
 }
 
 /// Queues the frame for each connection this replica holds, as a post would: one shared
@@ -295,7 +299,7 @@ async fn forward(gw: &Shared, url: String, ids: Vec<String>, raw_path: &str, bod
             &Method::POST,
             raw_path,
             raw_path,
-            Some(&http::HeaderValue::from_static("application/json")),
+            Some(&http_server::content_type::JSON),
             body,
             now_ms(),
             MAX_PEER_ANSWER_BYTES,

@@ -114,7 +114,7 @@ impl Gateway {
         if path == "/metrics" {
             return http_server::with_body(
                 StatusCode::OK,
-                crate::metrics::CONTENT_TYPE,
+                &http_server::content_type::OPENMETRICS,
                 crate::metrics::encode(&registry),
             );
         }

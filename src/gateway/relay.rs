@@ -188,7 +188,7 @@ impl Forwarder {
                 &Method::POST,
                 path,
                 path,
-                Some(&HeaderValue::from_static("application/octet-stream")),
+                Some(&http_server::content_type::OCTET_STREAM),
                 body,
                 now_ms(),
             )
@@ -224,11 +224,11 @@ impl Forwarder {
             SingleCall {
                 path_and_query: path.clone(),
                 raw_path: path,
-                content_type: Some(HeaderValue::from_static(if post.binary {
-                    "application/octet-stream"
+                content_type: Some(if post.binary {
+                    http_server::content_type::OCTET_STREAM.clone()
                 } else {
-                    "text/plain; charset=utf-8"
-                })),
+                    http_server::content_type::TEXT_UTF8.clone()
+                }),
             }
         });
         self.peers
@@ -455,7 +455,7 @@ fn answered(gw: &Shared, source: &'static str, outcomes: Vec<u8>) -> Response<Bo
     for (outcome, &n) in tally.iter().enumerate() {
         gw.metrics.managements("post", source, status_of(outcome as u8), n);
     }
-    http_server::with_body(StatusCode::OK, "application/octet-stream", outcomes)
+    http_server::with_body(StatusCode::OK, &http_server::content_type::OCTET_STREAM, outcomes)
 }
 
 /// Queues a post for a connection this replica holds.

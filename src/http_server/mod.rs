@@ -226,10 +226,32 @@ fn closing(resp: &mut Response<Body>) {
     }
 }
 
+/// The content types of the answers written here, each built once: `HeaderValue::from_static`
+/// checks its text where it runs, so a value made per answer would check it every time.
+pub mod content_type {
+    use http::HeaderValue;
+
+    pub static TEXT: HeaderValue = HeaderValue::from_static("text/plain");
+    pub static TEXT_UTF8: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+    pub static HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+    pub static JSON: HeaderValue = HeaderValue::from_static("application/json");
+    pub static OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+    pub static OPENMETRICS: HeaderValue = HeaderValue::from_static(crate::metrics::CONTENT_TYPE);
+
+    /// `text` as a header value, taken from the values above when it is one of them.
+    pub fn of(text: &'static str) -> HeaderValue {
+        [&TEXT, &TEXT_UTF8, &HTML, &JSON, &OCTET_STREAM]
+            .into_iter()
+            .find(|v| v.as_bytes() == text.as_bytes())
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(text))
+    }
+}
+
 /// A JSON response.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    with_body(status, "application/json", body)
+    with_body(status, &content_type::JSON, body)
 }
 
 /// A JSON error response: `{"error": message}`.
@@ -237,12 +259,11 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-/// A response with a body and content type.
-pub fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+/// A response with a body and content type (one of [`content_type`]'s).
+pub fn with_body(status: StatusCode, content_type: &HeaderValue, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
     resp
 }
 
@@ -256,9 +277,13 @@ pub fn empty(status: StatusCode) -> Response<Body> {
 /// `/healthz` and `/readyz` answers shared by every listener.
 pub fn health(path: &str, lifecycle: &Lifecycle) -> Option<Response<Body>> {
     match path {
-        "/healthz" => Some(with_body(StatusCode::OK, "text/plain", "ok\n")),
-        "/readyz" if lifecycle.is_ready() => Some(with_body(StatusCode::OK, "text/plain", "ready\n")),
-        "/readyz" => Some(with_body(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")),
+        "/healthz" => Some(with_body(StatusCode::OK, &content_type::TEXT, "ok\n")),
+        "/readyz" if lifecycle.is_ready() => Some(with_body(StatusCode::OK, &content_type::TEXT, "ready\n")),
+        "/readyz" => Some(with_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &content_type::TEXT,
+            "not ready\n",
+        )),
         _ => None,
     }
 }
@@ -266,6 +291,23 @@ pub fn health(path: &str, lifecycle: &Lifecycle) -> Option<Response<Body>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_content_type_is_the_static_value_and_another_is_built() {
+        for (text, known) in [
+            ("text/plain", &content_type::TEXT),
+            ("text/plain; charset=utf-8", &content_type::TEXT_UTF8),
+            ("text/html; charset=utf-8", &content_type::HTML),
+            ("application/json", &content_type::JSON),
+            ("application/octet-stream", &content_type::OCTET_STREAM),
+        ] {
+            assert_eq!(content_type::of(text), known);
+            assert_eq!(known.to_str().unwrap(), text);
+        }
+        assert_eq!(content_type::of("image/png"), "image/png");
+        let answer = with_body(StatusCode::OK, &content_type::JSON, "{}");
+        assert_eq!(answer.headers()[header::CONTENT_TYPE], "application/json");
+    }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]

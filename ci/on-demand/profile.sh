@@ -2,7 +2,8 @@
 # Counts the instructions `serve` spends per POST /message next to the bare hyper echo, the
 # gateway's per message on the full path, both processes' per message on the asynchronous
 # reply path and what a span adds to each, with valgrind's callgrind (stable to well under 1% on
-# a busy machine, unlike wall-clock figures); then, with perf's software clock, where a request's
+# a busy machine, unlike wall-clock figures); then the CPU time and context switches per message
+# of each process of the asynchronous path; last, with perf's software clock, where a request's
 # time goes in `serve` and in bare hyper, the kernel's part included.
 # Builds the `profiling` profile (the release build with symbols); run on demand, not in CI.
 # PROFILE_SECONDS sets the measured seconds per server (default 5; 8 for the perf rounds). See
@@ -29,6 +30,8 @@ python3 bench/callgrind_async.py target/profiling/socketless target/profiling/ex
 log "counting what a span costs on the full path (traces off, then on at 100 % sampling)"
 python3 bench/callgrind_traces.py target/profiling/socketless target/profiling/examples/ws_load \
   target/profiling/examples/otlp_sink "${PROFILE_SECONDS:-5}"
+log "how the processes of the asynchronous path take turns: CPU and context switches per message"
+python3 bench/switches.py target/profiling/socketless target/profiling/examples/ws_load "${PROFILE_SECONDS:-8}"
 log "timing a request with perf (cpu-clock samples): kernel and user space, serve next to bare hyper"
 [ "$(nproc)" -ge 2 ] || die "perf_split.py pins the server and wrk to separate cores: need 2"
 python3 bench/perf_split.py target/profiling/socketless target/profiling/examples/hyper_echo bench/message.lua \

@@ -6,8 +6,8 @@
 # of each process of the asynchronous path; last, with perf's software clock, where a request's
 # time goes in `serve` and in bare hyper, the kernel's part included.
 # Builds the `profiling` profile (the release build with symbols); run on demand, not in CI.
-# PROFILE_SECONDS sets the measured seconds per server (default 5; 8 for the perf rounds). See
-# README, "Benchmarks".
+# PROFILE_SECONDS sets the measured seconds per server (default 5; 8 for switches.py and the perf
+# rounds). See README, "Benchmarks".
 set -euo pipefail
 # shellcheck source=../lib/lib.sh
 source "$(dirname "$0")/../lib/lib.sh"
@@ -30,9 +30,9 @@ python3 bench/callgrind_async.py target/profiling/socketless target/profiling/ex
 log "counting what a span costs on the full path (traces off, then on at 100 % sampling)"
 python3 bench/callgrind_traces.py target/profiling/socketless target/profiling/examples/ws_load \
   target/profiling/examples/otlp_sink "${PROFILE_SECONDS:-5}"
+[ "$(nproc)" -ge 2 ] || die "switches.py and perf_split.py pin the servers and the load to separate cores: need 2"
 log "how the processes of the asynchronous path take turns: CPU and context switches per message"
 python3 bench/switches.py target/profiling/socketless target/profiling/examples/ws_load "${PROFILE_SECONDS:-8}"
 log "timing a request with perf (cpu-clock samples): kernel and user space, serve next to bare hyper"
-[ "$(nproc)" -ge 2 ] || die "perf_split.py pins the server and wrk to separate cores: need 2"
 python3 bench/perf_split.py target/profiling/socketless target/profiling/examples/hyper_echo bench/message.lua \
   "${PROFILE_SECONDS:-8}"

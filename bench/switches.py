@@ -48,19 +48,25 @@ def open_setup(binary, hop, batch_relay):
     ports = [free_port() for _ in range(3 if hop else 1)]
     bport, iport = free_port(), free_port()
     push = ports[1] if hop else ports[0]
-    procs = {"serve": start([binary, "serve", "--listen", f"127.0.0.1:{bport}", "--internal-listen",
-                             f"127.0.0.1:{iport}", "--log", "warn", "--shutdown-delay", "0s", "--shared-secret",
-                             SECRET, "--reply-mode", "async", "--push-endpoint", f"http://127.0.0.1:{push}/bench",
-                             "--push-route", "endpoint"])}
-    wait_http(f"http://127.0.0.1:{iport}/readyz")
-    peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
-    for i, port in enumerate(ports):
-        extra = ["--ordinal", str(i), "--peers", peers] if hop else []
-        procs[f"gateway {i}"] = start([binary, "gateway", "--listen", f"127.0.0.1:{port}", "--param",
-                                       f"IntegrationUri=http://127.0.0.1:{bport}", "--param", f"SharedSecret={SECRET}",
-                                       "--param", "StageName=bench", "--log", "warn", "--shutdown-delay", "0s",
-                                       *extra], batch=batch_relay and i == 1)
-        wait_http(f"http://127.0.0.1:{port}/readyz")
+    procs = {}
+    try:
+        procs["serve"] = start([binary, "serve", "--listen", f"127.0.0.1:{bport}", "--internal-listen",
+                                f"127.0.0.1:{iport}", "--log", "warn", "--shutdown-delay", "0s", "--shared-secret",
+                                SECRET, "--reply-mode", "async", "--push-endpoint", f"http://127.0.0.1:{push}/bench",
+                                "--push-route", "endpoint"])
+        wait_http(f"http://127.0.0.1:{iport}/readyz")
+        peers = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+        for i, port in enumerate(ports):
+            extra = ["--ordinal", str(i), "--peers", peers] if hop else []
+            procs[f"gateway {i}"] = start([binary, "gateway", "--listen", f"127.0.0.1:{port}", "--param",
+                                           f"IntegrationUri=http://127.0.0.1:{bport}", "--param",
+                                           f"SharedSecret={SECRET}", "--param", "StageName=bench", "--log", "warn",
+                                           "--shutdown-delay", "0s", *extra], batch=batch_relay and i == 1)
+            wait_http(f"http://127.0.0.1:{port}/readyz")
+    except BaseException:
+        for p in procs.values():
+            stop(p)
+        raise
     return procs, f"ws://127.0.0.1:{ports[0]}/bench"
 
 
